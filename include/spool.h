@@ -1,0 +1,133 @@
+/*
+ * spool.h - the durable message store and the journal.
+ *
+ * The only module that touches spool files. A message file holds the
+ * envelope, how the message arrived, and the content with its SHA-256; it
+ * is written under tmp/, and committed by fsync, an "accepted" journal
+ * record made durable, a rename into queue/ and an fsync of queue/. The
+ * committing steps run on worker threads and are grouped (one directory
+ * fsync and one journal fdatasync serve every message committed together).
+ * The file format is documented in splitmx-spool(5).
+ */
+#ifndef SPLITMX_SPOOL_H
+#define SPLITMX_SPOOL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <time.h>
+
+#include "sbuf.h"
+
+struct workers;
+struct spool;
+struct spool_msg;
+
+#define SPOOL_ID_LEN	16	/* queue ids: [0-9A-Z]{16}, time-ordered */
+#define SPOOL_FORMAT_VERSION	1
+
+struct spool_rcpt {
+	char		*addr;		/* mailbox as received, no <>; "postmaster" */
+	unsigned	 notify;	/* SMTP_PROTO_NOTIFY_* bits, 0 = none */
+	char		*orcpt;		/* "rfc822;xtext" or NULL */
+};
+
+struct spool_envelope {
+	char			*sender;	/* mailbox, "" for <> */
+	char			*envid;		/* DSN ENVID xtext, or NULL */
+	int			 ret;		/* enum smtp_proto_ret */
+	int			 body;		/* enum smtp_proto_body */
+	bool			 smtputf8;
+	struct spool_rcpt	*rcpts;
+	size_t			 nrcpts;
+	/* How it arrived. */
+	struct timespec		 arrival;
+	char			*listener;	/* "127.0.0.1:2525" */
+	char			*client_addr;	/* "192.0.2.1" */
+	char			*client_name;	/* reverse name or "unknown" */
+	char			*helo;		/* as given, or NULL */
+	char			*protocol;	/* "SMTP", "ESMTP", "ESMTPS", ... */
+	char			*tls;		/* "TLSv1.3 TLS_AES_256_GCM_SHA384", NULL */
+};
+
+/* Frees the strings and the recipient array, not env itself. */
+void spool_envelope_clear(struct spool_envelope *env);
+
+/*
+ * Opens (creating when missing) DIR/{tmp,queue,corrupt} and DIR/journal,
+ * holding directory fds. Startup only (may block). NULL with err set.
+ */
+struct spool *spool_open(const char *dir, struct workers *w, struct sbuf *err);
+/* Waits for commits in flight, closes everything. NULL is ignored. */
+void spool_close(struct spool *sp);
+
+struct spool_recovery {
+	unsigned	queued;		/* committed messages indexed */
+	unsigned	removed_tmp;	/* half-received files removed */
+	unsigned	quarantined;	/* unreadable files moved to corrupt/ */
+};
+
+/* Called for each committed message found at startup. */
+typedef void (*spool_found_cb)(void *arg, const char *id,
+    const struct spool_envelope *env, uint64_t content_size);
+
+/*
+ * Startup recovery, before the loop serves anyone (blocks): removes and
+ * journals every tmp/ file, checks every queue/ file's header and size,
+ * moves unreadable ones to corrupt/ with a log line, and reports the rest.
+ */
+int spool_recover(struct spool *sp, spool_found_cb found, void *arg,
+    struct spool_recovery *stats_out, struct sbuf *err);
+
+/*
+ * Starts a message: allocates its queue id, creates tmp/ID and writes the
+ * envelope. Loop thread (open and write only). NULL with *err_out set.
+ */
+struct spool_msg *spool_msg_new(struct spool *sp,
+    const struct spool_envelope *env, const char **err_out);
+
+const char *spool_msg_id(const struct spool_msg *msg);
+/* Content octets appended so far. */
+uint64_t spool_msg_size(const struct spool_msg *msg);
+
+/*
+ * Appends content (buffered; written when the buffer fills). Returns 0, or
+ * -1 once any write has failed (sticky; *err_out set, e.g. disk full).
+ */
+int spool_msg_append(struct spool_msg *msg, const void *data, size_t len,
+    const char **err_out) __attribute__((warn_unused_result));
+
+/*
+ * status 0: durable in queue/ and journaled; the id may be acknowledged.
+ * status -1: nothing committed (tmp file removed), err says why.
+ * Runs on the loop thread.
+ */
+typedef void (*spool_commit_cb)(void *arg, int status, const char *id,
+    const char *err);
+
+/*
+ * Finishes and commits msg asynchronously and takes ownership of it.
+ * message_id (may be NULL) goes into the journal's accepted record.
+ */
+void spool_msg_commit(struct spool_msg *msg, const char *message_id,
+    spool_commit_cb cb, void *arg);
+
+/* Discards msg (its tmp file is removed on a worker). Takes ownership. */
+void spool_msg_abort(struct spool_msg *msg);
+
+/* Commits in flight (for graceful shutdown). */
+unsigned spool_pending(const struct spool *sp);
+
+/*
+ * Reads a committed message's header (blocking; workers or tools).
+ * Fills env_out, the content offset and size and the recorded SHA-256 in
+ * hex. -1 with err set when the file is missing, torn or malformed.
+ */
+int spool_read_header(const char *path, struct spool_envelope *env_out,
+    uint64_t *content_off_out, uint64_t *content_size_out,
+    char sha256_out[65], struct sbuf *err);
+
+/* Checks that an id has the queue-id shape before it is used in a path. */
+bool spool_id_valid(const char *id);
+
+#endif
