@@ -32,6 +32,14 @@ struct conf_domain {
 	 */
 	char	**recipients;
 	size_t	  nrecipients;
+	/*
+	 * recipients[0..nexact) hold the patterns without wildcards, sorted
+	 * with strcasecmp so a lookup is a binary search; the rest are
+	 * fnmatch patterns tried in turn. Kept by conf_parse_buf and
+	 * conf_load_recipients; 0 (everything tried with fnmatch) is always
+	 * correct for a hand-built domain.
+	 */
+	size_t	  nexact;
 	bool	  has_list;
 	char	 *recipients_file;	/* resolved path, or NULL */
 	int	  line;

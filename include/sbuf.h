@@ -27,27 +27,27 @@ void sbuf_reset(struct sbuf *sb);
 /* Truncates to len (no-op when len >= current length). */
 void sbuf_truncate(struct sbuf *sb, size_t len);
 
-/* Appends; returns 0, or -1 when the cap would be passed (buffer unchanged). */
-int sbuf_append(struct sbuf *sb, const void *data, size_t len)
-    __attribute__((warn_unused_result));
-int sbuf_append_str(struct sbuf *sb, const char *s)
-    __attribute__((warn_unused_result));
-int sbuf_append_char(struct sbuf *sb, char c)
-    __attribute__((warn_unused_result));
+/*
+ * Appends; returns 0, or -1 when the cap would be passed (buffer unchanged).
+ * Callers check the result wherever truncation would matter; composing an
+ * error message may ignore it (a truncated message is still a message).
+ */
+int sbuf_append(struct sbuf *sb, const void *data, size_t len);
+int sbuf_append_str(struct sbuf *sb, const char *s);
+int sbuf_append_char(struct sbuf *sb, char c);
 int sbuf_printf(struct sbuf *sb, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3), warn_unused_result));
+    __attribute__((format(printf, 2, 3)));
 int sbuf_vprintf(struct sbuf *sb, const char *fmt, va_list ap)
-    __attribute__((format(printf, 2, 0), warn_unused_result));
+    __attribute__((format(printf, 2, 0)));
 /*
  * Appends data with every byte below 0x21, 0x7f, '\\' and any byte in
  * extra written as \xHH, so peer text is safe in logs and records.
  * Bytes >= 0x80 (UTF-8) pass unchanged unless ascii_only is set.
  */
 int sbuf_append_escaped(struct sbuf *sb, const void *data, size_t len,
-    const char *extra, bool ascii_only) __attribute__((warn_unused_result));
+    const char *extra, bool ascii_only);
 
 /* Reverses sbuf_append_escaped; -1 on a malformed escape or the cap. */
-int sbuf_append_unescaped(struct sbuf *sb, const char *s, size_t len)
-    __attribute__((warn_unused_result));
+int sbuf_append_unescaped(struct sbuf *sb, const char *s, size_t len);
 
 #endif

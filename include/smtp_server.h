@@ -1,0 +1,39 @@
+/*
+ * smtp_server.h - inbound SMTP sessions on the event loop.
+ *
+ * Owns the listeners and every session: the command state machine,
+ * STARTTLS, limits and timeouts, and streaming DATA/BDAT into the spool.
+ * Nothing here blocks: spool commits complete through callbacks.
+ */
+#ifndef SPLITMX_SMTP_SERVER_H
+#define SPLITMX_SMTP_SERVER_H
+
+#include "sbuf.h"
+
+struct event_base;
+struct conf;
+struct spool;
+struct smtp_server;
+
+/*
+ * Binds every listener and loads its TLS context (startup, as root).
+ * Accepting starts with smtp_server_start. NULL with err set.
+ */
+struct smtp_server *smtp_server_new(struct event_base *base,
+    const struct conf *conf, struct sbuf *err);
+
+/* Starts accepting connections; messages go to sp. */
+void smtp_server_start(struct smtp_server *srv, struct spool *sp);
+
+/*
+ * Graceful stop: closes the listeners at once, says 421 to idle sessions,
+ * lets DATA in progress finish for up to the configured grace, then
+ * closes the rest. done(arg) runs on the loop once no session is left.
+ */
+void smtp_server_shutdown(struct smtp_server *srv, void (*done)(void *),
+    void *arg);
+
+/* Frees everything; sessions still open are dropped. NULL is ignored. */
+void smtp_server_free(struct smtp_server *srv);
+
+#endif

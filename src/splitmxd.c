@@ -1,0 +1,211 @@
+/*
+ * splitmxd.c - the daemon's main(): configuration, privileged startup,
+ * spool recovery, then one event loop until SIGTERM.
+ *
+ * Startup order matters: listeners are bound and TLS keys read as root,
+ * the process detaches before any thread exists, the spool is opened and
+ * handed to the run-as user, privileges are dropped, and only then are
+ * committed messages recovered and connections accepted.
+ */
+#include <sys/stat.h>
+
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sysexits.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+#include <event2/thread.h>
+
+#include "conf.h"
+#include "log.h"
+#include "priv.h"
+#include "sbuf.h"
+#include "smtp_server.h"
+#include "spool.h"
+#include "workers.h"
+
+#define SPLITMXD_VERSION	"0.1.0"
+
+struct splitmxd {
+	struct event_base	*base;
+	struct smtp_server	*server;
+	bool			 stopping;
+};
+
+static void
+usage(void)
+{
+	(void)fprintf(stderr,
+	    "usage: splitmxd [-dnV] [-f config]\n"
+	    "  -f FILE  configuration file (default /etc/splitmx/splitmx.conf)\n"
+	    "  -d       stay in the foreground, log to stderr\n"
+	    "  -n       check the configuration and exit\n"
+	    "  -V       print the version and exit\n");
+	exit(EX_USAGE);
+}
+
+static void
+shutdown_done(void *arg)
+{
+	struct splitmxd *d = arg;
+
+	(void)event_base_loopbreak(d->base);
+}
+
+static void
+signal_cb(evutil_socket_t sig, short what, void *arg)
+{
+	struct splitmxd *d = arg;
+
+	(void)what;
+	if (sig == SIGHUP) {
+		log_info("SIGHUP: configuration reload is not supported yet; "
+		    "restart to apply changes");
+		return;
+	}
+	if (d->stopping) {
+		log_info("second stop signal: exiting now");
+		(void)event_base_loopbreak(d->base);
+		return;
+	}
+	d->stopping = true;
+	log_info("stopping on signal %d: no new connections, finishing "
+	    "messages in progress", (int)sig);
+	smtp_server_shutdown(d->server, shutdown_done, d);
+}
+
+static void
+found_cb(void *arg, const char *id, const struct spool_envelope *env,
+    uint64_t size)
+{
+	(void)arg;
+	log_debug("%s: recovered from=<%s> nrcpt=%zu size=%llu", id,
+	    env->sender, env->nrcpts, (unsigned long long)size);
+}
+
+int
+main(int argc, char *argv[])
+{
+	const char *conf_path = "/etc/splitmx/splitmx.conf";
+	struct spool_recovery rec;
+	struct event *sigs[3];
+	struct splitmxd d;
+	struct workers *workers;
+	struct spool *spool;
+	struct conf *conf;
+	struct sbuf err;
+	bool foreground = false, check_only = false;
+	uid_t uid = 0;
+	gid_t gid = 0;
+	int ch, i;
+	const int signos[3] = { SIGTERM, SIGINT, SIGHUP };
+
+	while ((ch = getopt(argc, argv, "df:nV")) != -1) {
+		switch (ch) {
+		case 'd':
+			foreground = true;
+			break;
+		case 'f':
+			conf_path = optarg;
+			break;
+		case 'n':
+			check_only = true;
+			break;
+		case 'V':
+			(void)printf("splitmxd %s\n", SPLITMXD_VERSION);
+			return 0;
+		default:
+			usage();
+		}
+	}
+	if (optind != argc)
+		usage();
+
+	sbuf_init(&err, 8192);
+	conf = conf_load(conf_path, &err);
+	if (conf == NULL) {
+		(void)fprintf(stderr, "splitmxd: %s\n", err.data);
+		return EX_CONFIG;
+	}
+	if (conf->user != NULL &&
+	    priv_lookup(conf->user, &uid, &gid, &err) == -1) {
+		(void)fprintf(stderr, "splitmxd: %s: %s\n", conf_path, err.data);
+		return EX_CONFIG;
+	}
+	if (check_only) {
+		(void)printf("splitmxd: %s: configuration OK\n", conf_path);
+		conf_free(conf);
+		sbuf_release(&err);
+		return 0;
+	}
+
+	log_init("splitmxd", foreground || conf->log_stderr, conf->log_facility);
+	log_set_level((enum log_level)conf->log_level);
+	if (signal(SIGPIPE, SIG_IGN) == SIG_ERR)
+		log_fatal(EX_OSERR, "signal");
+
+	if (evthread_use_pthreads() == -1)
+		log_fatalx(EX_SOFTWARE, "libevent has no pthreads support");
+	memset(&d, 0, sizeof(d));
+	d.base = event_base_new();
+	if (d.base == NULL)
+		log_fatalx(EX_SOFTWARE, "cannot create the event base");
+
+	d.server = smtp_server_new(d.base, conf, &err);
+	if (d.server == NULL)
+		log_fatalx(EX_CONFIG, "%s", err.data);
+
+	/* Detach before any thread exists: fork keeps only the caller. */
+	if (!foreground && daemon(0, 0) == -1)
+		log_fatal(EX_OSERR, "daemon");
+	if (event_reinit(d.base) == -1)
+		log_fatalx(EX_SOFTWARE, "event_reinit failed");
+
+	workers = workers_new(d.base, conf->workers);
+	spool = spool_open(conf->spool_dir, workers, &err);
+	if (spool == NULL)
+		log_fatalx(EX_CANTCREAT, "spool %s: %s", conf->spool_dir,
+		    err.data);
+	if (conf->user != NULL && getuid() == 0) {
+		if (priv_chown_spool(conf->spool_dir, uid, gid, &err) == -1 ||
+		    priv_drop(uid, gid, &err) == -1)
+			log_fatalx(EX_NOPERM, "cannot become %s: %s",
+			    conf->user, err.data);
+		log_info("running as %s", conf->user);
+	}
+	if (spool_recover(spool, found_cb, NULL, &rec, &err) == -1)
+		log_fatalx(EX_IOERR, "spool recovery: %s", err.data);
+	log_info("spool %s: %u messages queued, %u incomplete removed, "
+	    "%u quarantined", conf->spool_dir, rec.queued, rec.removed_tmp,
+	    rec.quarantined);
+
+	for (i = 0; i < 3; i++) {
+		sigs[i] = evsignal_new(d.base, signos[i], signal_cb, &d);
+		if (sigs[i] == NULL || evsignal_add(sigs[i], NULL) == -1)
+			log_fatalx(EX_OSERR, "cannot watch signal %d", signos[i]);
+	}
+	smtp_server_start(d.server, spool);
+	log_info("splitmxd %s started", SPLITMXD_VERSION);
+
+	if (event_base_dispatch(d.base) == -1)
+		log_warnx("event loop failed");
+
+	/*
+	 * Commits in flight finish first; their callbacks run inside
+	 * workers_free while the sessions they name still exist.
+	 */
+	spool_close(spool);
+	workers_free(workers);
+	smtp_server_free(d.server);
+	for (i = 0; i < 3; i++)
+		event_free(sigs[i]);
+	event_base_free(d.base);
+	log_info("splitmxd stopped");
+	conf_free(conf);
+	sbuf_release(&err);
+	return 0;
+}
