@@ -121,8 +121,9 @@ struct smtp_proto_rcpt {
  * the path, then ESMTP parameters. Returns 0, or -1 with *st_out set to the
  * reply to send: 501 5.1.7 (bad sender syntax), 501 5.1.3 (bad recipient
  * syntax), 501 5.5.4 (malformed or repeated parameter), 555 5.5.4 (unknown
- * parameter), 553 5.6.7 (non-ASCII address without SMTPUTF8), 501 5.5.4 for
- * over-long parts (the text says which). smtputf8 for RCPT: whether the
+ * parameter), 553 5.6.7 (non-ASCII address without SMTPUTF8); over-long
+ * local part, domain or path get 501 5.1.7 / 5.1.3 with a text saying
+ * which. smtputf8 for RCPT: whether the
  * transaction's MAIL carried SMTPUTF8. The parser does not apply policy
  * (SIZE against the limit, domain acceptance): the caller does.
  */

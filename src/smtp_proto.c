@@ -18,9 +18,9 @@
 #include "smtp_proto.h"
 
 /* Enhanced codes for path syntax errors (RFC 3463 3.2). */
-#define ENH_SENDER	"5.1.7"
-#define ENH_RCPT	"5.1.3"
-#define ENH_ARGS	"5.5.4"
+#define ENH_SENDER "5.1.7"
+#define ENH_RCPT   "5.1.3"
+#define ENH_ARGS   "5.5.4"
 
 static void
 set_status(struct smtp_proto_status *st, unsigned code, const char *enh,
@@ -66,8 +66,9 @@ ci_eq(const char *s, size_t len, const char *lit)
 	size_t i;
 
 	for (i = 0; i < len; i++) {
-		if (lit[i] == '\0' || to_lower((unsigned char)s[i]) !=
-		    to_lower((unsigned char)lit[i]))
+		if (lit[i] == '\0' ||
+		    to_lower((unsigned char)s[i]) !=
+		        to_lower((unsigned char)lit[i]))
 			return false;
 	}
 	return lit[len] == '\0';
@@ -157,31 +158,31 @@ parse_u64(const char *s, size_t len, uint64_t *out)
 /* Command lines */
 
 static const struct {
-	const char		*name;
-	enum smtp_proto_verb	 verb;
+	const char *name;
+	enum smtp_proto_verb verb;
 } verbs[] = {
-	{ "HELO", SMTP_PROTO_CMD_HELO },
-	{ "EHLO", SMTP_PROTO_CMD_EHLO },
-	{ "MAIL", SMTP_PROTO_CMD_MAIL },
-	{ "RCPT", SMTP_PROTO_CMD_RCPT },
-	{ "DATA", SMTP_PROTO_CMD_DATA },
-	{ "BDAT", SMTP_PROTO_CMD_BDAT },
-	{ "RSET", SMTP_PROTO_CMD_RSET },
-	{ "NOOP", SMTP_PROTO_CMD_NOOP },
-	{ "QUIT", SMTP_PROTO_CMD_QUIT },
-	{ "VRFY", SMTP_PROTO_CMD_VRFY },
-	{ "EXPN", SMTP_PROTO_CMD_EXPN },
-	{ "HELP", SMTP_PROTO_CMD_HELP },
-	{ "STARTTLS", SMTP_PROTO_CMD_STARTTLS },
-	{ "AUTH", SMTP_PROTO_CMD_AUTH },
-	{ "ETRN", SMTP_PROTO_CMD_ETRN },
-	{ "TURN", SMTP_PROTO_CMD_TURN },
-	/* An HTTP request sent to port 25 (cross-protocol attacks). */
-	{ "GET", SMTP_PROTO_CMD_HTTP },
-	{ "POST", SMTP_PROTO_CMD_HTTP },
-	{ "HEAD", SMTP_PROTO_CMD_HTTP },
-	{ "PUT", SMTP_PROTO_CMD_HTTP },
-	{ "CONNECT", SMTP_PROTO_CMD_HTTP },
+    {"HELO", SMTP_PROTO_CMD_HELO},
+    {"EHLO", SMTP_PROTO_CMD_EHLO},
+    {"MAIL", SMTP_PROTO_CMD_MAIL},
+    {"RCPT", SMTP_PROTO_CMD_RCPT},
+    {"DATA", SMTP_PROTO_CMD_DATA},
+    {"BDAT", SMTP_PROTO_CMD_BDAT},
+    {"RSET", SMTP_PROTO_CMD_RSET},
+    {"NOOP", SMTP_PROTO_CMD_NOOP},
+    {"QUIT", SMTP_PROTO_CMD_QUIT},
+    {"VRFY", SMTP_PROTO_CMD_VRFY},
+    {"EXPN", SMTP_PROTO_CMD_EXPN},
+    {"HELP", SMTP_PROTO_CMD_HELP},
+    {"STARTTLS", SMTP_PROTO_CMD_STARTTLS},
+    {"AUTH", SMTP_PROTO_CMD_AUTH},
+    {"ETRN", SMTP_PROTO_CMD_ETRN},
+    {"TURN", SMTP_PROTO_CMD_TURN},
+    /* An HTTP request sent to port 25 (cross-protocol attacks). */
+    {"GET", SMTP_PROTO_CMD_HTTP},
+    {"POST", SMTP_PROTO_CMD_HTTP},
+    {"HEAD", SMTP_PROTO_CMD_HTTP},
+    {"PUT", SMTP_PROTO_CMD_HTTP},
+    {"CONNECT", SMTP_PROTO_CMD_HTTP},
 };
 
 int
@@ -227,9 +228,9 @@ smtp_proto_parse_command(const char *line, size_t len,
 		kwlen = strlen(kw);
 		if (len - i < kwlen || !ci_eq(line + i, kwlen, kw)) {
 			set_status(st_out, 501, ENH_ARGS,
-			    out->verb == SMTP_PROTO_CMD_MAIL ?
-			    "Syntax: MAIL FROM:<address>" :
-			    "Syntax: RCPT TO:<address>");
+			    out->verb == SMTP_PROTO_CMD_MAIL
+			        ? "Syntax: MAIL FROM:<address>"
+			        : "Syntax: RCPT TO:<address>");
 			return -1;
 		}
 		i += kwlen;
@@ -254,8 +255,9 @@ path_error(struct smtp_proto_status *st, bool rcpt, const char *text)
 static int
 path_syntax(struct smtp_proto_status *st, bool rcpt)
 {
-	return path_error(st, rcpt, rcpt ? "Syntax error in recipient address" :
-	    "Syntax error in sender address");
+	return path_error(st, rcpt,
+	    rcpt ? "Syntax error in recipient address"
+	         : "Syntax error in sender address");
 }
 
 /*
@@ -308,8 +310,8 @@ scan_domain(const char *s, size_t len, bool *literal_out)
 	}
 	for (;;) {
 		start = i;
-		while (i < len && (is_alnum(p[i]) || p[i] == '-' ||
-		    p[i] >= 0x80))
+		while (
+		    i < len && (is_alnum(p[i]) || p[i] == '-' || p[i] >= 0x80))
 			i++;
 		/* Let-dig [Ldh-str]: no hyphen at either end. */
 		if (i == start || p[start] == '-' || p[i - 1] == '-')
@@ -335,8 +337,8 @@ path_locate(const char *arg, size_t len, bool rcpt, size_t *open_out,
 	while (i < len && arg[i] == ' ')
 		i++;
 	if (i == len || arg[i] != '<')
-		return path_error(st, rcpt,
-		    "Syntax error: address must be enclosed in <>");
+		return path_error(
+		    st, rcpt, "Syntax error: address must be enclosed in <>");
 	*open_out = i;
 	for (i++; i < len; i++) {
 		if (quoted) {
@@ -350,7 +352,8 @@ path_locate(const char *arg, size_t len, bool rcpt, size_t *open_out,
 			break;
 	}
 	if (i >= len)
-		return path_error(st, rcpt, "Syntax error: unterminated address");
+		return path_error(
+		    st, rcpt, "Syntax error: unterminated address");
 	*end_out = i + 1;
 	if (*end_out < len && arg[*end_out] != ' ')
 		return path_error(st, rcpt, "Syntax error after address");
@@ -385,7 +388,8 @@ scan_local(const char *s, size_t len, char *local, bool *quoted_out)
 				c = p[++i];
 			} else if (c < 32 || c == 127)
 				return 0;
-			/* qtextSMTP is everything else printable, plus UTF-8. */
+			/* qtextSMTP is everything else printable, plus UTF-8.
+			 */
 			if (k < SMTP_PROTO_LOCAL_MAX)
 				local[k++] = (char)c;
 		}
@@ -427,8 +431,8 @@ path_parse(const char *s, size_t len, bool rcpt, bool smtputf8,
 	memset(out, 0, sizeof(*out));
 	if (len == 0) {
 		if (rcpt)
-			return path_error(st, true,
-			    "Null recipient address not allowed");
+			return path_error(
+			    st, true, "Null recipient address not allowed");
 		out->is_null = true;
 		return 0;
 	}
@@ -499,7 +503,8 @@ path_parse(const char *s, size_t len, bool rcpt, bool smtputf8,
 	memcpy(out->mailbox, mb, mblen);
 	memcpy(out->domain, mb + llen + 1, dlen);
 	for (i = 0; i < dlen; i++)
-		out->domain_lc[i] = (char)to_lower((unsigned char)out->domain[i]);
+		out->domain_lc[i] =
+		    (char)to_lower((unsigned char)out->domain[i]);
 	out->domain_literal = literal;
 	return 0;
 }
@@ -518,24 +523,24 @@ enum param_id {
 };
 
 static const struct {
-	const char	*name;
-	enum param_id	 id;
-	bool		 rcpt;	/* RCPT parameter, else MAIL */
+	const char *name;
+	enum param_id id;
+	bool rcpt; /* RCPT parameter, else MAIL */
 } params[] = {
-	{ "SIZE", PARAM_SIZE, false },		/* RFC 1870 */
-	{ "BODY", PARAM_BODY, false },		/* RFC 6152 */
-	{ "SMTPUTF8", PARAM_SMTPUTF8, false },	/* RFC 6531 */
-	{ "RET", PARAM_RET, false },		/* RFC 3461 */
-	{ "ENVID", PARAM_ENVID, false },	/* RFC 3461 */
-	{ "NOTIFY", PARAM_NOTIFY, true },	/* RFC 3461 */
-	{ "ORCPT", PARAM_ORCPT, true },		/* RFC 3461 */
+    {"SIZE", PARAM_SIZE, false},         /* RFC 1870 */
+    {"BODY", PARAM_BODY, false},         /* RFC 6152 */
+    {"SMTPUTF8", PARAM_SMTPUTF8, false}, /* RFC 6531 */
+    {"RET", PARAM_RET, false},           /* RFC 3461 */
+    {"ENVID", PARAM_ENVID, false},       /* RFC 3461 */
+    {"NOTIFY", PARAM_NOTIFY, true},      /* RFC 3461 */
+    {"ORCPT", PARAM_ORCPT, true},        /* RFC 3461 */
 };
 
 struct param {
-	enum param_id	 id;
-	const char	*val;
-	size_t		 vallen;
-	bool		 has_val;
+	enum param_id id;
+	const char *val;
+	size_t vallen;
+	bool has_val;
 };
 
 static int
@@ -551,8 +556,8 @@ param_error(struct smtp_proto_status *st, unsigned code, const char *text)
  * repeated (*seen). Returns 1 with *p filled, 0 at the end, -1 on error.
  */
 static int
-param_next(const char *s, size_t len, size_t *pos, bool rcpt,
-    unsigned *seen, struct param *p, struct smtp_proto_status *st)
+param_next(const char *s, size_t len, size_t *pos, bool rcpt, unsigned *seen,
+    struct param *p, struct smtp_proto_status *st)
 {
 	const unsigned char *u = (const unsigned char *)s;
 	size_t i = *pos, start, kwend, k;
@@ -576,8 +581,8 @@ param_next(const char *s, size_t len, size_t *pos, bool rcpt,
 		/* esmtp-value = 1*(%d33-60 / %d62-126) */
 		for (i++; i < len && s[i] != ' '; i++) {
 			if (u[i] < 33 || u[i] > 126 || u[i] == '=')
-				return param_error(st, 501,
-				    "Syntax error in parameters");
+				return param_error(
+				    st, 501, "Syntax error in parameters");
 		}
 	}
 	p->vallen = (size_t)(s + i - p->val);
@@ -614,10 +619,10 @@ mail_params(const char *s, size_t len, struct smtp_proto_mail *out,
 		switch (p.id) {
 		case PARAM_SIZE:
 			/* RFC 1870: size-value ::= 1*20DIGIT */
-			if (p.vallen > 20 || !parse_u64(p.val, p.vallen,
-			    &out->size))
-				return param_error(st, 501,
-				    "Invalid SIZE value");
+			if (p.vallen > 20 ||
+			    !parse_u64(p.val, p.vallen, &out->size))
+				return param_error(
+				    st, 501, "Invalid SIZE value");
 			out->has_size = true;
 			break;
 		case PARAM_BODY:
@@ -625,14 +630,15 @@ mail_params(const char *s, size_t len, struct smtp_proto_mail *out,
 				out->body = SMTP_PROTO_BODY_7BIT;
 			else if (ci_eq(p.val, p.vallen, "8BITMIME"))
 				out->body = SMTP_PROTO_BODY_8BITMIME;
-			else	/* BINARYMIME needs CHUNKING+BINARYMIME: not offered */
-				return param_error(st, 555,
-				    "Unsupported BODY type");
+			else /* BINARYMIME needs CHUNKING+BINARYMIME: not
+			        offered */
+				return param_error(
+				    st, 555, "Unsupported BODY type");
 			break;
 		case PARAM_SMTPUTF8:
 			if (p.has_val)
-				return param_error(st, 501,
-				    "SMTPUTF8 takes no value");
+				return param_error(
+				    st, 501, "SMTPUTF8 takes no value");
 			out->smtputf8 = true;
 			break;
 		case PARAM_RET:
@@ -641,14 +647,14 @@ mail_params(const char *s, size_t len, struct smtp_proto_mail *out,
 			else if (ci_eq(p.val, p.vallen, "HDRS"))
 				out->ret = SMTP_PROTO_RET_HDRS;
 			else
-				return param_error(st, 501,
-				    "Invalid RET value");
+				return param_error(
+				    st, 501, "Invalid RET value");
 			break;
 		case PARAM_ENVID:
 			if (p.vallen > SMTP_PROTO_ENVID_MAX ||
 			    !smtp_proto_xtext_valid(p.val, p.vallen))
-				return param_error(st, 501,
-				    "Invalid ENVID value");
+				return param_error(
+				    st, 501, "Invalid ENVID value");
 			memcpy(out->envid, p.val, p.vallen);
 			out->envid[p.vallen] = '\0';
 			break;
@@ -681,7 +687,7 @@ parse_notify(const char *s, size_t len, unsigned *out)
 		else if (ci_eq(s + start, i - start, "DELAY"))
 			bits |= SMTP_PROTO_NOTIFY_DELAY;
 		else
-			return false;	/* includes empty elements */
+			return false; /* includes empty elements */
 		if (i == len)
 			break;
 		i++;
@@ -720,14 +726,14 @@ rcpt_params(const char *s, size_t len, struct smtp_proto_rcpt *out,
 		switch (p.id) {
 		case PARAM_NOTIFY:
 			if (!parse_notify(p.val, p.vallen, &out->notify))
-				return param_error(st, 501,
-				    "Invalid NOTIFY value");
+				return param_error(
+				    st, 501, "Invalid NOTIFY value");
 			break;
 		case PARAM_ORCPT:
 			if (p.vallen > SMTP_PROTO_ORCPT_MAX ||
 			    !orcpt_valid(p.val, p.vallen))
-				return param_error(st, 501,
-				    "Invalid ORCPT value");
+				return param_error(
+				    st, 501, "Invalid ORCPT value");
 			memcpy(out->orcpt, p.val, p.vallen);
 			out->orcpt[p.vallen] = '\0';
 			break;
@@ -741,8 +747,8 @@ rcpt_params(const char *s, size_t len, struct smtp_proto_rcpt *out,
 }
 
 int
-smtp_proto_parse_mail(const char *arg, size_t len,
-    struct smtp_proto_mail *out, struct smtp_proto_status *st_out)
+smtp_proto_parse_mail(const char *arg, size_t len, struct smtp_proto_mail *out,
+    struct smtp_proto_status *st_out)
 {
 	size_t open, end;
 
@@ -752,8 +758,8 @@ smtp_proto_parse_mail(const char *arg, size_t len,
 	/* Parameters first: SMTPUTF8 decides whether the path may be UTF-8. */
 	if (mail_params(arg + end, len - end, out, st_out) == -1)
 		return -1;
-	return path_parse(arg + open + 1, end - open - 2, false,
-	    out->smtputf8, &out->path, st_out);
+	return path_parse(arg + open + 1, end - open - 2, false, out->smtputf8,
+	    &out->path, st_out);
 }
 
 int
@@ -766,7 +772,7 @@ smtp_proto_parse_rcpt(const char *arg, size_t len, bool smtputf8,
 	if (path_locate(arg, len, true, &open, &end, st_out) == -1)
 		return -1;
 	if (path_parse(arg + open + 1, end - open - 2, true, smtputf8,
-	    &out->path, st_out) == -1)
+	        &out->path, st_out) == -1)
 		return -1;
 	return rcpt_params(arg + end, len - end, out, st_out);
 }
@@ -782,9 +788,9 @@ smtp_proto_xtext_valid(const char *s, size_t len)
 			/* hexchar: "+" and two upper-case hex digits */
 			if (len - i < 3 ||
 			    !(is_digit(p[i + 1]) ||
-			    (p[i + 1] >= 'A' && p[i + 1] <= 'F')) ||
+			        (p[i + 1] >= 'A' && p[i + 1] <= 'F')) ||
 			    !(is_digit(p[i + 2]) ||
-			    (p[i + 2] >= 'A' && p[i + 2] <= 'F')))
+			        (p[i + 2] >= 'A' && p[i + 2] <= 'F')))
 				return false;
 			i += 2;
 		} else if (p[i] < 33 || p[i] > 126 || p[i] == '=')
@@ -797,8 +803,8 @@ smtp_proto_xtext_valid(const char *s, size_t len)
 /* HELO/EHLO and BDAT arguments */
 
 int
-smtp_proto_parse_helo(const char *arg, size_t len,
-    struct smtp_proto_status *st_out)
+smtp_proto_parse_helo(
+    const char *arg, size_t len, struct smtp_proto_status *st_out)
 {
 	const unsigned char *p = (const unsigned char *)arg;
 	size_t i;
@@ -865,8 +871,8 @@ bad:
 /* Replies */
 
 int
-smtp_proto_format_reply(struct sbuf *out, unsigned code,
-    const char *enhanced, bool more, const char *text)
+smtp_proto_format_reply(struct sbuf *out, unsigned code, const char *enhanced,
+    bool more, const char *text)
 {
 	size_t start = out->len;
 	char head[5];
@@ -884,7 +890,7 @@ smtp_proto_format_reply(struct sbuf *out, unsigned code,
 	head[3] = more ? '-' : ' ';
 	/* "250\r\n" is a valid reply-line; no trailing space then. */
 	if (sbuf_append(out, head,
-	    (enhanced != NULL || *text != '\0' || more) ? 4 : 3) == -1)
+	        (enhanced != NULL || *text != '\0' || more) ? 4 : 3) == -1)
 		goto fail;
 	if (enhanced != NULL && sbuf_append_str(out, enhanced) == -1)
 		goto fail;
@@ -904,11 +910,11 @@ fail:
 /* DATA / BDAT content decoder */
 
 enum {
-	DS_LINESTART = 0,	/* after CRLF, or at the start of the data */
-	DS_DOT,			/* "." at a line start */
-	DS_DOTCR,		/* "." CR at a line start */
-	DS_MID,			/* inside a line */
-	DS_CR,			/* CR inside a line; LF decides */
+	DS_LINESTART = 0, /* after CRLF, or at the start of the data */
+	DS_DOT,           /* "." at a line start */
+	DS_DOTCR,         /* "." CR at a line start */
+	DS_MID,           /* inside a line */
+	DS_CR,            /* CR inside a line; LF decides */
 };
 
 static void
@@ -967,8 +973,8 @@ data_mid(struct smtp_proto_data *d, char *out, size_t *o, char c)
 }
 
 void
-smtp_proto_data_init(struct smtp_proto_data *d,
-    enum smtp_proto_data_mode mode, bool normalize)
+smtp_proto_data_init(
+    struct smtp_proto_data *d, enum smtp_proto_data_mode mode, bool normalize)
 {
 	memset(d, 0, sizeof(*d));
 	d->mode = mode;
@@ -977,9 +983,8 @@ smtp_proto_data_init(struct smtp_proto_data *d,
 }
 
 int
-smtp_proto_data_feed(struct smtp_proto_data *d, const char *in,
-    size_t inlen, char *out, size_t outcap, size_t *outlen_io,
-    size_t *consumed_out)
+smtp_proto_data_feed(struct smtp_proto_data *d, const char *in, size_t inlen,
+    char *out, size_t outcap, size_t *outlen_io, size_t *consumed_out)
 {
 	size_t i = 0, o = *outlen_io;
 	char c;
@@ -1001,7 +1006,7 @@ smtp_proto_data_feed(struct smtp_proto_data *d, const char *in,
 		case DS_DOT:
 			if (c == '\r')
 				d->state = DS_DOTCR;
-			else	/* RFC 5321 4.5.2: drop the stuffing dot */
+			else /* RFC 5321 4.5.2: drop the stuffing dot */
 				data_mid(d, out, &o, c);
 			break;
 		case DS_DOTCR:
@@ -1019,8 +1024,9 @@ smtp_proto_data_feed(struct smtp_proto_data *d, const char *in,
 		case DS_CR:
 			if (c == '\n') {
 				data_eol(d, out, &o);
-				d->state = d->mode == SMTP_PROTO_DATA_DOT ?
-				    DS_LINESTART : DS_MID;
+				d->state = d->mode == SMTP_PROTO_DATA_DOT
+				    ? DS_LINESTART
+				    : DS_MID;
 			} else {
 				data_bare(d, out, &o, '\r');
 				data_mid(d, out, &o, c);
@@ -1037,8 +1043,8 @@ smtp_proto_data_feed(struct smtp_proto_data *d, const char *in,
 }
 
 void
-smtp_proto_data_finish(struct smtp_proto_data *d, char *out,
-    size_t outcap, size_t *outlen_io)
+smtp_proto_data_finish(
+    struct smtp_proto_data *d, char *out, size_t outcap, size_t *outlen_io)
 {
 	size_t o = *outlen_io;
 
@@ -1054,13 +1060,13 @@ smtp_proto_data_finish(struct smtp_proto_data *d, char *out,
 /* Header scanner */
 
 enum {
-	HS_LINESTART = 0,	/* after CRLF, or at the start */
-	HS_NAME,		/* in a field name */
-	HS_NAMEWSP,		/* WSP after a field name, before ':' */
-	HS_VALUE,		/* in the Message-ID value (capturing) */
-	HS_SKIP,		/* in any other line */
-	HS_CR,			/* CR inside a line */
-	HS_EMPTYCR,		/* CR at a line start */
+	HS_LINESTART = 0, /* after CRLF, or at the start */
+	HS_NAME,          /* in a field name */
+	HS_NAMEWSP,       /* WSP after a field name, before ':' */
+	HS_VALUE,         /* in the Message-ID value (capturing) */
+	HS_SKIP,          /* in any other line */
+	HS_CR,            /* CR inside a line */
+	HS_EMPTYCR,       /* CR at a line start */
 };
 
 /*
@@ -1086,10 +1092,10 @@ msgid_add(struct smtp_proto_hdrscan *h, unsigned char c)
 	if (c < 0x20 || c == 0x7f)
 		return;
 	if (h->msgid_len + pend + 1 > SMTP_PROTO_MSGID_MAX)
-		return;		/* truncated */
+		return; /* truncated */
 	if (pend > 0)
-		memmove(h->msgid + h->msgid_len, h->msgid + h->msgid_len + 1,
-		    pend);
+		memmove(
+		    h->msgid + h->msgid_len, h->msgid + h->msgid_len + 1, pend);
 	h->msgid_len += pend;
 	h->name_len = 0;
 	h->msgid[h->msgid_len++] = (char)c;
@@ -1123,11 +1129,12 @@ hdr_name_char(struct smtp_proto_hdrscan *h, unsigned char c)
 	else if (c == ' ' || c == '\t')
 		h->state = HS_NAMEWSP;
 	else if (c < 33 || c > 126)
-		h->state = HS_SKIP;	/* not a field name (RFC 5322 ftext) */
+		h->state = HS_SKIP; /* not a field name (RFC 5322 ftext) */
 	else {
 		if (h->name_len < sizeof(h->name))
 			h->name[h->name_len] = (char)c;
-		/* Stop counting past the buffer: such a name matches nothing. */
+		/* Stop counting past the buffer: such a name matches nothing.
+		 */
 		if (h->name_len <= sizeof(h->name))
 			h->name_len++;
 	}
@@ -1141,8 +1148,8 @@ smtp_proto_hdrscan_init(struct smtp_proto_hdrscan *h)
 }
 
 void
-smtp_proto_hdrscan_feed(struct smtp_proto_hdrscan *h, const char *data,
-    size_t len)
+smtp_proto_hdrscan_feed(
+    struct smtp_proto_hdrscan *h, const char *data, size_t len)
 {
 	const unsigned char *p = (const unsigned char *)data;
 	size_t i;
@@ -1200,7 +1207,7 @@ smtp_proto_hdrscan_feed(struct smtp_proto_hdrscan *h, const char *data,
 			else
 				h->state = c == '\r' ? HS_CR : HS_SKIP;
 			break;
-		default:	/* HS_SKIP */
+		default: /* HS_SKIP */
 			if (c == '\r')
 				h->state = HS_CR;
 			break;

@@ -113,6 +113,7 @@ struct session {
 	bool			 bdat_last;
 	bool			 bdat_active;	/* BDAT seen in this transaction */
 	uint64_t		 bdat_chunk;
+	uint64_t		 stored_size;	/* with our Received header */
 
 	/* Teardown. */
 	bool			 closing;
@@ -562,6 +563,7 @@ session_end_content(struct session *s)
 	} else {
 		struct spool_msg *msg = s->msg;
 
+		s->stored_size = spool_msg_size(msg);
 		s->msg = NULL;
 		s->state = SESSION_COMMIT;
 		s->pending++;
@@ -594,7 +596,7 @@ session_log_accepted(struct session *s, const char *id)
 	log_info("%s: accepted from=<%s> size=%" PRIu64 " nrcpt=%zu to=%s "
 	    "msgid=%s client=%s[%s] helo=%s listener=%s%s%s", id,
 	    session_esc(from, sizeof(from), s->mail.path.mailbox),
-	    s->dec.out_total, s->nrcpts, to.data,
+	    s->stored_size, s->nrcpts, to.data,
 	    s->hs.has_msgid ? session_esc(msgid, sizeof(msgid), s->hs.msgid) :
 	    "none", s->name, s->addr, session_esc(helo, sizeof(helo), s->helo),
 	    s->local, s->tls_active ? " tls=" : "",

@@ -257,6 +257,26 @@ def sanitizer_hits(text):
     return hits
 
 
+def sanitizer_summary(text, max_lines=12):
+    """The report's ERROR/SUMMARY lines and the first frames in src/."""
+    out = []
+    for line in text.splitlines():
+        if any(p in line for p in SANITIZER_PATTERNS):
+            out.append(line.strip())
+        else:
+            m = re.match(r"^\s*#\d+ 0x[0-9a-f]+ in (\S+) (src/\S+)", line)
+            if m:
+                out.append("%s %s" % (m.group(1), m.group(2)))
+        if len(out) >= max_lines:
+            break
+    return " / ".join(out)
+
+
+def check_no_sanitizer(text, what="splitmxd"):
+    if sanitizer_hits(text):
+        fail("sanitizer report from %s: %s" % (what, sanitizer_summary(text)))
+
+
 class Daemon:
     """One splitmxd -d -f CONF process with its stderr in a kept log file."""
 
@@ -270,6 +290,7 @@ class Daemon:
                                          _DAEMON_SEQ[0], name))
         self.proc = None
         self.killed = False     # we sent SIGKILL on purpose
+        self.term_sent = False  # a test sent SIGTERM itself
         self.stopped = False
         self.rc = None
         _DAEMONS.append(self)
@@ -291,6 +312,7 @@ class Daemon:
             preexec_fn=_child_setup)
         self.stopped = False
         self.killed = False
+        self.term_sent = False
         self.rc = None
         at_cleanup(self._emergency_kill)
         if wait:
@@ -348,20 +370,30 @@ class Daemon:
 
     def kill9(self):
         """SIGKILL by PID (a crash); no sanitizer or exit checks."""
-        if self.alive():
+        was_alive = self.alive()
+        if was_alive:
             os.kill(self.proc.pid, signal.SIGKILL)
-            self.killed = True
             try:
                 self.proc.wait(10)
             except subprocess.TimeoutExpired:
                 fail("splitmxd pid %d survived SIGKILL" % self.proc.pid)
+        self.killed = True
         self.rc = self.proc.returncode
         self.stopped = True
         self._close_log()
+        probs = self.sanitizer_problems()
+        if not was_alive:
+            probs.insert(0, "splitmxd had already exited (rc=%s) before "
+                         "kill -9" % self.rc)
+        if probs:
+            fail("; ".join(probs) + "\nlog (%s):\n%s" % (self.log_path,
+                                                        self.log_tail()))
 
     def signal(self, sig):
         if self.alive():
             os.kill(self.proc.pid, sig)
+            if sig == signal.SIGTERM:
+                self.term_sent = True
 
     def wait_exit(self, timeout):
         """Waits for the process to exit; returns rc or None on timeout."""
@@ -386,8 +418,9 @@ class Daemon:
             return self.rc
         problems = []
         if self.proc.poll() is not None:
-            problems.append("splitmxd had already exited (rc=%s) before stop"
-                            % self.proc.returncode)
+            if not self.term_sent:
+                problems.append("splitmxd had already exited (rc=%s) before "
+                                "stop" % self.proc.returncode)
         else:
             os.kill(self.proc.pid, signal.SIGTERM)
             try:
@@ -411,10 +444,10 @@ class Daemon:
         return self.rc
 
     def sanitizer_problems(self):
-        hits = sanitizer_hits(self.log_text())
-        if hits:
-            return ["sanitizer report in %s: %s" % (self.log_path,
-                                                    " / ".join(hits[:5]))]
+        text = self.log_text()
+        if sanitizer_hits(text):
+            return ["sanitizer report in %s: %s" % (
+                self.log_path, sanitizer_summary(text, 10))]
         return []
 
 
@@ -1020,12 +1053,6 @@ class Runner:
             if d.proc is not None and not d.stopped:
                 name = "stop %s" % os.path.basename(d.log_path)
                 self.run(name, d.stop)
-            elif d.proc is not None and not d.killed:
-                probs = d.sanitizer_problems()
-                if probs:
-                    self.failed += 1
-                    print("FAIL sanitizer %s: %s" % (
-                        os.path.basename(d.log_path), probs[0]))
         total = self.passed + self.failed
         if self.failed:
             _FAILED = True
