@@ -36,8 +36,8 @@
 #define CONF_LABEL_MAX		63	/* RFC 1035 2.3.4 */
 #define CONF_USER_MAX		32
 #define CONF_WORKERS_MAX	256
-#define CONF_MSG_MAX		512	/* one error message, before FILE:LINE */
-#define CONF_SHOW_MAX		64	/* bytes of a token quoted in a message */
+#define CONF_MSG_MAX		512	/* one message, without FILE:LINE */
+#define CONF_SHOW_MAX		64	/* bytes of a word shown in a message */
 #define CONF_SUGGEST_MAX	32	/* longest word we look for typos in */
 
 #define CONF_DEFAULT_SPOOL	"/var/spool/splitmx"
@@ -97,8 +97,8 @@ struct conf_directive {
 	enum conf_ctx	 opens;		/* the block it opens, if any */
 	enum conf_arg	 arg;		/* which field, for shared handlers */
 	const char	*usage;		/* arguments, for messages */
-	int		(*fn)(struct conf_parser *, const struct conf_directive *,
-			    int);
+	int		(*fn)(struct conf_parser *,
+			    const struct conf_directive *, int);
 };
 
 struct conf_parser {
@@ -1314,9 +1314,11 @@ conf_misplaced(struct conf_parser *p, int line, const char *kw)
 		return conf_err(p, line, "directive '%s' is not allowed in a "
 		    "%s block (only in a %s block)", conf_show(p, kw),
 		    conf_ctx_names[p->ctx], where);
+	/* A top-level keyword inside a block usually means a lost '}'. */
 	if (n > 0)
 		return conf_err(p, line, "directive '%s' is not allowed in a "
-		    "%s block", conf_show(p, kw), conf_ctx_names[p->ctx]);
+		    "%s block (missing '}' for the block opened at line %d?)",
+		    conf_show(p, kw), conf_ctx_names[p->ctx], p->block_line);
 	if ((hint = conf_suggest(p->ctx, kw)) != NULL)
 		return conf_errc(p, line, "unknown directive '%s' (did you "
 		    "mean '%s'?)", conf_show(p, kw), hint);

@@ -56,7 +56,7 @@ log_facility_from_name(const char *name)
 	return -1;
 }
 
-static void
+static void __attribute__((format(printf, 3, 0)))
 log_vemit(enum log_level level, int saved_errno, const char *fmt, va_list ap)
 {
 	static const int prio[] = { LOG_DEBUG, LOG_INFO, LOG_WARNING, LOG_ERR };

@@ -50,8 +50,21 @@
 #define SPOOL_MSGID_MAX		998	/* RFC 5322 2.1.1 line limit */
 #define SPOOL_ERR_LEN		256
 #define SPOOL_TS_LEN		27	/* 2026-11-23T01:20:00.123456Z */
+/*
+ * Creating a file can wait for the filesystem journal (ext4: a median of
+ * 250 us, tens of ms behind a commit, measured here), so tmp files are
+ * created ahead of need by a worker and spool_msg_new only takes one.
+ */
+#define SPOOL_POOL_TARGET	64
+#define SPOOL_POOL_LOW		48	/* refill below this */
+#define SPOOL_POOL_JOBS		2	/* refill jobs at once */
 /* Escaped in journal values: fields split on ' ', lists on ',', keys on '='. */
 #define SPOOL_JOURNAL_EXTRA	" ,="
+
+struct spool_file {
+	int	fd;
+	char	id[SPOOL_ID_LEN + 1];
+};
 
 struct spool {
 	char			*dir;
@@ -64,9 +77,18 @@ struct spool {
 	EVP_MD			*md;
 
 	/* Loop thread only. */
+	char			 new_err[SPOOL_ERR_LEN];
+
+	pthread_mutex_t		 pool_mtx;	/* everything down to started */
 	uint64_t		 last_us;	/* id clock, strictly rising */
 	uint32_t		 id_seq;	/* id tail, random start */
-	char			 new_err[SPOOL_ERR_LEN];
+	struct spool_file	 pool[SPOOL_POOL_TARGET];	/* a FIFO ring */
+	unsigned		 pool_head;
+	unsigned		 pool_n;
+	unsigned		 pool_creating;
+	unsigned		 pool_jobs;	/* refill jobs queued */
+	bool			 pool_failing;	/* last creation failed */
+	bool			 started;	/* tmp/ in use: no more recovery */
 
 	pthread_t		 committer;
 	bool			 committer_started;
@@ -76,7 +98,8 @@ struct spool {
 	struct spool_msg	*cq_head;
 	struct spool_msg	**cq_tail;
 	bool			 stopping;
-	atomic_uint		 inflight;	/* commits and aborts */
+	atomic_uint		 inflight;	/* jobs that use sp */
+	atomic_uint		 pending;	/* commits not yet decided */
 
 	/* Committer thread (or recovery, before any commit) only. */
 	uint64_t		 journal_off;
@@ -549,11 +572,12 @@ spool_commit_batch(struct spool *sp, struct spool_msg *batch)
 	if (late && spool_journal_write(sp, &sp->jbuf, why, sizeof(why)) == -1)
 		log_warnx("spool: discarded records not journaled: %s", why);
 
-	/* Post before inflight drops, so pending + busy never read 0 early. */
+	/* Post before pending drops, so pending + busy never read 0 early. */
 	for (m = batch; m != NULL; m = next) {
 		next = m->next;
 		workers_post(sp->w, spool_commit_done, m);
 	}
+	atomic_fetch_sub(&sp->pending, n);
 	spool_inflight_done(sp, n);
 }
 
@@ -679,6 +703,8 @@ spool_release(struct spool *sp)
 	spool_check(pthread_cond_destroy(&sp->idle_cond),
 	    "pthread_cond_destroy");
 	spool_check(pthread_mutex_destroy(&sp->mtx), "pthread_mutex_destroy");
+	spool_check(pthread_mutex_destroy(&sp->pool_mtx),
+	    "pthread_mutex_destroy");
 	free(sp->dir);
 	free(sp);
 }
@@ -699,9 +725,12 @@ spool_open(const char *dir, struct workers *w, struct sbuf *err)
 	sp->journalfd = -1;
 	sp->cq_tail = &sp->cq_head;
 	atomic_init(&sp->inflight, 0);
+	atomic_init(&sp->pending, 0);
 	atomic_init(&sp->broken, false);
 	sbuf_init(&sp->jbuf, SPOOL_JBATCH_MAX);
 	spool_check(pthread_mutex_init(&sp->mtx, NULL), "pthread_mutex_init");
+	spool_check(pthread_mutex_init(&sp->pool_mtx, NULL),
+	    "pthread_mutex_init");
 	spool_check(pthread_cond_init(&sp->cq_cond, NULL), "pthread_cond_init");
 	spool_check(pthread_cond_init(&sp->idle_cond, NULL),
 	    "pthread_cond_init");
@@ -798,6 +827,8 @@ fail:
 void
 spool_close(struct spool *sp)
 {
+	struct spool_file *f;
+
 	if (sp == NULL)
 		return;
 	spool_lock(sp);
@@ -810,13 +841,20 @@ spool_close(struct spool *sp)
 	spool_unlock(sp);
 	if (sp->committer_started)
 		spool_check(pthread_join(sp->committer, NULL), "pthread_join");
+	/* Unused pre-created files would look like lost messages later. */
+	for (; sp->pool_n > 0; sp->pool_n--) {
+		f = &sp->pool[sp->pool_head];
+		sp->pool_head = (sp->pool_head + 1) % SPOOL_POOL_TARGET;
+		spool_close_fd(&f->fd, "tmp file");
+		spool_unlink_tmp(sp, f->id);
+	}
 	spool_release(sp);
 }
 
 unsigned
 spool_pending(const struct spool *sp)
 {
-	return atomic_load(&sp->inflight);
+	return atomic_load(&sp->pending);
 }
 
 /* ---- writing a message ---- */
@@ -978,13 +1016,123 @@ spool_new_id(struct spool *sp, char id[SPOOL_ID_LEN + 1])
 	id[SPOOL_ID_LEN] = '\0';
 }
 
+static void
+spool_pool_lock(struct spool *sp)
+{
+	spool_check(pthread_mutex_lock(&sp->pool_mtx), "pthread_mutex_lock");
+}
+
+static void
+spool_pool_unlock(struct spool *sp)
+{
+	spool_check(pthread_mutex_unlock(&sp->pool_mtx),
+	    "pthread_mutex_unlock");
+}
+
+/* Creates tmp/ID under a fresh id; any thread. -1 with errno set. */
+static int
+spool_create_tmp(struct spool *sp, char id[SPOOL_ID_LEN + 1])
+{
+	int fd = -1, tries;
+
+	for (tries = 0; tries < 4; tries++) {
+		spool_pool_lock(sp);
+		spool_new_id(sp, id);
+		spool_pool_unlock(sp);
+		fd = openat(sp->tmpfd, id, O_WRONLY | O_CREAT | O_EXCL |
+		    O_NOFOLLOW | O_CLOEXEC, 0600);
+		if (fd != -1 || errno != EEXIST)
+			break;
+	}
+	return fd;
+}
+
+/* Worker: tops the pool of empty tmp files up to SPOOL_POOL_TARGET. */
+static void
+spool_pool_refill_job(void *arg)
+{
+	struct spool *sp = arg;
+	struct spool_file *f;
+	char id[SPOOL_ID_LEN + 1];
+	bool more, report;
+	int fd, saved;
+
+	for (;;) {
+		spool_pool_lock(sp);
+		more = sp->pool_n + sp->pool_creating < SPOOL_POOL_TARGET;
+		if (more)
+			sp->pool_creating++;
+		else
+			sp->pool_jobs--;
+		spool_pool_unlock(sp);
+		if (!more)
+			break;
+
+		fd = spool_create_tmp(sp, id);
+		saved = errno;
+
+		spool_pool_lock(sp);
+		report = fd == -1 && !sp->pool_failing;
+		sp->pool_creating--;
+		if (fd != -1) {
+			f = &sp->pool[(sp->pool_head + sp->pool_n) %
+			    SPOOL_POOL_TARGET];
+			f->fd = fd;
+			memcpy(f->id, id, sizeof(f->id));
+			sp->pool_n++;
+			sp->pool_failing = false;
+		} else {
+			/* spool_msg_new retries itself and reports it. */
+			sp->pool_failing = true;
+			sp->pool_jobs--;
+		}
+		spool_pool_unlock(sp);
+		if (report)
+			log_warnx("spool: cannot create tmp files: %s",
+			    strerror(saved));
+		if (fd == -1)
+			break;
+	}
+	spool_inflight_done(sp, 1);
+}
+
+/*
+ * Loop thread: takes a pre-created file into msg (false if none); sets
+ * *refill_out when the pool runs low and a refill job should be started.
+ */
+static bool
+spool_pool_take(struct spool *sp, struct spool_msg *msg, bool *refill_out)
+{
+	struct spool_file *f;
+	bool got = false, refill;
+
+	spool_pool_lock(sp);
+	sp->started = true;
+	if (sp->pool_n > 0) {
+		f = &sp->pool[sp->pool_head];
+		sp->pool_head = (sp->pool_head + 1) % SPOOL_POOL_TARGET;
+		sp->pool_n--;
+		msg->fd = f->fd;
+		memcpy(msg->id, f->id, sizeof(msg->id));
+		got = true;
+	}
+	/* After a failure, only a miss (pool empty) tries again. */
+	refill = sp->w != NULL && sp->pool_jobs < SPOOL_POOL_JOBS &&
+	    sp->pool_n < SPOOL_POOL_LOW && (!sp->pool_failing || !got);
+	if (refill)
+		sp->pool_jobs++;
+	spool_pool_unlock(sp);
+	*refill_out = refill;
+	return got;
+}
+
 struct spool_msg *
 spool_msg_new(struct spool *sp, const struct spool_envelope *env,
     const char **err_out)
 {
 	struct spool_msg *msg;
 	struct sbuf hdr;
-	int tries;
+	bool refill;
 
 	if (atomic_load(&sp->broken)) {
 		(void)snprintf(sp->new_err, sizeof(sp->new_err), "%s",
@@ -1015,12 +1163,12 @@ spool_msg_new(struct spool *sp, const struct spool_envelope *env,
 		return NULL;
 	}
 
-	for (tries = 0; tries < 4; tries++) {
-		spool_new_id(sp, msg->id);
-		msg->fd = openat(sp->tmpfd, msg->id, O_WRONLY | O_CREAT |
-		    O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
-		if (msg->fd != -1 || errno != EEXIST)
-			break;
+	/* The pool ran dry: create here rather than refuse the message. */
+	if (!spool_pool_take(sp, msg, &refill))
+		msg->fd = spool_create_tmp(sp, msg->id);
+	if (refill) {
+		atomic_fetch_add(&sp->inflight, 1);
+		workers_submit(sp->w, spool_pool_refill_job, NULL, sp);
 	}
 	if (msg->fd == -1) {
 		(void)snprintf(sp->new_err, sizeof(sp->new_err),
@@ -1149,6 +1297,7 @@ spool_msg_commit(struct spool_msg *msg, const char *message_id,
 	}
 	sbuf_release(&msg->jfrom);
 	sbuf_release(&msg->jrest);
+	atomic_fetch_add(&sp->pending, 1);
 	atomic_fetch_add(&sp->inflight, 1);
 	/* The last write, fsync and close happen off the loop. */
 	workers_submit(sp->w, spool_sync_job, NULL, msg);
@@ -1672,8 +1821,20 @@ spool_recover(struct spool *sp, spool_found_cb found, void *arg,
 	char **names = NULL;
 	size_t n = 0, i;
 	uint64_t off, size, us;
+	struct stat fst;
 	int fd, rc = -1;
-	bool qchanged = false, bad;
+	bool qchanged = false, bad, started, empty;
+
+	spool_pool_lock(sp);
+	started = sp->started;
+	spool_pool_unlock(sp);
+	if (started) {
+		/* It would remove the tmp files of messages in progress. */
+		spool_errf(err, "recovery after messages were started");
+		if (stats_out != NULL)
+			*stats_out = st;
+		return -1;
+	}
 
 	sbuf_init(&jb, SPOOL_JBATCH_MAX);
 	sbuf_init(&ename, 1024);
@@ -1689,8 +1850,16 @@ spool_recover(struct spool *sp, spool_found_cb found, void *arg,
 		if (sbuf_append_escaped(&ename, names[i], strlen(names[i]),
 		    NULL, true) == -1)
 			sbuf_reset(&ename);
+		empty = fstatat(sp->tmpfd, names[i], &fst,
+		    AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(fst.st_mode) &&
+		    fst.st_size == 0;
 		if (unlinkat(sp->tmpfd, names[i], 0) == -1) {
 			log_warn("spool: cannot remove tmp/%s", ename.data);
+			continue;
+		}
+		if (empty && spool_id_valid(names[i])) {
+			/* Pre-created and never used: no message was in it. */
+			log_debug("spool: removed unused tmp/%s", ename.data);
 			continue;
 		}
 		log_warnx("removed incomplete message %s", ename.data);
@@ -1733,8 +1902,11 @@ spool_recover(struct spool *sp, spool_found_cb found, void *arg,
 		}
 		if (!bad) {
 			/* Keep new ids above every queued one (clock steps). */
-			if ((us = spool_id_time(names[i])) > sp->last_us)
+			us = spool_id_time(names[i]);
+			spool_pool_lock(sp);
+			if (us > sp->last_us)
 				sp->last_us = us;
+			spool_pool_unlock(sp);
 			if (found != NULL)
 				found(arg, names[i], &env, size);
 			spool_envelope_clear(&env);
@@ -1762,6 +1934,15 @@ spool_recover(struct spool *sp, spool_found_cb found, void *arg,
 	if (spool_journal_write(sp, &jb, werr, sizeof(werr)) == -1) {
 		spool_errf(err, "%s", werr);
 		goto out;
+	}
+	/* Have files ready before the first client arrives. */
+	if (sp->w != NULL) {
+		spool_pool_lock(sp);
+		sp->pool_jobs++;
+		sp->started = true;
+		spool_pool_unlock(sp);
+		atomic_fetch_add(&sp->inflight, 1);
+		workers_submit(sp->w, spool_pool_refill_job, NULL, sp);
 	}
 	rc = 0;
 out:

@@ -122,6 +122,70 @@ def t_journal():
         check(hashlib.sha256(qf.content).hexdigest() == qf.sha256, "sha")
 
 
+def rst_close(c):
+    """Closes with RST (SO_LINGER 0) so the server sees a reset."""
+    import socket
+    import struct
+    try:
+        c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                          struct.pack("ii", 1, 0))
+    except OSError:
+        pass
+    c.close()
+
+
+def abrupt_thread(t, out):
+    try:
+        for i in range(10):
+            c = env.client(timeout=30)
+            c.start()
+            sender = "abrupt-t%d-m%d@client.test" % (t, i)
+            m = lib.message("abrupt", body=lib.random_body(4096),
+                            sender=sender)
+            c.mail_rcpt(sender, ["alice@example.com"])
+            c.expect("DATA", 354)
+            # The final dot, then a reset before the 250 can be read: the
+            # session goes away while its commit is in flight.
+            c.send(lib.dot_stuff(m) + b".\r\n")
+            rst_close(c)
+            with lock:
+                out[sender] = m
+    except BaseException as e:
+        with lock:
+            errors.append("abrupt %d: %s: %s" % (t, type(e).__name__, e))
+
+
+def t_abrupt_close_during_commit():
+    out = {}
+    del errors[:]
+    threads = [threading.Thread(target=abrupt_thread, args=(t, out),
+                                daemon=True) for t in range(10)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(120)
+    check(not errors, "client errors: %s" % errors[:3])
+    check(env.daemon.alive(), "daemon died when clients reset during commit")
+    lib.wait_tmp_empty(env.spool, 10)
+    # Whatever was committed is complete and is the message sent.
+    q = env.queue()
+    ack = {v[0] for v in results.values()}
+    for name, qf in q.items():
+        if name in ack:
+            continue
+        p = qf.intact_problems()
+        check(not p, "%s: %s" % (name, p))
+        m = out.get(qf.sender)
+        check(m is not None and qf.content.endswith(m),
+              "%s is not a complete copy of a message sent" % name)
+    # And the daemon still serves.
+    c = env.client()
+    c.start()
+    c.send_message("after@client.test", ["bob@example.com"],
+                   lib.message("after abrupt"))
+    c.quit()
+
+
 def main(runner):
     global env
     env = lib.Env("concurrency", workers=4,
@@ -131,6 +195,7 @@ def main(runner):
     runner.run("queue_contents", t_queue_contents)
     runner.run("journal", t_journal)
     runner.run("tmp_empty", lib.wait_tmp_empty, env.spool)
+    runner.run("abrupt_close_during_commit", t_abrupt_close_during_commit)
 
 
 if __name__ == "__main__":

@@ -60,6 +60,40 @@ def t_connections_total():
     env.daemon.stop()
 
 
+def t_resets_do_not_leak_slots():
+    import socket
+    import struct
+    env = lib.Env("perip-rst", limits={"connections_per_ip": "3",
+                                       "connections": "100"})
+    # 30 clients vanish with a reset at various points of a session.
+    for i in range(30):
+        c = env.client()
+        if i % 3 >= 1:
+            c.read_reply()
+        if i % 3 == 2:
+            c.send(b"EHLO x\r\nMAIL FROM:<s@client.test>\r\n")
+        c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                          struct.pack("ii", 1, 0))
+        c.close()
+
+    def three_admitted():
+        held = []
+        try:
+            for _ in range(3):
+                c = env.client()
+                r = c.read_reply()
+                held.append(c)
+                if r.code != 220:
+                    return False
+            return True
+        finally:
+            for c in held:
+                c.close()
+    lib.wait_for(three_admitted, 5, 0.2, "3 connections admitted after 30 "
+                 "reset ones (slot leak?)")
+    env.daemon.stop()
+
+
 tenv = None
 
 
@@ -156,6 +190,7 @@ def main(runner):
     global tenv
     runner.run("connections_per_ip", t_connections_per_ip)
     runner.run("connections_total", t_connections_total)
+    runner.run("resets_do_not_leak_slots", t_resets_do_not_leak_slots)
     tenv = lib.Env("timeouts", limits={"timeout_command": "2s",
                                        "timeout_data": "2s",
                                        "recipients": "5"})

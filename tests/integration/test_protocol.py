@@ -510,6 +510,141 @@ def t_max_received():
     lib.queue_file(env.spool, qid).received_and_body(m)
 
 
+def t_first_data_line_dot():
+    # The 354 counts as the preceding CRLF: a leading "." on the very first
+    # line is transparency too (RFC 5321 4.5.2).
+    c = fresh()
+    c.mail_rcpt("s@client.test", ["alice@example.com"])
+    c.expect("DATA", 354)
+    c.send(b"..first line\r\nSubject: x\r\n\r\nbody\r\n.\r\n")
+    qid = c.read_reply().queue_id()
+    check(qid, "not queued")
+    c.quit()
+    lib.queue_file(env.spool, qid).received_and_body(
+        b".first line\r\nSubject: x\r\n\r\nbody\r\n")
+
+
+def t_empty_message():
+    c = fresh()
+    c.mail_rcpt("s@client.test", ["alice@example.com"])
+    c.expect("DATA", 354)
+    c.send(b".\r\n")
+    r = c.read_reply()
+    qid = r.queue_id()
+    check(qid, "empty message: expected 250 queued, got %s" % r)
+    c.quit()
+    lib.queue_file(env.spool, qid).received_and_body(b"")
+
+
+def t_data_split_byte_by_byte():
+    import socket as _s
+    import time as _t
+    msg = (b"Subject: slow\r\n\r\n.dot\r\n..\r\nline\r\n\r\n"
+           b"x.\r\n.\r\n")
+    # msg ends with the terminator; everything before is content.
+    content = b"Subject: slow\r\n\r\ndot\r\n.\r\nline\r\n\r\nx.\r\n"
+    c = fresh()
+    c.sock.setsockopt(_s.IPPROTO_TCP, _s.TCP_NODELAY, 1)
+    c.mail_rcpt("s@client.test", ["alice@example.com"])
+    c.expect("DATA", 354)
+    for i in range(len(msg)):
+        c.send(msg[i:i + 1])
+        _t.sleep(0.002)
+    qid = c.read_reply().queue_id()
+    check(qid, "not queued")
+    c.quit()
+    lib.queue_file(env.spool, qid).received_and_body(content)
+
+
+def t_ehlo_resets_transaction():
+    c = fresh()
+    c.expect("MAIL FROM:<s@client.test>", 250, "2.1.0")
+    c.ehlo()
+    c.expect("RCPT TO:<alice@example.com>", 503, "5.5.1",
+             "RCPT after a second EHLO (RFC 5321 4.1.4: EHLO resets)")
+    c.quit()
+
+
+def t_received_counting():
+    def hdrs(name, n):
+        return b"".join(b"%s: from h%d by h%d; Mon, 1 Jan 2024 00:00:00 "
+                        b"+0000\r\n" % (name, i, i + 1) for i in range(n))
+    cases = [
+        ("50 Received fields (the limit)", hdrs(b"Received", 50) +
+         lib.message("50"), True),
+        ("51 lower-case received fields", hdrs(b"received", 51) +
+         lib.message("51 lc"), False),
+        ("51 X-Received fields", hdrs(b"X-Received", 51) +
+         lib.message("x-received"), True),
+        ("51 Received lines in the body", lib.message(
+            "body", body=hdrs(b"Received", 51)), True),
+    ]
+    for what, m, ok in cases:
+        c = fresh()
+        c.mail_rcpt("s@client.test", ["alice@example.com"])
+        r = c.data(m)
+        if ok:
+            check(r.queue_id(), "%s: expected 250 queued, got %s" % (what, r))
+        else:
+            expect_reply(r, 554, "5.4.6", what)
+        c.quit()
+
+
+def t_abort_mid_data_cleans_up():
+    before = set(lib.list_dir(lib.queue_dir(env.spool)))
+    for i in range(5):
+        c = fresh()
+        c.mail_rcpt("s@client.test", ["alice@example.com"])
+        c.expect("DATA", 354)
+        c.send(lib.message("aborted", body=lib.random_body(20000)))
+        c.close()
+    lib.wait_tmp_empty(env.spool, 10)
+    check(set(lib.list_dir(lib.queue_dir(env.spool))) == before,
+          "an aborted message reached queue/")
+    check(env.daemon.alive(), "daemon died")
+
+
+def t_long_data_line():
+    # One 300 KiB line: refusing it (RFC 5321 4.5.3.1.6 allows that) or
+    # storing it exactly are both fine; memory must stay bounded, no crash.
+    m = b"Subject: long\r\n\r\n" + b"z" * (300 * 1024) + b"\r\n"
+    c = fresh()
+    c.mail_rcpt("s@client.test", ["alice@example.com"])
+    r = c.data(m)
+    if r.code == 250:
+        lib.queue_file(env.spool, r.queue_id()).received_and_body(m)
+    else:
+        check(500 <= r.code < 600, "long line: %s" % r)
+    c.quit()
+
+
+def t_pipelined_many_rcpts():
+    c = fresh()
+    cmds = [b"MAIL FROM:<s@client.test>"]
+    cmds += [b"RCPT TO:<p%d@example.org>" % i for i in range(8)]
+    cmds += [b"RSET", b"NOOP"]
+    c.send(b"".join(x + b"\r\n" for x in cmds))
+    got = [c.read_reply() for _ in cmds]
+    want = [250] + [250] * 5 + [452] * 3 + [250, 250]
+    check([r.code for r in got] == want, "pipelined replies %s, expected "
+          "codes %s" % (got, want))
+    c.quit()
+
+
+def t_pipelined_errors_stop_at_limit():
+    c = fresh()
+    c.send(b"".join(b"BOGUS%d\r\n" % i for i in range(10)) +
+           b"MAIL FROM:<s@client.test>\r\n")
+    rs = c.read_all_replies(5)
+    codes = [r.code for r in rs]
+    check(421 in codes, "no 421 after 10 pipelined bad commands: %s" % rs)
+    check(codes[codes.index(421) + 1:] == [], "replies after 421: %s" % rs)
+    check(250 not in codes, "the MAIL after the error limit was executed: "
+          "%s" % rs)
+    check(c.eof, "connection not closed after 421")
+    c.close()
+
+
 def main(runner):
     global env
     env = lib.Env("protocol", tls=True, plain_listener=True, limits=LIMITS)

@@ -115,6 +115,24 @@ def t_data_outlasting_grace():
           "the unfinished message is in queue/")
 
 
+def t_tls_session_open_at_sigterm():
+    env = lib.Env("sigterm-tls", tls=True, limits={"shutdown_grace": "3s"})
+    c = env.client(timeout=20)
+    c.start()
+    c.starttls(lib.client_tls_context(env.cert))
+    c.ehlo()
+    env.daemon.signal(signal.SIGTERM)
+    rc = env.daemon.wait_exit(3 + 5)
+    check(rc is not None, "daemon did not exit with a TLS session open")
+    try:
+        rs = c.read_all_replies(3)
+    except Exception:
+        rs = []
+    check(all(r.code == 421 for r in rs), "TLS session got %s" % rs)
+    c.close()
+    env.daemon.stop()           # exit 0, no leak report
+
+
 def main(runner):
     for name, fn in sorted((n[2:], f) for n, f in globals().items()
                            if n.startswith("t_")):

@@ -425,7 +425,8 @@ static const struct {
 	{ "hostname \"a\"b\n", 1, "must be followed by a space" },
 	{ "listen *:25\ndomain example.com {\n  recipients a\n\n", 4,
 	    "missing '}' for block opened at line 2" },
-	{ "listen *:25\nlimits {", 2, "missing '}' for block opened at line 2" },
+	{ "listen *:25\nlimits {", 2,
+	    "missing '}' for block opened at line 2" },
 	{ "listen *:25\n}\n", 2, "stray '}'" },
 	{ OK_TAIL "limits {\n} listen *:26\n", 4, "unexpected text after '}'" },
 	{ OK_TAIL "limits {\n}}\n", 4, "unexpected text after '}'" },
@@ -440,7 +441,8 @@ static const struct {
 	    "directive 'recipients_file' is not allowed outside a domain "
 	    "block" },
 	{ "limits {\n listen *:25\n}\n", 2,
-	    "directive 'listen' is not allowed in a limits block" },
+	    "directive 'listen' is not allowed in a limits block (missing "
+	    "'}' for the block opened at line 1?)" },
 	{ "domain a.example {\n tls_cert c.pem\n}\n", 2,
 	    "directive 'tls_cert' is not allowed in a domain block" },
 	{ "domain a.example {\n limits {\n", 2,

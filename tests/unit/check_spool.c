@@ -210,6 +210,30 @@ count_dir(const char *sub)
 	return n;
 }
 
+/* tmp/ files holding a message (unused pre-created files are empty). */
+static unsigned
+count_tmp_used(void)
+{
+	char path[256];
+	struct dirent *de;
+	struct stat st;
+	unsigned n = 0;
+	DIR *d;
+
+	(void)snprintf(path, sizeof(path), "%s/tmp", sdir);
+	ck_assert_ptr_nonnull(d = opendir(path));
+	while ((de = readdir(d)) != NULL) {
+		if (strcmp(de->d_name, ".") == 0 ||
+		    strcmp(de->d_name, "..") == 0)
+			continue;
+		ck_assert_int_eq(fstatat(dirfd(d), de->d_name, &st, 0), 0);
+		if (st.st_size > 0)
+			n++;
+	}
+	ck_assert_int_eq(closedir(d), 0);
+	return n;
+}
+
 static char *
 journal(void)
 {
@@ -360,7 +384,7 @@ START_TEST(test_commit_one)
 	ck_assert_msg(r.status == 0, "commit failed: %s", r.err);
 	ck_assert_str_eq(r.id, id);
 	ck_assert_uint_eq(count_dir("queue"), 1);
-	ck_assert_uint_eq(count_dir("tmp"), 0);
+	ck_assert_uint_eq(count_tmp_used(), 0);
 
 	(void)snprintf(path, sizeof(path), "%s/queue/%s", sdir, id);
 	sbuf_init(&err, 256);
@@ -443,7 +467,7 @@ START_TEST(test_commit_many)
 	char path[256], sha[65], want[65], *j;
 	struct spool_envelope got;
 	uint64_t off, size;
-	unsigned i;
+	unsigned i, k;
 
 	memset(r, 0, sizeof(r));
 	sbuf_init(&content, 1 << 20);
@@ -453,9 +477,9 @@ START_TEST(test_commit_many)
 		msg[i] = spool_msg_new(sp, &env, &e);
 		ck_assert_msg(msg[i] != NULL, "spool_msg_new: %s", e);
 		spool_envelope_clear(&env);
-		if (i > 0)
-			ck_assert_msg(strcmp(spool_msg_id(msg[i - 1]),
-			    spool_msg_id(msg[i])) < 0, "ids not rising");
+		for (k = 0; k < i; k++)
+			ck_assert_str_ne(spool_msg_id(msg[k]),
+			    spool_msg_id(msg[i]));
 		sbuf_reset(&content);
 		while (content.len < 4096 + i)
 			ck_assert_int_eq(sbuf_printf(&content,
@@ -471,7 +495,7 @@ START_TEST(test_commit_many)
 		ck_assert_msg(r[i].done && r[i].status == 0, "msg %u: %s", i,
 		    r[i].err);
 	ck_assert_uint_eq(count_dir("queue"), NMANY);
-	ck_assert_uint_eq(count_dir("tmp"), 0);
+	ck_assert_uint_eq(count_tmp_used(), 0);
 	j = journal();
 	ck_assert_uint_eq(count_substr(j, " accepted id="), NMANY);
 	ck_assert_uint_eq(count_substr(j, "\n"), NMANY);
@@ -510,11 +534,11 @@ START_TEST(test_abort)
 	msg = spool_msg_new(sp, &env, &e);
 	ck_assert_ptr_nonnull(msg);
 	spool_envelope_clear(&env);
-	ck_assert_uint_eq(count_dir("tmp"), 1);
+	ck_assert_uint_eq(count_tmp_used(), 1);
 	ck_assert_int_eq(spool_msg_append(msg, "hello\r\n", 7, &e), 0);
 	spool_msg_abort(msg);
 	wait_idle();
-	ck_assert_uint_eq(count_dir("tmp"), 0);
+	ck_assert_uint_eq(count_tmp_used(), 0);
 	ck_assert_uint_eq(count_dir("queue"), 0);
 	j = journal();
 	ck_assert_uint_eq(count_substr(j, "accepted"), 0);
@@ -557,7 +581,7 @@ START_TEST(test_write_failure)
 	ck_assert_int_eq(r2.status, -1);
 	ck_assert_str_eq(r2.err, "write: No space left on device");
 
-	ck_assert_uint_eq(count_dir("tmp"), 0);
+	ck_assert_uint_eq(count_tmp_used(), 0);
 	ck_assert_uint_eq(count_dir("queue"), 0);
 	j = journal();
 	ck_assert_uint_eq(count_substr(j, "accepted"), 0);
@@ -599,7 +623,7 @@ START_TEST(test_recover)
 	struct sbuf err;
 	char path[256], *file, *j;
 	size_t len;
-	unsigned i;
+	unsigned i, k;
 
 	commit_simple("one\r\n", &r[0]);
 	commit_simple("two two\r\n", &r[1]);
@@ -612,6 +636,9 @@ START_TEST(test_recover)
 	write_whole(path, "splitmx-queue-file 1\n", 21);
 	(void)snprintf(path, sizeof(path), "%s/tmp/junk name", sdir);
 	write_whole(path, "x", 1);
+	/* An unused pre-created file goes quietly. */
+	(void)snprintf(path, sizeof(path), "%s/tmp/00000000000EMPTY", sdir);
+	write_whole(path, "", 0);
 	/* A torn queue file: content cut short. */
 	(void)snprintf(path, sizeof(path), "%s/queue/%s", sdir, r[2].id);
 	file = read_whole(path, &len);
@@ -644,11 +671,13 @@ START_TEST(test_recover)
 	ck_assert_uint_eq(st.removed_tmp, 2);
 	ck_assert_uint_eq(st.quarantined, 4);
 	ck_assert_uint_eq(f.n, 2);
-	ck_assert_str_eq(f.ids[0], r[0].id);
-	ck_assert_str_eq(f.ids[1], r[1].id);
-	ck_assert_uint_eq(f.sizes[0], 5);
-	ck_assert_uint_eq(f.sizes[1], 9);
-	ck_assert_uint_eq(count_dir("tmp"), 0);
+	ck_assert(strcmp(f.ids[0], f.ids[1]) < 0);	/* sorted */
+	for (i = 0; i < 2; i++) {
+		k = strcmp(f.ids[i], r[0].id) == 0 ? 0 : 1;
+		ck_assert_str_eq(f.ids[i], r[k].id);
+		ck_assert_uint_eq(f.sizes[i], k == 0 ? 5 : 9);
+	}
+	ck_assert_uint_eq(count_tmp_used(), 0);
 	ck_assert_uint_eq(count_dir("queue"), 2);
 	ck_assert_uint_eq(count_dir("corrupt"), 4);
 	(void)snprintf(path, sizeof(path), "%s/corrupt/%s", sdir, r[2].id);
@@ -662,7 +691,6 @@ START_TEST(test_recover)
 	    " discarded id=junk\\x20name reason=incomplete"));
 	ck_assert_uint_eq(count_substr(j, " quarantined id="), 4);
 	free(journal_line(j, " quarantined id=notanid.txt reason="));
-	free(j);
 
 	/* New ids sort after everything recovered. */
 	{
@@ -672,11 +700,21 @@ START_TEST(test_recover)
 		for (i = 0; i < 2; i++)
 			ck_assert(strcmp(r4.id, f.ids[i]) > 0);
 	}
-	/* A second recovery finds a clean spool. */
+	free(j);
+	j = journal();
+	ck_assert_uint_eq(count_substr(j, "EMPTY"), 0);
+	/* Recovery would now remove files in use: refused. */
+	ck_assert_int_eq(spool_recover(sp, found_cb, &f, &st, &err), -1);
+	/* After a clean close, a second recovery finds a clean spool. */
+	spool_close(sp);
+	sp = NULL;
+	ck_assert_uint_eq(count_dir("tmp"), 0);
+	open_spool();
 	memset(&f, 0, sizeof(f));
 	ck_assert_int_eq(spool_recover(sp, found_cb, &f, &st, &err), 0);
 	ck_assert_uint_eq(st.queued, 3);
 	ck_assert_uint_eq(st.removed_tmp + st.quarantined, 0);
+	free(j);
 	sbuf_release(&err);
 }
 END_TEST
@@ -883,7 +921,7 @@ START_TEST(test_new_rejects_empty_envelope)
 	env.sender = xstrdup("");
 	ck_assert_ptr_null(spool_msg_new(sp, &env, &e));
 	ck_assert_ptr_nonnull(e);
-	ck_assert_uint_eq(count_dir("tmp"), 0);
+	ck_assert_uint_eq(count_tmp_used(), 0);
 	spool_envelope_clear(&env);
 }
 END_TEST
