@@ -29,7 +29,9 @@ unsigned workers_busy(struct workers *w);
 
 /*
  * Finishes queued jobs, joins the threads and runs outstanding done
- * callbacks on the calling thread. NULL is ignored.
+ * callbacks (and any work they queue) on the calling thread. Call after
+ * the loop stopped, after spool_close (the spool's committer posts to w),
+ * and before event_base_free. NULL is ignored.
  */
 void workers_free(struct workers *w);
 

@@ -2,9 +2,10 @@
  * spool.c - the durable message store and the journal.
  *
  * Owns DIR/{tmp,queue,corrupt}/ and DIR/journal; no other code touches them.
- * The loop thread only creates and write()s tmp files. Everything that waits
- * for the disk runs elsewhere: a worker pwrite()s the size/sha256 record,
- * fsync()s and closes each file, then one committer thread takes every
+ * The loop thread only creates (or takes a pre-created) tmp file and
+ * write()s it. Everything that waits for the disk runs elsewhere: a worker
+ * writes the last buffer, pwrite()s the size/sha256 record, fsync()s and
+ * closes each file, then one committer thread takes every
  * message that is ready as a batch, writes their "accepted" journal records
  * with one write and one fdatasync, renames them into queue/ and fsyncs
  * queue/ once. Only then is the commit callback posted (rule 1). A failed
@@ -51,12 +52,12 @@
 #define SPOOL_ERR_LEN		256
 #define SPOOL_TS_LEN		27	/* 2026-11-23T01:20:00.123456Z */
 /*
- * Creating a file can wait for the filesystem journal (ext4: a median of
- * 250 us, tens of ms behind a commit, measured here), so tmp files are
- * created ahead of need by a worker and spool_msg_new only takes one.
+ * Creating a file can wait for the filesystem journal (ext4 under commit
+ * load: a median of 250 us, tens of ms behind a commit, measured here).
+ * With spool_set_precreate, workers create tmp files ahead of need and
+ * spool_msg_new only takes one.
  */
-#define SPOOL_POOL_TARGET	64
-#define SPOOL_POOL_LOW		48	/* refill below this */
+#define SPOOL_POOL_MAX		4096
 #define SPOOL_POOL_JOBS		2	/* refill jobs at once */
 /* Escaped in journal values: fields split on ' ', lists on ',', keys on '='. */
 #define SPOOL_JOURNAL_EXTRA	" ,="
@@ -71,9 +72,9 @@ struct spool {
 	struct workers		*w;
 	int			 dirfd;
 	int			 tmpfd;
-	int			 queuefd;	/* committer (or recovery) only */
+	int			 queuefd;	/* committer, recovery */
 	int			 corruptfd;
-	int			 journalfd;	/* committer (or recovery) only */
+	int			 journalfd;	/* committer, recovery */
 	EVP_MD			*md;
 
 	/* Loop thread only. */
@@ -82,13 +83,15 @@ struct spool {
 	pthread_mutex_t		 pool_mtx;	/* everything down to started */
 	uint64_t		 last_us;	/* id clock, strictly rising */
 	uint32_t		 id_seq;	/* id tail, random start */
-	struct spool_file	 pool[SPOOL_POOL_TARGET];	/* a FIFO ring */
+	struct spool_file	*pool;		/* FIFO ring of pool_max */
+	unsigned		 pool_max;	/* 0: no pre-creation */
+	unsigned		 pool_low;	/* refill below this */
 	unsigned		 pool_head;
 	unsigned		 pool_n;
 	unsigned		 pool_creating;
 	unsigned		 pool_jobs;	/* refill jobs queued */
 	bool			 pool_failing;	/* last creation failed */
-	bool			 started;	/* tmp/ in use: no more recovery */
+	bool			 started;	/* tmp/ in use: no recovery */
 
 	pthread_t		 committer;
 	bool			 committer_started;
@@ -112,7 +115,7 @@ struct spool {
 
 struct spool_msg {
 	struct spool_msg	*next;		/* committer queue */
-	struct spool		*sp;		/* never touched on completion */
+	struct spool		*sp;		/* not used on completion */
 	char			 id[SPOOL_ID_LEN + 1];
 	int			 fd;
 	uint64_t		 size;		/* content octets */
@@ -431,7 +434,7 @@ spool_unlink_tmp(struct spool *sp, const char *id)
 		log_warn("spool: unlink tmp/%s", id);
 }
 
-/* Never lets a new file replace a queued one (an id seen before a clock step). */
+/* Never lets a new file replace a queued one (same id after a clock step). */
 static int
 spool_rename_noreplace(int fromfd, const char *from, int tofd, const char *to)
 {
@@ -705,6 +708,7 @@ spool_release(struct spool *sp)
 	spool_check(pthread_mutex_destroy(&sp->mtx), "pthread_mutex_destroy");
 	spool_check(pthread_mutex_destroy(&sp->pool_mtx),
 	    "pthread_mutex_destroy");
+	free(sp->pool);
 	free(sp->dir);
 	free(sp);
 }
@@ -844,7 +848,7 @@ spool_close(struct spool *sp)
 	/* Unused pre-created files would look like lost messages later. */
 	for (; sp->pool_n > 0; sp->pool_n--) {
 		f = &sp->pool[sp->pool_head];
-		sp->pool_head = (sp->pool_head + 1) % SPOOL_POOL_TARGET;
+		sp->pool_head = (sp->pool_head + 1) % sp->pool_max;
 		spool_close_fd(&f->fd, "tmp file");
 		spool_unlink_tmp(sp, f->id);
 	}
@@ -1047,7 +1051,7 @@ spool_create_tmp(struct spool *sp, char id[SPOOL_ID_LEN + 1])
 	return fd;
 }
 
-/* Worker: tops the pool of empty tmp files up to SPOOL_POOL_TARGET. */
+/* Worker: tops the pool of empty tmp files up to pool_max. */
 static void
 spool_pool_refill_job(void *arg)
 {
@@ -1059,7 +1063,7 @@ spool_pool_refill_job(void *arg)
 
 	for (;;) {
 		spool_pool_lock(sp);
-		more = sp->pool_n + sp->pool_creating < SPOOL_POOL_TARGET;
+		more = sp->pool_n + sp->pool_creating < sp->pool_max;
 		if (more)
 			sp->pool_creating++;
 		else
@@ -1076,7 +1080,7 @@ spool_pool_refill_job(void *arg)
 		sp->pool_creating--;
 		if (fd != -1) {
 			f = &sp->pool[(sp->pool_head + sp->pool_n) %
-			    SPOOL_POOL_TARGET];
+			    sp->pool_max];
 			f->fd = fd;
 			memcpy(f->id, id, sizeof(f->id));
 			sp->pool_n++;
@@ -1096,6 +1100,23 @@ spool_pool_refill_job(void *arg)
 	spool_inflight_done(sp, 1);
 }
 
+void
+spool_set_precreate(struct spool *sp, unsigned n)
+{
+	if (n > SPOOL_POOL_MAX)
+		n = SPOOL_POOL_MAX;
+	spool_pool_lock(sp);
+	if (sp->started || sp->pool_max > 0)
+		log_panic("spool_set_precreate: after the spool was started");
+	if (n > 0) {
+		sp->pool = xcalloc(n, sizeof(*sp->pool));
+		sp->pool_max = n;
+		/* Refill early enough that a burst rarely finds it empty. */
+		sp->pool_low = n - n / 4;
+	}
+	spool_pool_unlock(sp);
+}
+
 /*
  * Loop thread: takes a pre-created file into msg (false if none); sets
  * *refill_out when the pool runs low and a refill job should be started.
@@ -1110,15 +1131,16 @@ spool_pool_take(struct spool *sp, struct spool_msg *msg, bool *refill_out)
 	sp->started = true;
 	if (sp->pool_n > 0) {
 		f = &sp->pool[sp->pool_head];
-		sp->pool_head = (sp->pool_head + 1) % SPOOL_POOL_TARGET;
+		sp->pool_head = (sp->pool_head + 1) % sp->pool_max;
 		sp->pool_n--;
 		msg->fd = f->fd;
 		memcpy(msg->id, f->id, sizeof(msg->id));
 		got = true;
 	}
 	/* After a failure, only a miss (pool empty) tries again. */
-	refill = sp->w != NULL && sp->pool_jobs < SPOOL_POOL_JOBS &&
-	    sp->pool_n < SPOOL_POOL_LOW && (!sp->pool_failing || !got);
+	refill = sp->w != NULL && sp->pool_max > 0 &&
+	    sp->pool_jobs < SPOOL_POOL_JOBS && sp->pool_n < sp->pool_low &&
+	    (!sp->pool_failing || !got);
 	if (refill)
 		sp->pool_jobs++;
 	spool_pool_unlock(sp);
@@ -1857,14 +1879,13 @@ spool_recover(struct spool *sp, spool_found_cb found, void *arg,
 			log_warn("spool: cannot remove tmp/%s", ename.data);
 			continue;
 		}
-		if (empty && spool_id_valid(names[i])) {
-			/* Pre-created and never used: no message was in it. */
-			log_debug("spool: removed unused tmp/%s", ename.data);
-			continue;
-		}
-		log_warnx("removed incomplete message %s", ename.data);
+		/* Every removal is journaled, even of a file never written. */
+		if (empty)
+			log_info("removed empty tmp file %s", ename.data);
+		else
+			log_warnx("removed incomplete message %s", ename.data);
 		spool_journal_discard(&jb, ts, "discarded", names[i],
-		    "incomplete");
+		    empty ? "empty" : "incomplete");
 		st.removed_tmp++;
 	}
 	spool_free_names(names, n);
@@ -1936,7 +1957,7 @@ spool_recover(struct spool *sp, spool_found_cb found, void *arg,
 		goto out;
 	}
 	/* Have files ready before the first client arrives. */
-	if (sp->w != NULL) {
+	if (sp->w != NULL && sp->pool_max > 0) {
 		spool_pool_lock(sp);
 		sp->pool_jobs++;
 		sp->started = true;

@@ -130,7 +130,7 @@ workers_push_done(struct workers *w, struct workers_item *it)
 			return;
 		if (errno == EINTR)
 			continue;
-		/* EAGAIN would need 2^64-2 unread signals: a broken invariant. */
+		/* EAGAIN needs 2^64-2 unread signals: a broken invariant. */
 		log_panic("workers: eventfd write: %s", strerror(errno));
 	}
 }
@@ -187,7 +187,7 @@ workers_main(void *arg)
 		workers_unlock(&w->job_mtx);
 
 		it->job(it->arg);
-		/* Push before running-- so workers_busy never dips to 0 early. */
+		/* Push before running--: workers_busy never dips to 0 early. */
 		if (it->done != NULL)
 			workers_push_done(w, it);
 		else
@@ -227,7 +227,7 @@ workers_new(struct event_base *base, unsigned nthreads)
 	w->ev = event_new(base, w->efd, EV_READ | EV_PERSIST,
 	    workers_event_cb, w);
 	if (w->ev == NULL || event_add(w->ev, NULL) == -1)
-		log_fatalx(EX_SOFTWARE, "workers: cannot add the eventfd event");
+		log_fatalx(EX_SOFTWARE, "workers: cannot watch the eventfd");
 
 	/* Signals belong to the loop thread: workers start with all blocked. */
 	if (sigfillset(&all) == -1)

@@ -15,7 +15,8 @@ cd "$(dirname "$0")/.." || exit 2
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1
 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 SPLITMXD=${SPLITMXD:-build/san/splitmxd}
-export ASAN_OPTIONS UBSAN_OPTIONS SPLITMXD
+PYTHONDONTWRITEBYTECODE=1
+export ASAN_OPTIONS UBSAN_OPTIONS SPLITMXD PYTHONDONTWRITEBYTECODE
 
 PY=/usr/bin/python3
 TIMEOUT=${TEST_TIMEOUT:-300}

@@ -950,8 +950,21 @@ def queue_file(spool, qid):
     return qf
 
 
-def tmp_files(spool):
-    return list_dir(os.path.join(spool, "tmp"))
+def tmp_files(spool, include_empty=False):
+    """
+    Files in SPOOL/tmp. Empty ones are left out by default: the spool may
+    keep a pool of pre-created empty tmp files (spool_set_precreate), and an
+    empty file holds no message. A non-empty one is a (half-)received message.
+    """
+    d = os.path.join(spool, "tmp")
+    out = []
+    for n in list_dir(d):
+        try:
+            if include_empty or os.stat(os.path.join(d, n)).st_size > 0:
+                out.append(n)
+        except FileNotFoundError:
+            pass
+    return out
 
 
 def wait_tmp_empty(spool, timeout=5.0):
@@ -960,7 +973,8 @@ def wait_tmp_empty(spool, timeout=5.0):
         if not tmp_files(spool):
             return
         time.sleep(0.05)
-    fail("tmp/ not empty after %.0f s: %s" % (timeout, tmp_files(spool)[:10]))
+    fail("tmp/ still holds %d non-empty files after %.0f s: %s" % (
+        len(tmp_files(spool)), timeout, tmp_files(spool)[:10]))
 
 
 class Journal:

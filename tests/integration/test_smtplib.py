@@ -10,6 +10,7 @@ import re
 import smtplib
 import sys
 
+sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import lib  # noqa: E402
 from lib import check, expect_reply  # noqa: E402

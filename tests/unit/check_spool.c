@@ -384,7 +384,7 @@ START_TEST(test_commit_one)
 	ck_assert_msg(r.status == 0, "commit failed: %s", r.err);
 	ck_assert_str_eq(r.id, id);
 	ck_assert_uint_eq(count_dir("queue"), 1);
-	ck_assert_uint_eq(count_tmp_used(), 0);
+	ck_assert_uint_eq(count_dir("tmp"), 0);
 
 	(void)snprintf(path, sizeof(path), "%s/queue/%s", sdir, id);
 	sbuf_init(&err, 256);
@@ -495,7 +495,7 @@ START_TEST(test_commit_many)
 		ck_assert_msg(r[i].done && r[i].status == 0, "msg %u: %s", i,
 		    r[i].err);
 	ck_assert_uint_eq(count_dir("queue"), NMANY);
-	ck_assert_uint_eq(count_tmp_used(), 0);
+	ck_assert_uint_eq(count_dir("tmp"), 0);
 	j = journal();
 	ck_assert_uint_eq(count_substr(j, " accepted id="), NMANY);
 	ck_assert_uint_eq(count_substr(j, "\n"), NMANY);
@@ -534,11 +534,11 @@ START_TEST(test_abort)
 	msg = spool_msg_new(sp, &env, &e);
 	ck_assert_ptr_nonnull(msg);
 	spool_envelope_clear(&env);
-	ck_assert_uint_eq(count_tmp_used(), 1);
+	ck_assert_uint_eq(count_dir("tmp"), 1);
 	ck_assert_int_eq(spool_msg_append(msg, "hello\r\n", 7, &e), 0);
 	spool_msg_abort(msg);
 	wait_idle();
-	ck_assert_uint_eq(count_tmp_used(), 0);
+	ck_assert_uint_eq(count_dir("tmp"), 0);
 	ck_assert_uint_eq(count_dir("queue"), 0);
 	j = journal();
 	ck_assert_uint_eq(count_substr(j, "accepted"), 0);
@@ -581,7 +581,7 @@ START_TEST(test_write_failure)
 	ck_assert_int_eq(r2.status, -1);
 	ck_assert_str_eq(r2.err, "write: No space left on device");
 
-	ck_assert_uint_eq(count_tmp_used(), 0);
+	ck_assert_uint_eq(count_dir("tmp"), 0);
 	ck_assert_uint_eq(count_dir("queue"), 0);
 	j = journal();
 	ck_assert_uint_eq(count_substr(j, "accepted"), 0);
@@ -636,7 +636,7 @@ START_TEST(test_recover)
 	write_whole(path, "splitmx-queue-file 1\n", 21);
 	(void)snprintf(path, sizeof(path), "%s/tmp/junk name", sdir);
 	write_whole(path, "x", 1);
-	/* An unused pre-created file goes quietly. */
+	/* An empty file (pre-created, or killed before the header). */
 	(void)snprintf(path, sizeof(path), "%s/tmp/00000000000EMPTY", sdir);
 	write_whole(path, "", 0);
 	/* A torn queue file: content cut short. */
@@ -668,7 +668,7 @@ START_TEST(test_recover)
 	ck_assert_msg(spool_recover(sp, found_cb, &f, &st, &err) == 0, "%s",
 	    err.data);
 	ck_assert_uint_eq(st.queued, 2);
-	ck_assert_uint_eq(st.removed_tmp, 2);
+	ck_assert_uint_eq(st.removed_tmp, 3);
 	ck_assert_uint_eq(st.quarantined, 4);
 	ck_assert_uint_eq(f.n, 2);
 	ck_assert(strcmp(f.ids[0], f.ids[1]) < 0);	/* sorted */
@@ -677,7 +677,7 @@ START_TEST(test_recover)
 		ck_assert_str_eq(f.ids[i], r[k].id);
 		ck_assert_uint_eq(f.sizes[i], k == 0 ? 5 : 9);
 	}
-	ck_assert_uint_eq(count_tmp_used(), 0);
+	ck_assert_uint_eq(count_dir("tmp"), 0);
 	ck_assert_uint_eq(count_dir("queue"), 2);
 	ck_assert_uint_eq(count_dir("corrupt"), 4);
 	(void)snprintf(path, sizeof(path), "%s/corrupt/%s", sdir, r[2].id);
@@ -702,7 +702,7 @@ START_TEST(test_recover)
 	}
 	free(j);
 	j = journal();
-	ck_assert_uint_eq(count_substr(j, "EMPTY"), 0);
+	free(journal_line(j, " discarded id=00000000000EMPTY reason=empty"));
 	/* Recovery would now remove files in use: refused. */
 	ck_assert_int_eq(spool_recover(sp, found_cb, &f, &st, &err), -1);
 	/* After a clean close, a second recovery finds a clean spool. */
@@ -912,6 +912,45 @@ START_TEST(test_close_drains)
 }
 END_TEST
 
+START_TEST(test_precreate)
+{
+	static struct result r[100];
+	struct spool_recovery st;
+	struct spool_envelope env;
+	struct spool_msg *msg;
+	struct sbuf err;
+	const char *e;
+	unsigned i;
+
+	memset(r, 0, sizeof(r));
+	spool_set_precreate(sp, 32);
+	sbuf_init(&err, 256);
+	ck_assert_int_eq(spool_recover(sp, NULL, NULL, &st, &err), 0);
+	wait_idle();
+	ck_assert_uint_eq(count_dir("tmp"), 32);
+	ck_assert_uint_eq(count_tmp_used(), 0);
+	make_simple_env(&env, "a@example.org");
+	for (i = 0; i < 100; i++) {
+		msg = spool_msg_new(sp, &env, &e);
+		ck_assert_ptr_nonnull(msg);
+		ck_assert_int_eq(spool_msg_append(msg, "x\r\n", 3, &e), 0);
+		spool_msg_commit(msg, NULL, commit_cb, &r[i]);
+	}
+	spool_envelope_clear(&env);
+	pump_until(&ndone, 100);
+	for (i = 0; i < 100; i++)
+		ck_assert_msg(r[i].status == 0, "%u: %s", i, r[i].err);
+	wait_idle();
+	ck_assert_uint_eq(count_dir("queue"), 100);
+	ck_assert_uint_eq(count_tmp_used(), 0);
+	/* A clean close leaves no unused file behind. */
+	spool_close(sp);
+	sp = NULL;
+	ck_assert_uint_eq(count_dir("tmp"), 0);
+	sbuf_release(&err);
+}
+END_TEST
+
 START_TEST(test_new_rejects_empty_envelope)
 {
 	struct spool_envelope env;
@@ -921,7 +960,7 @@ START_TEST(test_new_rejects_empty_envelope)
 	env.sender = xstrdup("");
 	ck_assert_ptr_null(spool_msg_new(sp, &env, &e));
 	ck_assert_ptr_nonnull(e);
-	ck_assert_uint_eq(count_tmp_used(), 0);
+	ck_assert_uint_eq(count_dir("tmp"), 0);
 	spool_envelope_clear(&env);
 }
 END_TEST
@@ -1001,7 +1040,8 @@ START_TEST(test_workers_post)
 	main_thread = pthread_self();
 	dones = 0;
 	for (i = 0; i < 3; i++)
-		ck_assert_int_eq(pthread_create(&t[i], NULL, poster_main, w), 0);
+		ck_assert_int_eq(pthread_create(&t[i], NULL, poster_main, w),
+		    0);
 	pump_until(&dones, 300);
 	for (i = 0; i < 3; i++)
 		ck_assert_int_eq(pthread_join(t[i], NULL), 0);
@@ -1050,6 +1090,7 @@ spool_suite(void)
 	tcase_add_test(tc, test_torn_journal_repaired);
 	tcase_add_test(tc, test_close_drains);
 	tcase_add_test(tc, test_new_rejects_empty_envelope);
+	tcase_add_test(tc, test_precreate);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("id");
