@@ -619,10 +619,22 @@ mail_params(const char *s, size_t len, struct smtp_proto_mail *out,
 		switch (p.id) {
 		case PARAM_SIZE:
 			/* RFC 1870: size-value ::= 1*20DIGIT */
-			if (p.vallen > 20 ||
-			    !parse_u64(p.val, p.vallen, &out->size))
+			if (p.vallen > 20)
 				return param_error(
 				    st, 501, "Invalid SIZE value");
+			if (!parse_u64(p.val, p.vallen, &out->size)) {
+				size_t k;
+
+				/*
+				 * 20 digits can pass 2^64: that is simply too
+				 * big, which policy answers with 552.
+				 */
+				for (k = 0; k < p.vallen; k++)
+					if (!is_digit((unsigned char)p.val[k]))
+						return param_error(st, 501,
+						    "Invalid SIZE value");
+				out->size = UINT64_MAX;
+			}
 			out->has_size = true;
 			break;
 		case PARAM_BODY:

@@ -116,6 +116,8 @@ struct session {
 	uint64_t		 stored_size;	/* with our Received header */
 
 	/* Teardown. */
+	struct event		*drain_timer;	/* TLS: waits for the socket */
+	unsigned		 drain_polls;
 	bool			 closing;
 	bool			 flush_on_close;
 	unsigned		 pending;	/* spool callbacks in flight */
@@ -340,6 +342,40 @@ server_maybe_done(struct smtp_server *srv)
 	}
 }
 
+static void
+session_drain_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct session *s = arg;
+
+	(void)fd;
+	(void)what;
+	session_finish(s);
+}
+
+/*
+ * The TLS filter's output may be empty while the encrypted bytes (a 221 or
+ * 421) still wait in the socket bufferevent below it; freeing now would
+ * drop them (libevent #616). Poll briefly, bounded, until they are written.
+ */
+static bool
+session_tls_draining(struct session *s)
+{
+	static const struct timeval poll = { 0, 20000 };
+	struct bufferevent *under = bufferevent_get_underlying(s->bev);
+
+	if (under == NULL ||
+	    evbuffer_get_length(bufferevent_get_output(under)) == 0 ||
+	    s->drain_polls >= 250)
+		return false;
+	if (s->drain_timer == NULL)
+		s->drain_timer = evtimer_new(s->srv->base, session_drain_cb, s);
+	if (s->drain_timer == NULL)
+		return false;
+	s->drain_polls++;
+	(void)evtimer_add(s->drain_timer, &poll);
+	return true;
+}
+
 /* Releases the connection and, once no callback is in flight, the session. */
 static void
 session_finish(struct session *s)
@@ -352,6 +388,8 @@ session_finish(struct session *s)
 		if (s->flush_on_close &&
 		    evbuffer_get_length(bufferevent_get_output(s->bev)) > 0)
 			return;		/* the write callback comes back */
+		if (s->flush_on_close && session_tls_draining(s))
+			return;		/* the drain timer comes back */
 		bufferevent_free(s->bev);
 		s->bev = NULL;
 		session_log_disconnect(s);
@@ -361,6 +399,8 @@ session_finish(struct session *s)
 	}
 	if (s->pending > 0)
 		return;			/* the spool callback comes back */
+	if (s->drain_timer != NULL)
+		event_free(s->drain_timer);
 	session_tx_reset(s);
 	TAILQ_REMOVE(&srv->sessions, s, entry);
 	srv->nstructs--;
@@ -1379,6 +1419,9 @@ smtp_server_free(struct smtp_server *srv)
 		TAILQ_REMOVE(&srv->sessions, s, entry);
 		if (s->bev != NULL)
 			bufferevent_free(s->bev);
+		if (s->drain_timer != NULL)
+			event_free(s->drain_timer);
+		s->drain_timer = NULL;
 		/* pending commits still own s as their callback argument. */
 		if (s->pending == 0) {
 			session_tx_reset(s);

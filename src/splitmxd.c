@@ -129,11 +129,14 @@ main(int argc, char *argv[])
 	conf = conf_load(conf_path, &err);
 	if (conf == NULL) {
 		(void)fprintf(stderr, "splitmxd: %s\n", err.data);
+		sbuf_release(&err);
 		return EX_CONFIG;
 	}
 	if (conf->user != NULL &&
 	    priv_lookup(conf->user, &uid, &gid, &err) == -1) {
 		(void)fprintf(stderr, "splitmxd: %s: %s\n", conf_path, err.data);
+		conf_free(conf);
+		sbuf_release(&err);
 		return EX_CONFIG;
 	}
 	if (check_only) {
@@ -203,6 +206,8 @@ main(int argc, char *argv[])
 	smtp_server_free(d.server);
 	for (i = 0; i < 3; i++)
 		event_free(sigs[i]);
+	/* Let libevent finish freeing bufferevents whose release it deferred. */
+	(void)event_base_loop(d.base, EVLOOP_NONBLOCK);
 	event_base_free(d.base);
 	log_info("splitmxd stopped");
 	conf_free(conf);

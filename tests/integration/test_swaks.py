@@ -28,7 +28,7 @@ def swaks(*args, timeout=60):
 
 
 def queued_ids(out):
-    return re.findall(r"<-\s+250 2\.0\.0 Ok: queued as ([0-9A-Z]{16})", out)
+    return re.findall(r"<[-~]\s+250 2\.0\.0 Ok: queued as ([0-9A-Z]{16})", out)
 
 
 def sent_data(out):

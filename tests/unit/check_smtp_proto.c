@@ -235,6 +235,9 @@ static const struct mail_ok mail_ok_cases[] = {
     /* Parameters. */
     {"<a@b> SIZE=100", "a@b", "a", "b", "b", 0, true, 100, SMTP_PROTO_BODY_NONE,
         false, SMTP_PROTO_RET_NONE, ""},
+    /* 20 digits past 2^64: valid syntax, saturated (policy says 552). */
+    {"<a@b> SIZE=99999999999999999999", "a@b", "a", "b", "b", 0, true,
+        UINT64_MAX, SMTP_PROTO_BODY_NONE, false, SMTP_PROTO_RET_NONE, ""},
     {"<a@b> SIZE=0", "a@b", "a", "b", "b", 0, true, 0, SMTP_PROTO_BODY_NONE,
         false, SMTP_PROTO_RET_NONE, ""},
     {"<a@b> size=18446744073709551615", "a@b", "a", "b", "b", 0, true,
@@ -394,7 +397,6 @@ static const struct bad_case mail_bad_cases[] = {
     {BYTES("<a@b> SIZE="), 501, "5.5.4", NULL},
     {BYTES("<a@b> SIZE"), 501, "5.5.4", NULL},
     {BYTES("<a@b> SIZE=99999999999999999999999"), 501, "5.5.4", "SIZE"},
-    {BYTES("<a@b> SIZE=18446744073709551616"), 501, "5.5.4", "SIZE"},
     {BYTES("<a@b> SIZE=000000000000000000001"), 501, "5.5.4", "SIZE"},
     {BYTES("<a@b> SIZE=-1"), 501, "5.5.4", "SIZE"},
     {BYTES("<a@b> SIZE=+1"), 501, "5.5.4", "SIZE"},
