@@ -22,8 +22,12 @@ struct smtp_server;
 struct smtp_server *smtp_server_new(struct event_base *base,
     const struct conf *conf, struct sbuf *err);
 
-/* Starts accepting connections; messages go to sp. */
-void smtp_server_start(struct smtp_server *srv, struct spool *sp);
+/*
+ * Starts accepting connections; messages go to sp, and accepted(arg, id)
+ * runs on the loop for every message once it is durable (may be NULL).
+ */
+void smtp_server_start(struct smtp_server *srv, struct spool *sp,
+    void (*accepted)(void *, const char *), void *arg);
 
 /*
  * Graceful stop: closes the listeners at once, says 421 to idle sessions,

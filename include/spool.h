@@ -159,6 +159,33 @@ int spool_read_header(const char *path, struct spool_envelope *env_out,
     uint64_t *content_off_out, uint64_t *content_size_out,
     char sha256_out[65], struct sbuf *err);
 
+/* Runs on the loop thread once the records are durable (status 0) or not. */
+typedef void (*spool_done_cb)(void *arg, int status);
+
+/*
+ * Appends complete '\n'-ended journal lines (delivery states, written by
+ * the queue) through the committer: grouped, one fdatasync per batch.
+ * When remove_id is set, queue/remove_id is unlinked once the lines are
+ * durable (the message is final for every target). cb may be NULL.
+ */
+void spool_journal_append(struct spool *sp, const char *data, size_t len,
+    const char *remove_id, spool_done_cb cb, void *arg);
+
+/* "2026-11-23T01:20:00.123456Z", the journal's timestamp format. */
+void spool_timestamp(char *out, size_t outlen);
+
+typedef void (*spool_line_cb)(void *arg, const char *line, size_t len);
+/* Startup (blocks): calls cb for every journal line, oldest first. */
+int spool_journal_scan(struct spool *sp, spool_line_cb cb, void *arg,
+    struct sbuf *err);
+
+/* Appends DIR/queue/ID to out; -1 for a malformed id. */
+int spool_queue_path(const struct spool *sp, const char *id,
+    struct sbuf *out);
+
+/* Worker: moves queue/ID to corrupt/ID (content failed its checksum). */
+int spool_quarantine(struct spool *sp, const char *id);
+
 /* Checks that an id has the queue-id shape before it is used in a path. */
 bool spool_id_valid(const char *id);
 

@@ -129,6 +129,8 @@ struct smtp_server {
 	struct event_base	*base;
 	const struct conf	*conf;
 	struct spool		*spool;
+	void			(*accepted)(void *, const char *);
+	void			*accepted_arg;
 	struct listener		*listeners;
 	size_t			 nlisteners;
 	struct session_list	 sessions;
@@ -653,6 +655,8 @@ session_commit_cb(void *arg, int status, const char *id, const char *err)
 	if (status == 0) {
 		session_log_accepted(s, id);
 		s->naccepted++;
+		if (s->srv->accepted != NULL)
+			s->srv->accepted(s->srv->accepted_arg, id);
 	} else
 		log_warnx("%s: commit failed for %s[%s]: %s", id, s->name,
 		    s->addr, err != NULL ? err : "error");
@@ -1342,11 +1346,14 @@ fail:
 }
 
 void
-smtp_server_start(struct smtp_server *srv, struct spool *sp)
+smtp_server_start(struct smtp_server *srv, struct spool *sp,
+    void (*accepted)(void *, const char *), void *arg)
 {
 	size_t i;
 
 	srv->spool = sp;
+	srv->accepted = accepted;
+	srv->accepted_arg = arg;
 	for (i = 0; i < srv->nlisteners; i++) {
 		if (evconnlistener_enable(srv->listeners[i].evl) == -1)
 			log_warnx("cannot enable listener %s",

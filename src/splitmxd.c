@@ -15,25 +15,36 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sysexits.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <event2/event.h>
 #include <event2/thread.h>
 
 #include "conf.h"
+#include "dns.h"
 #include "log.h"
 #include "priv.h"
+#include "queue.h"
 #include "sbuf.h"
+#include "smtp_client.h"
 #include "smtp_server.h"
 #include "spool.h"
 #include "workers.h"
+#include "xmalloc.h"
 
 #define SPLITMXD_VERSION	"0.1.0"
 
 struct splitmxd {
 	struct event_base	*base;
 	struct smtp_server	*server;
+	struct queue		*queue;
+	const struct conf	*conf;
+	struct event		*drain;		/* waits for deliveries */
+	struct timespec		 stop_at;
 	bool			 stopping;
+	char			**recovered;	/* ids found at start-up */
+	size_t			 nrecovered;
 };
 
 static void
@@ -48,12 +59,56 @@ usage(void)
 	exit(EX_USAGE);
 }
 
+/* Deliveries in flight get the rest of the grace period, then we exit. */
+static void
+drain_cb(evutil_socket_t fd, short what, void *arg)
+{
+	static const struct timeval poll = { 0, 100000 };
+	struct splitmxd *d = arg;
+	struct timespec now;
+
+	(void)fd;
+	(void)what;
+	(void)clock_gettime(CLOCK_MONOTONIC, &now);
+	if (queue_busy(d->queue) == 0 || now.tv_sec >= d->stop_at.tv_sec) {
+		if (queue_busy(d->queue) > 0)
+			log_info("leaving %u deliveries unfinished; they are "
+			    "retried at the next start", queue_busy(d->queue));
+		(void)event_base_loopbreak(d->base);
+		return;
+	}
+	(void)evtimer_add(d->drain, &poll);
+}
+
 static void
 shutdown_done(void *arg)
 {
 	struct splitmxd *d = arg;
 
-	(void)event_base_loopbreak(d->base);
+	queue_shutdown(d->queue);
+	(void)clock_gettime(CLOCK_MONOTONIC, &d->stop_at);
+	d->stop_at.tv_sec += (time_t)d->conf->limits.shutdown_grace;
+	d->drain = evtimer_new(d->base, drain_cb, d);
+	if (d->drain == NULL)
+		(void)event_base_loopbreak(d->base);
+	else
+		drain_cb(-1, 0, d);
+}
+
+static void
+accepted_cb(void *arg, const char *id)
+{
+	struct splitmxd *d = arg;
+
+	queue_add(d->queue, id);
+}
+
+static void
+restore_cb(void *arg, const char *line, size_t len)
+{
+	struct splitmxd *d = arg;
+
+	queue_restore_line(d->queue, line, len);
 }
 
 static void
@@ -82,9 +137,14 @@ static void
 found_cb(void *arg, const char *id, const struct spool_envelope *env,
     uint64_t size)
 {
-	(void)arg;
+	struct splitmxd *d = arg;
+
 	log_debug("%s: recovered from=<%s> nrcpt=%zu size=%llu", id,
 	    env->sender, env->nrcpts, (unsigned long long)size);
+	d->recovered = xreallocarray(d->recovered, d->nrecovered + 1,
+	    sizeof(*d->recovered));
+	d->recovered[d->nrecovered++] = xstrdup(id);
+	queue_expect(d->queue, id);
 }
 
 int
@@ -96,6 +156,9 @@ main(int argc, char *argv[])
 	struct splitmxd d;
 	struct workers *workers;
 	struct spool *spool;
+	struct dns *dns;
+	char hostname[256];
+	size_t k;
 	struct conf *conf;
 	struct sbuf err;
 	bool foreground = false, check_only = false;
@@ -180,8 +243,25 @@ main(int argc, char *argv[])
 			    conf->user, err.data);
 		log_info("running as %s", conf->user);
 	}
-	if (spool_recover(spool, found_cb, NULL, &rec, &err) == -1)
+	dns = dns_new(d.base, conf->resolvers, &err);
+	if (dns == NULL)
+		log_fatalx(EX_CONFIG, "resolvers: %s", err.data);
+	if (conf->hostname != NULL)
+		(void)snprintf(hostname, sizeof(hostname), "%s", conf->hostname);
+	else if (gethostname(hostname, sizeof(hostname) - 1) == -1)
+		(void)snprintf(hostname, sizeof(hostname), "localhost");
+	d.conf = conf;
+	d.queue = queue_new(d.base, conf, spool, workers, dns, hostname);
+	if (spool_recover(spool, found_cb, &d, &rec, &err) == -1)
 		log_fatalx(EX_IOERR, "spool recovery: %s", err.data);
+	/* Per-target states of the recovered messages, oldest first. */
+	if (spool_journal_scan(spool, restore_cb, &d, &err) == -1)
+		log_fatalx(EX_IOERR, "journal: %s", err.data);
+	for (k = 0; k < d.nrecovered; k++) {
+		queue_add(d.queue, d.recovered[k]);
+		free(d.recovered[k]);
+	}
+	free(d.recovered);
 	log_info("spool %s: %u messages queued, %u incomplete removed, "
 	    "%u quarantined", conf->spool_dir, rec.queued, rec.removed_tmp,
 	    rec.quarantined);
@@ -191,7 +271,7 @@ main(int argc, char *argv[])
 		if (sigs[i] == NULL || evsignal_add(sigs[i], NULL) == -1)
 			log_fatalx(EX_OSERR, "cannot watch signal %d", signos[i]);
 	}
-	smtp_server_start(d.server, spool);
+	smtp_server_start(d.server, spool, accepted_cb, &d);
 	log_info("splitmxd %s started", SPLITMXD_VERSION);
 
 	if (event_base_dispatch(d.base) == -1)
@@ -201,9 +281,15 @@ main(int argc, char *argv[])
 	 * Commits in flight finish first; their callbacks run inside
 	 * workers_free while the sessions they name still exist.
 	 */
+	queue_shutdown(d.queue);
 	spool_close(spool);
 	workers_free(workers);
+	queue_free(d.queue);
+	dns_free(dns);
 	smtp_server_free(d.server);
+	smtp_client_shutdown();
+	if (d.drain != NULL)
+		event_free(d.drain);
 	for (i = 0; i < 3; i++)
 		event_free(sigs[i]);
 	/* Let libevent finish freeing bufferevents whose release it deferred. */

@@ -100,6 +100,8 @@ struct spool {
 	pthread_cond_t		 idle_cond;	/* spool_close: inflight 0 */
 	struct spool_msg	*cq_head;
 	struct spool_msg	**cq_tail;
+	struct spool_jrec	*jq_head;	/* delivery records */
+	struct spool_jrec	**jq_tail;
 	bool			 stopping;
 	atomic_uint		 inflight;	/* jobs that use sp */
 	atomic_uint		 pending;	/* commits not yet decided */
@@ -133,6 +135,20 @@ struct spool_msg {
 	spool_commit_cb		 cb;
 	void			*cbarg;
 };
+
+/* Journal records from the queue (delivery states), group-committed. */
+struct spool_jrec {
+	struct spool_jrec	*next;
+	struct spool		*sp;
+	char			*data;		/* complete '\n'-ended lines */
+	size_t			 len;
+	char			 remove_id[SPOOL_ID_LEN + 1];	/* "" none */
+	int			 status;
+	spool_done_cb		 cb;
+	void			*cbarg;
+};
+
+static void spool_now(char *, size_t);
 
 static const char spool_b32[] = "0123456789ABCDEFGHIJKLMNOPQRSTUV";
 
@@ -236,6 +252,12 @@ spool_format_time(const struct timespec *ts, char *out, size_t outlen)
 	    snprintf(out, outlen, "%s.%06ldZ", day,
 	    (long)(ts->tv_nsec / 1000)) != SPOOL_TS_LEN)
 		(void)snprintf(out, outlen, "0000-00-00T00:00:00.000000Z");
+}
+
+void
+spool_timestamp(char *out, size_t outlen)
+{
+	spool_now(out, outlen);
 }
 
 static void
@@ -584,28 +606,168 @@ spool_commit_batch(struct spool *sp, struct spool_msg *batch)
 	spool_inflight_done(sp, n);
 }
 
+static void
+spool_jrec_done(void *arg)
+{
+	struct spool_jrec *r = arg;
+
+	if (r->cb != NULL)
+		r->cb(r->cbarg, r->status);
+	free(r->data);
+	free(r);
+}
+
+/*
+ * Delivery records: one write and one fdatasync for the batch, then the
+ * removals it allows. A removal need not be durable: should it be lost,
+ * recovery finds every target final in the journal and removes again.
+ */
+static void
+spool_jrec_batch(struct spool *sp, struct spool_jrec *batch)
+{
+	struct spool_jrec *r, *next;
+	char why[SPOOL_ERR_LEN];
+	unsigned n = 0;
+	int status;
+
+	sbuf_reset(&sp->jbuf);
+	for (r = batch; r != NULL; r = r->next) {
+		n++;
+		if (sbuf_append(&sp->jbuf, r->data, r->len) == -1)
+			log_warnx("spool: journal batch too large");
+	}
+	status = spool_journal_write(sp, &sp->jbuf, why, sizeof(why));
+	if (status == -1)
+		log_warnx("spool: delivery records not journaled: %s", why);
+	for (r = batch; r != NULL; r = next) {
+		next = r->next;
+		r->status = status;
+		if (status == 0 && r->remove_id[0] != '\0' &&
+		    unlinkat(sp->queuefd, r->remove_id, 0) == -1 &&
+		    errno != ENOENT)
+			log_warn("spool: unlink queue/%s", r->remove_id);
+		workers_post(sp->w, spool_jrec_done, r);
+	}
+	spool_inflight_done(sp, n);
+}
+
 static void *
 spool_committer_main(void *arg)
 {
 	struct spool *sp = arg;
 	struct spool_msg *batch;
+	struct spool_jrec *jbatch;
 
 	spool_lock(sp);
 	for (;;) {
-		while (sp->cq_head == NULL && !sp->stopping)
+		while (sp->cq_head == NULL && sp->jq_head == NULL &&
+		    !sp->stopping)
 			spool_check(pthread_cond_wait(&sp->cq_cond, &sp->mtx),
 			    "pthread_cond_wait");
-		if (sp->cq_head == NULL)
+		if (sp->cq_head == NULL && sp->jq_head == NULL)
 			break;
 		batch = sp->cq_head;
 		sp->cq_head = NULL;
 		sp->cq_tail = &sp->cq_head;
+		jbatch = sp->jq_head;
+		sp->jq_head = NULL;
+		sp->jq_tail = &sp->jq_head;
 		spool_unlock(sp);
-		spool_commit_batch(sp, batch);
+		if (batch != NULL)
+			spool_commit_batch(sp, batch);
+		if (jbatch != NULL)
+			spool_jrec_batch(sp, jbatch);
 		spool_lock(sp);
 	}
 	spool_unlock(sp);
 	return NULL;
+}
+
+void
+spool_journal_append(struct spool *sp, const char *data, size_t len,
+    const char *remove_id, spool_done_cb cb, void *arg)
+{
+	struct spool_jrec *r = xcalloc(1, sizeof(*r));
+
+	r->sp = sp;
+	r->data = xmalloc(len + 1);
+	memcpy(r->data, data, len);
+	r->len = len;
+	if (remove_id != NULL) {
+		if (!spool_id_valid(remove_id))
+			log_panic("spool: bad id to remove");
+		memcpy(r->remove_id, remove_id, SPOOL_ID_LEN + 1);
+	}
+	r->cb = cb;
+	r->cbarg = arg;
+	atomic_fetch_add(&sp->inflight, 1);
+	spool_lock(sp);
+	*sp->jq_tail = r;
+	sp->jq_tail = &r->next;
+	spool_check(pthread_cond_signal(&sp->cq_cond), "pthread_cond_signal");
+	spool_unlock(sp);
+}
+
+int
+spool_journal_scan(struct spool *sp, spool_line_cb cb, void *arg,
+    struct sbuf *err)
+{
+	char buf[65536];
+	struct sbuf line;
+	uint64_t off = 0;
+	ssize_t n, i;
+
+	sbuf_init(&line, SPOOL_JLINE_MAX);
+	for (;;) {
+		n = pread(sp->journalfd, buf, sizeof(buf), (off_t)off);
+		if (n == -1) {
+			if (errno == EINTR)
+				continue;
+			spool_errf(err, "read journal: %s", strerror(errno));
+			sbuf_release(&line);
+			return -1;
+		}
+		if (n == 0)
+			break;
+		off += (uint64_t)n;
+		for (i = 0; i < n; i++) {
+			if (buf[i] == '\n') {
+				cb(arg, line.data, line.len);
+				sbuf_reset(&line);
+			} else if (sbuf_append_char(&line, buf[i]) == -1) {
+				/* An absurd record: skip to its end. */
+				sbuf_reset(&line);
+			}
+		}
+	}
+	sbuf_release(&line);
+	return 0;
+}
+
+int
+spool_queue_path(const struct spool *sp, const char *id, struct sbuf *out)
+{
+	if (!spool_id_valid(id))
+		return -1;
+	return sbuf_printf(out, "%s/queue/%s", sp->dir, id);
+}
+
+static int spool_move_corrupt(struct spool *, const char *, struct sbuf *);
+
+int
+spool_quarantine(struct spool *sp, const char *id)
+{
+	struct sbuf dest;
+	int rc;
+
+	if (!spool_id_valid(id)) {
+		errno = EINVAL;
+		return -1;
+	}
+	sbuf_init(&dest, 64);
+	rc = spool_move_corrupt(sp, id, &dest);
+	sbuf_release(&dest);
+	return rc;
 }
 
 static void
@@ -728,6 +890,7 @@ spool_open(const char *dir, struct workers *w, struct sbuf *err)
 	sp->dirfd = sp->tmpfd = sp->queuefd = sp->corruptfd = -1;
 	sp->journalfd = -1;
 	sp->cq_tail = &sp->cq_head;
+	sp->jq_tail = &sp->jq_head;
 	atomic_init(&sp->inflight, 0);
 	atomic_init(&sp->pending, 0);
 	atomic_init(&sp->broken, false);
@@ -1799,7 +1962,7 @@ spool_free_names(char **names, size_t n)
 
 /* Moves queue/NAME into corrupt/ under a name not in use yet. */
 static int
-spool_quarantine(struct spool *sp, const char *name, struct sbuf *dest)
+spool_move_corrupt(struct spool *sp, const char *name, struct sbuf *dest)
 {
 	int i;
 
@@ -1935,7 +2098,7 @@ spool_recover(struct spool *sp, spool_found_cb found, void *arg,
 			continue;
 		}
 		/* Unreadable: kept for the postmaster, never deleted. */
-		if (spool_quarantine(sp, names[i], &dest) == -1) {
+		if (spool_move_corrupt(sp, names[i], &dest) == -1) {
 			log_warn("spool: cannot quarantine queue/%s (%s)",
 			    ename.data, why.data);
 			continue;

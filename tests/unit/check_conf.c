@@ -351,6 +351,268 @@ START_TEST(test_relative_paths)
 END_TEST
 
 /*
+ * Delivery: targets, waves, routes, queue, resolvers.
+ */
+
+static const char migration_conf[] =
+    "hostname mx2.example.com\n"
+    "listen *:25\n"
+    "resolvers 127.0.0.1 [::1]:5353 192.0.2.53:53 2001:DB8::53\n"
+    "default_target cloud   # used before its block on purpose\n"
+    "queue { retry_initial 5m; retry_max 2h; lifetime 3d; "
+    "delay_warning 4h }\n"
+    "domain Example.com {\n"
+    "\ttargets legacy cloud\n"
+    "\tverify_recipients legacy\n"
+    "\trecipients alice bob carol \"sales-*\" postmaster\n"
+    "}\n"
+    "domain example.org { targets legacy }\n"
+    "domain *.example.net { targets cloud archive }\n"
+    "domain held.example\n"
+    "target legacy {\n"
+    "\ttype smtp\n"
+    "\thost 10.0.0.5:25\n"
+    "\ttls none\n"
+    "\tconnections 20\n"
+    "}\n"
+    "target cloud {\n"
+    "\ttype smtp\n"
+    "\thost example-com.mail.protection.outlook.com\n"
+    "\ttls verify\n"
+    "\ttls_ca /etc/ssl/certs/ca-certificates.crt\n"
+    "\ttls_name mail.protection.outlook.com\n"
+    "\ttls_cert client.pem; tls_key client.key\n"
+    "\trate 600\n"
+    "\tmessages_per_connection 50\n"
+    "\ttimeout_connect 1m; timeout_command 2m; timeout_data 15m\n"
+    "\thelo mx2.example.com\n"
+    "\trewrite @Example.COM @example.mail.onmicrosoft.com\n"
+    "\trewrite @example.org @example-org.mail.onmicrosoft.com\n"
+    "}\n"
+    "target archive { type maildir; path ../archive; rate 0 }\n"
+    "target mailstore {\n"
+    "\ttype lmtp\n"
+    "\tsocket run/lmtp.sock\n"
+    "}\n"
+    "target outbound { type smtp; mx *; port 2525 }\n"
+    "target zimbra-lmtp { type lmtp; host [2001:db8::7] }\n"
+    "target relay { type smtp; mx Example.NET }\n"
+    "wave wave1 {\n"
+    "\tstate dual\n"
+    "\tmembers Dave@Example.com erin@example.com\n"
+    "\tmembers dave@example.com\n"
+    "}\n"
+    "wave wave2 { state cloud; members alice@example.com "
+    "frank@example.org }\n"
+    "wave pilots { targets archive cloud; members "
+    "\"\\\"Q U\\\"@example.com\" }\n"
+    "wave back { state legacy }\n"
+    "route \"Shared-*@example.com\" mailstore archive\n"
+    "route Info@Example.org cloud\n";
+
+static const struct conf_target *
+target_named(const struct conf *conf, const char *name)
+{
+	int i = conf_target_index(conf, name);
+
+	ck_assert_msg(i >= 0, "no target %s", name);
+	return &conf->targets[i];
+}
+
+START_TEST(test_migration)
+{
+	struct conf *conf = parse_ok(migration_conf, "/etc/splitmx/m.conf");
+	const struct conf_target *t;
+	const struct conf_domain *d;
+	const struct conf_wave *w;
+	int legacy, cloud, archive, mailstore;
+
+	ck_assert_str_eq(conf->resolvers,
+	    "127.0.0.1:53,[::1]:5353,192.0.2.53:53,[2001:db8::53]:53");
+	ck_assert_uint_eq(conf->queue.retry_initial, 300);
+	ck_assert_uint_eq(conf->queue.retry_max, 7200);
+	ck_assert_uint_eq(conf->queue.lifetime, 3 * 86400);
+	ck_assert_uint_eq(conf->queue.delay_warning, 4 * 3600);
+
+	ck_assert_uint_eq(conf->ntargets, 7);
+	legacy = conf_target_index(conf, "legacy");
+	cloud = conf_target_index(conf, "cloud");
+	archive = conf_target_index(conf, "archive");
+	mailstore = conf_target_index(conf, "mailstore");
+	ck_assert_int_eq(legacy, 0);
+	ck_assert_int_eq(cloud, 1);
+	ck_assert_int_eq(archive, 2);
+	ck_assert_int_eq(mailstore, 3);
+	ck_assert_int_eq(conf_target_index(conf, "Legacy"), -1);
+	ck_assert_int_eq(conf_target_index(conf, "nope"), -1);
+	ck_assert_int_eq(conf_target_index(conf, NULL), -1);
+	ck_assert_int_eq(conf_target_index(NULL, "legacy"), -1);
+	ck_assert_int_eq(conf->default_target, cloud);
+
+	t = target_named(conf, "legacy");
+	ck_assert_int_eq(t->line, 14);
+	ck_assert_int_eq(t->type, CONF_TARGET_SMTP);
+	ck_assert_str_eq(t->host, "10.0.0.5");
+	ck_assert_str_eq(t->port, "25");
+	ck_assert_ptr_null(t->mx);
+	ck_assert_int_eq(t->tls, CONF_TLS_NONE);
+	ck_assert_uint_eq(t->connections, 20);
+	ck_assert_uint_eq(t->rate, 0);
+	ck_assert_uint_eq(t->messages_per_connection, 100);
+	ck_assert_uint_eq(t->timeout_connect, 30);
+	ck_assert_uint_eq(t->timeout_command, 300);
+	ck_assert_uint_eq(t->timeout_data, 600);
+	ck_assert_ptr_null(t->helo);
+	ck_assert_uint_eq(t->nrewrites, 0);
+
+	t = target_named(conf, "cloud");
+	ck_assert_str_eq(t->host, "example-com.mail.protection.outlook.com");
+	ck_assert_str_eq(t->port, "25");
+	ck_assert_int_eq(t->tls, CONF_TLS_VERIFY);
+	ck_assert_str_eq(t->tls_ca, "/etc/ssl/certs/ca-certificates.crt");
+	ck_assert_str_eq(t->tls_name, "mail.protection.outlook.com");
+	ck_assert_str_eq(t->tls_cert, "/etc/splitmx/client.pem");
+	ck_assert_str_eq(t->tls_key, "/etc/splitmx/client.key");
+	ck_assert_uint_eq(t->connections, 10);
+	ck_assert_uint_eq(t->rate, 600);
+	ck_assert_uint_eq(t->messages_per_connection, 50);
+	ck_assert_uint_eq(t->timeout_connect, 60);
+	ck_assert_uint_eq(t->timeout_command, 120);
+	ck_assert_uint_eq(t->timeout_data, 900);
+	ck_assert_str_eq(t->helo, "mx2.example.com");
+	ck_assert_uint_eq(t->nrewrites, 2);
+	ck_assert_str_eq(t->rewrite_from[0], "example.com");
+	ck_assert_str_eq(t->rewrite_to[0], "example.mail.onmicrosoft.com");
+	ck_assert_str_eq(t->rewrite_from[1], "example.org");
+	ck_assert_str_eq(t->rewrite_to[1], "example-org.mail.onmicrosoft.com");
+
+	t = target_named(conf, "archive");
+	ck_assert_int_eq(t->type, CONF_TARGET_MAILDIR);
+	ck_assert_str_eq(t->path, "/etc/splitmx/../archive");
+	ck_assert_int_eq(t->tls, CONF_TLS_NONE);
+	ck_assert_ptr_null(t->host);
+	ck_assert_ptr_null(t->port);
+
+	t = target_named(conf, "mailstore");
+	ck_assert_int_eq(t->type, CONF_TARGET_LMTP);
+	ck_assert_str_eq(t->socket, "/etc/splitmx/run/lmtp.sock");
+	ck_assert_ptr_null(t->host);
+	ck_assert_ptr_null(t->port);
+	ck_assert_int_eq(t->tls, CONF_TLS_NONE);
+
+	t = target_named(conf, "outbound");
+	ck_assert_str_eq(t->mx, "*");
+	ck_assert_str_eq(t->port, "2525");
+	ck_assert_int_eq(t->tls, CONF_TLS_MAY);
+	t = target_named(conf, "zimbra-lmtp");
+	ck_assert_str_eq(t->host, "2001:db8::7");
+	ck_assert_str_eq(t->port, "24");
+	ck_assert_int_eq(t->tls, CONF_TLS_NONE);
+	t = target_named(conf, "relay");
+	ck_assert_str_eq(t->mx, "example.net");
+	ck_assert_str_eq(t->port, "25");
+
+	d = conf_find_domain(conf, "example.com");
+	ck_assert_str_eq(d->label, "domain example.com");
+	ck_assert_uint_eq(d->ntargets, 2);
+	ck_assert_uint_eq(d->targets[0], (size_t)legacy);
+	ck_assert_uint_eq(d->targets[1], (size_t)cloud);
+	ck_assert_int_eq(d->verify_target, legacy);
+	ck_assert(conf_domain_accepts(d, "sales-emea"));
+	d = conf_find_domain(conf, "example.org");
+	ck_assert_uint_eq(d->ntargets, 1);
+	ck_assert_uint_eq(d->targets[0], (size_t)legacy);
+	ck_assert_int_eq(d->verify_target, -1);
+	d = conf_find_domain(conf, "a.example.net");
+	ck_assert_str_eq(d->label, "domain *.example.net");
+	ck_assert_uint_eq(d->ntargets, 2);
+	ck_assert_uint_eq(d->targets[1], (size_t)archive);
+	d = conf_find_domain(conf, "held.example");
+	ck_assert_uint_eq(d->ntargets, 0);
+	ck_assert_ptr_null(d->targets);
+
+	ck_assert_uint_eq(conf->nwaves, 4);
+	w = &conf->waves[0];
+	ck_assert_str_eq(w->name, "wave1");
+	ck_assert_str_eq(w->label, "wave wave1");
+	ck_assert_int_eq(w->state, CONF_WAVE_DUAL);
+	ck_assert_uint_eq(w->ntargets, 2);
+	ck_assert_uint_eq(w->targets[0], (size_t)legacy);
+	ck_assert_uint_eq(w->targets[1], (size_t)cloud);
+	/* Lower-cased, sorted, the repeated dave only once. */
+	ck_assert_uint_eq(w->nmembers, 2);
+	ck_assert_str_eq(w->members[0], "dave@example.com");
+	ck_assert_str_eq(w->members[1], "erin@example.com");
+	ck_assert(conf_wave_has(w, "dave@example.com"));
+	ck_assert(conf_wave_has(w, "DAVE@Example.COM"));
+	ck_assert(!conf_wave_has(w, "alice@example.com"));
+	ck_assert(!conf_wave_has(w, NULL));
+	ck_assert(!conf_wave_has(NULL, "dave@example.com"));
+	w = &conf->waves[1];
+	ck_assert_int_eq(w->state, CONF_WAVE_CLOUD);
+	ck_assert_uint_eq(w->ntargets, 1);
+	ck_assert_uint_eq(w->targets[0], (size_t)cloud);
+	ck_assert_str_eq(w->members[0], "alice@example.com");
+	ck_assert_str_eq(w->members[1], "frank@example.org");
+	w = &conf->waves[2];
+	ck_assert_int_eq(w->state, CONF_WAVE_TARGETS);
+	ck_assert_uint_eq(w->ntargets, 2);
+	ck_assert_uint_eq(w->targets[0], (size_t)archive);
+	ck_assert_uint_eq(w->targets[1], (size_t)cloud);
+	ck_assert_uint_eq(w->nmembers, 1);
+	ck_assert_str_eq(w->members[0], "\"q u\"@example.com");
+	w = &conf->waves[3];
+	ck_assert_int_eq(w->state, CONF_WAVE_LEGACY);
+	ck_assert_uint_eq(w->ntargets, 1);
+	ck_assert_uint_eq(w->targets[0], (size_t)legacy);
+	ck_assert_uint_eq(w->nmembers, 0);
+	ck_assert(!conf_wave_has(w, "x@example.com"));
+
+	ck_assert_uint_eq(conf->nroutes, 2);
+	ck_assert_str_eq(conf->routes[0].pattern, "shared-*@example.com");
+	ck_assert_str_eq(conf->routes[0].label, "route shared-*@example.com");
+	ck_assert_uint_eq(conf->routes[0].ntargets, 2);
+	ck_assert_uint_eq(conf->routes[0].targets[0], (size_t)mailstore);
+	ck_assert_uint_eq(conf->routes[0].targets[1], (size_t)archive);
+	ck_assert_int_eq(conf->routes[0].line, 50);
+	ck_assert_str_eq(conf->routes[1].pattern, "info@example.org");
+	conf_free(conf);
+}
+END_TEST
+
+START_TEST(test_delivery_defaults)
+{
+	struct conf *conf = parse_ok("listen *:25\ndomain example.com\n"
+	    "target t { type smtp; host mx.example.com }\n", "d.conf");
+	const struct conf_target *t = &conf->targets[0];
+
+	ck_assert_ptr_null(conf->resolvers);
+	ck_assert_int_eq(conf->default_target, -1);
+	ck_assert_uint_eq(conf->queue.retry_initial, 60);
+	ck_assert_uint_eq(conf->queue.retry_max, 3600);
+	ck_assert_uint_eq(conf->queue.lifetime, 5 * 86400);
+	ck_assert_uint_eq(conf->queue.delay_warning, 0);
+	ck_assert_uint_eq(conf->nwaves, 0);
+	ck_assert_uint_eq(conf->nroutes, 0);
+	ck_assert_uint_eq(conf->domains[0].ntargets, 0);
+	ck_assert_int_eq(conf->domains[0].verify_target, -1);
+	ck_assert_int_eq(t->tls, CONF_TLS_MAY);
+	ck_assert_str_eq(t->port, "25");
+	ck_assert_uint_eq(t->connections, 10);
+	ck_assert_uint_eq(t->messages_per_connection, 100);
+	conf_free(conf);
+
+	/* delay_warning 0 is "off"; retry_initial may equal retry_max. */
+	conf = parse_ok("listen *:25\ndomain example.com\n"
+	    "queue {\n retry_max 10m\n retry_initial 600\n delay_warning 0\n"
+	    "}\n", "d.conf");
+	ck_assert_uint_eq(conf->queue.retry_initial, 600);
+	ck_assert_uint_eq(conf->queue.delay_warning, 0);
+	conf_free(conf);
+}
+END_TEST
+
+/*
  * Invalid configs: each yields exactly one "t.conf:LINE: ..." message.
  */
 
@@ -486,6 +748,227 @@ static const struct {
 	{ "limits { } ; {\n", 1, "'{' must follow a directive" },
 	{ "hostname a\x01.b\n", 1, "invalid character 0x01" },
 	{ "hostname \"a\x7f\"\n", 1, "invalid character 0x7f in quoted" },
+
+	/* Targets. */
+	{ OK_TAIL "target x {\n host a.example\n}\n", 3,
+	    "target 'x': missing 'type' (smtp, lmtp or maildir)" },
+	{ OK_TAIL "target x {\n type smtp\n host a.example\n"
+	    " mx example.com\n}\n", 6,
+	    "target 'x': 'host' (line 5) and 'mx' cannot both be given" },
+	{ OK_TAIL "target x {\n type lmtp\n socket /run/l\n"
+	    " host 10.0.0.1\n}\n", 6,
+	    "'socket' (line 5) and 'host' cannot both be given" },
+	{ OK_TAIL "target x {\n type lmtp\n mx example.com\n}\n", 5,
+	    "target 'x': 'mx' is only valid for type smtp" },
+	{ OK_TAIL "target x {\n type smtp; host h.example\n"
+	    " socket /run/l\n}\n", 5,
+	    "'host' (line 4) and 'socket' cannot both be given" },
+	{ OK_TAIL "target x {\n type smtp; mx example.com\n"
+	    " path /var/mail\n}\n", 5,
+	    "target 'x': 'path' is only valid for type maildir" },
+	{ OK_TAIL "target x {\n type maildir; path /m\n tls may\n"
+	    " helo a.example\n}\n", 5,
+	    "target 'x': 'tls' is only valid for types smtp and lmtp" },
+	{ OK_TAIL "target x {\n path /m\n timeout_data 5m\n"
+	    " type maildir\n}\n", 5,
+	    "'timeout_data' is only valid for types smtp and lmtp" },
+	{ OK_TAIL "target x {\n type lmtp; socket /s\n port 24\n}\n", 5,
+	    "'port' is only valid for type smtp" },
+	{ OK_TAIL "target x {\n type smtp\n}\n", 3,
+	    "target 'x': type smtp needs 'host' or 'mx'" },
+	{ OK_TAIL "target x {\n type lmtp\n}\n", 3,
+	    "type lmtp needs 'host' or 'socket'" },
+	{ OK_TAIL "target x { type maildir }\n", 3,
+	    "type maildir needs 'path'" },
+	{ OK_TAIL "target x {\n type smtp; host h.example\n port 26\n}\n",
+	    5, "'port' goes with 'mx' only (write 'host NAME:PORT')" },
+	{ OK_TAIL "target x {\n type smtp; host h.example\n tls maybe\n}\n",
+	    5, "target 'x': 'tls' must be none, may, encrypt or verify, "
+	    "got 'maybe'" },
+	{ OK_TAIL "target x {\n type smtp; host h.example\n"
+	    " tls_cert c.pem\n}\n", 5,
+	    "target 'x': tls_cert is set but tls_key is not" },
+	{ OK_TAIL "target x {\n type smtp; host h.example\n\n"
+	    " tls_key c.key\n}\n", 6, "tls_key is set but tls_cert is not" },
+	{ OK_TAIL "target x {\n type smtpd\n}\n", 4,
+	    "'type' must be smtp, lmtp or maildir, got 'smtpd'" },
+	{ OK_TAIL "target x { type smtp; host ::1 }\n", 3,
+	    "an IPv6 address must be in brackets" },
+	{ OK_TAIL "target x { type smtp; host [::1 }\n", 3,
+	    "missing the ']'" },
+	{ OK_TAIL "target x { type smtp; host [::g]:25 }\n", 3,
+	    "'::g' is not an IPv6 address" },
+	{ OK_TAIL "target x { type smtp; host 10.0.0.256 }\n", 3,
+	    "'10.0.0.256' is not a host name, an IPv4 address" },
+	{ OK_TAIL "target x { type smtp; host h_x.example }\n", 3,
+	    "is not a host name" },
+	{ OK_TAIL "target x { type smtp; host h.example:0 }\n", 3,
+	    "bad port '0'" },
+	{ OK_TAIL "target x { type smtp; mx *.example.com }\n", 3,
+	    "'mx' needs a domain name or '*'" },
+	{ OK_TAIL "target x { type smtp; mx * ; port 70000 }\n", 3,
+	    "'port' must be a number from 1 to 65535" },
+	{ OK_TAIL "target x { type smtp; mx *; connections 0 }\n", 3,
+	    "'connections' must be a number from 1 to 10000, got '0'" },
+	{ OK_TAIL "target x { type smtp; mx *; rate fast }\n", 3,
+	    "'rate' must be a number from 0 to 1000000" },
+	{ OK_TAIL "target x { type smtp; mx *; timeout_connect 0 }\n", 3,
+	    "'timeout_connect' must be greater than zero" },
+	{ OK_TAIL "target x { type smtp; mx *; timeout_data 5y }\n", 3,
+	    "'timeout_data' needs a duration" },
+	{ OK_TAIL "target x { type smtp; mx *; helo \"not a name\" }\n", 3,
+	    "'helo' needs a host name" },
+	{ OK_TAIL "target x {\n type smtp; mx *\n"
+	    " rewrite example.com @x.example\n}\n", 5,
+	    "target 'x': 'rewrite' needs '@' and a domain name on both "
+	    "sides (rewrite @FROM @TO), got 'example.com'" },
+	{ OK_TAIL "target x { type smtp; mx *; rewrite @a.example b }\n", 3,
+	    "got 'b'" },
+	{ OK_TAIL "target x { type smtp; mx *; rewrite @a.example @ }\n", 3,
+	    "got '@'" },
+	{ OK_TAIL "target x { type smtp; mx *; rewrite @a.example }\n", 3,
+	    "wrong number of arguments for 'rewrite'" },
+	{ OK_TAIL "target x {\n type smtp; mx *\n rewrite @A.example @b.example\n"
+	    " rewrite @a.example @c.example\n}\n", 6,
+	    "'rewrite' of '@a.example' is given twice" },
+	{ OK_TAIL "target x { type smtp; mx *; socket /x }\n", 3,
+	    "'mx' (line 3) and 'socket' cannot both be given" },
+	{ OK_TAIL "target x { type smtp; mx *; type lmtp }\n", 3,
+	    "duplicate 'type'" },
+	{ OK_TAIL "target x { type maildir; path /a }\n\n"
+	    "target x { type maildir; path /b }\n", 5,
+	    "target: duplicate target 'x' (first at line 3)" },
+	{ OK_TAIL "target -x { type maildir; path /a }\n", 3,
+	    "target: '-x' is not a valid name" },
+	{ OK_TAIL "target x\n", 3, "'target' needs a '{' on the same line" },
+	{ OK_TAIL "target x { type maildir; path /a; hots b }\n", 3,
+	    "target 'x': unknown directive 'hots' (did you mean 'host'?)" },
+	{ OK_TAIL "target x { type maildir; path /a; recipients b }\n", 3,
+	    "directive 'recipients' is not allowed in a target block" },
+	{ OK_TAIL "type smtp\n", 3,
+	    "directive 'type' is not allowed outside a target block" },
+	{ OK_TAIL "target x {\n type lmtp\n socket /a/very/long/path/that/"
+	    "goes/on/and/on/and/on/well/past/the/limit/of/a/unix/socket/"
+	    "address/in/linux/sun_path.sock\n}\n", 5,
+	    "'socket' path is longer than 107 bytes" },
+
+	/* Target references, resolved after the parse. */
+	{ "listen *:25\ntarget cloud { type maildir; path /m }\n"
+	    "domain example.com {\n targets clowd\n}\n", 4,
+	    "domain: unknown target 'clowd' (did you mean 'cloud'?)" },
+	{ "listen *:25\ndomain example.com {\n\n targets legacy\n}\n", 4,
+	    "domain: unknown target 'legacy' (no target blocks are defined)" },
+	{ "listen *:25\ndomain example.com\n"
+	    "target legacy { type maildir; path /l }\n"
+	    "wave w1 {\n targets legacy\n targets x\n}\n", 6,
+	    "wave 'w1': duplicate 'targets' (first at line 5)" },
+	{ "listen *:25\ndomain example.com\n"
+	    "wave w1 {\n targets legacy zzz\n}\n"
+	    "target legacy { type maildir; path /l }\n", 4,
+	    "wave 'w1': unknown target 'zzz'" },
+	{ "listen *:25\ndomain example.com\n"
+	    "target cloud { type maildir; path /c }\n"
+	    "route *@example.com cloud\n"
+	    "route bob@example.com cluod\n", 5,
+	    "route: unknown target 'cluod' (did you mean 'cloud'?)" },
+	{ "listen *:25\ndomain example.com\ndefault_target bounce\n", 3,
+	    "default_target: unknown target 'bounce'" },
+	{ "listen *:25\ndomain example.com {\n verify_recipients l\n}\n", 3,
+	    "domain: verify_recipients: unknown target 'l'" },
+	{ "listen *:25\ntarget a { type maildir; path /a }\n"
+	    "domain example.com {\n verify_recipients a\n}\n", 4,
+	    "verify_recipients needs an smtp or lmtp target, 'a' is a "
+	    "maildir" },
+	{ "listen *:25\ndomain example.com\n"
+	    "target legacy { type maildir; path /l }\n"
+	    "wave w1 {\n state dual\n}\n", 5,
+	    "wave 'w1': state 'dual' needs a target named 'cloud'" },
+	{ "listen *:25\ndomain example.com\n"
+	    "wave w1 { state cloud }\n", 3,
+	    "wave 'w1': state 'cloud' needs a target named 'cloud'" },
+	{ "listen *:25\ndomain example.com\n"
+	    "target legacy { type maildir; path /l }\n"
+	    "target cloud { type maildir; path /c }\n"
+	    "wave w1 {\n state cloud\n targets legacy\n}\n", 7,
+	    "wave 'w1': 'state' (line 6) and 'targets' cannot both be given" },
+	{ "listen *:25\ndomain example.com\n"
+	    "wave w1 {\n targets legacy\n state cloud\n}\n", 5,
+	    "'targets' (line 4) and 'state' cannot both be given" },
+	{ "listen *:25\ndomain example.com\n"
+	    "wave w1 {\n members a@example.com\n}\n", 3,
+	    "wave 'w1': needs 'state' (legacy, dual or cloud) or 'targets'" },
+	{ "listen *:25\ndomain example.com\nwave w1 { state hybrid }\n", 3,
+	    "'state' must be legacy, dual or cloud, got 'hybrid'" },
+	{ "listen *:25\ndomain example.com\n"
+	    "wave w1 { state cloud; members bob }\n", 3,
+	    "wave 'w1': member 'bob' is not a full address (local@domain)" },
+	{ "listen *:25\ndomain example.com\n"
+	    "wave w1 { state cloud; members @example.com }\n", 3,
+	    "member '@example.com' has an empty local part" },
+	{ "listen *:25\ndomain example.com\n"
+	    "wave w1 { state cloud; members bob@exa_mple.com }\n", 3,
+	    "has no valid domain after the last '@'" },
+	{ "listen *:25\ndomain example.com\n"
+	    "wave w1 { state cloud; members "
+	    "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+	    "@example.com }\n", 3, "local part longer than 64 octets" },
+	{ "listen *:25\ndomain example.com\n"
+	    "wave w1 { state cloud }\nwave w1 { state cloud }\n", 4,
+	    "wave: duplicate wave 'w1' (first at line 3)" },
+	{ "listen *:25\ndomain example.com\n"
+	    "target a { type maildir; path /a }\n"
+	    "domain example.org {\n targets a a\n}\n", 5,
+	    "domain: target 'a' is listed twice" },
+	{ "listen *:25\ndomain example.com\n"
+	    "route x@example.com a b c d e f g h i j k l m n o p q\n", 3,
+	    "route: at most 16 targets in one set, got 17" },
+	{ "listen *:25\ndomain example.com\nroute x@example.com a a\n", 3,
+	    "route: target 'a' is listed twice" },
+	{ "listen *:25\ndomain example.com\nroute example.com a\n", 3,
+	    "route: pattern 'example.com' is not an address pattern" },
+	{ "listen *:25\ndomain example.com\nroute \"a\\\\\" a\n", 3,
+	    "route: pattern 'a\\x5c' is not an address pattern" },
+	{ "listen *:25\ndomain example.com\nroute \"a@b\\\\\" a\n", 3,
+	    "ends with a lone '\\'" },
+	{ "listen *:25\ndomain example.com\nroute a@example.com\n", 3,
+	    "wrong number of arguments for 'route'" },
+	{ "listen *:25\ndomain example.com\nroute a@example.com b! \n", 3,
+	    "route: 'b!' is not a target name" },
+	{ "listen *:25\ntargets a\n", 2,
+	    "directive 'targets' is not allowed outside a domain or wave "
+	    "block" },
+
+	/* Queue and resolvers. */
+	{ OK_TAIL "queue {\n retry_initial 2h\n}\n", 4,
+	    "queue: retry_initial (7200s) is longer than retry_max (3600s)" },
+	{ OK_TAIL "queue {\n retry_max 30s\n}\n", 4,
+	    "retry_initial (60s) is longer than retry_max (30s)" },
+	{ OK_TAIL "queue {\n lifetime 0\n}\n", 4,
+	    "queue: 'lifetime' must be greater than zero" },
+	{ OK_TAIL "queue {\n retry_initial 0s\n}\n", 4,
+	    "'retry_initial' must be greater than zero" },
+	{ OK_TAIL "queue {\n delay_warning 6d\n}\n", 4,
+	    "delay_warning (518400s) must be shorter than lifetime" },
+	{ OK_TAIL "queue { lifetime 1x }\n", 3, "'lifetime' needs a duration" },
+	{ OK_TAIL "queue { lifetime 4294967296 }\n", 3, "too large" },
+	{ OK_TAIL "resolvers 127.0.0.1:53 dns.example\n", 3,
+	    "resolvers: 'dns.example' is not an IPv4 address or an IPv6 "
+	    "address in brackets (host names are not allowed)" },
+	{ OK_TAIL "resolvers 127.0.0.1:0\n", 3,
+	    "'127.0.0.1:0' has a bad port" },
+	{ OK_TAIL "resolvers [::1]53\n", 3,
+	    "needs ':PORT' or nothing after the ']'" },
+	{ OK_TAIL "resolvers [::1:53\n", 3, "is missing the ']'" },
+	{ OK_TAIL "resolvers 1.2.3:53\n", 3, "is not an IPv4 address" },
+	{ OK_TAIL "resolvers ::1:53:x\n", 3, "is not an IPv4 address" },
+	{ OK_TAIL "resolvers 1.1.1.1\nresolvers 8.8.8.8\n", 4,
+	    "duplicate 'resolvers' (first at line 3)" },
+	{ OK_TAIL "resolvers 1.1.1.1 1.1.1.2 1.1.1.3 1.1.1.4 1.1.1.5 1.1.1.6 "
+	    "1.1.1.7 1.1.1.8 1.1.1.9 1.1.1.10 1.1.1.11 1.1.1.12 1.1.1.13 "
+	    "1.1.1.14 1.1.1.15 1.1.1.16 1.1.1.17\n", 3,
+	    "'resolvers' takes at most 16 addresses" },
+	{ OK_TAIL "default_target a\ndefault_target b\n", 4,
+	    "duplicate 'default_target'" },
 };
 
 START_TEST(test_invalid)
@@ -585,6 +1068,52 @@ START_TEST(test_many_domains)
 	ck_assert_ptr_null(conf);
 	ck_assert_str_eq(err.data, "many.conf:20002: domain: duplicate domain "
 	    "'d7.example' (first at line 9)");
+	sbuf_release(&err);
+	sbuf_release(&text);
+}
+END_TEST
+
+START_TEST(test_many_targets)
+{
+	struct sbuf text, err;
+	struct conf *conf;
+	size_t i;
+
+	/*
+	 * Many targets, each named by a route before its block: resolution
+	 * is hashed, and an unknown name late in the file is still found.
+	 */
+	sbuf_init(&text, 4 * 1024 * 1024);
+	ck_assert_int_eq(sbuf_append_str(&text,
+	    "listen *:25\ndomain example.com\n"), 0);
+	for (i = 0; i < 20000; i++)
+		ck_assert_int_eq(sbuf_printf(&text,
+		    "route u%zu@example.com t%zu\n", i, 19999 - i), 0);
+	for (i = 0; i < 20000; i++)
+		ck_assert_int_eq(sbuf_printf(&text,
+		    "target t%zu { type maildir; path /m/%zu }\n", i, i), 0);
+	conf = parse_ok(text.data, "many.conf");
+	ck_assert_uint_eq(conf->ntargets, 20000);
+	ck_assert_uint_eq(conf->nroutes, 20000);
+	ck_assert_uint_eq(conf->routes[0].targets[0], 19999);
+	ck_assert_uint_eq(conf->routes[19999].targets[0], 0);
+	ck_assert_int_eq(conf_target_index(conf, "t12345"), 12345);
+	conf_free(conf);
+	ck_assert_int_eq(sbuf_append_str(&text,
+	    "target t7 { type maildir; path /x }\n"), 0);
+	conf = parse(text.data, "many.conf", &err);
+	ck_assert_ptr_null(conf);
+	ck_assert_str_eq(err.data, "many.conf:40003: target: duplicate "
+	    "target 't7' (first at line 20010)");
+	sbuf_release(&err);
+	sbuf_truncate(&text, text.len - strlen(
+	    "target t7 { type maildir; path /x }\n"));
+	ck_assert_int_eq(sbuf_append_str(&text,
+	    "route late@example.com t20000\n"), 0);
+	conf = parse(text.data, "many.conf", &err);
+	ck_assert_ptr_null(conf);
+	ck_assert_str_eq(err.data, "many.conf:40003: route: unknown target "
+	    "'t20000' (did you mean 't2000'?)");
 	sbuf_release(&err);
 	sbuf_release(&text);
 }
@@ -862,6 +1391,107 @@ START_TEST(test_load_errors)
 }
 END_TEST
 
+START_TEST(test_load_members)
+{
+	static const char *const names[] = { "splitmx.conf", "wave1.txt",
+	    "bad.txt", NULL };
+	char conf_path[128], path[128], want[256];
+	const struct conf_wave *w;
+	struct conf *conf;
+	struct sbuf err;
+
+	mk_tmpdir();
+	write_file("wave1.txt",
+	    "# wave 1: the finance team\n"
+	    "\n"
+	    "  Carol@Example.com  \r\n"
+	    "dave@example.com\t# moved on Monday\n"
+	    "a#b@example.com\n"
+	    "bob@example.com\n"
+	    "#eve@example.com\n"
+	    "last@example.org", path, sizeof(path));
+	write_file("splitmx.conf",
+	    "listen 127.0.0.1:2525\n"
+	    "domain example.com\n"
+	    "target cloud { type maildir; path cloud }\n"
+	    "wave wave1 {\n"
+	    "  state cloud\n"
+	    "  members bob@example.com zed@example.com\n"
+	    "  members_file wave1.txt\n"
+	    "}\n",
+	    conf_path, sizeof(conf_path));
+	sbuf_init(&err, ERR_CAP);
+	conf = conf_load(conf_path, &err);
+	ck_assert_msg(conf != NULL, "%s", err.data);
+	w = &conf->waves[0];
+	ck_assert_str_eq(w->members_file, path);
+	/* Inline and file members merged, sorted, bob only once. */
+	ck_assert_uint_eq(w->nmembers, 6);
+	ck_assert_str_eq(w->members[0], "a#b@example.com");
+	ck_assert_str_eq(w->members[1], "bob@example.com");
+	ck_assert_str_eq(w->members[2], "carol@example.com");
+	ck_assert_str_eq(w->members[3], "dave@example.com");
+	ck_assert_str_eq(w->members[4], "last@example.org");
+	ck_assert_str_eq(w->members[5], "zed@example.com");
+	ck_assert(conf_wave_has(w, "CAROL@example.com"));
+	ck_assert(!conf_wave_has(w, "eve@example.com"));
+	(void)snprintf(want, sizeof(want), "%s/cloud", tmpdir);
+	ck_assert_str_eq(conf->targets[0].path, want);
+	conf_free(conf);
+
+	/* Errors name the members file and its line. */
+	write_file("bad.txt", "ok@example.com\n\n# c\nbob\n", path,
+	    sizeof(path));
+	write_file("splitmx.conf",
+	    "listen 127.0.0.1:2525\n"
+	    "domain example.com\n"
+	    "target cloud { type maildir; path cloud }\n"
+	    "wave wave1 { state cloud; members_file bad.txt }\n",
+	    conf_path, sizeof(conf_path));
+	conf = conf_load(conf_path, &err);
+	ck_assert_ptr_null(conf);
+	(void)snprintf(want, sizeof(want), "%s:4: address 'bob' is not a "
+	    "full address (local@domain)", path);
+	ck_assert_str_eq(err.data, want);
+
+	/* A bad file leaves the wave as it was. */
+	write_file("bad.txt", "x@example.com\ny@example.com z@example.com\n",
+	    path, sizeof(path));
+	conf = parse_ok("listen *:25\ndomain example.com\n"
+	    "target cloud { type maildir; path /c }\n"
+	    "wave w { state cloud; members q@example.com }\n", "l.conf");
+	sbuf_reset(&err);
+	ck_assert_int_eq(conf_load_members(&conf->waves[0], path, &err), -1);
+	(void)snprintf(want, sizeof(want), "%s:2: expected one address per "
+	    "line, got 'y@example.com z@example.com'", path);
+	ck_assert_str_eq(err.data, want);
+	ck_assert_uint_eq(conf->waves[0].nmembers, 1);
+	ck_assert(!conf_wave_has(&conf->waves[0], "x@example.com"));
+	sbuf_reset(&err);
+	ck_assert_int_eq(conf_load_members(&conf->waves[0],
+	    "/nonexistent/members.txt", &err), -1);
+	ck_assert_str_eq(err.data, "/nonexistent/members.txt: cannot open: "
+	    "No such file or directory");
+	conf_free(conf);
+
+	/* A missing members_file stops conf_load. */
+	write_file("splitmx.conf",
+	    "listen 127.0.0.1:2525\n"
+	    "domain example.com\n"
+	    "target cloud { type maildir; path cloud }\n"
+	    "wave wave1 { state cloud; members_file nope.txt }\n",
+	    conf_path, sizeof(conf_path));
+	sbuf_reset(&err);
+	ck_assert_ptr_null(conf_load(conf_path, &err));
+	(void)snprintf(want, sizeof(want), "%s/nope.txt: cannot open: No such "
+	    "file or directory", tmpdir);
+	ck_assert_str_eq(err.data, want);
+
+	sbuf_release(&err);
+	rm_tmpdir(names);
+}
+END_TEST
+
 /* The shipped example must always load; tests run from the top or below. */
 START_TEST(test_example_config)
 {
@@ -870,6 +1500,7 @@ START_TEST(test_example_config)
 	const struct conf_domain *d;
 	struct conf *conf = NULL;
 	struct sbuf err;
+	int legacy, cloud;
 	size_t i;
 
 	sbuf_init(&err, ERR_CAP);
@@ -900,6 +1531,27 @@ START_TEST(test_example_config)
 	d = conf_find_domain(conf, "example.org");
 	ck_assert_ptr_nonnull(d);
 	ck_assert(!d->has_list);
+	/* The demo delivers: two maildirs under the spool. */
+	legacy = conf_target_index(conf, "legacy");
+	cloud = conf_target_index(conf, "cloud");
+	ck_assert_int_ge(legacy, 0);
+	ck_assert_int_ge(cloud, 0);
+	ck_assert_int_eq(conf->targets[legacy].type, CONF_TARGET_MAILDIR);
+	ck_assert_int_eq(conf->targets[cloud].type, CONF_TARGET_MAILDIR);
+	ck_assert_ptr_nonnull(strstr(conf->targets[legacy].path,
+	    "etc/../spool/maildir/legacy"));
+	ck_assert_ptr_nonnull(strstr(conf->targets[cloud].path,
+	    "etc/../spool/maildir/cloud"));
+	ck_assert_uint_eq(d->ntargets, 1);
+	ck_assert_uint_eq(d->targets[0], (size_t)legacy);
+	d = conf_find_domain(conf, "example.com");
+	ck_assert_uint_eq(d->ntargets, 2);
+	ck_assert_uint_eq(d->targets[0], (size_t)legacy);
+	ck_assert_uint_eq(d->targets[1], (size_t)cloud);
+	ck_assert_uint_eq(conf->nwaves, 1);
+	ck_assert_str_eq(conf->waves[0].name, "wave1");
+	ck_assert_int_eq(conf->waves[0].state, CONF_WAVE_CLOUD);
+	ck_assert(conf_wave_has(&conf->waves[0], "bob@example.com"));
 	ck_assert_uint_eq(conf->limits.message_size, 50 * 1024 * 1024);
 	ck_assert_uint_eq(conf->limits.timeout_command, 300);
 	conf_free(conf);
@@ -924,6 +1576,10 @@ parse_any(const char *text, size_t len)
 	if (conf != NULL) {
 		(void)conf_find_domain(conf, "a.example.com");
 		(void)conf_domain_accepts(&conf->domains[0], "alice");
+		if (conf->nwaves > 0)
+			(void)conf_wave_has(&conf->waves[0],
+			    "dave@example.com");
+		(void)conf_target_index(conf, "cloud");
 	} else
 		ck_assert_int_eq(strncmp(err.data, "r.conf:", 7), 0);
 	conf_free(conf);
@@ -933,17 +1589,18 @@ parse_any(const char *text, size_t len)
 START_TEST(test_robust)
 {
 	static const char alphabet[] = "{}\";#\\\n\r\t *:[]@.0aKmx\x01\xff";
-	size_t len = strlen(full_conf), i, round;
+	const char *text = _i == 0 ? full_conf : migration_conf;
+	size_t len = strlen(text), i, round;
 	char *copy = malloc(len);
 	unsigned seed = 12345;
 
 	ck_assert_ptr_nonnull(copy);
 	for (i = 0; i <= len; i++)
-		parse_any(full_conf, i);
+		parse_any(text, i);
 	for (round = 0; round < 3000; round++) {
 		size_t k;
 
-		memcpy(copy, full_conf, len);
+		memcpy(copy, text, len);
 		for (k = 0; k < 1 + round % 4; k++) {
 			seed = seed * 1103515245 + 12345;
 			copy[(seed >> 8) % len] =
@@ -974,6 +1631,8 @@ conf_suite(void)
 	tcase_add_test(tc, test_size_and_duration_units);
 	tcase_add_test(tc, test_tls_inherit);
 	tcase_add_test(tc, test_relative_paths);
+	tcase_add_test(tc, test_migration);
+	tcase_add_test(tc, test_delivery_defaults);
 	tcase_add_test(tc, test_free_null);
 	suite_add_tcase(s, tc);
 
@@ -982,6 +1641,7 @@ conf_suite(void)
 	tcase_add_test(tc, test_invalid_bytes);
 	tcase_add_test(tc, test_size_cap);
 	tcase_add_test(tc, test_many_domains);
+	tcase_add_test(tc, test_many_targets);
 	tcase_set_timeout(tc, 60);
 	suite_add_tcase(s, tc);
 
@@ -994,11 +1654,12 @@ conf_suite(void)
 	tc = tcase_create("files");
 	tcase_add_test(tc, test_load);
 	tcase_add_test(tc, test_load_errors);
+	tcase_add_test(tc, test_load_members);
 	tcase_add_test(tc, test_example_config);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("robust");
-	tcase_add_test(tc, test_robust);
+	tcase_add_loop_test(tc, test_robust, 0, 2);
 	tcase_set_timeout(tc, 120);
 	suite_add_tcase(s, tc);
 	return s;

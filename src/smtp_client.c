@@ -1,0 +1,1790 @@
+/*
+ * smtp_client.c - outbound SMTP/LMTP sessions on the event loop.
+ *
+ * A connection resolves its target through dns_, tries each address in
+ * turn (banner, EHLO/HELO or LHLO, STARTTLS per the target's policy) and
+ * then runs transactions: MAIL, RCPTs and DATA sent as one group when the
+ * peer offers PIPELINING (RFC 2920), else lock-step. Content is pread
+ * from the spool file in 64 KiB chunks as the output drains and
+ * dot-stuffed on the way. Replies are bounded (2048-octet lines, 100
+ * lines) and kept as "CODE text" (all lines joined, printable ASCII).
+ *
+ * Owns its bufferevent (and through it the SSL) and one cached SSL_CTX per
+ * target. Never blocks except for the page-cache preads and the spool
+ * open (XXX: a workers_ reader would be stricter). A client is freed only
+ * when none of its libevent entry points is on the stack (depth count), so
+ * user callbacks may close it; none runs after smtp_client_close.
+ * TLS "may": a failed handshake is retried once, on the same address,
+ * without TLS (as Postfix does); encrypt and verify never fall back.
+ */
+#include <sys/socket.h>
+#include <sys/un.h>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
+#include <event2/event.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
+
+#include "conf.h"
+#include "dns.h"
+#include "log.h"
+#include "smtp_client.h"
+#include "smtp_proto.h"
+#include "xmalloc.h"
+
+#define SC_LINE_MAX	2048		/* reply line, without CRLF */
+#define SC_LINES_MAX	100		/* lines in one reply */
+#define SC_ADDRS_MAX	32		/* addresses tried per connection */
+#define SC_CHUNK	(64 * 1024)	/* one pread */
+#define SC_OUT_HIGH	(256 * 1024)	/* stop filling above this */
+#define SC_OUT_LOW	(64 * 1024)	/* refill when drained to this */
+#define SC_REASON_MAX	640
+#define SC_PEER_MAX	352	/* host[256] + [addr[64]]:port */
+
+enum sc_state {
+	SC_RESOLVE,		/* waiting for dns_ */
+	SC_CONNECT,		/* TCP/UNIX connect in progress */
+	SC_BANNER,		/* waiting for the greeting */
+	SC_EHLO,		/* EHLO or LHLO sent */
+	SC_HELO,		/* HELO sent (EHLO refused) */
+	SC_STARTTLS,		/* STARTTLS sent */
+	SC_HANDSHAKE,		/* TLS handshake */
+	SC_IDLE,		/* ready for a transaction */
+	SC_PENDING,		/* transaction answered locally, cb deferred */
+	SC_TXN,			/* waiting for RSET/MAIL/RCPT/DATA replies */
+	SC_CONTENT,		/* streaming the message */
+	SC_DOT,			/* waiting for the reply(ies) to "." */
+	SC_DEAD,		/* connection gone; only close remains */
+};
+
+enum sc_cmd_kind { SC_CMD_RSET, SC_CMD_MAIL, SC_CMD_RCPT, SC_CMD_DATA };
+
+struct sc_cmd {
+	enum sc_cmd_kind	kind;
+	size_t			rcpt;		/* SC_CMD_RCPT */
+};
+
+enum sc_defer { SC_DEFER_NONE, SC_DEFER_CONNECT, SC_DEFER_OPEN_FAIL,
+    SC_DEFER_DONE };
+
+struct smtp_client {
+	struct event_base		*base;
+	struct dns			*dns;
+	const struct conf_target	*target;
+	bool				 lmtp;
+	char				*helo;
+	char				 peer[SC_PEER_MAX];
+
+	smtp_client_open_cb		 open_cb;
+	void				*open_arg;
+	smtp_client_done_cb		 done_cb;
+	void				*done_arg;
+
+	struct dns_addr			*addrs;
+	size_t				 naddrs;
+	size_t				 cur;
+	bool				 notls;		/* this attempt: no TLS */
+	bool				 tls_retried;	/* cur fell back already */
+
+	struct bufferevent		*bev;
+	SSL				*ssl;		/* owned by bev */
+	bool				 tls_active;
+	enum sc_state			 state;
+	struct event			*timer;
+	const char			*timeout_what;
+	struct event			*defer;
+	enum sc_defer			 defer_kind;
+	int				 defer_status;
+	unsigned			 depth;		/* entry points on stack */
+	bool				 freeing;
+
+	/* The reply being read. */
+	unsigned			 rcode;
+	unsigned			 rlines;
+	char				 rtext[SMTP_CLIENT_REPLY_MAX];
+	size_t				 rlen;
+
+	/* What EHLO offered. */
+	bool				 ext_pipelining;
+	bool				 ext_size;
+	uint64_t			 size_max;	/* 0: no limit */
+	bool				 ext_8bitmime;
+	bool				 ext_smtputf8;
+	bool				 ext_dsn;
+	bool				 ext_starttls;
+	bool				 ext_chunking;
+
+	/* Why the last address failed (for the open callback). */
+	char				 last_err[SC_REASON_MAX];
+	bool				 last_perm;
+	bool				 perm_dns;
+
+	/* The transaction. */
+	struct smtp_client_msg		*msg;
+	struct sc_cmd			*cmds;
+	size_t				 ncmds;
+	size_t				 nsent;
+	size_t				 nrecv;
+	bool				 pipelined;
+	bool				 mail_ok;
+	bool				*accepted;	/* RCPT got 2xx */
+	bool				*final;		/* has its final reply */
+	size_t				 naccepted;
+	size_t				 nfinal;	/* LMTP replies after "." */
+	bool				 dummy_dot;	/* "." sent with no rcpts */
+	bool				 need_rset;
+	bool				 broken;	/* no more transactions */
+	unsigned			 ntrans;
+
+	/* Content streaming. */
+	int				 fd;
+	uint64_t			 off;
+	uint64_t			 left;
+	uint64_t			 sent;
+	bool				 bol;		/* next byte starts a line */
+	unsigned char			 tail[2];	/* last content bytes */
+	char				*chunk;
+};
+
+static void sc_connect(struct smtp_client *c);
+static void sc_read(struct smtp_client *c);
+static void sc_txn_send_next(struct smtp_client *c);
+static void sc_fail_addr(struct smtp_client *c, bool perm, bool quit,
+    const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+static void sc_txn_fail(struct smtp_client *c, unsigned code,
+    const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+/* ---- small helpers ---- */
+
+static unsigned
+sc_secs(unsigned v, unsigned dflt)
+{
+	return v > 0 ? v : dflt;
+}
+
+static void
+sc_arm(struct smtp_client *c, unsigned secs, const char *what)
+{
+	struct timeval tv = { (time_t)secs, 0 };
+
+	c->timeout_what = what;
+	if (evtimer_add(c->timer, &tv) == -1)
+		log_panic("smtp_client: evtimer_add failed");
+}
+
+static void
+sc_disarm(struct smtp_client *c)
+{
+	(void)evtimer_del(c->timer);	/* cannot fail on an initialized event */
+}
+
+static void
+sc_defer(struct smtp_client *c, enum sc_defer kind)
+{
+	static const struct timeval zero = { 0, 0 };
+
+	c->defer_kind = kind;
+	if (evtimer_add(c->defer, &zero) == -1)
+		log_panic("smtp_client: evtimer_add failed");
+}
+
+static void
+sc_enter(struct smtp_client *c)
+{
+	c->depth++;
+}
+
+static void sc_free(struct smtp_client *c);
+
+static void
+sc_leave(struct smtp_client *c)
+{
+	if (--c->depth == 0 && c->freeing)
+		sc_free(c);
+}
+
+static void
+sc_set_peer(struct smtp_client *c)
+{
+	const struct dns_addr *a = &c->addrs[c->cur];
+
+	if (a->sa.ss_family == AF_UNIX)
+		(void)snprintf(c->peer, sizeof(c->peer), "%s", a->host);
+	else if (a->sa.ss_family == AF_INET6)
+		(void)snprintf(c->peer, sizeof(c->peer), "%s[%s]:%u", a->host,
+		    a->text, (unsigned)ntohs(((const struct sockaddr_in6 *)
+		    (const void *)&a->sa)->sin6_port));
+	else
+		(void)snprintf(c->peer, sizeof(c->peer), "%s[%s]:%u", a->host,
+		    a->text, (unsigned)ntohs(((const struct sockaddr_in *)
+		    (const void *)&a->sa)->sin_port));
+}
+
+static void __attribute__((format(printf, 2, 3)))
+sc_printf(struct smtp_client *c, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	if (evbuffer_add_vprintf(bufferevent_get_output(c->bev), fmt, ap) < 0)
+		log_panic("smtp_client: evbuffer_add_vprintf failed");
+	va_end(ap);
+}
+
+/* Sets rcpt's outcome: code and a "CODE text" reply. */
+static void __attribute__((format(printf, 3, 4)))
+sc_rcpt_set(struct smtp_client_rcpt *r, unsigned code, const char *fmt, ...)
+{
+	va_list ap;
+
+	r->code = code;
+	va_start(ap, fmt);
+	(void)vsnprintf(r->reply, sizeof(r->reply), fmt, ap);
+	va_end(ap);
+}
+
+static bool
+sc_has_crlf(const char *s)
+{
+	return s != NULL && strpbrk(s, "\r\n") != NULL;
+}
+
+/*
+ * Sends QUIT (when asked and still talking) without waiting for anything,
+ * then frees the bufferevent. The bytes are pushed to the socket at once
+ * because the bufferevent goes away with this call.
+ */
+static void
+sc_drop(struct smtp_client *c, bool quit)
+{
+	struct bufferevent *under;
+	evutil_socket_t fd;
+
+	if (c->bev == NULL)
+		return;
+	if (quit) {
+		/* With TLS this is SSL_write into the socket bev's output. */
+		if (bufferevent_write(c->bev, "QUIT\r\n", 6) == 0) {
+			under = bufferevent_get_underlying(c->bev);
+			if (under == NULL)
+				under = c->bev;
+			fd = bufferevent_getfd(under);
+			if (fd >= 0)
+				/* Best effort: a short or failed write is fine. */
+				(void)evbuffer_write(bufferevent_get_output(under),
+				    fd);
+		}
+	}
+	bufferevent_free(c->bev);
+	c->bev = NULL;
+	c->ssl = NULL;
+	c->tls_active = false;
+}
+
+static void
+sc_content_cleanup(struct smtp_client *c)
+{
+	if (c->fd >= 0 && close(c->fd) == -1)
+		log_warn("smtp_client: close spool file");
+	c->fd = -1;
+	free(c->chunk);
+	c->chunk = NULL;
+}
+
+static void
+sc_txn_cleanup(struct smtp_client *c)
+{
+	sc_content_cleanup(c);
+	free(c->cmds);
+	c->cmds = NULL;
+	free(c->accepted);
+	c->accepted = NULL;
+	free(c->final);
+	c->final = NULL;
+	c->ncmds = c->nsent = c->nrecv = 0;
+}
+
+static void
+sc_free(struct smtp_client *c)
+{
+	sc_drop(c, false);
+	sc_txn_cleanup(c);
+	event_free(c->timer);
+	event_free(c->defer);
+	free(c->addrs);
+	free(c->helo);
+	free(c);
+}
+
+/* ---- per-target client TLS contexts ---- */
+
+struct sc_tls_ctx {
+	const struct conf_target	*target;
+	char				*ca, *cert, *key;
+	SSL_CTX				*ctx;
+	struct sc_tls_ctx		*next;
+};
+
+static struct sc_tls_ctx *sc_tls_ctxs;
+
+static bool
+sc_streq(const char *a, const char *b)
+{
+	if (a == NULL || b == NULL)
+		return a == b;
+	return strcmp(a, b) == 0;
+}
+
+static char *
+sc_strdup0(const char *s)
+{
+	return s != NULL ? xstrdup(s) : NULL;
+}
+
+static void
+sc_ssl_error(char *buf, size_t len, unsigned long e)
+{
+	if (e == 0)
+		(void)snprintf(buf, len, "unknown error");
+	else
+		ERR_error_string_n(e, buf, len);
+}
+
+/*
+ * The context for target t, made on first use. Keyed by the target and
+ * its file names, so a reloaded config with new files gets a new one.
+ */
+static SSL_CTX *
+sc_tls_ctx(const struct conf_target *t, char *err, size_t errlen)
+{
+	struct sc_tls_ctx *e, **pp;
+	SSL_CTX *ctx;
+	char ebuf[256];
+
+	for (pp = &sc_tls_ctxs; (e = *pp) != NULL; pp = &e->next) {
+		if (e->target != t)
+			continue;
+		if (sc_streq(e->ca, t->tls_ca) && sc_streq(e->cert, t->tls_cert)
+		    && sc_streq(e->key, t->tls_key))
+			return e->ctx;
+		*pp = e->next;
+		SSL_CTX_free(e->ctx);
+		free(e->ca);
+		free(e->cert);
+		free(e->key);
+		free(e);
+		break;
+	}
+	ERR_clear_error();
+	ctx = SSL_CTX_new(TLS_client_method());
+	if (ctx == NULL) {
+		sc_ssl_error(ebuf, sizeof(ebuf), ERR_get_error());
+		(void)snprintf(err, errlen, "SSL_CTX_new: %s", ebuf);
+		return NULL;
+	}
+	if (SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION) != 1)
+		goto fail;
+	/*
+	 * Verification is judged after the handshake from
+	 * SSL_get_verify_result (policy verify only), so that the reason can
+	 * be reported and QUIT sent; SSL_VERIFY_NONE still runs the checks.
+	 */
+	SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, NULL);
+	if (t->tls == CONF_TLS_VERIFY) {
+		if (t->tls_ca != NULL) {
+			if (SSL_CTX_load_verify_locations(ctx, t->tls_ca,
+			    NULL) != 1) {
+				sc_ssl_error(ebuf, sizeof(ebuf),
+				    ERR_peek_last_error());
+				(void)snprintf(err, errlen,
+				    "cannot load tls_ca %s: %s", t->tls_ca,
+				    ebuf);
+				SSL_CTX_free(ctx);
+				return NULL;
+			}
+		} else if (SSL_CTX_set_default_verify_paths(ctx) != 1) {
+			goto fail;
+		}
+	}
+	if (t->tls_cert != NULL) {
+		const char *key = t->tls_key != NULL ? t->tls_key : t->tls_cert;
+
+		if (SSL_CTX_use_certificate_chain_file(ctx, t->tls_cert) != 1 ||
+		    SSL_CTX_use_PrivateKey_file(ctx, key,
+		    SSL_FILETYPE_PEM) != 1 ||
+		    SSL_CTX_check_private_key(ctx) != 1) {
+			sc_ssl_error(ebuf, sizeof(ebuf), ERR_peek_last_error());
+			(void)snprintf(err, errlen,
+			    "cannot load client certificate %s: %s",
+			    t->tls_cert, ebuf);
+			SSL_CTX_free(ctx);
+			return NULL;
+		}
+	}
+	e = xcalloc(1, sizeof(*e));
+	e->target = t;
+	e->ca = sc_strdup0(t->tls_ca);
+	e->cert = sc_strdup0(t->tls_cert);
+	e->key = sc_strdup0(t->tls_key);
+	e->ctx = ctx;
+	e->next = sc_tls_ctxs;
+	sc_tls_ctxs = e;
+	return ctx;
+fail:
+	sc_ssl_error(ebuf, sizeof(ebuf), ERR_peek_last_error());
+	(void)snprintf(err, errlen, "TLS setup: %s", ebuf);
+	SSL_CTX_free(ctx);
+	return NULL;
+}
+
+void
+smtp_client_shutdown(void)
+{
+	struct sc_tls_ctx *e;
+
+	while ((e = sc_tls_ctxs) != NULL) {
+		sc_tls_ctxs = e->next;
+		SSL_CTX_free(e->ctx);
+		free(e->ca);
+		free(e->cert);
+		free(e->key);
+		free(e);
+	}
+}
+
+/* ---- opening ---- */
+
+static void
+sc_open_done(struct smtp_client *c)
+{
+	smtp_client_open_cb cb = c->open_cb;
+
+	sc_disarm(c);
+	c->state = SC_IDLE;
+	c->open_cb = NULL;
+	log_debug("smtp_client: connected to %s%s", c->peer,
+	    c->tls_active ? " (TLS)" : "");
+	cb(c->open_arg, c, 0, false, NULL);
+}
+
+/* All addresses failed: report and free (at the end of this entry). */
+static void
+sc_open_fail(struct smtp_client *c)
+{
+	smtp_client_open_cb cb = c->open_cb;
+	bool temp = !(c->last_perm || c->perm_dns);
+
+	sc_disarm(c);
+	sc_drop(c, false);
+	c->state = SC_DEAD;
+	c->open_cb = NULL;
+	c->freeing = true;
+	cb(c->open_arg, NULL, -1, temp, c->last_err);
+}
+
+static void
+sc_fail_addr(struct smtp_client *c, bool perm, bool quit, const char *fmt,
+    ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	(void)vsnprintf(c->last_err, sizeof(c->last_err), fmt, ap);
+	va_end(ap);
+	c->last_perm = perm;
+	log_debug("smtp_client: %s", c->last_err);
+	sc_disarm(c);
+	sc_drop(c, quit);
+	c->cur++;
+	c->notls = false;
+	c->tls_retried = false;
+	sc_connect(c);
+}
+
+static void
+sc_ext_reset(struct smtp_client *c)
+{
+	c->ext_pipelining = c->ext_size = c->ext_8bitmime = false;
+	c->ext_smtputf8 = c->ext_dsn = c->ext_starttls = false;
+	c->ext_chunking = false;
+	c->size_max = 0;
+}
+
+static void
+sc_send_ehlo(struct smtp_client *c)
+{
+	sc_ext_reset(c);
+	sc_printf(c, "%s %s\r\n", c->lmtp ? "LHLO" : "EHLO", c->helo);
+	c->state = SC_EHLO;
+	sc_arm(c, sc_secs(c->target->timeout_command, 300),
+	    c->lmtp ? "LHLO" : "EHLO");
+}
+
+/* One EHLO line after the first: note the extension it names. */
+static void
+sc_ehlo_line(struct smtp_client *c, const char *kw, size_t len)
+{
+	size_t n = 0;
+
+	while (n < len && kw[n] != ' ')
+		n++;
+#define SC_KW(s) (n == sizeof(s) - 1 && strncasecmp(kw, s, n) == 0)
+	if (SC_KW("PIPELINING")) {
+		c->ext_pipelining = true;
+	} else if (SC_KW("SIZE")) {
+		c->ext_size = true;
+		c->size_max = 0;
+		if (n < len) {
+			char num[24];
+			size_t m = len - n - 1;
+			char *end;
+			unsigned long long v;
+
+			if (m > 0 && m < sizeof(num)) {
+				memcpy(num, kw + n + 1, m);
+				num[m] = '\0';
+				errno = 0;
+				v = strtoull(num, &end, 10);
+				if (errno == 0 && *end == '\0' && num[0] >= '0'
+				    && num[0] <= '9')
+					c->size_max = v;
+			}
+		}
+	} else if (SC_KW("8BITMIME")) {
+		c->ext_8bitmime = true;
+	} else if (SC_KW("SMTPUTF8")) {
+		c->ext_smtputf8 = true;
+	} else if (SC_KW("DSN")) {
+		c->ext_dsn = true;
+	} else if (SC_KW("STARTTLS")) {
+		c->ext_starttls = true;
+	} else if (SC_KW("CHUNKING")) {
+		c->ext_chunking = true;
+	}
+#undef SC_KW
+}
+
+static void sc_read_cb(struct bufferevent *bev, void *arg);
+static void sc_write_cb(struct bufferevent *bev, void *arg);
+static void sc_event_cb(struct bufferevent *bev, short what, void *arg);
+
+/* Greeted: STARTTLS if the policy wants it, else ready. */
+static void
+sc_after_ehlo(struct smtp_client *c)
+{
+	enum conf_tls_policy pol = c->target->tls;
+
+	if (c->tls_active || pol == CONF_TLS_NONE || c->notls) {
+		sc_open_done(c);
+		return;
+	}
+	if (!c->ext_starttls) {
+		if (pol == CONF_TLS_MAY) {
+			sc_open_done(c);
+			return;
+		}
+		sc_fail_addr(c, false, true,
+		    "TLS required but not offered by %s", c->peer);
+		return;
+	}
+	sc_printf(c, "STARTTLS\r\n");
+	c->state = SC_STARTTLS;
+	sc_arm(c, sc_secs(c->target->timeout_command, 300), "STARTTLS");
+}
+
+static bool
+sc_is_ip(const char *name, char *ip, size_t iplen)
+{
+	unsigned char b[sizeof(struct in6_addr)];
+	size_t len = strlen(name);
+
+	if (len >= iplen)
+		return false;
+	if (name[0] == '[' && len > 2 && name[len - 1] == ']') {
+		memcpy(ip, name + 1, len - 2);
+		ip[len - 2] = '\0';
+		if (strncasecmp(ip, "IPv6:", 5) == 0)
+			memmove(ip, ip + 5, strlen(ip + 5) + 1);
+	} else {
+		memcpy(ip, name, len + 1);
+	}
+	return inet_pton(AF_INET, ip, b) == 1 || inet_pton(AF_INET6, ip, b) == 1;
+}
+
+/* 220 to STARTTLS: wrap the connection and start the handshake. */
+static void
+sc_start_tls(struct smtp_client *c)
+{
+	const struct conf_target *t = c->target;
+	struct evbuffer *in;
+	struct bufferevent *tbev, *under;
+	char err[SC_REASON_MAX], ip[128];
+	const char *name;
+	SSL_CTX *ctx;
+	SSL *ssl;
+
+	/*
+	 * CVE-2011-0411, client side: whatever followed the 220 was sent in
+	 * plaintext and must not be taken as if it came over TLS.
+	 */
+	in = bufferevent_get_input(c->bev);
+	if (evbuffer_drain(in, evbuffer_get_length(in)) == -1)
+		log_panic("smtp_client: evbuffer_drain failed");
+
+	ctx = sc_tls_ctx(t, err, sizeof(err));
+	if (ctx == NULL) {
+		sc_fail_addr(c, false, true, "%s: %s", c->peer, err);
+		return;
+	}
+	ssl = SSL_new(ctx);
+	if (ssl == NULL)
+		log_fatalx(70, "smtp_client: SSL_new failed");
+	name = t->tls_name != NULL ? t->tls_name : c->addrs[c->cur].host;
+	if (sc_is_ip(name, ip, sizeof(ip))) {
+		if (t->tls == CONF_TLS_VERIFY && X509_VERIFY_PARAM_set1_ip_asc(
+		    SSL_get0_param(ssl), ip) != 1)
+			log_fatalx(70, "smtp_client: set1_ip_asc failed");
+	} else {
+		char sni[256];
+
+		/* SNI (the macro wants a mutable string). */
+		(void)snprintf(sni, sizeof(sni), "%s", name);
+		if (SSL_set_tlsext_host_name(ssl, sni) != 1)
+			ERR_clear_error();
+		if (t->tls == CONF_TLS_VERIFY) {
+			SSL_set_hostflags(ssl,
+			    X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
+			if (SSL_set1_host(ssl, name) != 1)
+				log_fatalx(70, "smtp_client: SSL_set1_host "
+				    "failed");
+		}
+	}
+	under = c->bev;
+	tbev = bufferevent_openssl_filter_new(c->base, under, ssl,
+	    BUFFEREVENT_SSL_CONNECTING,
+	    BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
+	if (tbev == NULL) {
+		SSL_free(ssl);
+		sc_fail_addr(c, false, false, "%s: cannot set up TLS",
+		    c->peer);
+		return;
+	}
+	/*
+	 * The filter writes into the socket bev only below that bev's write
+	 * high-water mark; without one it would swallow all our content.
+	 */
+	bufferevent_setwatermark(under, EV_WRITE, 0, SC_OUT_HIGH / 2);
+	c->bev = tbev;
+	c->ssl = ssl;
+	bufferevent_setcb(tbev, sc_read_cb, sc_write_cb, sc_event_cb, c);
+	if (bufferevent_enable(tbev, EV_READ | EV_WRITE) == -1)
+		log_panic("smtp_client: bufferevent_enable failed");
+	c->state = SC_HANDSHAKE;
+	sc_arm(c, sc_secs(c->target->timeout_command, 300), "TLS handshake");
+}
+
+/* The handshake completed: check the peer (verify policy), EHLO again. */
+static void
+sc_tls_up(struct smtp_client *c)
+{
+	long vr;
+
+	if (c->target->tls == CONF_TLS_VERIFY) {
+		if (SSL_get0_peer_certificate(c->ssl) == NULL) {
+			sc_fail_addr(c, false, true, "TLS certificate "
+			    "verification failed for %s: no certificate",
+			    c->peer);
+			return;
+		}
+		vr = SSL_get_verify_result(c->ssl);
+		if (vr != X509_V_OK) {
+			sc_fail_addr(c, false, true, "TLS certificate "
+			    "verification failed for %s: %s", c->peer,
+			    X509_verify_cert_error_string(vr));
+			return;
+		}
+	}
+	c->tls_active = true;
+	log_debug("smtp_client: TLS with %s: %s %s", c->peer,
+	    SSL_get_version(c->ssl), SSL_get_cipher_name(c->ssl));
+	sc_send_ehlo(c);	/* RFC 3207 4.2: forget what was said before */
+}
+
+static void
+sc_tls_failed(struct smtp_client *c, const char *why)
+{
+	if (c->target->tls == CONF_TLS_MAY && !c->tls_retried) {
+		/* Opportunistic: try this address again in plaintext. */
+		log_debug("smtp_client: TLS handshake with %s failed (%s); "
+		    "retrying without TLS", c->peer, why);
+		sc_disarm(c);
+		sc_drop(c, false);
+		c->notls = true;
+		c->tls_retried = true;
+		sc_connect(c);
+		return;
+	}
+	sc_fail_addr(c, false, false, "TLS handshake with %s failed: %s",
+	    c->peer, why);
+}
+
+static void
+sc_connect(struct smtp_client *c)
+{
+	const struct dns_addr *a;
+
+	for (; c->cur < c->naddrs; c->cur++, c->notls = false,
+	    c->tls_retried = false) {
+		a = &c->addrs[c->cur];
+		sc_set_peer(c);
+		c->bev = bufferevent_socket_new(c->base, -1,
+		    BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
+		if (c->bev == NULL)
+			log_fatalx(70, "smtp_client: bufferevent_socket_new");
+		bufferevent_setcb(c->bev, sc_read_cb, sc_write_cb,
+		    sc_event_cb, c);
+		if (bufferevent_enable(c->bev, EV_READ | EV_WRITE) == -1)
+			log_panic("smtp_client: bufferevent_enable failed");
+		if (bufferevent_socket_connect(c->bev,
+		    (const struct sockaddr *)(const void *)&a->sa,
+		    (int)a->salen) == 0) {
+			c->state = SC_CONNECT;
+			sc_arm(c, sc_secs(c->target->timeout_connect, 30),
+			    "CONNECT");
+			return;
+		}
+		(void)snprintf(c->last_err, sizeof(c->last_err),
+		    "connect to %s: %s", c->peer, strerror(errno));
+		c->last_perm = false;
+		bufferevent_free(c->bev);
+		c->bev = NULL;
+	}
+	sc_open_fail(c);
+}
+
+static void
+sc_dns_cb(void *arg, enum dns_status status, const char *reason,
+    const struct dns_addr *addrs, size_t naddrs)
+{
+	struct smtp_client *c = arg;
+
+	sc_enter(c);
+	if (status == DNS_OK && naddrs > 0) {
+		c->naddrs = naddrs < SC_ADDRS_MAX ? naddrs : SC_ADDRS_MAX;
+		c->addrs = xcalloc(c->naddrs, sizeof(*c->addrs));
+		memcpy(c->addrs, addrs, c->naddrs * sizeof(*c->addrs));
+		c->cur = 0;
+		sc_connect(c);
+	} else {
+		/*
+		 * What the DNS says about a mail domain is final; a fixed
+		 * host that does not resolve is a local problem: retry.
+		 */
+		c->perm_dns = c->target->mx != NULL &&
+		    (status == DNS_NXDOMAIN || status == DNS_NODATA ||
+		    status == DNS_NULLMX);
+		(void)snprintf(c->last_err, sizeof(c->last_err), "%s",
+		    reason != NULL ? reason : "DNS lookup failed");
+		sc_open_fail(c);
+	}
+	sc_leave(c);
+}
+
+static void
+sc_defer_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct smtp_client *c = arg;
+	smtp_client_done_cb cb;
+
+	(void)fd;
+	(void)what;
+	sc_enter(c);
+	switch (c->defer_kind) {
+	case SC_DEFER_CONNECT:
+		sc_connect(c);
+		break;
+	case SC_DEFER_OPEN_FAIL:
+		sc_open_fail(c);
+		break;
+	case SC_DEFER_DONE:
+		cb = c->done_cb;
+		c->done_cb = NULL;
+		c->msg = NULL;
+		if (c->state == SC_PENDING)
+			c->state = SC_IDLE;
+		cb(c->done_arg, c, c->defer_status);
+		break;
+	case SC_DEFER_NONE:
+		break;
+	}
+	sc_leave(c);
+}
+
+static void
+sc_timer_cb(evutil_socket_t fd, short what, void *arg);
+
+void
+smtp_client_open(const struct smtp_client_params *p, smtp_client_open_cb cb,
+    void *arg)
+{
+	const struct conf_target *t = p->target;
+	struct smtp_client *c;
+	const char *port;
+
+	c = xcalloc(1, sizeof(*c));
+	c->base = p->base;
+	c->dns = p->dns;
+	c->target = t;
+	c->lmtp = t->type == CONF_TARGET_LMTP;
+	c->helo = xstrdup(p->helo != NULL ? p->helo :
+	    (t->helo != NULL ? t->helo : "localhost"));
+	c->open_cb = cb;
+	c->open_arg = arg;
+	c->fd = -1;
+	c->state = SC_RESOLVE;
+	c->timer = evtimer_new(c->base, sc_timer_cb, c);
+	c->defer = evtimer_new(c->base, sc_defer_cb, c);
+	if (c->timer == NULL || c->defer == NULL)
+		log_fatalx(70, "smtp_client: evtimer_new failed");
+	port = t->port != NULL ? t->port : (c->lmtp ? "24" : "25");
+
+	if (c->lmtp && t->socket != NULL) {
+		struct sockaddr_un *sun;
+
+		(void)snprintf(c->peer, sizeof(c->peer), "%s", t->socket);
+		if (strlen(t->socket) >= sizeof(sun->sun_path)) {
+			(void)snprintf(c->last_err, sizeof(c->last_err),
+			    "LMTP socket path too long: %s", t->socket);
+			sc_defer(c, SC_DEFER_OPEN_FAIL);
+			return;
+		}
+		c->addrs = xcalloc(1, sizeof(*c->addrs));
+		c->naddrs = 1;
+		sun = (struct sockaddr_un *)(void *)&c->addrs[0].sa;
+		sun->sun_family = AF_UNIX;
+		memcpy(sun->sun_path, t->socket, strlen(t->socket) + 1);
+		c->addrs[0].salen = sizeof(*sun);
+		(void)snprintf(c->addrs[0].host, sizeof(c->addrs[0].host),
+		    "%s", t->socket);
+		(void)snprintf(c->addrs[0].text, sizeof(c->addrs[0].text),
+		    "unix");
+		/* Connecting can fail at once: never call back from here. */
+		sc_defer(c, SC_DEFER_CONNECT);
+		return;
+	}
+	if (t->host != NULL) {
+		(void)snprintf(c->peer, sizeof(c->peer), "%s", t->host);
+		dns_lookup_host(c->dns, t->host, port, sc_dns_cb, c);
+		return;
+	}
+	if (t->mx != NULL) {
+		const char *domain = t->mx;
+
+		if (strcmp(domain, "*") == 0)
+			domain = p->rcpt_domain;
+		if (domain == NULL || *domain == '\0') {
+			(void)snprintf(c->last_err, sizeof(c->last_err),
+			    "target %s: no recipient domain for mx *",
+			    t->name != NULL ? t->name : "?");
+			sc_defer(c, SC_DEFER_OPEN_FAIL);
+			return;
+		}
+		(void)snprintf(c->peer, sizeof(c->peer), "%s", domain);
+		dns_lookup_mx(c->dns, domain, port, sc_dns_cb, c);
+		return;
+	}
+	(void)snprintf(c->last_err, sizeof(c->last_err),
+	    "target %s has no host, mx or socket",
+	    t->name != NULL ? t->name : "?");
+	sc_defer(c, SC_DEFER_OPEN_FAIL);
+}
+
+/* ---- transactions ---- */
+
+static void
+sc_done(struct smtp_client *c, int status)
+{
+	smtp_client_done_cb cb = c->done_cb;
+
+	sc_disarm(c);
+	sc_txn_cleanup(c);
+	if (c->bev != NULL && c->state != SC_DEAD) {
+		c->state = SC_IDLE;
+		bufferevent_setwatermark(c->bev, EV_WRITE, 0, 0);
+	}
+	c->done_cb = NULL;
+	c->msg = NULL;
+	cb(c->done_arg, c, status);
+}
+
+/*
+ * The connection failed mid-transaction: every recipient without a final
+ * reply gets code (4xx) and the reason; the connection is dropped.
+ */
+static void
+sc_txn_fail(struct smtp_client *c, unsigned code, const char *fmt, ...)
+{
+	struct smtp_client_msg *m = c->msg;
+	char reason[SMTP_CLIENT_REPLY_MAX];
+	va_list ap;
+	size_t i;
+
+	va_start(ap, fmt);
+	(void)vsnprintf(reason, sizeof(reason), fmt, ap);
+	va_end(ap);
+	log_debug("smtp_client: %s: %s", c->peer, reason);
+	for (i = 0; i < m->nrcpts; i++) {
+		if (c->final != NULL && c->final[i])
+			continue;	/* LMTP: already delivered or refused */
+		sc_rcpt_set(&m->rcpts[i], code, "%s", reason);
+	}
+	sc_drop(c, false);
+	c->state = SC_DEAD;
+	c->broken = true;
+	sc_done(c, -1);
+}
+
+static const char *
+sc_cmd_name(const struct sc_cmd *cmd)
+{
+	switch (cmd->kind) {
+	case SC_CMD_RSET:
+		return "RSET";
+	case SC_CMD_MAIL:
+		return "MAIL";
+	case SC_CMD_RCPT:
+		return "RCPT";
+	case SC_CMD_DATA:
+		return "DATA";
+	}
+	return "?";
+}
+
+static void
+sc_notify(char *buf, size_t len, unsigned notify)
+{
+	buf[0] = '\0';
+	if (notify & SMTP_PROTO_NOTIFY_NEVER) {
+		(void)snprintf(buf, len, "NEVER");
+		return;
+	}
+	if (notify & SMTP_PROTO_NOTIFY_SUCCESS)
+		(void)snprintf(buf + strlen(buf), len - strlen(buf),
+		    "SUCCESS");
+	if (notify & SMTP_PROTO_NOTIFY_FAILURE)
+		(void)snprintf(buf + strlen(buf), len - strlen(buf), "%s%s",
+		    buf[0] != '\0' ? "," : "", "FAILURE");
+	if (notify & SMTP_PROTO_NOTIFY_DELAY)
+		(void)snprintf(buf + strlen(buf), len - strlen(buf), "%s%s",
+		    buf[0] != '\0' ? "," : "", "DELAY");
+}
+
+static void
+sc_write_cmd(struct smtp_client *c, const struct sc_cmd *cmd)
+{
+	struct smtp_client_msg *m = c->msg;
+	const struct smtp_client_rcpt *r;
+	char notify[40];
+
+	switch (cmd->kind) {
+	case SC_CMD_RSET:
+		sc_printf(c, "RSET\r\n");
+		break;
+	case SC_CMD_MAIL:
+		sc_printf(c, "MAIL FROM:<%s>", m->sender);
+		if (c->ext_size)
+			sc_printf(c, " SIZE=%" PRIu64, m->content_size);
+		if (c->ext_8bitmime && m->body == SMTP_PROTO_BODY_8BITMIME)
+			sc_printf(c, " BODY=8BITMIME");
+		else if (c->ext_8bitmime && m->body == SMTP_PROTO_BODY_7BIT)
+			sc_printf(c, " BODY=7BIT");
+		if (m->smtputf8)
+			sc_printf(c, " SMTPUTF8");
+		if (c->ext_dsn && m->ret == SMTP_PROTO_RET_FULL)
+			sc_printf(c, " RET=FULL");
+		else if (c->ext_dsn && m->ret == SMTP_PROTO_RET_HDRS)
+			sc_printf(c, " RET=HDRS");
+		if (c->ext_dsn && m->envid != NULL && m->envid[0] != '\0')
+			sc_printf(c, " ENVID=%s", m->envid);
+		sc_printf(c, "\r\n");
+		break;
+	case SC_CMD_RCPT:
+		r = &m->rcpts[cmd->rcpt];
+		sc_printf(c, "RCPT TO:<%s>", r->addr);
+		if (c->ext_dsn && r->notify != 0) {
+			sc_notify(notify, sizeof(notify), r->notify);
+			sc_printf(c, " NOTIFY=%s", notify);
+		}
+		if (c->ext_dsn && r->orcpt != NULL && r->orcpt[0] != '\0')
+			sc_printf(c, " ORCPT=%s", r->orcpt);
+		sc_printf(c, "\r\n");
+		break;
+	case SC_CMD_DATA:
+		sc_printf(c, "DATA\r\n");
+		break;
+	}
+}
+
+/* Answers the transaction locally (nothing sent); cb from the loop. */
+static void
+sc_txn_local(struct smtp_client *c, unsigned code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void
+sc_txn_local(struct smtp_client *c, unsigned code, const char *fmt, ...)
+{
+	struct smtp_client_msg *m = c->msg;
+	char text[SMTP_CLIENT_REPLY_MAX];
+	va_list ap;
+	size_t i;
+
+	va_start(ap, fmt);
+	(void)vsnprintf(text, sizeof(text), fmt, ap);
+	va_end(ap);
+	for (i = 0; i < m->nrcpts; i++)
+		sc_rcpt_set(&m->rcpts[i], code, "%s", text);
+	sc_txn_cleanup(c);
+	c->defer_status = 0;
+	c->state = SC_PENDING;
+	sc_defer(c, SC_DEFER_DONE);
+}
+
+void
+smtp_client_send(struct smtp_client *c, struct smtp_client_msg *m,
+    smtp_client_done_cb cb, void *arg)
+{
+	size_t i, n;
+
+	if (c->msg != NULL || c->state == SC_PENDING || (c->state != SC_IDLE
+	    && c->state != SC_DEAD))
+		log_panic("smtp_client_send: %s is busy (state %d)", c->peer,
+		    (int)c->state);
+	c->msg = m;
+	c->done_cb = cb;
+	c->done_arg = arg;
+	for (i = 0; i < m->nrcpts; i++) {
+		m->rcpts[i].code = 0;
+		m->rcpts[i].reply[0] = '\0';
+	}
+	if (c->state == SC_DEAD || c->bev == NULL) {
+		for (i = 0; i < m->nrcpts; i++)
+			sc_rcpt_set(&m->rcpts[i], 451,
+			    "451 4.4.2 connection to %s was lost", c->peer);
+		c->defer_status = -1;
+		c->broken = true;
+		sc_defer(c, SC_DEFER_DONE);
+		return;
+	}
+	/* Never change the bytes: refuse what the peer cannot take. */
+	if (m->smtputf8 && !c->ext_smtputf8) {
+		sc_txn_local(c, 450, "450 4.6.0 target does not offer "
+		    "SMTPUTF8");
+		return;
+	}
+	if (m->body == SMTP_PROTO_BODY_8BITMIME && !c->ext_8bitmime) {
+		sc_txn_local(c, 450, "450 4.6.0 target does not offer "
+		    "8BITMIME");
+		return;
+	}
+	if (c->ext_size && c->size_max > 0 && m->content_size > c->size_max) {
+		sc_txn_local(c, 552, "552 5.3.4 message size %" PRIu64
+		    " exceeds the limit %" PRIu64 " of %s", m->content_size,
+		    c->size_max, c->peer);
+		return;
+	}
+	if (sc_has_crlf(m->sender) || sc_has_crlf(m->envid)) {
+		sc_txn_local(c, 554, "554 5.1.7 invalid sender or ENVID");
+		return;
+	}
+	c->fd = open(m->path, O_RDONLY | O_CLOEXEC);
+	if (c->fd == -1) {
+		sc_txn_local(c, 451, "451 4.3.0 cannot open queue file: %s",
+		    strerror(errno));
+		return;
+	}
+
+	c->cmds = xcalloc(m->nrcpts + 3, sizeof(*c->cmds));
+	c->accepted = xcalloc(m->nrcpts + 1, sizeof(*c->accepted));
+	c->final = xcalloc(m->nrcpts + 1, sizeof(*c->final));
+	n = 0;
+	if (c->need_rset)
+		c->cmds[n++].kind = SC_CMD_RSET;
+	c->cmds[n++].kind = SC_CMD_MAIL;
+	for (i = 0; i < m->nrcpts; i++) {
+		if (sc_has_crlf(m->rcpts[i].addr) ||
+		    sc_has_crlf(m->rcpts[i].orcpt)) {
+			sc_rcpt_set(&m->rcpts[i], 553,
+			    "553 5.1.3 invalid recipient address");
+			c->final[i] = true;
+			continue;
+		}
+		c->cmds[n].kind = SC_CMD_RCPT;
+		c->cmds[n++].rcpt = i;
+	}
+	c->cmds[n++].kind = SC_CMD_DATA;
+	c->ncmds = n;
+	c->nsent = c->nrecv = 0;
+	c->naccepted = c->nfinal = 0;
+	c->mail_ok = false;
+	c->dummy_dot = false;
+	c->pipelined = c->ext_pipelining;
+	c->ntrans++;
+	c->state = SC_TXN;
+	if (c->pipelined) {
+		/* RFC 2920: RSET, MAIL and RCPT may be grouped; DATA last. */
+		while (c->nsent < c->ncmds)
+			sc_write_cmd(c, &c->cmds[c->nsent++]);
+	} else {
+		sc_write_cmd(c, &c->cmds[c->nsent++]);
+	}
+	sc_arm(c, sc_secs(c->target->timeout_command, 300),
+	    sc_cmd_name(&c->cmds[0]));
+}
+
+/* Lock-step: send the next command, unless the answer is already known. */
+static void
+sc_txn_send_next(struct smtp_client *c)
+{
+	const struct sc_cmd *next = &c->cmds[c->nsent];
+
+	if (next->kind == SC_CMD_DATA && c->naccepted == 0) {
+		c->need_rset = true;
+		sc_done(c, 0);
+		return;
+	}
+	sc_write_cmd(c, next);
+	c->nsent++;
+}
+
+/* ---- content ---- */
+
+/* Dot-stuffs buf into out; a line starts after CR or LF (see below). */
+static void
+sc_stuff(struct smtp_client *c, struct evbuffer *out, const char *buf,
+    size_t n)
+{
+	size_t seg = 0, p = 0, i;
+	const char *dot;
+	bool at_bol;
+
+	/*
+	 * Spool content is CRLF-canonical, so a line start is after CRLF.
+	 * Treating a bare CR or LF as a line end too only ever adds a dot
+	 * to malformed content, and keeps a lenient receiver from seeing
+	 * "LF . CRLF" as the end of data (SMTP smuggling).
+	 */
+	while (p < n && (dot = memchr(buf + p, '.', n - p)) != NULL) {
+		i = (size_t)(dot - buf);
+		at_bol = i == 0 ? c->bol :
+		    (buf[i - 1] == '\n' || buf[i - 1] == '\r');
+		if (at_bol) {
+			if (evbuffer_add(out, buf + seg, i - seg) == -1 ||
+			    evbuffer_add(out, ".", 1) == -1)
+				log_fatalx(70, "smtp_client: out of memory");
+			seg = i;	/* the dot itself goes with the rest */
+		}
+		p = i + 1;
+	}
+	if (evbuffer_add(out, buf + seg, n - seg) == -1)
+		log_fatalx(70, "smtp_client: out of memory");
+	if (n > 0) {
+		c->bol = buf[n - 1] == '\n' || buf[n - 1] == '\r';
+		if (n >= 2) {
+			c->tail[0] = (unsigned char)buf[n - 2];
+		} else {
+			c->tail[0] = c->tail[1];
+		}
+		c->tail[1] = (unsigned char)buf[n - 1];
+	}
+}
+
+/* Fills the output up to SC_OUT_HIGH; ends the content when all is read. */
+static void
+sc_content_fill(struct smtp_client *c)
+{
+	struct evbuffer *out = bufferevent_get_output(c->bev);
+	size_t want;
+	ssize_t r;
+
+	while (c->left > 0 && evbuffer_get_length(out) < SC_OUT_HIGH) {
+		want = c->left < SC_CHUNK ? (size_t)c->left : SC_CHUNK;
+		/* XXX page-cache read on the loop thread; see the top. */
+		r = pread(c->fd, c->chunk, want, (off_t)c->off);
+		if (r == -1 && errno == EINTR)
+			continue;
+		if (r <= 0) {
+			sc_txn_fail(c, 451, "451 4.3.0 error reading queue "
+			    "file: %s", r == 0 ? "file truncated" :
+			    strerror(errno));
+			return;
+		}
+		sc_stuff(c, out, c->chunk, (size_t)r);
+		c->off += (uint64_t)r;
+		c->left -= (uint64_t)r;
+		c->sent += (uint64_t)r;
+	}
+	if (c->left > 0) {
+		/* Progress made: the data timeout counts from now. */
+		sc_arm(c, sc_secs(c->target->timeout_data, 600),
+		    "message content");
+		return;
+	}
+	if (c->sent > 0 && !(c->tail[0] == '\r' && c->tail[1] == '\n'))
+		sc_printf(c, "\r\n");
+	sc_printf(c, ".\r\n");
+	sc_content_cleanup(c);
+	bufferevent_setwatermark(c->bev, EV_WRITE, 0, 0);
+	c->state = SC_DOT;
+	sc_arm(c, sc_secs(c->target->timeout_data, 600), "END-OF-MESSAGE");
+}
+
+static void
+sc_content_start(struct smtp_client *c)
+{
+	struct smtp_client_msg *m = c->msg;
+
+	c->off = m->content_off;
+	c->left = m->content_size;
+	c->sent = 0;
+	c->bol = true;
+	c->tail[0] = c->tail[1] = 0;
+	c->chunk = xmalloc(SC_CHUNK);
+	c->state = SC_CONTENT;
+	/* The write callback runs when the output drains to SC_OUT_LOW. */
+	bufferevent_setwatermark(c->bev, EV_WRITE, SC_OUT_LOW, 0);
+	sc_content_fill(c);
+}
+
+/* ---- replies ---- */
+
+/* A reply to a command of the transaction (state SC_TXN). */
+static void
+sc_txn_reply(struct smtp_client *c)
+{
+	struct smtp_client_msg *m = c->msg;
+	const struct sc_cmd *cmd = &c->cmds[c->nrecv++];
+	unsigned code = c->rcode;
+	size_t i;
+
+	if (code == 421) {
+		sc_txn_fail(c, 421, "%s", c->rtext);
+		return;
+	}
+	switch (cmd->kind) {
+	case SC_CMD_RSET:
+		if (code / 100 != 2) {
+			sc_txn_fail(c, 451, "451 4.4.2 %s refused RSET: %s",
+			    c->peer, c->rtext);
+			return;
+		}
+		c->need_rset = false;
+		break;
+	case SC_CMD_MAIL:
+		if (code / 100 == 2) {
+			c->mail_ok = true;
+			break;
+		}
+		/* Everyone gets the MAIL reply; later replies are noise. */
+		for (i = 0; i < m->nrcpts; i++) {
+			if (!c->final[i]) {
+				sc_rcpt_set(&m->rcpts[i], code, "%s",
+				    c->rtext);
+				c->final[i] = true;
+			}
+		}
+		c->need_rset = true;
+		if (!c->pipelined) {
+			sc_done(c, 0);
+			return;
+		}
+		break;
+	case SC_CMD_RCPT:
+		if (!c->mail_ok)
+			break;
+		sc_rcpt_set(&m->rcpts[cmd->rcpt], code, "%s", c->rtext);
+		if (code / 100 == 2) {
+			c->accepted[cmd->rcpt] = true;
+			c->naccepted++;
+		} else {
+			c->final[cmd->rcpt] = true;
+		}
+		break;
+	case SC_CMD_DATA:
+		c->need_rset = true;
+		if (code == 354) {
+			if (c->mail_ok && c->naccepted > 0) {
+				sc_content_start(c);
+				return;
+			}
+			/* A 354 with nobody to deliver to: end it empty. */
+			c->dummy_dot = true;
+			sc_printf(c, ".\r\n");
+			c->state = SC_DOT;
+			sc_arm(c, sc_secs(c->target->timeout_data, 600),
+			    "END-OF-MESSAGE");
+			return;
+		}
+		if (c->mail_ok && c->naccepted > 0) {
+			for (i = 0; i < m->nrcpts; i++) {
+				if (!c->accepted[i])
+					continue;
+				if (code / 100 == 2 || code / 100 == 3)
+					sc_rcpt_set(&m->rcpts[i], 451,
+					    "451 4.5.0 unexpected reply to "
+					    "DATA: %s", c->rtext);
+				else
+					sc_rcpt_set(&m->rcpts[i], code, "%s",
+					    c->rtext);
+				c->final[i] = true;
+			}
+		}
+		sc_done(c, 0);
+		return;
+	}
+	if (c->nrecv == c->nsent && !c->pipelined) {
+		sc_txn_send_next(c);
+		if (c->state != SC_TXN)
+			return;
+	}
+	if (c->state == SC_TXN)
+		sc_arm(c, sc_secs(c->target->timeout_command, 300),
+		    sc_cmd_name(&c->cmds[c->nrecv]));
+}
+
+/* A reply to "." (state SC_DOT): one for SMTP, one per rcpt for LMTP. */
+static void
+sc_dot_reply(struct smtp_client *c)
+{
+	struct smtp_client_msg *m = c->msg;
+	unsigned code = c->rcode;
+	size_t i;
+
+	if (c->dummy_dot) {
+		sc_done(c, 0);
+		return;
+	}
+	for (i = 0; i < m->nrcpts; i++) {
+		if (!c->accepted[i] || c->final[i])
+			continue;
+		if (code / 100 == 3) {
+			sc_txn_fail(c, 451, "451 4.5.0 unexpected reply to "
+			    "end of data: %s", c->rtext);
+			return;
+		}
+		sc_rcpt_set(&m->rcpts[i], code, "%s", c->rtext);
+		c->final[i] = true;
+		c->nfinal++;
+		if (c->lmtp)
+			break;
+	}
+	if (c->lmtp && c->nfinal < c->naccepted) {
+		sc_arm(c, sc_secs(c->target->timeout_data, 600),
+		    "END-OF-MESSAGE");
+		return;
+	}
+	c->need_rset = false;
+	sc_done(c, 0);
+}
+
+static void
+sc_handle_reply(struct smtp_client *c)
+{
+	unsigned code = c->rcode;
+
+	switch (c->state) {
+	case SC_BANNER:
+		if (code / 100 == 2) {
+			sc_send_ehlo(c);
+			return;
+		}
+		sc_fail_addr(c, code / 100 == 5, true,
+		    "%s refused to talk to me: %s", c->peer, c->rtext);
+		return;
+	case SC_EHLO:
+		if (code / 100 == 2) {
+			sc_after_ehlo(c);
+			return;
+		}
+		if (code / 100 == 5 && !c->lmtp && !c->tls_active) {
+			sc_ext_reset(c);
+			sc_printf(c, "HELO %s\r\n", c->helo);
+			c->state = SC_HELO;
+			sc_arm(c, sc_secs(c->target->timeout_command, 300),
+			    "HELO");
+			return;
+		}
+		sc_fail_addr(c, code / 100 == 5, true,
+		    "%s refused %s: %s", c->peer,
+		    c->lmtp ? "LHLO" : "EHLO", c->rtext);
+		return;
+	case SC_HELO:
+		if (code / 100 == 2) {
+			sc_after_ehlo(c);
+			return;
+		}
+		sc_fail_addr(c, code / 100 == 5, true, "%s refused HELO: %s",
+		    c->peer, c->rtext);
+		return;
+	case SC_STARTTLS:
+		if (code == 220) {
+			sc_start_tls(c);
+			return;
+		}
+		if (c->target->tls == CONF_TLS_MAY) {
+			sc_open_done(c);
+			return;
+		}
+		sc_fail_addr(c, false, true, "%s refused STARTTLS: %s",
+		    c->peer, c->rtext);
+		return;
+	case SC_TXN:
+		sc_txn_reply(c);
+		return;
+	case SC_CONTENT:
+		/* A reply before the end: the peer gave up on the message. */
+		if (code / 100 == 4 || code / 100 == 5)
+			sc_txn_fail(c, code, "%s", c->rtext);
+		else
+			sc_txn_fail(c, 451, "451 4.5.0 unexpected reply "
+			    "during data: %s", c->rtext);
+		return;
+	case SC_DOT:
+		sc_dot_reply(c);
+		return;
+	case SC_IDLE:
+	case SC_PENDING:
+		/* Unsolicited (e.g. a 421 before closing): done with it. */
+		log_debug("smtp_client: %s: unexpected reply while idle: %s",
+		    c->peer, c->rtext);
+		sc_drop(c, false);
+		c->state = SC_DEAD;
+		c->broken = true;
+		return;
+	case SC_RESOLVE:
+	case SC_CONNECT:
+	case SC_HANDSHAKE:
+	case SC_DEAD:
+		return;
+	}
+}
+
+/* Appends reply text, keeping printable ASCII and the size bound. */
+static void
+sc_text_append(struct smtp_client *c, const char *s, size_t len)
+{
+	size_t i;
+
+	for (i = 0; i < len && c->rlen + 1 < sizeof(c->rtext); i++) {
+		unsigned char ch = (unsigned char)s[i];
+
+		c->rtext[c->rlen++] = (ch >= 0x20 && ch < 0x7f) ? (char)ch :
+		    '?';
+	}
+	c->rtext[c->rlen] = '\0';
+}
+
+/*
+ * One reply line (without CRLF). Returns 1 when the reply is complete, 0
+ * when more lines follow, -1 on a malformed reply.
+ */
+static int
+sc_reply_line(struct smtp_client *c, const char *line, size_t len)
+{
+	unsigned code;
+	bool more;
+
+	if (len < 3 || line[0] < '2' || line[0] > '5' || line[1] < '0' ||
+	    line[1] > '9' || line[2] < '0' || line[2] > '9')
+		return -1;
+	if (len > 3 && line[3] != ' ' && line[3] != '-')
+		return -1;
+	code = (unsigned)(line[0] - '0') * 100 +
+	    (unsigned)(line[1] - '0') * 10 + (unsigned)(line[2] - '0');
+	more = len > 3 && line[3] == '-';
+	if (c->rlines == 0) {
+		c->rcode = code;
+		c->rlen = 0;
+		sc_text_append(c, line, 3);
+	} else if (code != c->rcode) {
+		return -1;
+	}
+	if (len > 4) {
+		sc_text_append(c, " ", 1);
+		sc_text_append(c, line + 4, len - 4);
+	}
+	if (c->state == SC_EHLO && c->rlines > 0 && code / 100 == 2 &&
+	    len > 4)
+		sc_ehlo_line(c, line + 4, len - 4);
+	if (++c->rlines > SC_LINES_MAX)
+		return -1;
+	if (more)
+		return 0;
+	c->rlines = 0;
+	return 1;
+}
+
+static void
+sc_protocol_error(struct smtp_client *c, const char *what)
+{
+	switch (c->state) {
+	case SC_BANNER:
+	case SC_EHLO:
+	case SC_HELO:
+	case SC_STARTTLS:
+		sc_fail_addr(c, false, false, "%s: %s", c->peer, what);
+		return;
+	case SC_TXN:
+	case SC_CONTENT:
+	case SC_DOT:
+		sc_txn_fail(c, 451, "451 4.5.0 %s: %s", c->peer, what);
+		return;
+	default:
+		sc_drop(c, false);
+		c->state = SC_DEAD;
+		c->broken = true;
+		return;
+	}
+}
+
+static void
+sc_read(struct smtp_client *c)
+{
+	char line[SC_LINE_MAX + 1];
+	struct evbuffer_ptr eol;
+	struct evbuffer *in;
+	size_t eol_len;
+	int r;
+
+	for (;;) {
+		if (c->freeing || c->bev == NULL)
+			return;
+		if (c->state == SC_CONNECT || c->state == SC_HANDSHAKE)
+			return;
+		in = bufferevent_get_input(c->bev);
+		eol = evbuffer_search_eol(in, NULL, &eol_len,
+		    EVBUFFER_EOL_CRLF);
+		if (eol.pos < 0) {
+			if (evbuffer_get_length(in) > SC_LINE_MAX)
+				sc_protocol_error(c, "reply line too long");
+			return;
+		}
+		if ((size_t)eol.pos > SC_LINE_MAX) {
+			sc_protocol_error(c, "reply line too long");
+			return;
+		}
+		if (evbuffer_remove(in, line, (size_t)eol.pos) !=
+		    (int)eol.pos || evbuffer_drain(in, eol_len) == -1)
+			log_panic("smtp_client: evbuffer_remove failed");
+		line[eol.pos] = '\0';
+		r = sc_reply_line(c, line, (size_t)eol.pos);
+		if (r == -1) {
+			c->rlines = 0;
+			sc_protocol_error(c, "malformed reply");
+			return;
+		}
+		if (r == 1)
+			sc_handle_reply(c);
+	}
+}
+
+/* ---- libevent entry points ---- */
+
+static void
+sc_read_cb(struct bufferevent *bev, void *arg)
+{
+	struct smtp_client *c = arg;
+
+	(void)bev;
+	sc_enter(c);
+	sc_read(c);
+	sc_leave(c);
+}
+
+static void
+sc_write_cb(struct bufferevent *bev, void *arg)
+{
+	struct smtp_client *c = arg;
+
+	(void)bev;
+	sc_enter(c);
+	if (c->state == SC_CONTENT && !c->freeing && c->bev != NULL)
+		sc_content_fill(c);
+	sc_leave(c);
+}
+
+static void
+sc_lost(struct smtp_client *c, const char *why)
+{
+	switch (c->state) {
+	case SC_CONNECT:
+		sc_fail_addr(c, false, false, "connect to %s: %s", c->peer,
+		    why);
+		return;
+	case SC_BANNER:
+		sc_fail_addr(c, false, false, "lost connection with %s while "
+		    "receiving the initial server greeting: %s", c->peer, why);
+		return;
+	case SC_EHLO:
+	case SC_HELO:
+	case SC_STARTTLS:
+		sc_fail_addr(c, false, false, "lost connection with %s after "
+		    "%s: %s", c->peer, c->timeout_what, why);
+		return;
+	case SC_HANDSHAKE:
+		sc_tls_failed(c, why);
+		return;
+	case SC_TXN:
+	case SC_CONTENT:
+	case SC_DOT:
+		sc_txn_fail(c, 451, "451 4.4.2 lost connection with %s after "
+		    "%s: %s", c->peer, c->state == SC_CONTENT ? "DATA" :
+		    c->state == SC_DOT ? "END-OF-MESSAGE" : c->timeout_what,
+		    why);
+		return;
+	case SC_IDLE:
+	case SC_PENDING:
+		sc_drop(c, false);
+		c->state = SC_DEAD;
+		c->broken = true;
+		return;
+	case SC_RESOLVE:
+	case SC_DEAD:
+		return;
+	}
+}
+
+static void
+sc_event_cb(struct bufferevent *bev, short what, void *arg)
+{
+	struct smtp_client *c = arg;
+	char why[256];
+	unsigned long e, first = 0;
+	int err;
+
+	sc_enter(c);
+	if (c->freeing || bev != c->bev)
+		goto out;
+	if (what & BEV_EVENT_CONNECTED) {
+		if (c->state == SC_CONNECT) {
+			c->state = SC_BANNER;
+			sc_arm(c, sc_secs(c->target->timeout_command, 300),
+			    "CONNECT");
+			sc_read(c);	/* the banner may be in already */
+		} else if (c->state == SC_HANDSHAKE) {
+			sc_tls_up(c);
+			if (!c->freeing && c->bev != NULL)
+				sc_read(c);
+		}
+		goto out;
+	}
+	err = EVUTIL_SOCKET_ERROR();
+	if (c->ssl != NULL) {
+		while ((e = bufferevent_get_openssl_error(bev)) != 0) {
+			if (first == 0)
+				first = e;
+		}
+	}
+	if (first != 0)
+		sc_ssl_error(why, sizeof(why), first);
+	else if (what & BEV_EVENT_EOF)
+		(void)snprintf(why, sizeof(why), "connection closed");
+	else if (err != 0)
+		(void)snprintf(why, sizeof(why), "%s",
+		    evutil_socket_error_to_string(err));
+	else
+		(void)snprintf(why, sizeof(why), "connection error");
+	sc_lost(c, why);
+out:
+	sc_leave(c);
+}
+
+static void
+sc_timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct smtp_client *c = arg;
+
+	(void)fd;
+	(void)what;
+	sc_enter(c);
+	switch (c->state) {
+	case SC_CONNECT:
+		sc_fail_addr(c, false, false, "timeout connecting to %s",
+		    c->peer);
+		break;
+	case SC_BANNER:
+		sc_fail_addr(c, false, false, "timeout after CONNECT to %s "
+		    "(no greeting)", c->peer);
+		break;
+	case SC_EHLO:
+	case SC_HELO:
+	case SC_STARTTLS:
+		sc_fail_addr(c, false, false, "timeout after %s to %s",
+		    c->timeout_what, c->peer);
+		break;
+	case SC_HANDSHAKE:
+		sc_tls_failed(c, "timeout");
+		break;
+	case SC_TXN:
+	case SC_CONTENT:
+	case SC_DOT:
+		sc_txn_fail(c, 451, "451 4.4.2 timeout after %s to %s",
+		    c->state == SC_CONTENT ? "DATA (sending content)" :
+		    c->timeout_what, c->peer);
+		break;
+	default:
+		break;
+	}
+	sc_leave(c);
+}
+
+/* ---- the rest of the API ---- */
+
+void
+smtp_client_close(struct smtp_client *c)
+{
+	if (c == NULL)
+		return;
+	if (c->freeing)
+		return;
+	sc_drop(c, c->state == SC_IDLE);	/* QUIT only between transactions */
+	c->state = SC_DEAD;
+	c->open_cb = NULL;
+	c->done_cb = NULL;
+	sc_disarm(c);
+	(void)evtimer_del(c->defer);	/* no callback after close */
+	c->freeing = true;
+	if (c->depth == 0)
+		sc_free(c);
+}
+
+const char *
+smtp_client_peer(const struct smtp_client *c)
+{
+	return c->peer;
+}
+
+bool
+smtp_client_reusable(const struct smtp_client *c)
+{
+	unsigned max = c->target->messages_per_connection;
+
+	return c->state == SC_IDLE && !c->broken && c->bev != NULL &&
+	    (max == 0 || c->ntrans < max);
+}
