@@ -69,7 +69,8 @@ run: deps
 
 bench: deps
 	@$(MAKE) --no-print-directory splitmxd
-	@sh tests/bench/receive.sh
+	@bash tests/bench/receive.sh --no-peer
+	@bash tests/bench/dual.sh
 
 install: splitmxd
 	install -d $(DESTDIR)$(PREFIX)/sbin $(DESTDIR)$(PREFIX)/share/man/man5 \
