@@ -86,7 +86,9 @@ def _server_main(cfg_path):
             tls = False
         meta = {
             "seq": seq[0],
-            "mail_from": envelope.mail_from,
+            # aiosmtpd spells the null reverse-path "<>"
+            "mail_from": "" if envelope.mail_from == "<>" else
+            envelope.mail_from,
             "mail_options": envelope.mail_options,
             "rcpts": [r for r, _ in envelope.x_rcpts],
             "rcpt_options": [o for _, o in envelope.x_rcpts],

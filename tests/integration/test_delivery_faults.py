@@ -29,6 +29,15 @@ Asserts:
   dns_nxdomain        mx target whose domain does not exist: failed + DSN.
   dns_servfail        mx target whose domain SERVFAILs: deferred, not
                       failed.
+  no_8bitmime_defers  BODY=8BITMIME toward a target that does not offer
+                      8BITMIME: deferred with a reason naming 8BITMIME, the
+                      target never sees MAIL FROM (bytes never mangled).
+  no_smtputf8_defers  SMTPUTF8 toward a target without SMTPUTF8: same.
+  stop_while_connecting  (own daemon) SIGTERM while an outbound
+                      connection waits for a greeting that never comes:
+                      exit 0 within 15 s, no sanitizer/leak report; the
+                      message is still queued, not failed, and is resumed
+                      by a restart.
   lifetime_expiry     (second daemon, lifetime 3s, target port closed)
                       deferred, then failed + DSN after ~3 s, queue empty.
 """
@@ -72,6 +81,8 @@ def setup():
     S["tlspeer"] = peers.SmtpPeer("tlspeer", tls_cert=cert,
                                   tls_key=key).start()
     S["mxpeer"] = peers.SmtpPeer("mxpeer").start()
+    S["no8"] = peers.SmtpPeer("no8", eightbit=False).start()
+    S["noutf8"] = peers.SmtpPeer("noutf8", smtputf8=False).start()
     S["bounces"] = peers.SmtpPeer("bounces").start()
     S["dns"] = peers.Dnsmasq(
         mx=[("example.net", "mx1.example.net", 10)],
@@ -99,8 +110,14 @@ def setup():
         S["mxpeer"].port,
         "target bounces { type smtp; host 127.0.0.1:%d; tls none }" %
         S["bounces"].port,
+        "target no8 { type smtp; host 127.0.0.1:%d; tls none }" %
+        S["no8"].port,
+        "target noutf8 { type smtp; host 127.0.0.1:%d; tls none }" %
+        S["noutf8"].port,
         "default_target bounces",
         "domain example.com { targets legacy cloud }",
+        "route eight@example.com no8",
+        "route utf@example.com noutf8",
         "route flaky@example.com flaky",
         "route ok@example.com strict",
         "route x@example.com strict",
@@ -380,6 +397,75 @@ def test_servfail():
     print("    SERVFAIL reason: %s" % d[0]["fields"].get("reply"))
 
 
+def check_capability_deferral(rcpt, target, peer, options, word):
+    env = S["env"]
+    marker = "cap-" + os.urandom(6).hex()
+    body = ("8-bit body: Grüße, naïve café\r\nmarker %s\r\n" % marker
+            ).encode("utf-8")
+    sent = peers.test_message("Grüße", marker, body=body, rcpt=rcpt)
+    qid = peers.smtp_send(env.port, SENDER, [rcpt], sent,
+                          mail_options=options)
+    d = peers.wait_journal(env.spool, 15, "deferred for lack of " + word,
+                           kind="deferred", qid=qid, target=target)
+    reason = d[0]["fields"].get("reply", "")
+    check(word.lower() in reason.lower(), "deferred reason %r does not "
+          "name %s" % (reason, word))
+    check(not peers.delivery_records(env.spool, "failed", qid=qid),
+          "missing %s made the recipient fail (should defer)" % word)
+    time.sleep(0.3)
+    check(not peer.messages(), "the target got the message anyway")
+    mails = [e for e in peer.events() if e["kind"] == "mail"]
+    check(not mails, "the client sent MAIL FROM to a target lacking %s: %r"
+          % (word, mails))
+    print("    reason: %s" % reason)
+
+
+def test_no_8bitmime():
+    check_capability_deferral("eight@example.com", "no8", S["no8"],
+                              ("BODY=8BITMIME",), "8BITMIME")
+
+
+def test_no_smtputf8():
+    check_capability_deferral("utf@example.com", "noutf8", S["noutf8"],
+                              ("BODY=8BITMIME", "SMTPUTF8"), "SMTPUTF8")
+
+
+def test_stop_while_connecting():
+    silent = peers.SilentListener()
+    extra = "\n".join([
+        peers.queue_conf(),
+        "target hang { type smtp; host 127.0.0.1:%d; tls none; "
+        "timeout_connect 10s; timeout_command 10s; timeout_data 10s }" %
+        silent.port,
+        "domain example.com { targets hang }",
+    ])
+    env = lib.Env("stopconn", domains=[], extra=extra)
+    try:
+        marker = "hang-" + os.urandom(6).hex()
+        sent = peers.test_message("hang", marker, rcpt="hang@example.com")
+        qid = peers.smtp_send(env.port, SENDER, ["hang@example.com"], sent)
+        lib.wait_for(lambda: silent.accepted >= 1, 10,
+                     what="splitmxd to connect to the silent target")
+        time.sleep(0.3)
+        t0 = time.monotonic()
+        env.daemon.stop(timeout=15)
+        print("    stopped %.1f s after SIGTERM" % (time.monotonic() - t0))
+        check(os.path.exists(os.path.join(lib.queue_dir(env.spool), qid)),
+              "message left queue/ at shutdown")
+        check(not peers.delivery_records(env.spool, "failed", qid=qid) and
+              not peers.delivery_records(env.spool, "delivered", qid=qid),
+              "shutdown made the message final:\n%s" % peers.journal_dump(
+                  env.spool, qid))
+        n = silent.accepted
+        env.restart()
+        lib.wait_for(lambda: silent.accepted > n, 10,
+                     what="the restarted daemon to retry the message")
+    finally:
+        if env.daemon.alive():
+            env.daemon.stop(timeout=15)
+        silent.stop()
+
+
 def test_lifetime():
     bounces = S["bounces"]
     closed = lib.free_port()
@@ -425,10 +511,13 @@ def main(runner):
     runner.run("tls_verify_fail", test_tls_verify_fail)
     runner.run("dns_nxdomain", test_nxdomain)
     runner.run("dns_servfail", test_servfail)
+    runner.run("no_8bitmime_defers", test_no_8bitmime)
+    runner.run("no_smtputf8_defers", test_no_smtputf8)
     runner.run("stop_daemon", S["env"].daemon.stop)
+    runner.run("stop_while_connecting", test_stop_while_connecting)
     runner.run("lifetime_expiry", test_lifetime)
     for k in ("cloud", "flaky", "strict", "silent", "tlspeer", "mxpeer",
-              "bounces", "dns", "legacy"):
+              "no8", "noutf8", "bounces", "dns", "legacy"):
         if k in S:
             S[k].stop()
 
