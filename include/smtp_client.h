@@ -75,6 +75,14 @@ void smtp_client_open(const struct smtp_client_params *p,
     smtp_client_open_cb cb, void *arg);
 
 /*
+ * Abandons a connection still being set up by smtp_client_open with this
+ * cb and arg (its open callback has not run yet): it is dropped and cb
+ * never runs. No-op when there is none. Call it before freeing arg;
+ * smtp_client_shutdown abandons whatever is still opening.
+ */
+void smtp_client_open_cancel(smtp_client_open_cb cb, void *arg);
+
+/*
  * Runs one transaction on a ready connection. m and its rcpts must stay
  * valid until cb. One transaction at a time per connection.
  */

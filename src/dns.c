@@ -57,8 +57,8 @@ struct dns_host {
 	int		 pending;	/* queries still out */
 	int		 st_a;		/* ares status of the A query */
 	int		 st_aaaa;
-	struct dns_addr	 addrs4[DNS_ADDRS_PER_FAMILY];
-	struct dns_addr	 addrs6[DNS_ADDRS_PER_FAMILY];
+	struct in_addr	 a4[DNS_ADDRS_PER_FAMILY];
+	struct in6_addr	 a6[DNS_ADDRS_PER_FAMILY];
 	size_t		 n4, n6;
 };
 
@@ -70,7 +70,6 @@ struct dns_req {
 	bool			 mx;		/* an MX lookup */
 	bool			 implicit;	/* no MX: the domain itself */
 	bool			 in_call;	/* still inside dns_lookup_* */
-	bool			 finished;	/* result known, waiting to go */
 	char			 domain[256];
 	uint16_t		 port;
 	struct dns_host		*hosts;
@@ -304,7 +303,6 @@ dns_req_finish(struct dns_req *req)
 {
 	static const struct timeval zero = { 0, 0 };
 
-	req->finished = true;
 	if (!req->in_call) {
 		dns_req_deliver(req);
 		return;
@@ -410,9 +408,11 @@ dns_req_collect(struct dns_req *req)
 	for (i = 0; i < req->nhosts; i++) {
 		h = &req->hosts[i];
 		for (j = 0; j < h->n4 && req->nout < cap; j++)
-			req->out[req->nout++] = h->addrs4[j];
+			dns_addr_set(&req->out[req->nout++], AF_INET, &h->a4[j],
+			    req->port, h->name, h->pref);
 		for (j = 0; j < h->n6 && req->nout < cap; j++)
-			req->out[req->nout++] = h->addrs6[j];
+			dns_addr_set(&req->out[req->nout++], AF_INET6,
+			    &h->a6[j], req->port, h->name, h->pref);
 		if (h->n4 + h->n6 > 0)
 			continue;
 		if (h->st_a == ARES_ENOTFOUND || h->st_aaaa == ARES_ENOTFOUND) {
@@ -504,9 +504,7 @@ dns_host_a_cb(void *arg, int status, int timeouts, unsigned char *abuf,
 		status = ares_parse_a_reply(abuf, alen, NULL, ttls, &n);
 		if (status == ARES_SUCCESS) {
 			for (i = 0; i < n; i++)
-				dns_addr_set(&h->addrs4[h->n4++], AF_INET,
-				    &ttls[i].ipaddr, h->req->port, h->name,
-				    h->pref);
+				h->a4[h->n4++] = ttls[i].ipaddr;
 		}
 		/* A reply with no A records (a CNAME alone) is NODATA. */
 		if (status == ARES_SUCCESS && n == 0)
@@ -529,9 +527,8 @@ dns_host_aaaa_cb(void *arg, int status, int timeouts, unsigned char *abuf,
 		status = ares_parse_aaaa_reply(abuf, alen, NULL, ttls, &n);
 		if (status == ARES_SUCCESS) {
 			for (i = 0; i < n; i++)
-				dns_addr_set(&h->addrs6[h->n6++], AF_INET6,
-				    &ttls[i].ip6addr, h->req->port, h->name,
-				    h->pref);
+				memcpy(&h->a6[h->n6++], &ttls[i].ip6addr,
+				    sizeof(h->a6[0]));
 		}
 		if (status == ARES_SUCCESS && n == 0)
 			status = ARES_ENODATA;
@@ -651,7 +648,8 @@ dns_mx_cb(void *arg, int status, int timeouts, unsigned char *abuf, int alen)
 		    req->domain);
 		return;
 	}
-	req->hosts = xcalloc(DNS_MX_HOSTS_MAX, sizeof(*req->hosts));
+	req->hosts = xcalloc(nall < DNS_MX_HOSTS_MAX ? nall : DNS_MX_HOSTS_MAX,
+	    sizeof(*req->hosts));
 	for (m = mx; m != NULL && n < DNS_MX_HOSTS_MAX; m = m->next) {
 		size_t len = strlen(m->host);
 

@@ -544,7 +544,10 @@ qconn_free(struct qconn *qc)
 	qc->qt->nopen--;
 	if (qc->idle_timer != NULL)
 		event_free(qc->idle_timer);
-	smtp_client_close(qc->c);
+	if (qc->c != NULL)
+		smtp_client_close(qc->c);
+	else	/* still opening: its callback must never find qc */
+		smtp_client_open_cancel(qconn_open_cb, qc);
 	free(qc);
 }
 

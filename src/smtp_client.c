@@ -17,6 +17,7 @@
  * TLS "may": a failed handshake is retried once, on the same address,
  * without TLS (as Postfix does); encrypt and verify never fall back.
  */
+#include <sys/queue.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 
@@ -94,6 +95,9 @@ struct smtp_client {
 
 	smtp_client_open_cb		 open_cb;
 	void				*open_arg;
+	LIST_ENTRY(smtp_client)		 opening_entry;	/* until open_cb */
+	bool				 opening;
+	bool				 dns_pending;	/* sc_dns_cb will run */
 	smtp_client_done_cb		 done_cb;
 	void				*done_arg;
 
@@ -133,7 +137,8 @@ struct smtp_client {
 
 	/* Why the last address failed (for the open callback). */
 	char				 last_err[SC_REASON_MAX];
-	bool				 last_perm;
+	bool				 last_perm;	/* it was a 5xx */
+	bool				 any_temp;	/* some address failed 4xx */
 	bool				 perm_dns;
 
 	/* The transaction. */
@@ -163,9 +168,12 @@ struct smtp_client {
 	char				*chunk;
 };
 
+/* Clients whose open callback has not run (smtp_client_open_cancel). */
+static LIST_HEAD(, smtp_client) sc_opening = LIST_HEAD_INITIALIZER(sc_opening);
+
 static void sc_connect(struct smtp_client *c);
 static void sc_read(struct smtp_client *c);
-static void sc_txn_send_next(struct smtp_client *c);
+static bool sc_txn_send_next(struct smtp_client *c);
 static void sc_fail_addr(struct smtp_client *c, bool perm, bool quit,
     const char *fmt, ...) __attribute__((format(printf, 4, 5)));
 static void sc_txn_fail(struct smtp_client *c, unsigned code,
@@ -275,6 +283,7 @@ static void
 sc_drop(struct smtp_client *c, bool quit)
 {
 	struct bufferevent *under;
+	struct evbuffer *out;
 	evutil_socket_t fd;
 
 	if (c->bev == NULL)
@@ -286,16 +295,20 @@ sc_drop(struct smtp_client *c, bool quit)
 			if (under == NULL)
 				under = c->bev;
 			fd = bufferevent_getfd(under);
-			if (fd >= 0)
+			out = bufferevent_get_output(under);
+			/* The socket bev keeps its output's front frozen. */
+			if (fd >= 0 && evbuffer_unfreeze(out, 1) == 0) {
 				/* Best effort: a short or failed write is fine. */
-				(void)evbuffer_write(bufferevent_get_output(under),
-				    fd);
+				(void)evbuffer_write(out, fd);
+				(void)evbuffer_freeze(out, 1);
+			}
 		}
 	}
 	bufferevent_free(c->bev);
 	c->bev = NULL;
 	c->ssl = NULL;
 	c->tls_active = false;
+	c->rlines = 0;		/* a half-read reply dies with its connection */
 }
 
 static void
@@ -322,8 +335,18 @@ sc_txn_cleanup(struct smtp_client *c)
 }
 
 static void
+sc_unopening(struct smtp_client *c)
+{
+	if (c->opening) {
+		LIST_REMOVE(c, opening_entry);
+		c->opening = false;
+	}
+}
+
+static void
 sc_free(struct smtp_client *c)
 {
+	sc_unopening(c);
 	sc_drop(c, false);
 	sc_txn_cleanup(c);
 	event_free(c->timer);
@@ -337,6 +360,7 @@ sc_free(struct smtp_client *c)
 
 struct sc_tls_ctx {
 	const struct conf_target	*target;
+	enum conf_tls_policy		 policy;
 	char				*ca, *cert, *key;
 	SSL_CTX				*ctx;
 	struct sc_tls_ctx		*next;
@@ -368,8 +392,9 @@ sc_ssl_error(char *buf, size_t len, unsigned long e)
 }
 
 /*
- * The context for target t, made on first use. Keyed by the target and
- * its file names, so a reloaded config with new files gets a new one.
+ * The context for target t, made on first use (reading the CA and
+ * certificate files then: once per target, like startup). Keyed by the
+ * target, its policy and file names, so a reloaded config gets its own.
  */
 static SSL_CTX *
 sc_tls_ctx(const struct conf_target *t, char *err, size_t errlen)
@@ -381,8 +406,9 @@ sc_tls_ctx(const struct conf_target *t, char *err, size_t errlen)
 	for (pp = &sc_tls_ctxs; (e = *pp) != NULL; pp = &e->next) {
 		if (e->target != t)
 			continue;
-		if (sc_streq(e->ca, t->tls_ca) && sc_streq(e->cert, t->tls_cert)
-		    && sc_streq(e->key, t->tls_key))
+		if (e->policy == t->tls && sc_streq(e->ca, t->tls_ca) &&
+		    sc_streq(e->cert, t->tls_cert) &&
+		    sc_streq(e->key, t->tls_key))
 			return e->ctx;
 		*pp = e->next;
 		SSL_CTX_free(e->ctx);
@@ -440,6 +466,7 @@ sc_tls_ctx(const struct conf_target *t, char *err, size_t errlen)
 	}
 	e = xcalloc(1, sizeof(*e));
 	e->target = t;
+	e->policy = t->tls;
 	e->ca = sc_strdup0(t->tls_ca);
 	e->cert = sc_strdup0(t->tls_cert);
 	e->key = sc_strdup0(t->tls_key);
@@ -454,10 +481,15 @@ fail:
 	return NULL;
 }
 
+static void sc_abandon(struct smtp_client *c);
+
 void
 smtp_client_shutdown(void)
 {
 	struct sc_tls_ctx *e;
+
+	while (!LIST_EMPTY(&sc_opening))
+		sc_abandon(LIST_FIRST(&sc_opening));
 
 	while ((e = sc_tls_ctxs) != NULL) {
 		sc_tls_ctxs = e->next;
@@ -479,24 +511,30 @@ sc_open_done(struct smtp_client *c)
 	sc_disarm(c);
 	c->state = SC_IDLE;
 	c->open_cb = NULL;
+	sc_unopening(c);
 	log_debug("smtp_client: connected to %s%s", c->peer,
 	    c->tls_active ? " (TLS)" : "");
 	cb(c->open_arg, c, 0, false, NULL);
 }
 
-/* All addresses failed: report and free (at the end of this entry). */
+/*
+ * All addresses failed: report and free (at the end of this entry). Only
+ * a DNS verdict, or 5xx from every address tried, is not worth a retry.
+ */
 static void
 sc_open_fail(struct smtp_client *c)
 {
 	smtp_client_open_cb cb = c->open_cb;
-	bool temp = !(c->last_perm || c->perm_dns);
+	bool temp = !c->perm_dns && (c->any_temp || !c->last_perm);
 
 	sc_disarm(c);
 	sc_drop(c, false);
 	c->state = SC_DEAD;
 	c->open_cb = NULL;
 	c->freeing = true;
-	cb(c->open_arg, NULL, -1, temp, c->last_err);
+	sc_unopening(c);
+	if (cb != NULL)		/* NULL: abandoned meanwhile */
+		cb(c->open_arg, NULL, -1, temp, c->last_err);
 }
 
 static void
@@ -509,6 +547,8 @@ sc_fail_addr(struct smtp_client *c, bool perm, bool quit, const char *fmt,
 	(void)vsnprintf(c->last_err, sizeof(c->last_err), fmt, ap);
 	va_end(ap);
 	c->last_perm = perm;
+	if (!perm)
+		c->any_temp = true;
 	log_debug("smtp_client: %s", c->last_err);
 	sc_disarm(c);
 	sc_drop(c, quit);
@@ -656,24 +696,24 @@ sc_start_tls(struct smtp_client *c)
 	ssl = SSL_new(ctx);
 	if (ssl == NULL)
 		log_fatalx(70, "smtp_client: SSL_new failed");
+	/* The name to check: tls_name, else the MX or host name used. */
 	name = t->tls_name != NULL ? t->tls_name : c->addrs[c->cur].host;
 	if (sc_is_ip(name, ip, sizeof(ip))) {
 		if (t->tls == CONF_TLS_VERIFY && X509_VERIFY_PARAM_set1_ip_asc(
 		    SSL_get0_param(ssl), ip) != 1)
-			log_fatalx(70, "smtp_client: set1_ip_asc failed");
+			goto badname;
 	} else {
 		char sni[256];
 
 		/* SNI (the macro wants a mutable string). */
 		(void)snprintf(sni, sizeof(sni), "%s", name);
 		if (SSL_set_tlsext_host_name(ssl, sni) != 1)
-			ERR_clear_error();
+			ERR_clear_error();	/* not a usable SNI: go without */
 		if (t->tls == CONF_TLS_VERIFY) {
 			SSL_set_hostflags(ssl,
 			    X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
 			if (SSL_set1_host(ssl, name) != 1)
-				log_fatalx(70, "smtp_client: SSL_set1_host "
-				    "failed");
+				goto badname;
 		}
 	}
 	under = c->bev;
@@ -698,6 +738,12 @@ sc_start_tls(struct smtp_client *c)
 		log_panic("smtp_client: bufferevent_enable failed");
 	c->state = SC_HANDSHAKE;
 	sc_arm(c, sc_secs(c->target->timeout_command, 300), "TLS handshake");
+	return;
+badname:
+	ERR_clear_error();
+	SSL_free(ssl);
+	sc_fail_addr(c, false, true, "%s: cannot verify TLS name \"%s\"",
+	    c->peer, name);
 }
 
 /* The handshake completed: check the peer (verify policy), EHLO again. */
@@ -773,6 +819,7 @@ sc_connect(struct smtp_client *c)
 		(void)snprintf(c->last_err, sizeof(c->last_err),
 		    "connect to %s: %s", c->peer, strerror(errno));
 		c->last_perm = false;
+		c->any_temp = true;
 		bufferevent_free(c->bev);
 		c->bev = NULL;
 	}
@@ -786,7 +833,11 @@ sc_dns_cb(void *arg, enum dns_status status, const char *reason,
 	struct smtp_client *c = arg;
 
 	sc_enter(c);
-	if (status == DNS_OK && naddrs > 0) {
+	c->dns_pending = false;
+	if (c->open_cb == NULL) {
+		/* Abandoned while resolving: only this callback was left. */
+		c->freeing = true;
+	} else if (status == DNS_OK && naddrs > 0) {
 		c->naddrs = naddrs < SC_ADDRS_MAX ? naddrs : SC_ADDRS_MAX;
 		c->addrs = xcalloc(c->naddrs, sizeof(*c->addrs));
 		memcpy(c->addrs, addrs, c->naddrs * sizeof(*c->addrs));
@@ -857,6 +908,8 @@ smtp_client_open(const struct smtp_client_params *p, smtp_client_open_cb cb,
 	    (t->helo != NULL ? t->helo : "localhost"));
 	c->open_cb = cb;
 	c->open_arg = arg;
+	LIST_INSERT_HEAD(&sc_opening, c, opening_entry);
+	c->opening = true;
 	c->fd = -1;
 	c->state = SC_RESOLVE;
 	c->timer = evtimer_new(c->base, sc_timer_cb, c);
@@ -891,6 +944,7 @@ smtp_client_open(const struct smtp_client_params *p, smtp_client_open_cb cb,
 	}
 	if (t->host != NULL) {
 		(void)snprintf(c->peer, sizeof(c->peer), "%s", t->host);
+		c->dns_pending = true;
 		dns_lookup_host(c->dns, t->host, port, sc_dns_cb, c);
 		return;
 	}
@@ -907,6 +961,7 @@ smtp_client_open(const struct smtp_client_params *p, smtp_client_open_cb cb,
 			return;
 		}
 		(void)snprintf(c->peer, sizeof(c->peer), "%s", domain);
+		c->dns_pending = true;
 		dns_lookup_mx(c->dns, domain, port, sc_dns_cb, c);
 		return;
 	}
@@ -914,6 +969,35 @@ smtp_client_open(const struct smtp_client_params *p, smtp_client_open_cb cb,
 	    "target %s has no host, mx or socket",
 	    t->name != NULL ? t->name : "?");
 	sc_defer(c, SC_DEFER_OPEN_FAIL);
+}
+
+/* Drops c, still opening, without calling back. */
+static void
+sc_abandon(struct smtp_client *c)
+{
+	sc_unopening(c);
+	c->open_cb = NULL;
+	if (c->dns_pending)
+		return;		/* dns_ owes us a callback: free c there */
+	sc_disarm(c);
+	(void)evtimer_del(c->defer);
+	sc_drop(c, false);
+	c->state = SC_DEAD;
+	c->freeing = true;
+	if (c->depth == 0)
+		sc_free(c);
+}
+
+void
+smtp_client_open_cancel(smtp_client_open_cb cb, void *arg)
+{
+	struct smtp_client *c, *next;
+
+	for (c = LIST_FIRST(&sc_opening); c != NULL; c = next) {
+		next = LIST_NEXT(c, opening_entry);
+		if (c->open_cb == cb && c->open_arg == arg)
+			sc_abandon(c);
+	}
 }
 
 /* ---- transactions ---- */
@@ -1113,7 +1197,7 @@ smtp_client_send(struct smtp_client *c, struct smtp_client_msg *m,
 		sc_txn_local(c, 554, "554 5.1.7 invalid sender or ENVID");
 		return;
 	}
-	c->fd = open(m->path, O_RDONLY | O_CLOEXEC);
+	c->fd = open(m->path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
 	if (c->fd == -1) {
 		sc_txn_local(c, 451, "451 4.3.0 cannot open queue file: %s",
 		    strerror(errno));
@@ -1158,8 +1242,11 @@ smtp_client_send(struct smtp_client *c, struct smtp_client_msg *m,
 	    sc_cmd_name(&c->cmds[0]));
 }
 
-/* Lock-step: send the next command, unless the answer is already known. */
-static void
+/*
+ * Lock-step: sends the next command, unless the answer is already known.
+ * Returns false when the transaction ended (c may be in a new one now).
+ */
+static bool
 sc_txn_send_next(struct smtp_client *c)
 {
 	const struct sc_cmd *next = &c->cmds[c->nsent];
@@ -1167,10 +1254,11 @@ sc_txn_send_next(struct smtp_client *c)
 	if (next->kind == SC_CMD_DATA && c->naccepted == 0) {
 		c->need_rset = true;
 		sc_done(c, 0);
-		return;
+		return false;
 	}
 	sc_write_cmd(c, next);
 	c->nsent++;
+	return true;
 }
 
 /* ---- content ---- */
@@ -1358,14 +1446,10 @@ sc_txn_reply(struct smtp_client *c)
 		sc_done(c, 0);
 		return;
 	}
-	if (c->nrecv == c->nsent && !c->pipelined) {
-		sc_txn_send_next(c);
-		if (c->state != SC_TXN)
-			return;
-	}
-	if (c->state == SC_TXN)
-		sc_arm(c, sc_secs(c->target->timeout_command, 300),
-		    sc_cmd_name(&c->cmds[c->nrecv]));
+	if (c->nrecv == c->nsent && !c->pipelined && !sc_txn_send_next(c))
+		return;
+	sc_arm(c, sc_secs(c->target->timeout_command, 300),
+	    sc_cmd_name(&c->cmds[c->nrecv]));
 }
 
 /* A reply to "." (state SC_DOT): one for SMTP, one per rcpt for LMTP. */

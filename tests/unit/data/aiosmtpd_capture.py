@@ -12,12 +12,15 @@ Behaviour switches:
   --data-reply ADDR=TEXT  after DATA: LMTP reply for ADDR; SMTP: the reply
                           when ADDR is among the recipients
   --stall ADDR            never answer RCPT for ADDR
+  --drop ADDR             close the connection at RCPT for ADDR
   --dsn                   offer DSN (NOTIFY/ORCPT/RET/ENVID recorded)
   --smtputf8              offer SMTPUTF8
   --size N                offer SIZE N and enforce it (0: no SIZE)
   --tls-cert/--tls-key    offer STARTTLS with this certificate
   --starttls-broken       answer 220 to STARTTLS, then send plaintext junk
   --lmtp                  speak LMTP; --unix PATH listens on a UNIX socket
+The .env notes "pipelined: 1" when commands were already queued behind
+MAIL, i.e. the client sent MAIL, RCPT and DATA as one group.
 The EHLO/LHLO argument switches per-session behaviour, so one instance
 serves many tests: a name containing "noehlo" gets 502 to EHLO, "nopipe"
 no PIPELINING, "no8bit" no 8BITMIME.
@@ -75,6 +78,8 @@ def make_class(base, opts):
             if opts.dsn and arg:
                 arg, dsn = strip_dsn(arg)
             self.envelope.dsn_mail = dsn
+            # Commands already waiting behind MAIL: the client pipelines.
+            self.envelope.pipelined = bool(self._reader._buffer)
             await super().smtp_MAIL(arg)
 
         @syntax("RCPT TO: <address>", extended=" [SP <mail-parameters>]")
@@ -103,6 +108,7 @@ class Handler:
         self.mail_replies = parse_map(opts.mail_reply)
         self.data_replies = parse_map(opts.data_reply)
         self.stall = {a.lower() for a in opts.stall or []}
+        self.drop = {a.lower() for a in opts.drop or []}
         self.counts = collections.Counter()
 
     async def handle_EHLO(self, server, session, envelope, hostname, responses):
@@ -130,6 +136,9 @@ class Handler:
     async def handle_RCPT(self, server, session, envelope, address, options):
         if address.lower() in self.stall:
             await asyncio.sleep(3600)
+        if address.lower() in self.drop:
+            server.transport.close()
+            await asyncio.sleep(3600)
         text = self.replies.get(address.lower())
         if text:
             return text
@@ -156,6 +165,7 @@ class Handler:
         lines.append("dsn_mail: %s" % " ".join(getattr(envelope, "dsn_mail", [])))
         for d in getattr(envelope, "dsn_rcpt", []):
             lines.append("dsn_rcpt: %s" % d)
+        lines.append("pipelined: %d" % (1 if getattr(envelope, "pipelined", False) else 0))
         lines.append("tls: %d" % (1 if server._tls_protocol else 0))
         lines.append("helo: %s" % session.host_name)
         lines.append("smtputf8: %d" % (1 if envelope.smtp_utf8 else 0))
@@ -190,6 +200,7 @@ def main():
     ap.add_argument("--mail-reply", action="append")
     ap.add_argument("--data-reply", action="append")
     ap.add_argument("--stall", action="append")
+    ap.add_argument("--drop", action="append")
     opts = ap.parse_args()
 
     tls = None
