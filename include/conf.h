@@ -177,6 +177,8 @@ struct conf {
 	int			 default_target; /* other domains; -1 none */
 	struct conf_queue	 queue;
 	char			*resolvers;	/* "ip[:port],..."; NULL: resolv.conf */
+	unsigned		 verify_cache;	/* seconds a probe answer is kept */
+	bool			 verify_tempfail; /* 450 when a probe fails */
 	bool			 log_stderr;	/* log destination stderr */
 	int			 log_facility;	/* syslog facility */
 	int			 log_level;	/* enum log_level */

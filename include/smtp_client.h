@@ -40,6 +40,11 @@ struct smtp_client_msg {
 	int			 ret;		/* enum smtp_proto_ret */
 	int			 body;		/* enum smtp_proto_body */
 	bool			 smtputf8;
+	/*
+	 * A recipient verification probe: MAIL and RCPT only, no content
+	 * (path may be NULL); the next transaction starts with RSET.
+	 */
+	bool			 probe;
 	struct smtp_client_rcpt	*rcpts;
 	size_t			 nrcpts;
 };

@@ -14,6 +14,7 @@ struct event_base;
 struct conf;
 struct spool;
 struct smtp_server;
+struct verify;
 
 /*
  * Binds every listener and loads its TLS context (startup, as root).
@@ -28,6 +29,9 @@ struct smtp_server *smtp_server_new(struct event_base *base,
  */
 void smtp_server_start(struct smtp_server *srv, struct spool *sp,
     void (*accepted)(void *, const char *), void *arg);
+
+/* Recipient probes for domains with verify_recipients (may stay unset). */
+void smtp_server_set_verify(struct smtp_server *srv, struct verify *v);
 
 /*
  * Graceful stop: closes the listeners at once, says 421 to idle sessions,

@@ -109,6 +109,8 @@ enum conf_arg {
 	CONF_ARG_Q_RETRY_MAX,
 	CONF_ARG_Q_LIFETIME,
 	CONF_ARG_Q_DELAY_WARNING,
+	CONF_ARG_V_CACHE,
+	CONF_ARG_V_TEMPFAIL,
 };
 
 /* What a target name appears in, for resolving it after the parse. */
@@ -262,6 +264,8 @@ static int conf_do_members_file(struct conf_parser *,
     const struct conf_directive *, int);
 static int conf_do_queue(struct conf_parser *, const struct conf_directive *,
     int);
+static int conf_do_verify_opts(struct conf_parser *,
+    const struct conf_directive *, int);
 static const struct conf_directive *conf_directive_find(enum conf_ctx,
     const char *);
 
@@ -308,6 +312,10 @@ static const struct conf_directive conf_directives[] = {
 	    "NAME { ... }", conf_do_wave),
 	D_TOP("route", 2, -1, CONF_BLOCK_NONE, true, CONF_CTX_TOP,
 	    "PATTERN TARGET...", conf_do_route),
+	{ "verify_cache", CONF_CTX_TOP, 1, 1, CONF_BLOCK_NONE, false,
+	    CONF_CTX_TOP, CONF_ARG_V_CACHE, "DURATION", conf_do_verify_opts },
+	{ "verify_tempfail", CONF_CTX_TOP, 1, 1, CONF_BLOCK_NONE, false,
+	    CONF_CTX_TOP, CONF_ARG_V_TEMPFAIL, "yes|no", conf_do_verify_opts },
 
 	D_IN(CONF_CTX_DOMAIN, "recipients", 1, -1, true, CONF_ARG_NONE,
 	    "PATTERN...", conf_do_recipients),
@@ -2535,6 +2543,32 @@ conf_do_queue(struct conf_parser *p, const struct conf_directive *dir,
 	return 0;
 }
 
+/* Recipient verification: how long answers are cached, and 450 or not. */
+static int
+conf_do_verify_opts(struct conf_parser *p, const struct conf_directive *dir,
+    int line)
+{
+	const char *arg = p->words[1];
+	uint64_t v;
+
+	if (dir->arg == CONF_ARG_V_TEMPFAIL) {
+		if (strcmp(arg, "yes") == 0)
+			p->conf->verify_tempfail = true;
+		else if (strcmp(arg, "no") == 0)
+			p->conf->verify_tempfail = false;
+		else
+			return conf_errc(p, line, "'%s' needs yes or no, got "
+			    "'%s'", dir->name, conf_show(p, arg));
+		return 0;
+	}
+	if (conf_parse_scaled(arg, conf_units_duration, UINT_MAX, &v) != 0 ||
+	    v == 0)
+		return conf_errc(p, line, "'%s' needs a positive duration, "
+		    "got '%s'", dir->name, conf_show(p, arg));
+	p->conf->verify_cache = (unsigned)v;
+	return 0;
+}
+
 static int
 conf_close_queue(struct conf_parser *p)
 {
@@ -2931,6 +2965,8 @@ conf_defaults(struct conf *conf)
 	conf->queue.retry_max = 60 * 60;
 	conf->queue.lifetime = 5 * 24 * 60 * 60;
 	conf->queue.delay_warning = 0;
+	conf->verify_cache = 60 * 60;
+	conf->verify_tempfail = false;
 }
 
 /* conf_parse_buf with the base directory for relative paths given apart. */

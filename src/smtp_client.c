@@ -1176,6 +1176,8 @@ smtp_client_send(struct smtp_client *c, struct smtp_client_msg *m,
 		sc_defer(c, SC_DEFER_DONE);
 		return;
 	}
+	if (m->probe)
+		goto commands;		/* no content: MAIL and RCPT only */
 	/* Never change the bytes: refuse what the peer cannot take. */
 	if (m->smtputf8 && !c->ext_smtputf8) {
 		sc_txn_local(c, 450, "450 4.6.0 target does not offer "
@@ -1204,6 +1206,7 @@ smtp_client_send(struct smtp_client *c, struct smtp_client_msg *m,
 		return;
 	}
 
+commands:
 	c->cmds = xcalloc(m->nrcpts + 3, sizeof(*c->cmds));
 	c->accepted = xcalloc(m->nrcpts + 1, sizeof(*c->accepted));
 	c->final = xcalloc(m->nrcpts + 1, sizeof(*c->final));
@@ -1222,7 +1225,8 @@ smtp_client_send(struct smtp_client *c, struct smtp_client_msg *m,
 		c->cmds[n].kind = SC_CMD_RCPT;
 		c->cmds[n++].rcpt = i;
 	}
-	c->cmds[n++].kind = SC_CMD_DATA;
+	if (!m->probe)
+		c->cmds[n++].kind = SC_CMD_DATA;
 	c->ncmds = n;
 	c->nsent = c->nrecv = 0;
 	c->naccepted = c->nfinal = 0;
@@ -1443,6 +1447,12 @@ sc_txn_reply(struct smtp_client *c)
 				c->final[i] = true;
 			}
 		}
+		sc_done(c, 0);
+		return;
+	}
+	if (m->probe && c->nrecv == c->ncmds) {
+		/* A verification probe ends after the last RCPT reply. */
+		c->need_rset = true;
 		sc_done(c, 0);
 		return;
 	}

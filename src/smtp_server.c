@@ -37,7 +37,9 @@
 #include "smtp_proto.h"
 #include "smtp_server.h"
 #include "spool.h"
+#include "router.h"
 #include "tlsctx.h"
+#include "verify.h"
 #include "xmalloc.h"
 
 #define SMTP_SERVER_READ_HIGHWAT	(256 * 1024)
@@ -52,6 +54,7 @@ enum session_state {
 	SESSION_BDAT,		/* reading a BDAT chunk */
 	SESSION_COMMIT,		/* waiting for the spool; not reading */
 	SESSION_TLS,		/* STARTTLS handshake */
+	SESSION_VERIFY,		/* RCPT waits for a recipient probe */
 };
 
 /* Why a transaction's content cannot be accepted (decided at its end). */
@@ -115,6 +118,10 @@ struct session {
 	uint64_t		 bdat_chunk;
 	uint64_t		 stored_size;	/* with our Received header */
 
+	/* Recipient verification in flight. */
+	struct verify_req	*vreq;
+	struct smtp_proto_rcpt	 vrcpt;
+
 	/* Teardown. */
 	struct event		*drain_timer;	/* TLS: waits for the socket */
 	unsigned		 drain_polls;
@@ -129,6 +136,7 @@ struct smtp_server {
 	struct event_base	*base;
 	const struct conf	*conf;
 	struct spool		*spool;
+	struct verify		*verify;
 	void			(*accepted)(void *, const char *);
 	void			*accepted_arg;
 	struct listener		*listeners;
@@ -403,6 +411,7 @@ session_finish(struct session *s)
 		return;			/* the spool callback comes back */
 	if (s->drain_timer != NULL)
 		event_free(s->drain_timer);
+	verify_cancel(s->vreq);
 	session_tx_reset(s);
 	TAILQ_REMOVE(&srv->sessions, s, entry);
 	srv->nstructs--;
@@ -551,6 +560,10 @@ session_decode(struct session *s, struct evbuffer *in, uint64_t limit,
 }
 
 static void session_commit_cb(void *, int, const char *, const char *);
+static bool session_verify_start(struct session *,
+    const struct conf_domain *, const struct smtp_proto_rcpt *);
+static void session_rcpt_accept(struct session *,
+    const struct smtp_proto_rcpt *);
 
 /*
  * End of content: refuse it with a reason, or hand it to the spool and wait
@@ -746,6 +759,88 @@ cmd_mail(struct session *s, const struct smtp_proto_command *cmd)
 	session_reply(s, 250, "2.1.0", "Ok");
 }
 
+static void
+session_rcpt_accept(struct session *s, const struct smtp_proto_rcpt *rcpt)
+{
+	struct spool_rcpt *r;
+
+	s->rcpts = xreallocarray(s->rcpts, s->nrcpts + 1, sizeof(*s->rcpts));
+	r = &s->rcpts[s->nrcpts++];
+	r->addr = xstrdup(rcpt->path.mailbox);
+	r->notify = rcpt->notify;
+	r->orcpt = rcpt->orcpt[0] != '\0' ? xstrdup(rcpt->orcpt) : NULL;
+	session_reply(s, 250, "2.1.5", "Ok");
+}
+
+/* A probe answer (or a cached one) decides the pending RCPT. */
+static void
+session_verify_verdict(struct session *s, enum verify_verdict v,
+    const char *reply)
+{
+	char esc[1100];
+
+	session_esc(esc, sizeof(esc), s->vrcpt.path.mailbox);
+	switch (v) {
+	case VERIFY_OK:
+		session_rcpt_accept(s, &s->vrcpt);
+		break;
+	case VERIFY_UNKNOWN:
+		log_info("%s: reject: RCPT from %s[%s]: unknown at the target "
+		    "(%s); to=<%s>", s->sid, s->name, s->addr, reply, esc);
+		session_error(s, 550, "5.1.1", "<%s>: Recipient address "
+		    "rejected: User unknown", esc);
+		break;
+	case VERIFY_TEMPFAIL:
+		if (s->srv->conf->verify_tempfail) {
+			log_info("%s: defer: RCPT from %s[%s]: verification "
+			    "failed (%s); to=<%s>", s->sid, s->name, s->addr,
+			    reply, esc);
+			session_reply(s, 450, "4.1.1", "<%s>: Recipient address "
+			    "verification failed, try again later", esc);
+		} else
+			session_rcpt_accept(s, &s->vrcpt);
+		break;
+	}
+}
+
+static void
+session_verify_cb(void *arg, enum verify_verdict v, const char *reply)
+{
+	struct session *s = arg;
+
+	s->vreq = NULL;
+	s->state = SESSION_CMD;
+	session_verify_verdict(s, v, reply != NULL ? reply : "");
+	session_process(s);
+	session_finish(s);
+}
+
+/*
+ * Domains without a recipient list may ask a target whether the user
+ * exists, so this backup path never accepts mail that bounces later.
+ * Returns true when the RCPT is answered here or later by the probe.
+ */
+static bool
+session_verify_start(struct session *s, const struct conf_domain *dom,
+    const struct smtp_proto_rcpt *rcpt)
+{
+	char addr[SMTP_PROTO_PATH_MAX + 1];
+	enum verify_verdict v;
+	size_t t = (size_t)dom->verify_target;
+
+	if (router_rewrite(s->srv->conf, t, rcpt->path.mailbox, addr,
+	    sizeof(addr)) == -1)
+		return false;
+	s->vrcpt = *rcpt;
+	if (verify_cached(s->srv->verify, t, addr, &v)) {
+		session_verify_verdict(s, v, "cached");
+		return true;
+	}
+	s->state = SESSION_VERIFY;
+	s->vreq = verify_probe(s->srv->verify, t, addr, session_verify_cb, s);
+	return true;
+}
+
 /* The relay policy: which recipients this node accepts (DESIGN rule 8). */
 static void
 cmd_rcpt(struct session *s, const struct smtp_proto_command *cmd)
@@ -753,7 +848,6 @@ cmd_rcpt(struct session *s, const struct smtp_proto_command *cmd)
 	const struct conf_domain *dom;
 	struct smtp_proto_status st;
 	struct smtp_proto_rcpt rcpt;
-	struct spool_rcpt *r;
 	char esc[1100], from[1100];
 
 	if (!s->has_mail) {
@@ -801,13 +895,13 @@ cmd_rcpt(struct session *s, const struct smtp_proto_command *cmd)
 			    "rejected: User unknown", esc);
 			return;
 		}
+		if (dom->verify_target >= 0 && !dom->has_list &&
+		    s->srv->verify != NULL &&
+		    strcasecmp(rcpt.path.local, "postmaster") != 0 &&
+		    session_verify_start(s, dom, &rcpt))
+			return;
 	}
-	s->rcpts = xreallocarray(s->rcpts, s->nrcpts + 1, sizeof(*s->rcpts));
-	r = &s->rcpts[s->nrcpts++];
-	r->addr = xstrdup(rcpt.path.mailbox);
-	r->notify = rcpt.notify;
-	r->orcpt = rcpt.orcpt[0] != '\0' ? xstrdup(rcpt.orcpt) : NULL;
-	session_reply(s, 250, "2.1.5", "Ok");
+	session_rcpt_accept(s, &rcpt);
 }
 
 static void
@@ -1119,6 +1213,7 @@ session_process(struct session *s)
 			break;
 		case SESSION_COMMIT:
 		case SESSION_TLS:
+		case SESSION_VERIFY:
 			return;
 		}
 	}
@@ -1343,6 +1438,12 @@ fail:
 		SSL_CTX_free(srv->listeners[srv->nlisteners].tls);
 	smtp_server_free(srv);
 	return NULL;
+}
+
+void
+smtp_server_set_verify(struct smtp_server *srv, struct verify *v)
+{
+	srv->verify = v;
 }
 
 void

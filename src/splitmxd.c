@@ -30,6 +30,7 @@
 #include "smtp_client.h"
 #include "smtp_server.h"
 #include "spool.h"
+#include "verify.h"
 #include "workers.h"
 #include "xmalloc.h"
 
@@ -157,6 +158,7 @@ main(int argc, char *argv[])
 	struct workers *workers;
 	struct spool *spool;
 	struct dns *dns;
+	struct verify *verify;
 	char hostname[256];
 	size_t k;
 	struct conf *conf;
@@ -271,6 +273,8 @@ main(int argc, char *argv[])
 		if (sigs[i] == NULL || evsignal_add(sigs[i], NULL) == -1)
 			log_fatalx(EX_OSERR, "cannot watch signal %d", signos[i]);
 	}
+	verify = verify_new(d.base, conf, dns, hostname);
+	smtp_server_set_verify(d.server, verify);
 	smtp_server_start(d.server, spool, accepted_cb, &d);
 	log_info("splitmxd %s started", SPLITMXD_VERSION);
 
@@ -285,6 +289,7 @@ main(int argc, char *argv[])
 	spool_close(spool);
 	workers_free(workers);
 	queue_free(d.queue);
+	verify_free(verify);
 	dns_free(dns);
 	smtp_server_free(d.server);
 	smtp_client_shutdown();
