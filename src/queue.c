@@ -110,8 +110,7 @@ struct qmsg {
 	struct sbuf		 lerr;
 	int			 lstatus;
 	bool			 corrupt;
-	/* DSN job. */
-	struct sbuf		 dsn;
+	bool			 warned;	/* delay warning sent */
 	struct event		*retry_timer;
 };
 
@@ -155,6 +154,7 @@ struct queue {
 static void qtarget_pump(struct qtarget *);
 static void qmsg_check_done(struct qmsg *);
 static void qdeliv_result(struct qdeliv *, int);
+static void qmsg_maybe_warn(struct qmsg *);
 
 /* Index. */
 
@@ -226,7 +226,6 @@ qmsg_free(struct qmsg *m)
 	free(m->path);
 	spool_envelope_clear(&m->env);
 	sbuf_release(&m->lerr);
-	sbuf_release(&m->dsn);
 	free(m);
 }
 
@@ -380,6 +379,7 @@ qdeliv_after_attempt(struct qdeliv *d, const char *reason)
 		return;
 	}
 	d->state = QD_WAIT;
+	qmsg_maybe_warn(d->msg);
 	tv.tv_sec = queue_backoff(q, d->attempts);
 	if (d->timer == NULL)
 		d->timer = evtimer_new(q->base, qdeliv_timer_cb, d);
@@ -822,10 +822,21 @@ qtarget_pump(struct qtarget *qt)
 
 /* DSNs. */
 
+/*
+ * A DSN in the making. The recipient list is copied on the loop thread, so
+ * the worker that reads the original and composes never looks at state the
+ * loop may be changing.
+ */
 struct qdsn_job {
-	struct qmsg	*m;
-	struct sbuf	 out;
-	int		 status;
+	struct qmsg		*m;
+	bool			 delayed;	/* a delay warning, not a bounce */
+	struct dsn_rcpt		*dr;
+	size_t			 n;
+	char			**strs;		/* copies the dr point into */
+	size_t			 nstrs;
+	char			(*status)[16];
+	struct sbuf		 out;
+	int			 rc;
 };
 
 static bool
@@ -835,15 +846,89 @@ qrcpt_wants_failure_dsn(const struct qrcpt *r)
 	    (r->notify & SMTP_PROTO_NOTIFY_FAILURE) != 0);
 }
 
+/* RFC 3461: without NOTIFY the MTA may warn about delays; we do. */
+static bool
+qrcpt_wants_delay_dsn(const struct qrcpt *r)
+{
+	return r->state == QR_PENDING && (r->notify == 0 ||
+	    (r->notify & SMTP_PROTO_NOTIFY_DELAY) != 0);
+}
+
+static const char *
+qdsn_keep(struct qdsn_job *j, const char *s)
+{
+	if (s == NULL)
+		return NULL;
+	j->strs = xreallocarray(j->strs, j->nstrs + 1, sizeof(*j->strs));
+	j->strs[j->nstrs] = xstrdup(s);
+	return j->strs[j->nstrs++];
+}
+
+static struct qdsn_job *
+qdsn_job_new(struct qmsg *m, bool delayed)
+{
+	struct qdsn_job *j = xcalloc(1, sizeof(*j));
+	size_t i, k, n = 0;
+
+	j->m = m;
+	j->delayed = delayed;
+	for (i = 0; i < m->ndelivs; i++)
+		n += m->delivs[i]->nrcpts;
+	j->dr = xcalloc(n ? n : 1, sizeof(*j->dr));
+	j->status = xcalloc(n ? n : 1, sizeof(*j->status));
+	for (i = 0; i < m->ndelivs; i++) {
+		struct qdeliv *d = m->delivs[i];
+
+		for (k = 0; k < d->nrcpts; k++) {
+			struct qrcpt *rc = &d->rcpts[k];
+			struct dsn_rcpt *dr = &j->dr[j->n];
+
+			if (delayed ? !qrcpt_wants_delay_dsn(rc) :
+			    !qrcpt_wants_failure_dsn(rc))
+				continue;
+			dsn_status_from_reply(rc->code ? rc->code :
+			    (delayed ? 451 : 550), rc->reply, j->status[j->n],
+			    sizeof(j->status[j->n]));
+			dr->final_rcpt = qdsn_keep(j, rc->addr);
+			dr->orcpt = qdsn_keep(j, rc->orcpt);
+			dr->action = delayed ? DSN_ACTION_DELAYED :
+			    DSN_ACTION_FAILED;
+			dr->status = j->status[j->n];
+			dr->remote_mta = d->peer[0] ? qdsn_keep(j, d->peer) :
+			    NULL;
+			dr->diagnostic = rc->reply[0] ? qdsn_keep(j, rc->reply) :
+			    NULL;
+			dr->target = qdsn_keep(j, d->qt->t->name);
+			j->n++;
+		}
+	}
+	sbuf_init(&j->out, 16 * 1024 * 1024);
+	return j;
+}
+
+static void
+qdsn_job_free(struct qdsn_job *j)
+{
+	size_t i;
+
+	for (i = 0; i < j->nstrs; i++)
+		free(j->strs[i]);
+	free(j->strs);
+	free(j->dr);
+	free(j->status);
+	sbuf_release(&j->out);
+	free(j);
+}
+
 /* Worker: reads the original (bounded) and composes the DSN. */
 static void
 qdsn_compose_job(void *arg)
 {
-	struct qmsg *m = arg;
-	struct dsn_rcpt *dr;
+	struct qdsn_job *j = arg;
+	struct qmsg *m = j->m;
 	struct dsn_info info;
-	char *orig, (*status)[16];
-	size_t n = 0, i, j, cap, got = 0;
+	size_t cap, got = 0;
+	char *orig;
 	ssize_t r;
 	int fd;
 
@@ -859,31 +944,6 @@ qdsn_compose_job(void *arg)
 	}
 	if (fd != -1)
 		(void)close(fd);	/* read-only: nothing to lose */
-	for (i = 0; i < m->ndelivs; i++)
-		n += m->delivs[i]->nrcpts;
-	dr = xcalloc(n ? n : 1, sizeof(*dr));
-	status = xcalloc(n ? n : 1, sizeof(*status));
-	n = 0;
-	for (i = 0; i < m->ndelivs; i++) {
-		struct qdeliv *d = m->delivs[i];
-
-		for (j = 0; j < d->nrcpts; j++) {
-			struct qrcpt *rc = &d->rcpts[j];
-
-			if (!qrcpt_wants_failure_dsn(rc))
-				continue;
-			dsn_status_from_reply(rc->code, rc->reply, status[n],
-			    sizeof(status[n]));
-			dr[n].final_rcpt = rc->addr;
-			dr[n].orcpt = rc->orcpt;
-			dr[n].action = DSN_ACTION_FAILED;
-			dr[n].status = status[n];
-			dr[n].remote_mta = d->peer[0] ? d->peer : NULL;
-			dr[n].diagnostic = rc->reply;
-			dr[n].target = d->qt->t->name;
-			n++;
-		}
-	}
 	memset(&info, 0, sizeof(info));
 	info.reporting_mta = m->q->hostname;
 	info.queue_id = m->id;
@@ -891,16 +951,13 @@ qdsn_compose_job(void *arg)
 	info.arrival = m->env.arrival.tv_sec;
 	info.now = time(NULL);
 	info.orig_sender = m->env.sender;
-	info.rcpts = dr;
-	info.nrcpts = n;
+	info.rcpts = j->dr;
+	info.nrcpts = j->n;
 	info.orig = orig;
 	info.orig_len = got;
-	info.return_full = m->env.ret == SMTP_PROTO_RET_FULL;
+	info.return_full = !j->delayed && m->env.ret == SMTP_PROTO_RET_FULL;
 	info.return_max = QUEUE_DSN_RETURN_MAX;
-	sbuf_reset(&m->dsn);
-	m->lstatus = dsn_compose(&m->dsn, &info);
-	free(dr);
-	free(status);
+	j->rc = dsn_compose(&j->out, &info);
 	free(orig);
 }
 
@@ -909,19 +966,35 @@ static void qmsg_remove(struct qmsg *, const char *);
 static void
 qdsn_commit_cb(void *arg, int status, const char *id, const char *err)
 {
-	struct qmsg *m = arg;
+	struct qdsn_job *j = arg;
+	struct qmsg *m = j->m;
+	bool delayed = j->delayed;
+	struct sbuf lines;
 
+	qdsn_job_free(j);
 	m->busy--;
 	m->q->busy--;
 	if (status != 0) {
-		log_warnx("%s: cannot queue the DSN: %s; will retry", m->id,
-		    err != NULL ? err : "error");
-		m->finishing = false;
+		log_warnx("%s: cannot queue the %s: %s%s", m->id, delayed ?
+		    "delay warning" : "DSN", err != NULL ? err : "error",
+		    delayed ? "" : "; will retry");
+		if (!delayed)
+			m->finishing = false;
+		qmsg_check_done(m);
+		return;
+	}
+	queue_add(m->q, id);
+	if (delayed) {
+		log_info("%s: sender delay notification: %s", m->id, id);
+		sbuf_init(&lines, 4096);
+		queue_jline(&lines, "warned", m);
+		(void)sbuf_printf(&lines, " dsn=%s\n", id);
+		queue_journal(m, &lines, NULL);
+		sbuf_release(&lines);
 		qmsg_check_done(m);
 		return;
 	}
 	log_info("%s: sender non-delivery notification: %s", m->id, id);
-	queue_add(m->q, id);
 	qmsg_remove(m, id);
 }
 
@@ -939,7 +1012,8 @@ qdsn_retry_cb(evutil_socket_t fd, short what, void *arg)
 static void
 qdsn_composed(void *arg)
 {
-	struct qmsg *m = arg;
+	struct qdsn_job *j = arg;
+	struct qmsg *m = j->m;
 	struct spool_envelope env;
 	struct spool_rcpt rcpt;
 	struct spool_msg *sm;
@@ -962,17 +1036,22 @@ qdsn_composed(void *arg)
 	env.client_name = cname;
 	env.helo = m->q->hostname;
 	env.protocol = proto;
-	sm = m->lstatus == 0 && !m->q->stopping ?
+	sm = j->rc == 0 && !m->q->stopping ?
 	    spool_msg_new(m->q->spool, &env, &err) : NULL;
-	if (sm == NULL || spool_msg_append(sm, m->dsn.data, m->dsn.len,
+	if (sm == NULL || spool_msg_append(sm, j->out.data, j->out.len,
 	    &err) == -1) {
+		bool delayed = j->delayed;
+
 		if (sm != NULL)
 			spool_msg_abort(sm);
-		log_warnx("%s: cannot create the DSN: %s", m->id,
-		    err != NULL ? err : m->q->stopping ? "stopping" :
-		    "compose failed");
-		if (m->q->stopping)
+		log_warnx("%s: cannot create the %s: %s", m->id, delayed ?
+		    "delay warning" : "DSN", err != NULL ? err :
+		    m->q->stopping ? "stopping" : "compose failed");
+		qdsn_job_free(j);
+		if (delayed || m->q->stopping) {
+			qmsg_check_done(m);
 			return;
+		}
 		tv.tv_sec = m->q->conf->queue.retry_initial;
 		if (m->retry_timer == NULL)
 			m->retry_timer = evtimer_new(m->q->base, qdsn_retry_cb,
@@ -981,11 +1060,38 @@ qdsn_composed(void *arg)
 			(void)evtimer_add(m->retry_timer, &tv);
 		return;
 	}
-	sbuf_release(&m->dsn);
-	sbuf_init(&m->dsn, 1);
 	m->busy++;
 	m->q->busy++;
-	spool_msg_commit(sm, NULL, qdsn_commit_cb, m);
+	spool_msg_commit(sm, NULL, qdsn_commit_cb, j);
+}
+
+/*
+ * Delay warning (optional): once per message, after delay_warning, to a
+ * real sender, naming the recipients still waiting.
+ */
+static void
+qmsg_maybe_warn(struct qmsg *m)
+{
+	struct queue *q = m->q;
+	bool any = false;
+	size_t i, k;
+
+	if (q->conf->queue.delay_warning == 0 || m->warned || m->finishing ||
+	    q->stopping || m->env.sender[0] == '\0' ||
+	    time(NULL) < m->env.arrival.tv_sec +
+	    (time_t)q->conf->queue.delay_warning)
+		return;
+	for (i = 0; i < m->ndelivs && !any; i++)
+		for (k = 0; k < m->delivs[i]->nrcpts; k++)
+			if (qrcpt_wants_delay_dsn(&m->delivs[i]->rcpts[k]))
+				any = true;
+	if (!any)
+		return;
+	m->warned = true;
+	m->busy++;
+	q->busy++;
+	workers_submit(q->w, qdsn_compose_job, qdsn_composed,
+	    qdsn_job_new(m, true));
 }
 
 /* Final: journal the removal; the spool unlinks the file once durable. */
@@ -1047,9 +1153,8 @@ qmsg_check_done(struct qmsg *m)
 	if (dsn && m->env.sender[0] != '\0' && !m->bounced_restored) {
 		m->busy++;
 		m->q->busy++;
-		sbuf_release(&m->dsn);
-		sbuf_init(&m->dsn, 16 * 1024 * 1024);
-		workers_submit(m->q->w, qdsn_compose_job, qdsn_composed, m);
+		workers_submit(m->q->w, qdsn_compose_job, qdsn_composed,
+		    qdsn_job_new(m, false));
 		return;
 	}
 	qmsg_remove(m, NULL);
@@ -1263,7 +1368,6 @@ queue_add(struct queue *q, const char *id)
 	m->path = xstrdup(path.data);
 	sbuf_release(&path);
 	sbuf_init(&m->lerr, 1024);
-	sbuf_init(&m->dsn, 1);
 	m->busy++;
 	q->busy++;
 	workers_submit(q->w, qmsg_load_job, qmsg_load_done, m);
@@ -1335,6 +1439,8 @@ queue_restore_line(struct queue *q, const char *line, size_t len)
 		m->removed_restored = true;
 	else if (verblen == 7 && memcmp(verb, "bounced", 7) == 0)
 		m->bounced_restored = true;
+	else if (verblen == 6 && memcmp(verb, "warned", 6) == 0)
+		m->warned = true;
 	else if ((verblen == 9 && memcmp(verb, "delivered", 9) == 0) ||
 	    (verblen == 6 && memcmp(verb, "failed", 6) == 0)) {
 		if (!queue_jget(line, len, "target", &tv, &tl) ||
