@@ -8,7 +8,7 @@ PREFIX	?= /usr/local
 DESTDIR	?=
 CC	?= cc
 
-PKGS	= libevent libevent_openssl libevent_pthreads libcares openssl
+PKGS	= libevent libevent_openssl libevent_pthreads libcares openssl opendkim
 CSTD	= -std=c11 -D_GNU_SOURCE
 WARN	= -Wall -Wextra -Werror -Wformat=2 -Wshadow -Wstrict-prototypes \
 	  -Wmissing-prototypes -Wmissing-declarations -Wold-style-definition \
@@ -23,7 +23,7 @@ PKGCFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKGLIBS	= $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 
 CFLAGS_BASE = $(CSTD) $(WARN) $(GCCWARN) -Iinclude $(PKGCFLAGS)
-LIBS	= $(PKGLIBS) -pthread
+LIBS	= -Wl,--as-needed $(PKGLIBS) -lspf2 -llmdb -pthread
 
 SRCS	= $(filter-out src/splitmxd.c src/splitmxctl.c,$(wildcard src/*.c))
 OBJS	= $(SRCS:src/%.c=build/%.o)
