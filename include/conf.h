@@ -179,6 +179,11 @@ struct conf {
 	char			*resolvers;	/* "ip[:port],..."; NULL: resolv.conf */
 	unsigned		 verify_cache;	/* seconds a probe answer is kept */
 	bool			 verify_tempfail; /* 450 when a probe fails */
+	bool			 duplicates;	/* duplicate suppression on */
+	unsigned		 duplicate_window;	/* seconds */
+	uint64_t		 duplicate_max_size;	/* index bytes */
+	char			**trusted_hosts;	/* returning-mail sources */
+	size_t			 ntrusted_hosts;
 	bool			 log_stderr;	/* log destination stderr */
 	int			 log_facility;	/* syslog facility */
 	int			 log_level;	/* enum log_level */

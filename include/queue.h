@@ -23,11 +23,19 @@ struct conf;
 struct spool;
 struct workers;
 struct dns;
+struct dedup;
 struct queue;
 
+/*
+ * dedup (may be NULL) is the duplicate index: a (message, recipient,
+ * target) already delivered, within the window, is not delivered again
+ * but journaled as a duplicate; a message carrying an earlier splitmx
+ * trace (or from a trusted host) that every target already had is a loop,
+ * journaled and dropped, never bounced.
+ */
 struct queue *queue_new(struct event_base *base, const struct conf *conf,
     struct spool *sp, struct workers *w, struct dns *dns,
-    const char *hostname);
+    struct dedup *dedup, const char *hostname);
 
 /*
  * Start-up, before queue_add: the ids recovery found, then every journal

@@ -208,11 +208,14 @@ void smtp_proto_data_finish(struct smtp_proto_data *d, char *out,
  * SMTP_PROTO_MSGID_MAX octets; longer values are truncated).
  */
 #define SMTP_PROTO_MSGID_MAX	998
+/* The trace field splitmx prepends; counted by the scanner (loops). */
+#define SMTP_PROTO_TRACE_HEADER	"X-Splitmx-Trace"
 
 struct smtp_proto_hdrscan {
 	int		state;		/* private */
 	bool		in_body;	/* the empty line has been seen */
 	unsigned	received;	/* Received: fields seen */
+	unsigned	traces;		/* X-Splitmx-Trace: fields seen */
 	bool		has_msgid;
 	char		msgid[SMTP_PROTO_MSGID_MAX + 1];
 	size_t		msgid_len;

@@ -111,6 +111,9 @@ enum conf_arg {
 	CONF_ARG_Q_DELAY_WARNING,
 	CONF_ARG_V_CACHE,
 	CONF_ARG_V_TEMPFAIL,
+	CONF_ARG_D_ENABLE,
+	CONF_ARG_D_WINDOW,
+	CONF_ARG_D_MAX_SIZE,
 };
 
 /* What a target name appears in, for resolving it after the parse. */
@@ -266,6 +269,8 @@ static int conf_do_queue(struct conf_parser *, const struct conf_directive *,
     int);
 static int conf_do_verify_opts(struct conf_parser *,
     const struct conf_directive *, int);
+static int conf_do_trusted(struct conf_parser *,
+    const struct conf_directive *, int);
 static const struct conf_directive *conf_directive_find(enum conf_ctx,
     const char *);
 
@@ -316,6 +321,14 @@ static const struct conf_directive conf_directives[] = {
 	    CONF_CTX_TOP, CONF_ARG_V_CACHE, "DURATION", conf_do_verify_opts },
 	{ "verify_tempfail", CONF_CTX_TOP, 1, 1, CONF_BLOCK_NONE, false,
 	    CONF_CTX_TOP, CONF_ARG_V_TEMPFAIL, "yes|no", conf_do_verify_opts },
+	{ "duplicates", CONF_CTX_TOP, 1, 1, CONF_BLOCK_NONE, false,
+	    CONF_CTX_TOP, CONF_ARG_D_ENABLE, "yes|no", conf_do_verify_opts },
+	{ "duplicate_window", CONF_CTX_TOP, 1, 1, CONF_BLOCK_NONE, false,
+	    CONF_CTX_TOP, CONF_ARG_D_WINDOW, "DURATION", conf_do_verify_opts },
+	{ "duplicate_max_size", CONF_CTX_TOP, 1, 1, CONF_BLOCK_NONE, false,
+	    CONF_CTX_TOP, CONF_ARG_D_MAX_SIZE, "SIZE", conf_do_verify_opts },
+	D_TOP("trusted_hosts", 1, -1, CONF_BLOCK_NONE, true, CONF_CTX_TOP,
+	    "ADDR...", conf_do_trusted),
 
 	D_IN(CONF_CTX_DOMAIN, "recipients", 1, -1, true, CONF_ARG_NONE,
 	    "PATTERN...", conf_do_recipients),
@@ -2551,21 +2564,61 @@ conf_do_verify_opts(struct conf_parser *p, const struct conf_directive *dir,
 	const char *arg = p->words[1];
 	uint64_t v;
 
-	if (dir->arg == CONF_ARG_V_TEMPFAIL) {
+	if (dir->arg == CONF_ARG_V_TEMPFAIL || dir->arg == CONF_ARG_D_ENABLE) {
+		bool yes;
+
 		if (strcmp(arg, "yes") == 0)
-			p->conf->verify_tempfail = true;
+			yes = true;
 		else if (strcmp(arg, "no") == 0)
-			p->conf->verify_tempfail = false;
+			yes = false;
 		else
 			return conf_errc(p, line, "'%s' needs yes or no, got "
 			    "'%s'", dir->name, conf_show(p, arg));
+		if (dir->arg == CONF_ARG_V_TEMPFAIL)
+			p->conf->verify_tempfail = yes;
+		else
+			p->conf->duplicates = yes;
+		return 0;
+	}
+	if (dir->arg == CONF_ARG_D_MAX_SIZE) {
+		if (conf_parse_scaled(arg, conf_units_size, UINT64_MAX,
+		    &v) != 0 || v < 1024 * 1024)
+			return conf_errc(p, line, "'%s' needs a size of at least "
+			    "1M, got '%s'", dir->name, conf_show(p, arg));
+		p->conf->duplicate_max_size = v;
 		return 0;
 	}
 	if (conf_parse_scaled(arg, conf_units_duration, UINT_MAX, &v) != 0 ||
 	    v == 0)
 		return conf_errc(p, line, "'%s' needs a positive duration, "
 		    "got '%s'", dir->name, conf_show(p, arg));
-	p->conf->verify_cache = (unsigned)v;
+	if (dir->arg == CONF_ARG_D_WINDOW)
+		p->conf->duplicate_window = (unsigned)v;
+	else
+		p->conf->verify_cache = (unsigned)v;
+	return 0;
+}
+
+/* Hosts whose mail is returning mail (the targets' outbound addresses). */
+static int
+conf_do_trusted(struct conf_parser *p, const struct conf_directive *dir,
+    int line)
+{
+	unsigned char bin[sizeof(struct in6_addr)];
+	struct conf *conf = p->conf;
+	size_t i;
+
+	for (i = 1; i < p->nwords; i++) {
+		const char *a = p->words[i];
+
+		if (inet_pton(AF_INET, a, bin) != 1 &&
+		    inet_pton(AF_INET6, a, bin) != 1)
+			return conf_errc(p, line, "%s: '%s' is not an IP "
+			    "address", dir->name, conf_show(p, a));
+		conf->trusted_hosts = xreallocarray(conf->trusted_hosts,
+		    conf->ntrusted_hosts + 1, sizeof(*conf->trusted_hosts));
+		conf->trusted_hosts[conf->ntrusted_hosts++] = xstrdup(a);
+	}
 	return 0;
 }
 
@@ -2966,6 +3019,9 @@ conf_defaults(struct conf *conf)
 	conf->queue.lifetime = 5 * 24 * 60 * 60;
 	conf->queue.delay_warning = 0;
 	conf->verify_cache = 60 * 60;
+	conf->duplicates = true;
+	conf->duplicate_window = 7 * 24 * 60 * 60;
+	conf->duplicate_max_size = (uint64_t)1 << 30;
 	conf->verify_tempfail = false;
 }
 
@@ -3352,6 +3408,9 @@ conf_free(struct conf *conf)
 	}
 	free(conf->routes);
 	free(conf->resolvers);
+	for (i = 0; i < conf->ntrusted_hosts; i++)
+		free(conf->trusted_hosts[i]);
+	free(conf->trusted_hosts);
 	free(conf->path);
 	free(conf->hostname);
 	free(conf->spool_dir);

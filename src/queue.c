@@ -27,6 +27,7 @@
 #include <openssl/evp.h>
 
 #include "conf.h"
+#include "dedup.h"
 #include "dsn.h"
 #include "log.h"
 #include "maildir.h"
@@ -45,7 +46,8 @@
 #define QUEUE_REPLY_MAX		512
 #define QUEUE_JESC		" ,="	/* escaped in journal values */
 
-enum qr_state { QR_PENDING, QR_DELIVERED, QR_FAILED };
+/* QR_DUPLICATE: this target already had this message for this recipient. */
+enum qr_state { QR_PENDING, QR_DELIVERED, QR_FAILED, QR_DUPLICATE };
 enum qd_state { QD_WAIT, QD_READY, QD_ACTIVE, QD_DONE };
 
 struct qmsg;
@@ -60,6 +62,7 @@ struct qrcpt {
 	enum qr_state	 state;
 	unsigned	 code;
 	char		 reply[QUEUE_REPLY_MAX];
+	char		 dup_of[SPOOL_ID_LEN + 1];	/* from the dedup job */
 };
 
 struct qdeliv {
@@ -112,6 +115,11 @@ struct qmsg {
 	bool			 corrupt;
 	bool			 warned;	/* delay warning sent */
 	struct event		*retry_timer;
+	/* Duplicates and loops (from the load job). */
+	char			*msgkey;	/* dedup message key, or NULL */
+	bool			 returning;	/* carries an earlier trace */
+	unsigned		 traces;
+	unsigned		 delivered_now;	/* 2xx in this process */
 };
 
 struct qconn {
@@ -143,6 +151,8 @@ struct queue {
 	struct spool		*spool;
 	struct workers		*w;
 	struct dns		*dns;
+	struct dedup		*dedup;		/* NULL: duplicates allowed */
+	struct event		*expire_timer;
 	char			*hostname;
 	struct qtarget		*targets;
 	struct qmsg		*hash[QUEUE_HASH_SIZE];
@@ -155,6 +165,7 @@ static void qtarget_pump(struct qtarget *);
 static void qmsg_check_done(struct qmsg *);
 static void qdeliv_result(struct qdeliv *, int);
 static void qmsg_maybe_warn(struct qmsg *);
+static void qdeliv_remember(struct qdeliv *);
 
 /* Index. */
 
@@ -191,6 +202,18 @@ queue_jesc(const char *s)
 	return r;
 }
 
+/* Mail from a target's outbound host is returning mail. */
+static bool
+queue_trusted(const struct queue *q, const char *addr)
+{
+	size_t i;
+
+	for (i = 0; addr != NULL && i < q->conf->ntrusted_hosts; i++)
+		if (strcmp(q->conf->trusted_hosts[i], addr) == 0)
+			return true;
+	return false;
+}
+
 static void
 qmsg_free(struct qmsg *m)
 {
@@ -224,6 +247,7 @@ qmsg_free(struct qmsg *m)
 		event_free(m->retry_timer);
 	free(m->delivs);
 	free(m->path);
+	free(m->msgkey);
 	spool_envelope_clear(&m->env);
 	sbuf_release(&m->lerr);
 	free(m);
@@ -406,6 +430,7 @@ qdeliv_record(struct qdeliv *d)
 		(void)snprintf(r->reply, sizeof(r->reply), "%s", cr->reply);
 		if (cr->code >= 200 && cr->code < 300) {
 			r->state = QR_DELIVERED;
+			d->msg->delivered_now++;
 			verb = "delivered";
 		} else if (cr->code >= 500 && cr->code < 600) {
 			r->state = QR_FAILED;
@@ -488,6 +513,7 @@ qdeliv_result(struct qdeliv *d, int status)
 
 	(void)status;
 	qdeliv_record(d);
+	qdeliv_remember(d);
 	qdeliv_after_attempt(d, reason);
 	m->busy--;
 	m->q->busy--;
@@ -1118,6 +1144,13 @@ qmsg_remove(struct qmsg *m, const char *dsn_id)
 		queue_jline(&lines, "bounced", m);
 		(void)sbuf_printf(&lines, " dsn=%s\n", dsn_id);
 	}
+	if (m->returning && m->delivered_now == 0 && m->ndelivs > 0) {
+		/* Every target had it: accepted and dropped, never bounced. */
+		log_info("%s: loop: every target already had this message; "
+		    "dropped", m->id);
+		queue_jline(&lines, "looped", m);
+		(void)sbuf_append_char(&lines, '\n');
+	}
 	queue_jline(&lines, "removed", m);
 	(void)sbuf_append_char(&lines, '\n');
 	m->q->busy++;
@@ -1244,6 +1277,15 @@ qmsg_route(struct qmsg *m)
 			}
 		}
 	}
+}
+
+/* Puts every delivery with pending recipients on its target's ready list. */
+static void
+qmsg_schedule(struct qmsg *m)
+{
+	struct queue *q = m->q;
+	size_t i;
+
 	for (i = 0; i < m->ndelivs; i++) {
 		struct qdeliv *d = m->delivs[i];
 
@@ -1257,6 +1299,198 @@ qmsg_route(struct qmsg *m)
 			qtarget_pump(&q->targets[i]);
 }
 
+/*
+ * Worker: which (recipient, target) pairs already had this message, in an
+ * earlier message with the same key (a sender's retry, a second MX path,
+ * a copy returning through a target).
+ */
+static void
+qmsg_dedup_job(void *arg)
+{
+	struct qmsg *m = arg;
+	struct dedup_entry e;
+	struct dedup_key k;
+	struct sbuf err;
+	time_t now = time(NULL);
+	size_t i, j;
+
+	sbuf_init(&err, 256);
+	for (i = 0; i < m->ndelivs; i++) {
+		struct qdeliv *d = m->delivs[i];
+
+		for (j = 0; j < d->nrcpts; j++) {
+			struct qrcpt *r = &d->rcpts[j];
+
+			if (r->state != QR_PENDING)
+				continue;
+			k.msgkey = m->msgkey;
+			k.rcpt = r->orig;
+			k.target = d->qt->t->name;
+			sbuf_reset(&err);
+			if (dedup_lookup(m->q->dedup, &k, now, &e, &err) == 1)
+				(void)snprintf(r->dup_of, sizeof(r->dup_of),
+				    "%s", e.qid);
+			else if (err.len > 0)
+				log_warnx("%s: duplicate lookup: %s", m->id,
+				    err.data);
+		}
+	}
+	sbuf_release(&err);
+}
+
+static void
+qmsg_dedup_done(void *arg)
+{
+	struct qmsg *m = arg;
+	struct sbuf lines;
+	size_t i, j;
+	unsigned dups = 0;
+
+	m->busy--;
+	m->q->busy--;
+	sbuf_init(&lines, 1 << 20);
+	for (i = 0; i < m->ndelivs; i++) {
+		struct qdeliv *d = m->delivs[i];
+
+		for (j = 0; j < d->nrcpts; j++) {
+			struct qrcpt *r = &d->rcpts[j];
+
+			if (r->state != QR_PENDING || r->dup_of[0] == '\0')
+				continue;
+			if (strcmp(r->dup_of, m->id) == 0) {
+				/*
+				 * Our own record: delivered before a crash
+				 * lost the journal line. Journal it now.
+				 */
+				r->state = QR_DELIVERED;
+				r->code = 250;
+				(void)snprintf(r->reply, sizeof(r->reply),
+				    "2.0.0 delivered before restart (duplicate "
+				    "index)");
+				queue_jline(&lines, "delivered", m);
+				queue_jkv(&lines, "target", d->qt->t->name,
+				    false);
+				queue_jkv(&lines, "rcpt", r->orig, true);
+				queue_jkv(&lines, "to", r->addr, true);
+				queue_jkv(&lines, "reply", r->reply, false);
+				(void)sbuf_append_char(&lines, '\n');
+				dups++;
+				continue;
+			}
+			r->state = QR_DUPLICATE;
+			r->code = 250;
+			(void)snprintf(r->reply, sizeof(r->reply),
+			    "2.0.0 duplicate of %s", r->dup_of);
+			dups++;
+			log_info("%s: to=<%s> target=%s status=duplicate "
+			    "(first delivered as %s)%s", m->id, r->addr,
+			    d->qt->t->name, r->dup_of, m->returning ?
+			    " loop: the message came back" : "");
+			queue_jline(&lines, "duplicate", m);
+			queue_jkv(&lines, "target", d->qt->t->name, false);
+			queue_jkv(&lines, "rcpt", r->orig, true);
+			(void)sbuf_printf(&lines, " first=%s%s\n", r->dup_of,
+			    m->returning ? " loop=yes" : "");
+		}
+	}
+	if (dups > 0)
+		queue_journal(m, &lines, NULL);
+	sbuf_release(&lines);
+	qmsg_schedule(m);
+	qmsg_check_done(m);
+}
+
+/* After routing: weed out duplicates (on a worker), then schedule. */
+static void
+qmsg_start(struct qmsg *m)
+{
+	if (m->q->dedup == NULL || m->msgkey == NULL) {
+		qmsg_schedule(m);
+		return;
+	}
+	m->busy++;
+	m->q->busy++;
+	workers_submit(m->q->w, qmsg_dedup_job, qmsg_dedup_done, m);
+}
+
+/* Remembers what was delivered, so a later copy is not sent again. */
+struct qrecord_job {
+	struct qmsg		*m;
+	struct dedup_rec	*recs;
+	char			**strs;
+	size_t			 n;
+};
+
+static void
+qrecord_job(void *arg)
+{
+	struct qrecord_job *j = arg;
+	struct sbuf err;
+
+	sbuf_init(&err, 256);
+	if (dedup_record_many(j->m->q->dedup, j->recs, j->n, time(NULL),
+	    &err) == -1)
+		log_warnx("%s: duplicate index not updated: %s", j->m->id,
+		    err.data);
+	sbuf_release(&err);
+}
+
+static void
+qrecord_done(void *arg)
+{
+	struct qrecord_job *j = arg;
+	struct qmsg *m = j->m;
+	size_t i;
+
+	for (i = 0; i < 3 * j->n; i++)
+		free(j->strs[i]);
+	free(j->strs);
+	free(j->recs);
+	free(j);
+	m->busy--;
+	m->q->busy--;
+	qmsg_check_done(m);
+}
+
+static void
+qdeliv_remember(struct qdeliv *d)
+{
+	struct qmsg *m = d->msg;
+	struct qrecord_job *j;
+	size_t i, n = 0;
+
+	if (m->q->dedup == NULL || m->msgkey == NULL)
+		return;
+	for (i = 0; i < d->ncrcpts; i++)
+		if (d->crcpts[i].code >= 200 && d->crcpts[i].code < 300)
+			n++;
+	if (n == 0)
+		return;
+	j = xcalloc(1, sizeof(*j));
+	j->m = m;
+	j->recs = xcalloc(n, sizeof(*j->recs));
+	j->strs = xcalloc(3 * n, sizeof(*j->strs));
+	for (i = 0; i < d->ncrcpts; i++) {
+		struct dedup_rec *rec;
+
+		if (d->crcpts[i].code < 200 || d->crcpts[i].code >= 300)
+			continue;
+		rec = &j->recs[j->n];
+		j->strs[3 * j->n] = xstrdup(m->msgkey);
+		j->strs[3 * j->n + 1] = xstrdup(d->rcpts[d->cidx[i]].orig);
+		j->strs[3 * j->n + 2] = xstrdup(d->crcpts[i].reply);
+		rec->key.msgkey = j->strs[3 * j->n];
+		rec->key.rcpt = j->strs[3 * j->n + 1];
+		rec->key.target = d->qt->t->name;
+		rec->qid = m->id;
+		rec->reply = j->strs[3 * j->n + 2];
+		j->n++;
+	}
+	m->busy++;
+	m->q->busy++;
+	workers_submit(m->q->w, qrecord_job, qrecord_done, j);
+}
+
 /* Worker: header, size and SHA-256 (DESIGN rule 5) before any delivery. */
 static void
 qmsg_load_job(void *arg)
@@ -1264,16 +1498,25 @@ qmsg_load_job(void *arg)
 	struct qmsg *m = arg;
 	unsigned char buf[65536], md[EVP_MAX_MD_SIZE];
 	char sha[65], hex[65];
+	struct smtp_proto_hdrscan hs;
+	struct dedup_msgkey *mk = NULL;
+	struct sbuf key, kerr;
 	EVP_MD_CTX *ctx;
 	uint64_t left;
 	unsigned int mdlen = 0, i;
 	ssize_t r;
 	int fd;
 
+	smtp_proto_hdrscan_init(&hs);
+	sbuf_init(&key, DEDUP_MSGKEY_MAX + 1);
+	sbuf_init(&kerr, 256);
+
 	m->lstatus = spool_read_header(m->path, &m->env, &m->off, &m->size,
 	    sha, &m->lerr);
 	if (m->lstatus == -1)
-		return;
+		goto out_keys;
+	if (m->q->dedup != NULL)
+		mk = dedup_msgkey_new(&kerr);
 	fd = open(m->path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
 	ctx = EVP_MD_CTX_new();
 	if (fd == -1 || ctx == NULL ||
@@ -1292,7 +1535,20 @@ qmsg_load_job(void *arg)
 			goto out;
 		}
 		(void)EVP_DigestUpdate(ctx, buf, (size_t)r);
+		if (!hs.in_body)
+			smtp_proto_hdrscan_feed(&hs, (const char *)buf,
+			    (size_t)r);
+		if (mk != NULL && dedup_msgkey_feed(mk, buf, (size_t)r,
+		    &kerr) == -1) {
+			dedup_msgkey_free(mk);
+			mk = NULL;
+		}
 	}
+	m->traces = hs.traces;
+	if (mk != NULL && dedup_msgkey_final(mk, &key, &kerr) == 0)
+		m->msgkey = xstrdup(key.data);
+	if (m->q->dedup != NULL && m->msgkey == NULL)
+		log_warnx("%s: no duplicate key: %s", m->id, kerr.data);
 	(void)EVP_DigestFinal_ex(ctx, md, &mdlen);
 	for (i = 0; i < mdlen && i < 32; i++)
 		(void)snprintf(hex + 2 * i, 3, "%02x", md[i]);
@@ -1309,6 +1565,10 @@ out:
 	EVP_MD_CTX_free(ctx);
 	if (fd != -1)
 		(void)close(fd);	/* read-only */
+out_keys:
+	dedup_msgkey_free(mk);
+	sbuf_release(&key);
+	sbuf_release(&kerr);
 }
 
 static void
@@ -1335,6 +1595,8 @@ qmsg_load_done(void *arg)
 		return;
 	}
 	m->loaded = true;
+	m->returning = m->traces >= 2 || queue_trusted(m->q,
+	    m->env.client_addr);
 	if (m->removed_restored) {
 		/* Finished before a crash; only the unlink was lost. */
 		m->finishing = true;
@@ -1342,6 +1604,7 @@ qmsg_load_done(void *arg)
 		return;
 	}
 	qmsg_route(m);
+	qmsg_start(m);
 	qmsg_check_done(m);
 }
 
@@ -1442,6 +1705,7 @@ queue_restore_line(struct queue *q, const char *line, size_t len)
 	else if (verblen == 6 && memcmp(verb, "warned", 6) == 0)
 		m->warned = true;
 	else if ((verblen == 9 && memcmp(verb, "delivered", 9) == 0) ||
+	    (verblen == 9 && memcmp(verb, "duplicate", 9) == 0) ||
 	    (verblen == 6 && memcmp(verb, "failed", 6) == 0)) {
 		if (!queue_jget(line, len, "target", &tv, &tl) ||
 		    !queue_jget(line, len, "rcpt", &rv, &rl) || rl < 2)
@@ -1449,16 +1713,60 @@ queue_restore_line(struct queue *q, const char *line, size_t len)
 		r = xcalloc(1, sizeof(*r));
 		r->target = xstrndup(tv, tl);
 		r->rcpt = xstrndup(rv + 1, rl - 2);	/* strip <> */
-		r->delivered = verb[0] == 'd';
+		r->delivered = verb[0] == 'd';	/* delivered, duplicate */
 		r->next = m->restored;
 		m->restored = r;
 	}
 }
 
+static void
+queue_expire_job(void *arg)
+{
+	struct queue *q = arg;
+	struct sbuf err;
+	size_t removed = 0;
+
+	sbuf_init(&err, 256);
+	if (dedup_expire(q->dedup, time(NULL), &removed, &err) == -1)
+		log_warnx("duplicate index expiry: %s", err.data);
+	else if (removed > 0)
+		log_info("duplicate index: %zu entries expired", removed);
+	if (dedup_evicted(q->dedup) > 0)
+		log_warnx("duplicate index full: %llu entries evicted before "
+		    "their window (raise duplicate_max_size)",
+		    dedup_evicted(q->dedup));
+	sbuf_release(&err);
+}
+
+static void
+queue_expire_done(void *arg)
+{
+	struct queue *q = arg;
+
+	q->busy--;
+}
+
+static void
+queue_expire_cb(evutil_socket_t fd, short what, void *arg)
+{
+	static const struct timeval hourly = { 3600, 0 };
+	struct queue *q = arg;
+
+	(void)fd;
+	(void)what;
+	if (q->stopping)
+		return;
+	q->busy++;
+	workers_submit(q->w, queue_expire_job, queue_expire_done, q);
+	(void)evtimer_add(q->expire_timer, &hourly);
+}
+
 struct queue *
 queue_new(struct event_base *base, const struct conf *conf, struct spool *sp,
-    struct workers *w, struct dns *dns, const char *hostname)
+    struct workers *w, struct dns *dns, struct dedup *dedup,
+    const char *hostname)
 {
+	static const struct timeval soon = { 60, 0 };
 	struct queue *q = xcalloc(1, sizeof(*q));
 	size_t i;
 
@@ -1467,6 +1775,12 @@ queue_new(struct event_base *base, const struct conf *conf, struct spool *sp,
 	q->spool = sp;
 	q->w = w;
 	q->dns = dns;
+	q->dedup = dedup;
+	if (dedup != NULL) {
+		q->expire_timer = evtimer_new(base, queue_expire_cb, q);
+		if (q->expire_timer != NULL)
+			(void)evtimer_add(q->expire_timer, &soon);
+	}
 	q->hostname = xstrdup(hostname);
 	q->targets = xcalloc(conf->ntargets ? conf->ntargets : 1,
 	    sizeof(*q->targets));
@@ -1527,6 +1841,8 @@ queue_free(struct queue *q)
 			q->hash[i] = m->hnext;
 			qmsg_free(m);
 		}
+	if (q->expire_timer != NULL)
+		event_free(q->expire_timer);
 	free(q->targets);
 	free(q->hostname);
 	free(q);

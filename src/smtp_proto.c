@@ -1120,6 +1120,9 @@ hdr_name_end(struct smtp_proto_hdrscan *h)
 	h->state = HS_SKIP;
 	if (h->name_len == 8 && ci_eq(h->name, 8, "Received"))
 		h->received++;
+	else if (h->name_len == sizeof(SMTP_PROTO_TRACE_HEADER) - 1 &&
+	    ci_eq(h->name, h->name_len, SMTP_PROTO_TRACE_HEADER))
+		h->traces++;
 	else if (h->name_len == 10 && ci_eq(h->name, 10, "Message-ID") &&
 	    !h->has_msgid) {
 		h->has_msgid = true;

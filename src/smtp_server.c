@@ -451,6 +451,14 @@ session_write_received(struct session *s, const char **err_out)
 		    s->rcpts[0].addr, date);
 	else if (rc == 0)
 		rc = sbuf_printf(&hdr, ";\r\n\t%s\r\n", date);
+	/*
+	 * Our own trace: a message that comes back carrying it is returning
+	 * mail (a loop through a target), and the queue treats it so.
+	 */
+	if (rc == 0)
+		rc = sbuf_printf(&hdr, "%s: node=%s; id=%s\r\n",
+		    SMTP_PROTO_TRACE_HEADER, s->srv->hostname,
+		    spool_msg_id(s->msg));
 	if (rc == -1) {
 		sbuf_release(&hdr);
 		*err_out = "Received header too long";

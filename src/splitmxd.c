@@ -22,6 +22,7 @@
 #include <event2/thread.h>
 
 #include "conf.h"
+#include "dedup.h"
 #include "dns.h"
 #include "log.h"
 #include "priv.h"
@@ -159,6 +160,9 @@ main(int argc, char *argv[])
 	struct spool *spool;
 	struct dns *dns;
 	struct verify *verify;
+	struct dedup *dedup = NULL;
+	struct dedup_conf dconf;
+	struct sbuf dpath;
 	char hostname[256];
 	size_t k;
 	struct conf *conf;
@@ -252,8 +256,20 @@ main(int argc, char *argv[])
 		(void)snprintf(hostname, sizeof(hostname), "%s", conf->hostname);
 	else if (gethostname(hostname, sizeof(hostname) - 1) == -1)
 		(void)snprintf(hostname, sizeof(hostname), "localhost");
+	if (conf->duplicates) {
+		sbuf_init(&dpath, 4096);
+		(void)sbuf_printf(&dpath, "%s/dedup", conf->spool_dir);
+		memset(&dconf, 0, sizeof(dconf));
+		dconf.path = dpath.data;
+		dconf.map_size = (size_t)conf->duplicate_max_size;
+		dconf.window = (time_t)conf->duplicate_window;
+		dedup = dedup_open(&dedup_lmdb_ops, &dconf, &err);
+		sbuf_release(&dpath);
+		if (dedup == NULL)
+			log_fatalx(EX_CANTCREAT, "duplicate index: %s", err.data);
+	}
 	d.conf = conf;
-	d.queue = queue_new(d.base, conf, spool, workers, dns, hostname);
+	d.queue = queue_new(d.base, conf, spool, workers, dns, dedup, hostname);
 	if (spool_recover(spool, found_cb, &d, &rec, &err) == -1)
 		log_fatalx(EX_IOERR, "spool recovery: %s", err.data);
 	/* Per-target states of the recovered messages, oldest first. */
@@ -289,6 +305,7 @@ main(int argc, char *argv[])
 	spool_close(spool);
 	workers_free(workers);
 	queue_free(d.queue);
+	dedup_close(dedup);
 	verify_free(verify);
 	dns_free(dns);
 	smtp_server_free(d.server);

@@ -911,14 +911,25 @@ class QueueFile:
         check(pre.endswith(b"\r\n"),
               "%s: prepended header not CRLF-terminated: %r" % (self.name,
                                                                pre[-80:]))
-        # Only one field: continuation lines start with whitespace.
-        for l in pre[:-2].split(b"\r\n")[1:]:
+        # Then our trace field, exactly one line naming node and queue id.
+        lines = pre[:-2].split(b"\r\n")
+        trace = lines.pop() if lines else b""
+        qid = self.name
+        m = re.match(rb"^X-Splitmx-Trace: node=[^;\s]+; id=([0-9A-Z]{16})$",
+                     trace)
+        check(m is not None, "%s: prepended text does not end with our "
+              "X-Splitmx-Trace field: %r" % (self.name, pre))
+        check(not qid or m.group(1).decode() == qid,
+              "%s: trace names queue id %s, file is %s" % (
+                  self.name, m.group(1).decode(), qid))
+        # One Received field: continuation lines start with whitespace.
+        for l in lines[1:]:
             check(l[:1] in (b" ", b"\t"),
                   "%s: prepended text is more than one Received field: %r" % (
                       self.name, pre))
         check(b"\n" not in pre.replace(b"\r\n", b""),
               "%s: bare LF in Received header" % self.name)
-        return pre
+        return b"\r\n".join(lines) + b"\r\n"
 
 
 def queue_dir(spool):

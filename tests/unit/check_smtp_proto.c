@@ -1384,6 +1384,31 @@ START_TEST(test_hdrscan_many_received)
 }
 END_TEST
 
+/* Our trace field is counted in the header only, in any case. */
+START_TEST(test_hdrscan_traces)
+{
+	static const char msg[] =
+	    "Received: from a\r\n"
+	    "x-splitmx-trace: node=mx1; id=0123456789ABCDEF\r\n"
+	    "X-Splitmx-Trace: node=mx2;\r\n id=0123456789ABCDEG\r\n"
+	    "X-Splitmx-Traces: not ours\r\n"
+	    "Subject: hi\r\n"
+	    "\r\n"
+	    "X-Splitmx-Trace: in the body\r\n";
+	struct smtp_proto_hdrscan h;
+	size_t i;
+
+	for (i = 1; i < sizeof(msg) - 1; i++) {
+		smtp_proto_hdrscan_init(&h);
+		smtp_proto_hdrscan_feed(&h, msg, i);
+		smtp_proto_hdrscan_feed(&h, msg + i, sizeof(msg) - 1 - i);
+		ck_assert_uint_eq(h.traces, 2);
+		ck_assert_uint_eq(h.received, 1);
+		ck_assert(h.in_body);
+	}
+}
+END_TEST
+
 static Suite *
 smtp_proto_suite(void)
 {
@@ -1431,6 +1456,7 @@ smtp_proto_suite(void)
 	tcase_add_loop_test(tc, test_hdrscan_splits, 0, (int)NELEM(hdr_cases));
 	tcase_add_test(tc, test_hdrscan_long_msgid);
 	tcase_add_test(tc, test_hdrscan_many_received);
+	tcase_add_test(tc, test_hdrscan_traces);
 	suite_add_tcase(s, tc);
 
 	return s;
