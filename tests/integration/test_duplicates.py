@@ -1,0 +1,197 @@
+#!/usr/bin/python3
+"""
+test_duplicates.py - duplicate and loop suppression (issue 4).
+
+Two aiosmtpd targets, legacy and cloud; example.com is dual-delivered.
+Asserts:
+  two_mx_paths        the same message (same Message-ID) accepted twice
+                      within the window, as through two MX paths: each
+                      target receives it once per recipient; the second
+                      copy is journaled "duplicate ... first=QID1" and
+                      leaves the queue without a DSN.
+  retry_after_lost_250  a sender that loses our 250 (connection cut right
+                      after the final dot) and sends again: delivered once.
+  no_message_id       two copies without Message-ID but identical From,
+                      Date, Subject, To and body are duplicates; a changed
+                      body is not.
+  returning_loop      a copy that comes back carrying our X-Splitmx-Trace
+                      (as the cloud would forward it) to a recipient every
+                      target already had: not delivered again, journaled
+                      "looped", never bounced.
+  returning_new_rcpt  the same returning copy also addressed to a recipient
+                      that was not in the first delivery: only that one is
+                      delivered.
+  survives_restart    after a restart of splitmxd the index still knows
+                      the first message: a third copy is a duplicate.
+"""
+
+import os
+import socket
+import sys
+import time
+
+sys.dont_write_bytecode = True
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import lib  # noqa: E402
+import peers  # noqa: E402
+from lib import check  # noqa: E402
+
+S = {}
+SENDER = "sender@sender.test"
+
+
+def setup():
+    S["legacy"] = peers.SmtpPeer("legacy").start()
+    S["cloud"] = peers.SmtpPeer("cloud").start()
+    S["bounces"] = peers.SmtpPeer("bounces").start()
+    extra = "\n".join([
+        peers.queue_conf(),
+        "target legacy { type smtp; host 127.0.0.1:%d; tls none }" %
+        S["legacy"].port,
+        "target cloud { type smtp; host 127.0.0.1:%d; tls none }" %
+        S["cloud"].port,
+        "target bounces { type smtp; host 127.0.0.1:%d; tls none }" %
+        S["bounces"].port,
+        "default_target bounces",
+        "domain example.com { targets legacy cloud }",
+    ])
+    S["env"] = lib.Env("dups", domains=[], extra=extra)
+
+
+def count(peer, marker, rcpt=None):
+    n = 0
+    for m in peer.messages():
+        if marker.encode() in m["data"] and (
+                rcpt is None or rcpt in m.get("rcpts", [])):
+            n += 1
+    return n
+
+
+def wait_gone(qid):
+    peers.wait_queue_gone(S["env"].spool, qid, 20)
+
+
+def msg(marker, with_id=True, body=None):
+    content = peers.test_message("dup " + marker, marker=marker,
+                                 sender=SENDER)
+    if not with_id:
+        content = b"".join(l for l in content.splitlines(True)
+                           if not l.lower().startswith(b"message-id:"))
+    if body is not None:
+        head, _, _ = content.partition(b"\r\n\r\n")
+        content = head + b"\r\n\r\n" + body
+    return content
+
+
+def test_two_paths():
+    env = S["env"]
+    m = msg("twopaths")
+    q1 = peers.smtp_send(env.port, SENDER, ["alice@example.com"], m)
+    wait_gone(q1)
+    q2 = peers.smtp_send(env.port, SENDER, ["alice@example.com"], m)
+    wait_gone(q2)
+    check(count(S["legacy"], "twopaths") == 1, "legacy got %d copies" %
+          count(S["legacy"], "twopaths"))
+    check(count(S["cloud"], "twopaths") == 1, "cloud got %d copies" %
+          count(S["cloud"], "twopaths"))
+    d = peers.delivery_records(env.spool, kind="duplicate", qid=q2)
+    check(len(d) == 2, "expected 2 duplicate records, got %r" % d)
+    check(all(r["fields"].get("first") == q1 for r in d),
+          "duplicate records do not name the first id: %r" % d)
+    check(not peers.delivery_records(env.spool, kind="bounced", qid=q2),
+          "a duplicate was bounced")
+
+
+def test_lost_250():
+    env = S["env"]
+    m = msg("lost250")
+    c = lib.Client(env.port)
+    c.start("client.test")
+    lib.expect_reply(c.cmd("MAIL FROM:<%s>" % SENDER), 250)
+    lib.expect_reply(c.cmd("RCPT TO:<bob@example.com>"), 250)
+    lib.expect_reply(c.cmd("DATA"), 354)
+    c.send(lib.dot_stuff(m) + b".\r\n")
+    c.sock.shutdown(socket.SHUT_RDWR)   # never reads the 250
+    c.close()
+    time.sleep(1.0)
+    q2 = peers.smtp_send(env.port, SENDER, ["bob@example.com"], m)
+    wait_gone(q2)
+    time.sleep(0.5)
+    check(count(S["legacy"], "lost250") == 1 and
+          count(S["cloud"], "lost250") == 1,
+          "copies: legacy %d cloud %d" % (count(S["legacy"], "lost250"),
+                                          count(S["cloud"], "lost250")))
+
+
+def test_no_message_id():
+    env = S["env"]
+    a = msg("noid", with_id=False)
+    q1 = peers.smtp_send(env.port, SENDER, ["carol@example.com"], a)
+    q2 = peers.smtp_send(env.port, SENDER, ["carol@example.com"], a)
+    b = msg("noid", with_id=False, body=b"another body noid\r\n")
+    q3 = peers.smtp_send(env.port, SENDER, ["carol@example.com"], b)
+    for q in (q1, q2, q3):
+        wait_gone(q)
+    check(count(S["cloud"], "noid") == 2,
+          "cloud got %d copies (want 2: first and changed body)" %
+          count(S["cloud"], "noid"))
+
+
+def test_returning():
+    env = S["env"]
+    m = msg("loop")
+    q1 = peers.smtp_send(env.port, SENDER, ["dave@example.com"], m)
+    wait_gone(q1)
+    got = [x for x in S["cloud"].messages() if b"loop" in x["data"]]
+    check(len(got) == 1, "cloud did not get the first copy")
+    back = got[0]["data"]
+    check(b"X-Splitmx-Trace:" in back, "no trace header on the copy")
+    S["back"] = back
+    q2 = peers.smtp_send(env.port, SENDER, ["dave@example.com"], back)
+    wait_gone(q2)
+    check(count(S["cloud"], "loop") == 1 and count(S["legacy"], "loop") == 1,
+          "the returning copy was delivered again")
+    check(peers.delivery_records(env.spool, kind="looped", qid=q2),
+          "no looped record:\n" + peers.journal_dump(env.spool, q2))
+    check(not peers.delivery_records(env.spool, kind="bounced", qid=q2),
+          "a loop was bounced")
+
+
+def test_returning_new_rcpt():
+    env = S["env"]
+    q = peers.smtp_send(env.port, SENDER, ["dave@example.com",
+                                           "erin@example.com"], S["back"])
+    wait_gone(q)
+    check(count(S["cloud"], "loop", "erin@example.com") == 1,
+          "erin did not get the returning copy")
+    check(count(S["cloud"], "loop", "dave@example.com") == 1,
+          "dave got the returning copy again")
+
+
+def test_restart():
+    env = S["env"]
+    env.daemon.stop()
+    env.restart()
+    q = peers.smtp_send(env.port, SENDER, ["alice@example.com"],
+                        msg("twopaths"))
+    wait_gone(q)
+    check(count(S["cloud"], "twopaths") == 1,
+          "after restart the index forgot the first message")
+
+
+def main(runner):
+    if not runner.run("setup", setup):
+        return
+    runner.run("two_mx_paths", test_two_paths)
+    runner.run("retry_after_lost_250", test_lost_250)
+    runner.run("no_message_id", test_no_message_id)
+    runner.run("returning_loop", test_returning)
+    runner.run("returning_new_rcpt", test_returning_new_rcpt)
+    runner.run("survives_restart", test_restart)
+    runner.run("stop", S["env"].daemon.stop)
+    for k in ("legacy", "cloud", "bounces"):
+        S[k].stop()
+
+
+if __name__ == "__main__":
+    lib.main_guard(main)
