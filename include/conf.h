@@ -180,6 +180,7 @@ struct conf {
 	unsigned		 verify_cache;	/* seconds a probe answer is kept */
 	bool			 verify_tempfail; /* 450 when a probe fails */
 	bool			 duplicates;	/* duplicate suppression on */
+	bool			 reverse_lookup;	/* client names via DNS */
 	unsigned		 duplicate_window;	/* seconds */
 	uint64_t		 duplicate_max_size;	/* index bytes */
 	char			**trusted_hosts;	/* returning-mail sources */

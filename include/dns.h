@@ -63,4 +63,16 @@ void dns_lookup_mx(struct dns *dns, const char *domain, const char *port,
 void dns_lookup_host(struct dns *dns, const char *host, const char *port,
     dns_addrs_cb cb, void *arg);
 
+/* name is valid only during the callback; NULL unless status is DNS_OK. */
+typedef void (*dns_name_cb)(void *arg, enum dns_status status,
+    const char *name);
+
+/*
+ * The PTR name of an address (the client's reverse name). cb runs once;
+ * unlike the other lookups it may run before dns_lookup_ptr returns, when
+ * c-ares answers at once (e.g. a malformed address).
+ */
+void dns_lookup_ptr(struct dns *dns, const struct sockaddr *sa,
+    dns_name_cb cb, void *arg);
+
 #endif

@@ -15,6 +15,7 @@ struct conf;
 struct spool;
 struct smtp_server;
 struct verify;
+struct dns;
 
 /*
  * Binds every listener and loads its TLS context (startup, as root).
@@ -32,6 +33,9 @@ void smtp_server_start(struct smtp_server *srv, struct spool *sp,
 
 /* Recipient probes for domains with verify_recipients (may stay unset). */
 void smtp_server_set_verify(struct smtp_server *srv, struct verify *v);
+
+/* Client name lookups (PTR, forward-confirmed) when reverse_lookup is on. */
+void smtp_server_set_dns(struct smtp_server *srv, struct dns *dns);
 
 /*
  * Graceful stop: closes the listeners at once, says 421 to idle sessions,

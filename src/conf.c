@@ -114,6 +114,7 @@ enum conf_arg {
 	CONF_ARG_D_ENABLE,
 	CONF_ARG_D_WINDOW,
 	CONF_ARG_D_MAX_SIZE,
+	CONF_ARG_REVERSE_LOOKUP,
 };
 
 /* What a target name appears in, for resolving it after the parse. */
@@ -321,6 +322,9 @@ static const struct conf_directive conf_directives[] = {
 	    CONF_CTX_TOP, CONF_ARG_V_CACHE, "DURATION", conf_do_verify_opts },
 	{ "verify_tempfail", CONF_CTX_TOP, 1, 1, CONF_BLOCK_NONE, false,
 	    CONF_CTX_TOP, CONF_ARG_V_TEMPFAIL, "yes|no", conf_do_verify_opts },
+	{ "reverse_lookup", CONF_CTX_TOP, 1, 1, CONF_BLOCK_NONE, false,
+	    CONF_CTX_TOP, CONF_ARG_REVERSE_LOOKUP, "yes|no",
+	    conf_do_verify_opts },
 	{ "duplicates", CONF_CTX_TOP, 1, 1, CONF_BLOCK_NONE, false,
 	    CONF_CTX_TOP, CONF_ARG_D_ENABLE, "yes|no", conf_do_verify_opts },
 	{ "duplicate_window", CONF_CTX_TOP, 1, 1, CONF_BLOCK_NONE, false,
@@ -2564,7 +2568,8 @@ conf_do_verify_opts(struct conf_parser *p, const struct conf_directive *dir,
 	const char *arg = p->words[1];
 	uint64_t v;
 
-	if (dir->arg == CONF_ARG_V_TEMPFAIL || dir->arg == CONF_ARG_D_ENABLE) {
+	if (dir->arg == CONF_ARG_V_TEMPFAIL || dir->arg == CONF_ARG_D_ENABLE ||
+	    dir->arg == CONF_ARG_REVERSE_LOOKUP) {
 		bool yes;
 
 		if (strcmp(arg, "yes") == 0)
@@ -2576,6 +2581,8 @@ conf_do_verify_opts(struct conf_parser *p, const struct conf_directive *dir,
 			    "'%s'", dir->name, conf_show(p, arg));
 		if (dir->arg == CONF_ARG_V_TEMPFAIL)
 			p->conf->verify_tempfail = yes;
+		else if (dir->arg == CONF_ARG_REVERSE_LOOKUP)
+			p->conf->reverse_lookup = yes;
 		else
 			p->conf->duplicates = yes;
 		return 0;
@@ -3020,6 +3027,7 @@ conf_defaults(struct conf *conf)
 	conf->queue.delay_warning = 0;
 	conf->verify_cache = 60 * 60;
 	conf->duplicates = true;
+	conf->reverse_lookup = true;
 	conf->duplicate_window = 7 * 24 * 60 * 60;
 	conf->duplicate_max_size = (uint64_t)1 << 30;
 	conf->verify_tempfail = false;

@@ -816,3 +816,50 @@ dns_lookup_host(struct dns *dns, const char *host, const char *port,
 	}
 	req->in_call = false;
 }
+
+/* ---- reverse lookups ---- */
+
+struct dns_ptr_req {
+	struct dns	*dns;
+	dns_name_cb	 cb;
+	void		*arg;
+};
+
+static void
+dns_ptr_ares_cb(void *arg, int status, int timeouts, struct hostent *h)
+{
+	struct dns_ptr_req *pr = arg;
+	enum dns_status st;
+
+	(void)timeouts;
+	if (status == ARES_SUCCESS && h != NULL && h->h_name != NULL)
+		st = DNS_OK;
+	else if (status == ARES_ENOTFOUND)
+		st = DNS_NXDOMAIN;
+	else if (status == ARES_EDESTRUCTION || status == ARES_ECANCELLED)
+		st = DNS_CANCELLED;
+	else
+		st = DNS_TEMPFAIL;
+	pr->cb(pr->arg, st, st == DNS_OK ? h->h_name : NULL);
+	free(pr);
+}
+
+void
+dns_lookup_ptr(struct dns *dns, const struct sockaddr *sa, dns_name_cb cb,
+    void *arg)
+{
+	struct dns_ptr_req *pr = xcalloc(1, sizeof(*pr));
+
+	pr->dns = dns;
+	pr->cb = cb;
+	pr->arg = arg;
+	if (sa->sa_family == AF_INET6)
+		ares_gethostbyaddr(dns->ch,
+		    &((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr,
+		    sizeof(struct in6_addr), AF_INET6, dns_ptr_ares_cb, pr);
+	else
+		ares_gethostbyaddr(dns->ch,
+		    &((const struct sockaddr_in *)(const void *)sa)->sin_addr,
+		    sizeof(struct in_addr), AF_INET, dns_ptr_ares_cb, pr);
+	dns_timer_update(dns);
+}

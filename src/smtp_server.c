@@ -33,6 +33,7 @@
 #include <openssl/ssl.h>
 
 #include "conf.h"
+#include "dns.h"
 #include "log.h"
 #include "smtp_proto.h"
 #include "smtp_server.h"
@@ -55,6 +56,15 @@ enum session_state {
 	SESSION_COMMIT,		/* waiting for the spool; not reading */
 	SESSION_TLS,		/* STARTTLS handshake */
 	SESSION_VERIFY,		/* RCPT waits for a recipient probe */
+	SESSION_LOOKUP,		/* before the banner: client name lookup */
+};
+
+#define SMTP_SERVER_LOOKUP_SECONDS	5	/* then the name is "unknown" */
+
+/* A reverse lookup in flight; outlives its session if need be. */
+struct session_lookup {
+	struct session	*s;		/* NULL once the session let go */
+	char		 name[256];	/* the PTR name, being confirmed */
 };
 
 /* Why a transaction's content cannot be accepted (decided at its end). */
@@ -88,7 +98,9 @@ struct session {
 	struct bufferevent	*bev;
 	enum session_state	 state;
 	char			 addr[INET6_ADDRSTRLEN];
-	char			 name[8];	/* reverse name: not looked up yet */
+	char			 name[256];	/* confirmed reverse name or "unknown" */
+	struct session_lookup	*lookup;
+	struct event		*lookup_timer;
 	char			 local[128];	/* listener address:port */
 	char			 helo[SMTP_PROTO_HELO_MAX + 1];
 	bool			 helo_seen;
@@ -137,6 +149,7 @@ struct smtp_server {
 	const struct conf	*conf;
 	struct spool		*spool;
 	struct verify		*verify;
+	struct dns		*dns;		/* client name lookups */
 	void			(*accepted)(void *, const char *);
 	void			*accepted_arg;
 	struct listener		*listeners;
@@ -411,6 +424,10 @@ session_finish(struct session *s)
 		return;			/* the spool callback comes back */
 	if (s->drain_timer != NULL)
 		event_free(s->drain_timer);
+	if (s->lookup_timer != NULL)
+		event_free(s->lookup_timer);
+	if (s->lookup != NULL)
+		s->lookup->s = NULL;	/* its callback frees it */
 	verify_cancel(s->vreq);
 	session_tx_reset(s);
 	TAILQ_REMOVE(&srv->sessions, s, entry);
@@ -1129,7 +1146,7 @@ session_command(struct session *s, const char *line, size_t len)
 	case SMTP_PROTO_CMD_HTTP:
 		log_info("%s: HTTP request from %s[%s]: dropped", s->sid,
 		    s->name, s->addr);
-		session_close(s, false);
+		session_close(s, true);	/* the banner may still be queued */
 		break;
 	case SMTP_PROTO_CMD_UNKNOWN:
 	default:
@@ -1222,6 +1239,7 @@ session_process(struct session *s)
 		case SESSION_COMMIT:
 		case SESSION_TLS:
 		case SESSION_VERIFY:
+		case SESSION_LOOKUP:
 			return;
 		}
 	}
@@ -1305,6 +1323,116 @@ session_fill_addr(const struct sockaddr *sa, char *addr, size_t addrsize,
 		memmove(addr, addr + 7, strlen(addr + 7) + 1);
 }
 
+/* The name is known (or given up on): greet, and read what waited. */
+static void
+session_lookup_done(struct session *s, const char *name)
+{
+	const char *p;
+
+	if (s->lookup_timer != NULL)
+		(void)evtimer_del(s->lookup_timer);
+	s->lookup = NULL;
+	if (name != NULL) {
+		for (p = name; *p != '\0'; p++)
+			if (!(*p == '.' || *p == '-' || *p == '_' ||
+			    (*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'z') ||
+			    (*p >= 'A' && *p <= 'Z')))
+				break;
+		/* A PTR that names an address is not a name. */
+		if (*p == '\0' && p != name && inet_pton(AF_INET, name,
+		    &(struct in_addr){ 0 }) != 1)
+			(void)snprintf(s->name, sizeof(s->name), "%s", name);
+	}
+	log_info("%s: connect from %s[%s] on %s", s->sid, s->name, s->addr,
+	    s->local);
+	if (s->closing)
+		return;
+	s->state = SESSION_CMD;
+	session_reply(s, 220, NULL, "%s ESMTP splitmx", s->srv->hostname);
+	session_process(s);
+}
+
+static void
+session_lookup_forward_cb(void *arg, enum dns_status status,
+    const char *reason, const struct dns_addr *addrs, size_t naddrs)
+{
+	struct session_lookup *lk = arg;
+	struct session *s = lk->s;
+	bool confirmed = false;
+	size_t i;
+
+	(void)reason;
+	if (s == NULL) {
+		free(lk);
+		return;
+	}
+	for (i = 0; status == DNS_OK && i < naddrs; i++)
+		if (strcmp(addrs[i].text, s->addr) == 0)
+			confirmed = true;
+	/* A PTR name whose A/AAAA do not lead back is not the client's. */
+	session_lookup_done(s, confirmed ? lk->name : NULL);
+	free(lk);
+	session_finish(s);
+}
+
+static void
+session_lookup_ptr_cb(void *arg, enum dns_status status, const char *name)
+{
+	struct session_lookup *lk = arg;
+	struct session *s = lk->s;
+	size_t len;
+
+	if (s == NULL) {
+		free(lk);
+		return;
+	}
+	if (status != DNS_OK || name == NULL || s->srv->dns == NULL ||
+	    (len = strlen(name)) == 0 || len >= sizeof(lk->name)) {
+		session_lookup_done(s, NULL);
+		free(lk);
+		session_finish(s);
+		return;
+	}
+	(void)snprintf(lk->name, sizeof(lk->name), "%s", name);
+	if (lk->name[len - 1] == '.')
+		lk->name[len - 1] = '\0';
+	dns_lookup_host(s->srv->dns, lk->name, "25",
+	    session_lookup_forward_cb, lk);
+}
+
+static void
+session_lookup_timeout_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct session *s = arg;
+
+	(void)fd;
+	(void)what;
+	if (s->lookup != NULL) {
+		s->lookup->s = NULL;
+		log_info("%s: no client name for [%s] within %d s", s->sid,
+		    s->addr, SMTP_SERVER_LOOKUP_SECONDS);
+		session_lookup_done(s, NULL);
+	}
+	session_finish(s);
+}
+
+/* Postfix-style: the client's name is found before the banner. */
+static void
+session_lookup_start(struct session *s, const struct sockaddr *sa)
+{
+	static const struct timeval bound = { SMTP_SERVER_LOOKUP_SECONDS, 0 };
+	struct session_lookup *lk = xcalloc(1, sizeof(*lk));
+
+	lk->s = s;
+	s->lookup = lk;
+	s->state = SESSION_LOOKUP;
+	s->lookup_timer = evtimer_new(s->srv->base, session_lookup_timeout_cb,
+	    s);
+	if (s->lookup_timer != NULL)
+		(void)evtimer_add(s->lookup_timer, &bound);
+	dns_lookup_ptr(s->srv->dns, sa, session_lookup_ptr_cb, lk);
+}
+
 static void
 listener_accept_cb(struct evconnlistener *evl, evutil_socket_t fd,
     struct sockaddr *sa, int salen, void *arg)
@@ -1358,9 +1486,9 @@ listener_accept_cb(struct evconnlistener *evl, evutil_socket_t fd,
 		s->counted_ip = true;
 		refuse_ip = iptab_incr(srv, s->addr) > lim->connections_per_ip;
 	}
-	log_info("%s: connect from %s[%s]:%s on %s", s->sid, s->name, s->addr,
-	    cport, s->local);
 	if (refuse_total || refuse_ip) {
+		log_info("%s: connect from %s[%s]:%s on %s", s->sid, s->name,
+		    s->addr, cport, s->local);
 		log_info("%s: refused %s[%s]: too many connections%s", s->sid,
 		    s->name, s->addr, refuse_ip ? " from this address" : "");
 		session_reply(s, 421, "4.7.0", "%s Error: too many connections%s",
@@ -1369,6 +1497,13 @@ listener_accept_cb(struct evconnlistener *evl, evutil_socket_t fd,
 		session_finish(s);
 		return;
 	}
+	if (srv->dns != NULL && srv->conf->reverse_lookup) {
+		session_lookup_start(s, sa);
+		session_finish(s);
+		return;
+	}
+	log_info("%s: connect from %s[%s]:%s on %s", s->sid, s->name, s->addr,
+	    cport, s->local);
 	session_reply(s, 220, NULL, "%s ESMTP splitmx", srv->hostname);
 }
 
@@ -1455,6 +1590,12 @@ smtp_server_set_verify(struct smtp_server *srv, struct verify *v)
 }
 
 void
+smtp_server_set_dns(struct smtp_server *srv, struct dns *dns)
+{
+	srv->dns = dns;
+}
+
+void
 smtp_server_start(struct smtp_server *srv, struct spool *sp,
     void (*accepted)(void *, const char *), void *arg)
 {
@@ -1509,7 +1650,8 @@ smtp_server_shutdown(struct smtp_server *srv, void (*done)(void *), void *arg)
 		next = TAILQ_NEXT(s, entry);
 		if (s->closing)
 			continue;
-		if (s->state == SESSION_CMD || s->state == SESSION_TLS) {
+		if (s->state == SESSION_CMD || s->state == SESSION_TLS ||
+		    s->state == SESSION_LOOKUP) {
 			session_reply(s, 421, "4.3.2",
 			    "%s Service shutting down", srv->hostname);
 			session_close(s, true);
@@ -1538,6 +1680,11 @@ smtp_server_free(struct smtp_server *srv)
 		if (s->drain_timer != NULL)
 			event_free(s->drain_timer);
 		s->drain_timer = NULL;
+		if (s->lookup_timer != NULL)
+			event_free(s->lookup_timer);
+		s->lookup_timer = NULL;
+		if (s->lookup != NULL)
+			s->lookup->s = NULL;
 		/* pending commits still own s as their callback argument. */
 		if (s->pending == 0) {
 			session_tx_reset(s);

@@ -291,6 +291,7 @@ main(int argc, char *argv[])
 	}
 	verify = verify_new(d.base, conf, dns, hostname);
 	smtp_server_set_verify(d.server, verify);
+	smtp_server_set_dns(d.server, dns);
 	smtp_server_start(d.server, spool, accepted_cb, &d);
 	log_info("splitmxd %s started", SPLITMXD_VERSION);
 

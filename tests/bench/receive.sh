@@ -28,6 +28,7 @@ trap cleanup EXIT INT TERM
 port=$(/usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 cat > "$work/splitmx.conf" <<CONF
 hostname bench.splitmx.test
+reverse_lookup no
 spool_dir $work/spool
 listen 127.0.0.1:$port
 limits { connections 2000; connections_per_ip 2000 }

@@ -8,6 +8,7 @@ top=$(cd "$(dirname "$0")/../.." && pwd)
 conns=${SPLITMX_BENCH_CONNECTIONS:-20}
 cat > "$BENCH_WORKDIR/splitmx.conf" <<CONF
 hostname bench.splitmx.test
+reverse_lookup no
 spool_dir $BENCH_WORKDIR/spool
 listen 127.0.0.1:$BENCH_LISTEN_PORT
 limits { connections 5000; connections_per_ip 5000 }

@@ -180,7 +180,8 @@ DEFAULT_DOMAINS = [
 
 
 def config_text(spool_dir, listeners, hostname="mx.test", workers=4,
-                limits=None, domains=None, log_level="info", extra=""):
+                limits=None, domains=None, log_level="info", extra="",
+                reverse_lookup=False):
     """
     listeners: list of dicts {port, cert, key} (cert/key optional).
     limits: dict name -> value string, written inside limits { }.
@@ -191,6 +192,9 @@ def config_text(spool_dir, listeners, hostname="mx.test", workers=4,
     out.append("hostname %s" % hostname)
     out.append("spool_dir %s" % spool_dir)
     out.append("workers %d" % workers)
+    # Client name lookups go to the system resolver unless a test sets
+    # resolvers; only the test of the lookup itself turns them on.
+    out.append("reverse_lookup %s" % ("yes" if reverse_lookup else "no"))
     for li in listeners:
         if li.get("cert"):
             out.append("listen %s:%d { tls_cert %s; tls_key %s }" % (
