@@ -181,6 +181,9 @@ struct conf {
 	bool			 verify_tempfail; /* 450 when a probe fails */
 	bool			 duplicates;	/* duplicate suppression on */
 	bool			 reverse_lookup;	/* client names via DNS */
+	bool			 auth_checks;	/* SPF and DKIM on arrival */
+	bool			 spf_reject;	/* 550 5.7.23 on SPF fail */
+	char			*authserv_id;	/* NULL: the hostname */
 	unsigned		 duplicate_window;	/* seconds */
 	uint64_t		 duplicate_max_size;	/* index bytes */
 	char			**trusted_hosts;	/* returning-mail sources */

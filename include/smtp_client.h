@@ -33,6 +33,7 @@ struct smtp_client_rcpt {
 
 struct smtp_client_msg {
 	const char		*path;		/* spool file holding the content */
+	const char		*prepend;	/* CRLF lines sent first, or NULL */
 	uint64_t		 content_off;
 	uint64_t		 content_size;
 	const char		*sender;	/* "" for <> */

@@ -216,6 +216,7 @@ struct smtp_proto_hdrscan {
 	bool		in_body;	/* the empty line has been seen */
 	unsigned	received;	/* Received: fields seen */
 	unsigned	traces;		/* X-Splitmx-Trace: fields seen */
+	unsigned	dkim_sigs;	/* DKIM-Signature: fields seen */
 	bool		has_msgid;
 	char		msgid[SMTP_PROTO_MSGID_MAX + 1];
 	size_t		msgid_len;

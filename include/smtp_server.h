@@ -16,6 +16,7 @@ struct spool;
 struct smtp_server;
 struct verify;
 struct dns;
+struct workers;
 
 /*
  * Binds every listener and loads its TLS context (startup, as root).
@@ -36,6 +37,9 @@ void smtp_server_set_verify(struct smtp_server *srv, struct verify *v);
 
 /* Client name lookups (PTR, forward-confirmed) when reverse_lookup is on. */
 void smtp_server_set_dns(struct smtp_server *srv, struct dns *dns);
+
+/* Worker threads for the SPF and DKIM checks (auth_checks). */
+void smtp_server_set_workers(struct smtp_server *srv, struct workers *w);
 
 /*
  * Graceful stop: closes the listeners at once, says 421 to idle sessions,

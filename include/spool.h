@@ -12,6 +12,8 @@
 #ifndef SPLITMX_SPOOL_H
 #define SPLITMX_SPOOL_H
 
+#include <sys/types.h>
+
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -48,6 +50,12 @@ struct spool_envelope {
 	char			*helo;		/* as given, or NULL */
 	char			*protocol;	/* "SMTP", "ESMTP", "ESMTPS", ... */
 	char			*tls;		/* "TLSv1.3 TLS_AES_256_GCM_SHA384", NULL */
+	/*
+	 * Trace fields added after the content arrived (Authentication-
+	 * Results, Received-SPF): CRLF lines sent in front of the content.
+	 * NULL when there are none. Read back only; see spool_msg_set_prepend.
+	 */
+	char			*prepend;
 };
 
 /* Frees the strings and the recipient array, not env itself. */
@@ -139,6 +147,24 @@ typedef void (*spool_commit_cb)(void *arg, int status, const char *id,
  */
 void spool_msg_commit(struct spool_msg *msg, const char *message_id,
     spool_commit_cb cb, void *arg);
+
+/*
+ * Sets the trace fields to send in front of the content (complete CRLF
+ * lines); written into the file's header at commit. -1 when longer than
+ * the reserved space (8 KiB escaped): then nothing is prepended.
+ */
+int spool_msg_set_prepend(struct spool_msg *msg, const char *text,
+    size_t len);
+
+/* Loop thread: writes buffered content out, so a worker can read it. */
+int spool_msg_sync_content(struct spool_msg *msg, const char **err_out);
+
+/*
+ * Worker (while the loop leaves msg alone): reads content octets from off,
+ * as pread does. For checks that need the whole message (DKIM).
+ */
+ssize_t spool_msg_read(struct spool_msg *msg, uint64_t off, void *buf,
+    size_t len);
 
 /* Discards msg (its tmp file is removed on a worker). Takes ownership. */
 void spool_msg_abort(struct spool_msg *msg);

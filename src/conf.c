@@ -115,6 +115,8 @@ enum conf_arg {
 	CONF_ARG_D_WINDOW,
 	CONF_ARG_D_MAX_SIZE,
 	CONF_ARG_REVERSE_LOOKUP,
+	CONF_ARG_AUTH_CHECKS,
+	CONF_ARG_SPF_REJECT,
 };
 
 /* What a target name appears in, for resolving it after the parse. */
@@ -272,6 +274,8 @@ static int conf_do_verify_opts(struct conf_parser *,
     const struct conf_directive *, int);
 static int conf_do_trusted(struct conf_parser *,
     const struct conf_directive *, int);
+static int conf_do_authserv(struct conf_parser *,
+    const struct conf_directive *, int);
 static const struct conf_directive *conf_directive_find(enum conf_ctx,
     const char *);
 
@@ -322,6 +326,12 @@ static const struct conf_directive conf_directives[] = {
 	    CONF_CTX_TOP, CONF_ARG_V_CACHE, "DURATION", conf_do_verify_opts },
 	{ "verify_tempfail", CONF_CTX_TOP, 1, 1, CONF_BLOCK_NONE, false,
 	    CONF_CTX_TOP, CONF_ARG_V_TEMPFAIL, "yes|no", conf_do_verify_opts },
+	{ "auth_checks", CONF_CTX_TOP, 1, 1, CONF_BLOCK_NONE, false,
+	    CONF_CTX_TOP, CONF_ARG_AUTH_CHECKS, "yes|no", conf_do_verify_opts },
+	{ "spf_reject", CONF_CTX_TOP, 1, 1, CONF_BLOCK_NONE, false,
+	    CONF_CTX_TOP, CONF_ARG_SPF_REJECT, "yes|no", conf_do_verify_opts },
+	{ "authserv_id", CONF_CTX_TOP, 1, 1, CONF_BLOCK_NONE, false,
+	    CONF_CTX_TOP, CONF_ARG_NONE, "NAME", conf_do_authserv },
 	{ "reverse_lookup", CONF_CTX_TOP, 1, 1, CONF_BLOCK_NONE, false,
 	    CONF_CTX_TOP, CONF_ARG_REVERSE_LOOKUP, "yes|no",
 	    conf_do_verify_opts },
@@ -2569,7 +2579,8 @@ conf_do_verify_opts(struct conf_parser *p, const struct conf_directive *dir,
 	uint64_t v;
 
 	if (dir->arg == CONF_ARG_V_TEMPFAIL || dir->arg == CONF_ARG_D_ENABLE ||
-	    dir->arg == CONF_ARG_REVERSE_LOOKUP) {
+	    dir->arg == CONF_ARG_REVERSE_LOOKUP ||
+	    dir->arg == CONF_ARG_AUTH_CHECKS || dir->arg == CONF_ARG_SPF_REJECT) {
 		bool yes;
 
 		if (strcmp(arg, "yes") == 0)
@@ -2583,6 +2594,10 @@ conf_do_verify_opts(struct conf_parser *p, const struct conf_directive *dir,
 			p->conf->verify_tempfail = yes;
 		else if (dir->arg == CONF_ARG_REVERSE_LOOKUP)
 			p->conf->reverse_lookup = yes;
+		else if (dir->arg == CONF_ARG_AUTH_CHECKS)
+			p->conf->auth_checks = yes;
+		else if (dir->arg == CONF_ARG_SPF_REJECT)
+			p->conf->spf_reject = yes;
 		else
 			p->conf->duplicates = yes;
 		return 0;
@@ -2603,6 +2618,24 @@ conf_do_verify_opts(struct conf_parser *p, const struct conf_directive *dir,
 		p->conf->duplicate_window = (unsigned)v;
 	else
 		p->conf->verify_cache = (unsigned)v;
+	return 0;
+}
+
+/* Our name in Authentication-Results (RFC 8601 authserv-id). */
+static int
+conf_do_authserv(struct conf_parser *p, const struct conf_directive *dir,
+    int line)
+{
+	const char *v = p->words[1], *c;
+
+	for (c = v; *c != '\0'; c++)
+		if (!((*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') ||
+		    (*c >= '0' && *c <= '9') || *c == '.' || *c == '-' ||
+		    *c == '_'))
+			return conf_errc(p, line, "%s: '%s' is not a host name",
+			    dir->name, conf_show(p, v));
+	free(p->conf->authserv_id);
+	p->conf->authserv_id = xstrdup(v);
 	return 0;
 }
 
@@ -3028,6 +3061,7 @@ conf_defaults(struct conf *conf)
 	conf->verify_cache = 60 * 60;
 	conf->duplicates = true;
 	conf->reverse_lookup = true;
+	conf->auth_checks = true;
 	conf->duplicate_window = 7 * 24 * 60 * 60;
 	conf->duplicate_max_size = (uint64_t)1 << 30;
 	conf->verify_tempfail = false;
@@ -3416,6 +3450,7 @@ conf_free(struct conf *conf)
 	}
 	free(conf->routes);
 	free(conf->resolvers);
+	free(conf->authserv_id);
 	for (i = 0; i < conf->ntrusted_hosts; i++)
 		free(conf->trusted_hosts[i]);
 	free(conf->trusted_hosts);

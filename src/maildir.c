@@ -278,7 +278,7 @@ maildir_put_addr(struct sbuf *sb, const char *addr)
 
 static int
 maildir_prefix(struct sbuf *pfx, const char *sender, const char *const *rcpts,
-    size_t nrcpts)
+    size_t nrcpts, const char *prepend)
 {
 	size_t i;
 
@@ -291,20 +291,23 @@ maildir_prefix(struct sbuf *pfx, const char *sender, const char *const *rcpts,
 		    maildir_put_addr(pfx, rcpts[i]) == -1 ||
 		    sbuf_append_str(pfx, "\r\n") == -1)
 			return -1;
+	if (prepend != NULL && sbuf_append_str(pfx, prepend) == -1)
+		return -1;
 	return 0;
 }
 
 int
 maildir_deliver(const char *dir, const char *src_path, uint64_t content_off,
     uint64_t content_size, const char *sender, const char *const *rcpts,
-    size_t nrcpts, const char *queue_id, struct sbuf *err)
+    size_t nrcpts, const char *queue_id, const char *prepend, struct sbuf *err)
 {
 	struct sbuf name, pfx;
 	int tmpdfd = -1, newdfd = -1, srcfd = -1, fd = -1, rc = -1;
 	bool created = false, renamed = false;
 
 	sbuf_init(&name, 1024);
-	sbuf_init(&pfx, 64 + (nrcpts + 1) * (MAILDIR_ADDR_MAX + 32));
+	sbuf_init(&pfx, 64 + (nrcpts + 1) * (MAILDIR_ADDR_MAX + 32) +
+	    (prepend != NULL ? strlen(prepend) : 0));
 	if (maildir_open_dirs(dir, &tmpdfd, &newdfd, err) == -1)
 		goto out;
 	srcfd = open(src_path, O_RDONLY | O_CLOEXEC);
@@ -322,7 +325,7 @@ maildir_deliver(const char *dir, const char *src_path, uint64_t content_off,
 		goto out;
 	}
 	created = true;
-	if (maildir_prefix(&pfx, sender, rcpts, nrcpts) == -1) {
+	if (maildir_prefix(&pfx, sender, rcpts, nrcpts, prepend) == -1) {
 		maildir_errf(err, "prefix: too long");
 		goto out;
 	}

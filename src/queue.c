@@ -152,6 +152,8 @@ struct queue {
 	struct workers		*w;
 	struct dns		*dns;
 	struct dedup		*dedup;		/* NULL: duplicates allowed */
+	struct qrecord_job	*rec_pending;	/* collecting */
+	bool			 rec_inflight;	/* a batch is being written */
 	struct event		*expire_timer;
 	char			*hostname;
 	struct qtarget		*targets;
@@ -478,6 +480,7 @@ qdeliv_prepare(struct qdeliv *d)
 	d->ncrcpts = n;
 	memset(&d->cmsg, 0, sizeof(d->cmsg));
 	d->cmsg.path = m->path;
+	d->cmsg.prepend = m->env.prepend;
 	d->cmsg.content_off = m->off;
 	d->cmsg.content_size = m->size;
 	d->cmsg.sender = m->env.sender;
@@ -535,7 +538,8 @@ qdeliv_maildir_job(void *arg)
 	sbuf_reset(&d->merr);
 	d->mstatus = maildir_deliver(d->qt->t->path, d->msg->path,
 	    d->msg->off, d->msg->size, d->msg->env.sender,
-	    (const char *const *)rcpts, d->ncrcpts, d->msg->id, &d->merr);
+	    (const char *const *)rcpts, d->ncrcpts, d->msg->id,
+	    d->msg->env.prepend, &d->merr);
 	free(rcpts);
 }
 
@@ -1413,13 +1417,21 @@ qmsg_start(struct qmsg *m)
 	workers_submit(m->q->w, qmsg_dedup_job, qmsg_dedup_done, m);
 }
 
-/* Remembers what was delivered, so a later copy is not sent again. */
+/*
+ * Remembers what was delivered, so a later copy is not sent again.
+ * Records from many deliveries share one write transaction (one fsync):
+ * while a batch is being written the next one collects.
+ */
 struct qrecord_job {
-	struct qmsg		*m;
+	struct queue		*q;
 	struct dedup_rec	*recs;
-	char			**strs;
+	char			**strs;		/* 2 per record */
+	struct qmsg		**msgs;		/* whose busy each record holds */
 	size_t			 n;
+	size_t			 cap;
 };
+
+static void qrecord_kick(struct queue *);
 
 static void
 qrecord_job(void *arg)
@@ -1428,10 +1440,10 @@ qrecord_job(void *arg)
 	struct sbuf err;
 
 	sbuf_init(&err, 256);
-	if (dedup_record_many(j->m->q->dedup, j->recs, j->n, time(NULL),
+	if (dedup_record_many(j->q->dedup, j->recs, j->n, time(NULL),
 	    &err) == -1)
-		log_warnx("%s: duplicate index not updated: %s", j->m->id,
-		    err.data);
+		log_warnx("duplicate index not updated for %zu deliveries: %s",
+		    j->n, err.data);
 	sbuf_release(&err);
 }
 
@@ -1439,56 +1451,81 @@ static void
 qrecord_done(void *arg)
 {
 	struct qrecord_job *j = arg;
-	struct qmsg *m = j->m;
+	struct queue *q = j->q;
 	size_t i;
 
-	for (i = 0; i < 3 * j->n; i++)
+	for (i = 0; i < 2 * j->n; i++)
 		free(j->strs[i]);
+	for (i = 0; i < j->n; i++) {
+		j->msgs[i]->busy--;
+		q->busy--;
+	}
+	q->rec_inflight = false;
+	/* Messages may finish now; check each once. */
+	for (i = 0; i < j->n; i++)
+		if (i == 0 || j->msgs[i] != j->msgs[i - 1])
+			qmsg_check_done(j->msgs[i]);
 	free(j->strs);
+	free(j->msgs);
 	free(j->recs);
 	free(j);
-	m->busy--;
-	m->q->busy--;
-	qmsg_check_done(m);
+	qrecord_kick(q);
+}
+
+static void
+qrecord_kick(struct queue *q)
+{
+	struct qrecord_job *j = q->rec_pending;
+
+	if (q->rec_inflight || j == NULL)
+		return;
+	q->rec_pending = NULL;
+	q->rec_inflight = true;
+	workers_submit(q->w, qrecord_job, qrecord_done, j);
 }
 
 static void
 qdeliv_remember(struct qdeliv *d)
 {
 	struct qmsg *m = d->msg;
+	struct queue *q = m->q;
 	struct qrecord_job *j;
-	size_t i, n = 0;
+	size_t i;
 
-	if (m->q->dedup == NULL || m->msgkey == NULL)
+	if (q->dedup == NULL || m->msgkey == NULL)
 		return;
-	for (i = 0; i < d->ncrcpts; i++)
-		if (d->crcpts[i].code >= 200 && d->crcpts[i].code < 300)
-			n++;
-	if (n == 0)
-		return;
-	j = xcalloc(1, sizeof(*j));
-	j->m = m;
-	j->recs = xcalloc(n, sizeof(*j->recs));
-	j->strs = xcalloc(3 * n, sizeof(*j->strs));
 	for (i = 0; i < d->ncrcpts; i++) {
 		struct dedup_rec *rec;
 
 		if (d->crcpts[i].code < 200 || d->crcpts[i].code >= 300)
 			continue;
+		if ((j = q->rec_pending) == NULL) {
+			j = q->rec_pending = xcalloc(1, sizeof(*j));
+			j->q = q;
+		}
+		if (j->n == j->cap) {
+			j->cap = j->cap ? 2 * j->cap : 16;
+			j->recs = xreallocarray(j->recs, j->cap,
+			    sizeof(*j->recs));
+			j->strs = xreallocarray(j->strs, 2 * j->cap,
+			    sizeof(*j->strs));
+			j->msgs = xreallocarray(j->msgs, j->cap,
+			    sizeof(*j->msgs));
+		}
 		rec = &j->recs[j->n];
-		j->strs[3 * j->n] = xstrdup(m->msgkey);
-		j->strs[3 * j->n + 1] = xstrdup(d->rcpts[d->cidx[i]].orig);
-		j->strs[3 * j->n + 2] = xstrdup(d->crcpts[i].reply);
-		rec->key.msgkey = j->strs[3 * j->n];
-		rec->key.rcpt = j->strs[3 * j->n + 1];
+		memset(rec, 0, sizeof(*rec));
+		j->strs[2 * j->n] = xstrdup(d->rcpts[d->cidx[i]].orig);
+		j->strs[2 * j->n + 1] = xstrdup(d->crcpts[i].reply);
+		rec->key.msgkey = m->msgkey;	/* m lives until done */
+		rec->key.rcpt = j->strs[2 * j->n];
 		rec->key.target = d->qt->t->name;
 		rec->qid = m->id;
-		rec->reply = j->strs[3 * j->n + 2];
-		j->n++;
+		rec->reply = j->strs[2 * j->n + 1];
+		j->msgs[j->n++] = m;
+		m->busy++;
+		q->busy++;
 	}
-	m->busy++;
-	m->q->busy++;
-	workers_submit(m->q->w, qrecord_job, qrecord_done, j);
+	qrecord_kick(q);
 }
 
 /* Worker: header, size and SHA-256 (DESIGN rule 5) before any delivery. */
@@ -1830,6 +1867,17 @@ queue_free(struct queue *q)
 
 	if (q == NULL)
 		return;
+	if (q->rec_pending != NULL) {
+		/* Not written: at worst a later copy is delivered again. */
+		struct qrecord_job *j = q->rec_pending;
+
+		for (i = 0; i < 2 * j->n; i++)
+			free(j->strs[i]);
+		free(j->strs);
+		free(j->msgs);
+		free(j->recs);
+		free(j);
+	}
 	for (i = 0; i < q->conf->ntargets; i++) {
 		while ((qc = LIST_FIRST(&q->targets[i].conns)) != NULL)
 			qconn_free(qc);

@@ -1094,7 +1094,8 @@ sc_write_cmd(struct smtp_client *c, const struct sc_cmd *cmd)
 	case SC_CMD_MAIL:
 		sc_printf(c, "MAIL FROM:<%s>", m->sender);
 		if (c->ext_size)
-			sc_printf(c, " SIZE=%" PRIu64, m->content_size);
+			sc_printf(c, " SIZE=%" PRIu64, m->content_size +
+			    (m->prepend != NULL ? strlen(m->prepend) : 0));
 		if (c->ext_8bitmime && m->body == SMTP_PROTO_BODY_8BITMIME)
 			sc_printf(c, " BODY=8BITMIME");
 		else if (c->ext_8bitmime && m->body == SMTP_PROTO_BODY_7BIT)
@@ -1359,6 +1360,13 @@ sc_content_start(struct smtp_client *c)
 	c->tail[0] = c->tail[1] = 0;
 	c->chunk = xmalloc(SC_CHUNK);
 	c->state = SC_CONTENT;
+	/* Trace fields added after arrival go first, stuffed like the rest. */
+	if (m->prepend != NULL && m->prepend[0] != '\0') {
+		size_t plen = strlen(m->prepend);
+
+		sc_stuff(c, bufferevent_get_output(c->bev), m->prepend, plen);
+		c->sent += plen;
+	}
 	/* The write callback runs when the output drains to SC_OUT_LOW. */
 	bufferevent_setwatermark(c->bev, EV_WRITE, SC_OUT_LOW, 0);
 	sc_content_fill(c);

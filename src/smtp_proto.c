@@ -1123,6 +1123,8 @@ hdr_name_end(struct smtp_proto_hdrscan *h)
 	else if (h->name_len == sizeof(SMTP_PROTO_TRACE_HEADER) - 1 &&
 	    ci_eq(h->name, h->name_len, SMTP_PROTO_TRACE_HEADER))
 		h->traces++;
+	else if (h->name_len == 14 && ci_eq(h->name, 14, "DKIM-Signature"))
+		h->dkim_sigs++;
 	else if (h->name_len == 10 && ci_eq(h->name, 10, "Message-ID") &&
 	    !h->has_msgid) {
 		h->has_msgid = true;

@@ -32,6 +32,9 @@
 #include <event2/listener.h>
 #include <openssl/ssl.h>
 
+#include "auth_dkim.h"
+#include "auth_results.h"
+#include "auth_spf.h"
 #include "conf.h"
 #include "dns.h"
 #include "log.h"
@@ -41,6 +44,7 @@
 #include "router.h"
 #include "tlsctx.h"
 #include "verify.h"
+#include "workers.h"
 #include "xmalloc.h"
 
 #define SMTP_SERVER_READ_HIGHWAT	(256 * 1024)
@@ -150,6 +154,7 @@ struct smtp_server {
 	struct spool		*spool;
 	struct verify		*verify;
 	struct dns		*dns;		/* client name lookups */
+	struct workers		*workers;	/* SPF and DKIM checks */
 	void			(*accepted)(void *, const char *);
 	void			*accepted_arg;
 	struct listener		*listeners;
@@ -585,6 +590,8 @@ session_decode(struct session *s, struct evbuffer *in, uint64_t limit,
 }
 
 static void session_commit_cb(void *, int, const char *, const char *);
+static void session_commit(struct session *);
+static void session_auth_start(struct session *);
 static bool session_verify_start(struct session *,
     const struct conf_domain *, const struct smtp_proto_rcpt *);
 static void session_rcpt_accept(struct session *,
@@ -641,18 +648,161 @@ session_end_content(struct session *s)
 		session_reply(s, 452, "4.3.1",
 		    "Error: insufficient system storage");
 	} else {
-		struct spool_msg *msg = s->msg;
-
-		s->stored_size = spool_msg_size(msg);
-		s->msg = NULL;
 		s->state = SESSION_COMMIT;
-		s->pending++;
 		(void)bufferevent_disable(s->bev, EV_READ);
-		spool_msg_commit(msg, s->hs.has_msgid ? s->hs.msgid : NULL,
-		    session_commit_cb, s);
+		if (s->srv->conf->auth_checks && s->srv->workers != NULL)
+			session_auth_start(s);
+		else
+			session_commit(s);
 		return;
 	}
 	session_tx_reset(s);
+}
+
+static void
+session_commit(struct session *s)
+{
+	struct spool_msg *msg = s->msg;
+
+	s->stored_size = spool_msg_size(msg);
+	s->msg = NULL;
+	s->pending++;
+	spool_msg_commit(msg, s->hs.has_msgid ? s->hs.msgid : NULL,
+	    session_commit_cb, s);
+}
+
+/*
+ * SPF and DKIM, on a worker between the end of the content and the
+ * commit: they block on DNS, and DKIM needs the whole message, read back
+ * from the tmp file. Their header fields are kept beside the content and
+ * sent in front of it (spool_msg_set_prepend); the content is unchanged.
+ */
+struct session_auth {
+	struct session		*s;
+	struct spool_msg	*msg;
+	char			*resolvers;
+	char			*receiver;
+	char			*authserv;
+	char			 ip[INET6_ADDRSTRLEN];
+	char			*helo;
+	char			*sender;
+	struct auth_spf_result	 spf;
+	struct auth_dkim_result	 dkim;
+	bool			 signed_msg;	/* has a DKIM-Signature field */
+	struct sbuf		 fields;
+};
+
+static void
+session_auth_job(void *arg)
+{
+	struct session_auth *a = arg;
+	struct auth_dkim *ad;
+	struct sbuf err;
+	char buf[65536];
+	uint64_t off = 0;
+	ssize_t n;
+
+	(void)auth_spf_check(a->resolvers, a->receiver, a->ip, a->helo,
+	    a->sender, &a->spf);
+	sbuf_init(&err, 256);
+	memset(&a->dkim, 0, sizeof(a->dkim));
+	/* Unsigned mail (most of it) needs no verifier at all. */
+	ad = a->signed_msg ? auth_dkim_begin(a->resolvers, &err) : NULL;
+	while (ad != NULL &&
+	    (n = spool_msg_read(a->msg, off, buf, sizeof(buf))) > 0) {
+		if (auth_dkim_feed(ad, buf, (size_t)n) == -1)
+			break;
+		off += (uint64_t)n;
+	}
+	if (ad != NULL) {
+		(void)auth_dkim_end(ad, &a->dkim);
+		auth_dkim_free(ad);
+	} else if (!a->signed_msg) {
+		a->dkim.msg_result = AUTH_DKIM_NONE;
+	} else {
+		a->dkim.msg_result = AUTH_DKIM_TEMPERROR;
+		(void)snprintf(a->dkim.error, sizeof(a->dkim.error), "%s",
+		    err.data);
+	}
+	sbuf_release(&err);
+	(void)auth_results_format(&a->fields, a->authserv, &a->spf,
+	    &a->dkim);
+	(void)sbuf_append_str(&a->fields, a->spf.received_spf);
+}
+
+static void
+session_auth_done(void *arg)
+{
+	struct session_auth *a = arg;
+	struct session *s = a->s;
+
+	s->pending--;
+	if (spool_msg_set_prepend(a->msg, a->fields.data, a->fields.len) == -1)
+		log_warnx("%s: authentication results too long to keep",
+		    spool_msg_id(a->msg));
+	log_info("%s: spf=%s (%s) dkim=%s%s%s", spool_msg_id(a->msg),
+	    auth_spf_res_str(a->spf.result), a->spf.domain,
+	    auth_dkim_res_str(a->dkim.nsigs > 0 ? a->dkim.sigs[0].result :
+	    a->dkim.msg_result), a->dkim.nsigs > 0 ? " d=" : "",
+	    a->dkim.nsigs > 0 ? a->dkim.sigs[0].domain : "");
+	if (a->spf.result == AUTH_SPF_FAIL && s->srv->conf->spf_reject &&
+	    !s->closing && s->bev != NULL) {
+		log_info("%s: reject: SPF fail for %s from %s[%s]", s->sid,
+		    a->spf.domain, s->name, s->addr);
+		session_reply(s, 550, "5.7.23", "SPF validation failed for %s",
+		    a->spf.domain);
+		session_tx_reset(s);		/* aborts s->msg */
+		s->state = SESSION_CMD;
+		(void)bufferevent_enable(s->bev, EV_READ);
+		session_process(s);
+	} else if (s->closing || s->bev == NULL) {
+		/* The client left: the message was never acknowledged. */
+		session_tx_reset(s);
+	} else
+		session_commit(s);
+	free(a->resolvers);
+	free(a->receiver);
+	free(a->authserv);
+	free(a->helo);
+	free(a->sender);
+	sbuf_release(&a->fields);
+	free(a);
+	session_finish(s);
+}
+
+static void
+session_auth_start(struct session *s)
+{
+	const struct conf *conf = s->srv->conf;
+	struct session_auth *a;
+	const char *err = NULL;
+
+	if (spool_msg_sync_content(s->msg, &err) == -1) {
+		log_warnx("%s: cannot store message from %s[%s]: %s", s->sid,
+		    s->name, s->addr, err);
+		session_reply(s, 452, "4.3.1",
+		    "Error: insufficient system storage");
+		session_tx_reset(s);
+		s->state = SESSION_CMD;
+		(void)bufferevent_enable(s->bev, EV_READ);
+		return;
+	}
+	a = xcalloc(1, sizeof(*a));
+	a->s = s;
+	a->msg = s->msg;
+	a->resolvers = conf->resolvers != NULL ? xstrdup(conf->resolvers) :
+	    NULL;
+	a->receiver = xstrdup(s->srv->hostname);
+	a->authserv = xstrdup(conf->authserv_id != NULL ? conf->authserv_id :
+	    s->srv->hostname);
+	(void)snprintf(a->ip, sizeof(a->ip), "%s", s->addr);
+	a->helo = xstrdup(s->helo);
+	a->sender = xstrdup(s->mail.path.mailbox);
+	a->signed_msg = s->hs.dkim_sigs > 0;
+	sbuf_init(&a->fields, 16384);
+	s->pending++;
+	workers_submit(s->srv->workers, session_auth_job, session_auth_done,
+	    a);
 }
 
 static void
@@ -1593,6 +1743,12 @@ void
 smtp_server_set_dns(struct smtp_server *srv, struct dns *dns)
 {
 	srv->dns = dns;
+}
+
+void
+smtp_server_set_workers(struct smtp_server *srv, struct workers *w)
+{
+	srv->workers = w;
 }
 
 void

@@ -156,7 +156,7 @@ main(int argc, char *argv[])
 	struct spool_recovery rec;
 	struct event *sigs[3];
 	struct splitmxd d;
-	struct workers *workers;
+	struct workers *workers, *auth_workers, *queue_workers;
 	struct spool *spool;
 	struct dns *dns;
 	struct verify *verify;
@@ -269,7 +269,10 @@ main(int argc, char *argv[])
 			log_fatalx(EX_CANTCREAT, "duplicate index: %s", err.data);
 	}
 	d.conf = conf;
-	d.queue = queue_new(d.base, conf, spool, workers, dns, dedup, hostname);
+	/* The spool's fsyncs decide how fast we say 250: they get a pool. */
+	queue_workers = workers_new(d.base, conf->workers);
+	d.queue = queue_new(d.base, conf, spool, queue_workers, dns, dedup,
+	    hostname);
 	if (spool_recover(spool, found_cb, &d, &rec, &err) == -1)
 		log_fatalx(EX_IOERR, "spool recovery: %s", err.data);
 	/* Per-target states of the recovered messages, oldest first. */
@@ -292,6 +295,12 @@ main(int argc, char *argv[])
 	verify = verify_new(d.base, conf, dns, hostname);
 	smtp_server_set_verify(d.server, verify);
 	smtp_server_set_dns(d.server, dns);
+	/*
+	 * SPF and DKIM get threads of their own: behind fsync jobs they would
+	 * add a disk flush of latency to every message.
+	 */
+	auth_workers = workers_new(d.base, conf->workers);
+	smtp_server_set_workers(d.server, auth_workers);
 	smtp_server_start(d.server, spool, accepted_cb, &d);
 	log_info("splitmxd %s started", SPLITMXD_VERSION);
 
@@ -304,6 +313,8 @@ main(int argc, char *argv[])
 	 */
 	queue_shutdown(d.queue);
 	spool_close(spool);
+	workers_free(auth_workers);
+	workers_free(queue_workers);
 	workers_free(workers);
 	queue_free(d.queue);
 	dedup_close(dedup);

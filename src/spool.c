@@ -45,6 +45,16 @@
 #define SPOOL_SUM_PLACEHOLDER	"size -------------------- sha256 " \
 	"----------------------------------------------------------------"
 #define SPOOL_BUF_SIZE		(64 * 1024)	/* content write buffer */
+/*
+ * Line 3: trace fields computed after the content arrived (the
+ * Authentication-Results of a DKIM check need the whole body) are patched
+ * in here at commit, escaped into one token and padded with spaces; they
+ * go out in front of the content. The content and its SHA-256 never change.
+ */
+#define SPOOL_PREPEND_KEY	"prepend "
+#define SPOOL_PREPEND_MAX	8192	/* escaped octets */
+#define SPOOL_PREPEND_OFF	(SPOOL_LINE1_LEN + SPOOL_SUM_LEN + 1 + \
+				    sizeof(SPOOL_PREPEND_KEY) - 1)
 #define SPOOL_HEADER_MAX	(4 * 1024 * 1024) /* header bytes, read/write */
 #define SPOOL_JLINE_MAX		(8 * 1024 * 1024) /* one journal record */
 #define SPOOL_JBATCH_MAX	((size_t)1 << 40) /* bounded by batch size */
@@ -121,6 +131,7 @@ struct spool_msg {
 	char			 id[SPOOL_ID_LEN + 1];
 	int			 fd;
 	uint64_t		 size;		/* content octets */
+	uint64_t		 content_off;	/* where the content starts */
 	EVP_MD_CTX		*sha;
 	char			 sha_hex[65];
 	unsigned char		*buf;
@@ -132,6 +143,7 @@ struct spool_msg {
 	struct sbuf		 jfrom;		/* escaped sender */
 	struct sbuf		 jrest;		/* "nrcpt=... tls=..." */
 	struct sbuf		 jline;		/* whole record, no timestamp */
+	struct sbuf		 prepend;	/* escaped, for line 3 */
 	spool_commit_cb		 cb;
 	void			*cbarg;
 };
@@ -382,6 +394,7 @@ static void
 spool_msg_free(struct spool_msg *msg)
 {
 	EVP_MD_CTX_free(msg->sha);
+	sbuf_release(&msg->prepend);
 	free(msg->buf);
 	sbuf_release(&msg->jfrom);
 	sbuf_release(&msg->jrest);
@@ -800,6 +813,10 @@ spool_sync_job(void *arg)
 		    (off_t)SPOOL_LINE1_LEN) == -1)
 			spool_msg_fail(msg, "write: %s", strerror(errno));
 	}
+	if (!msg->failed && msg->prepend.len > 0 &&
+	    spool_pwrite_all(msg->fd, msg->prepend.data, msg->prepend.len,
+	    (off_t)SPOOL_PREPEND_OFF) == -1)
+		spool_msg_fail(msg, "write: %s", strerror(errno));
 	if (!msg->failed && fsync(msg->fd) == -1)
 		spool_msg_fail(msg, "fsync: %s", strerror(errno));
 	/* After fsync, close may still report a deferred write error. */
@@ -1072,6 +1089,8 @@ spool_header_format(struct sbuf *sb, const char *id,
 	spool_format_time(&env->arrival, ts, sizeof(ts));
 	if (sbuf_append_str(sb, SPOOL_LINE1) == -1 ||
 	    sbuf_append_str(sb, SPOOL_SUM_PLACEHOLDER "\n") == -1 ||
+	    sbuf_append_str(sb, SPOOL_PREPEND_KEY) == -1 ||
+	    sbuf_printf(sb, "%*s\n", SPOOL_PREPEND_MAX, "") == -1 ||
 	    spool_hdr_kv(sb, "id", id) == -1 ||
 	    spool_hdr_kv(sb, "arrival", ts) == -1 ||
 	    spool_hdr_kv(sb, "listener", env->listener) == -1 ||
@@ -1375,6 +1394,7 @@ spool_msg_new(struct spool *sp, const struct spool_envelope *env,
 		    strerror(errno));
 		goto abort;
 	}
+	msg->content_off = hdr.len;
 	sbuf_release(&hdr);
 	msg->buf = xmalloc(SPOOL_BUF_SIZE);
 	return msg;
@@ -1488,6 +1508,36 @@ spool_msg_commit(struct spool_msg *msg, const char *message_id,
 	workers_submit(sp->w, spool_sync_job, NULL, msg);
 }
 
+int
+spool_msg_set_prepend(struct spool_msg *msg, const char *text, size_t len)
+{
+	if (msg->prepend.data == NULL)
+		sbuf_init(&msg->prepend, SPOOL_PREPEND_MAX);
+	sbuf_reset(&msg->prepend);
+	return sbuf_append_escaped(&msg->prepend, text, len, NULL, false);
+}
+
+int
+spool_msg_sync_content(struct spool_msg *msg, const char **err_out)
+{
+	spool_msg_flush(msg);
+	if (msg->failed) {
+		*err_out = msg->err;
+		return -1;
+	}
+	return 0;
+}
+
+ssize_t
+spool_msg_read(struct spool_msg *msg, uint64_t off, void *buf, size_t len)
+{
+	if (off >= msg->size)
+		return 0;
+	if (len > msg->size - off)
+		len = (size_t)(msg->size - off);
+	return pread(msg->fd, buf, len, (off_t)(msg->content_off + off));
+}
+
 void
 spool_msg_abort(struct spool_msg *msg)
 {
@@ -1515,6 +1565,7 @@ spool_envelope_clear(struct spool_envelope *env)
 	free(env->rcpts);
 	free(env->sender);
 	free(env->envid);
+	free(env->prepend);
 	free(env->listener);
 	free(env->client_addr);
 	free(env->client_name);
@@ -1728,6 +1779,12 @@ spool_header_parse(const char *hdr, size_t len, struct spool_envelope *env,
 			    spool_set_str(&env->sender, v, vlen) == -1)
 				goto bad;
 			have_sender = true;
+		} else if (KEY("prepend")) {
+			while (vlen > 0 && v[vlen - 1] == ' ')
+				vlen--;		/* the padding */
+			if (vlen > 0 &&
+			    spool_set_str(&env->prepend, v, vlen) == -1)
+				goto bad;
 		} else if (KEY("envid")) {
 			if (spool_set_str(&env->envid, v, vlen) == -1)
 				goto bad;

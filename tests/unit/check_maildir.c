@@ -147,7 +147,7 @@ START_TEST(test_deliver_prefix_and_content)
 	off = t_write_src(content, strlen(content));
 	sbuf_init(&err, 256);
 	ck_assert_int_eq(maildir_deliver(t_md, t_src, off, strlen(content),
-	    "alice@example.org", rcpts, 2, "4F2A9C0B1D", &err), 0);
+	    "alice@example.org", rcpts, 2, "4F2A9C0B1D", NULL, &err), 0);
 	ck_assert_int_eq(t_count("new", name, sizeof(name)), 1);
 	ck_assert_int_eq(t_count("tmp", NULL, 0), 0);
 	ck_assert_int_eq(t_count("cur", NULL, 0), 0);
@@ -183,7 +183,7 @@ START_TEST(test_deliver_large_content)
 	off = t_write_src(content, size);
 	sbuf_init(&err, 256);
 	ck_assert_int_eq(maildir_deliver(t_md, t_src, off, size, "", rcpts, 1,
-	    "Q1", &err), 0);
+	    "Q1", NULL, &err), 0);
 	ck_assert_int_eq(t_count("new", name, sizeof(name)), 1);
 	(void)snprintf(sub, sizeof(sub), "new/%s", name);
 	t_path(path, sizeof(path), t_md, sub);
@@ -206,7 +206,7 @@ START_TEST(test_missing_source)
 	t_path(missing, sizeof(missing), t_base, "no-such-file");
 	sbuf_init(&err, 256);
 	ck_assert_int_eq(maildir_deliver(t_md, missing, 0, 10, "a@b", rcpts,
-	    1, "Q1", &err), -1);
+	    1, "Q1", NULL, &err), -1);
 	ck_assert_uint_gt(err.len, 0);
 	ck_assert_ptr_nonnull(strstr(err.data, "No such file"));
 	ck_assert_int_le(t_count("new", NULL, 0), 0);
@@ -226,13 +226,13 @@ START_TEST(test_short_source)
 	sbuf_init(&err, 256);
 	/* Claims more than the file holds, even counting the trailer. */
 	ck_assert_int_eq(maildir_deliver(t_md, t_src, off,
-	    strlen(content) + 1000, "a@b", rcpts, 1, "Q1", &err), -1);
+	    strlen(content) + 1000, "a@b", rcpts, 1, "Q1", NULL, &err), -1);
 	ck_assert_ptr_nonnull(strstr(err.data, "read spool"));
 	ck_assert_int_eq(t_count("new", NULL, 0), 0);
 	ck_assert_int_eq(t_count("tmp", NULL, 0), 0);
 	/* An offset past the end is short too. */
 	ck_assert_int_eq(maildir_deliver(t_md, t_src, 1 << 20, 1, "a@b",
-	    rcpts, 1, "Q1", &err), -1);
+	    rcpts, 1, "Q1", NULL, &err), -1);
 	ck_assert_int_eq(t_count("new", NULL, 0), 0);
 	ck_assert_int_eq(t_count("tmp", NULL, 0), 0);
 	sbuf_release(&err);
@@ -253,9 +253,9 @@ START_TEST(test_distinct_names)
 	off = t_write_src(content, strlen(content));
 	sbuf_init(&err, 256);
 	ck_assert_int_eq(maildir_deliver(t_md, t_src, off, strlen(content),
-	    "a@b", rcpts, 1, "SAME", &err), 0);
+	    "a@b", rcpts, 1, "SAME", NULL, &err), 0);
 	ck_assert_int_eq(maildir_deliver(t_md, t_src, off, strlen(content),
-	    "a@b", rcpts, 1, "SAME", &err), 0);
+	    "a@b", rcpts, 1, "SAME", NULL, &err), 0);
 	ck_assert_int_eq(t_count("new", NULL, 0), 2);
 	t_path(path, sizeof(path), t_md, "new");
 	d = opendir(path);
@@ -286,7 +286,7 @@ START_TEST(test_hostile_names)
 	off = t_write_src(content, strlen(content));
 	sbuf_init(&err, 256);
 	ck_assert_int_eq(maildir_deliver(t_md, t_src, off, strlen(content),
-	    "a@b", rcpts, 1, "../x:2,S", &err), 0);
+	    "a@b", rcpts, 1, "../x:2,S", NULL, &err), 0);
 	ck_assert_int_eq(t_count("new", name, sizeof(name)), 1);
 	ck_assert_ptr_null(strchr(name, ':'));
 	ck_assert_ptr_null(strchr(name, '/'));
