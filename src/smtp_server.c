@@ -700,7 +700,7 @@ session_auth_job(void *arg)
 	struct sbuf err;
 	char buf[65536];
 	uint64_t off = 0;
-	ssize_t n;
+	ssize_t n = 0;
 
 	(void)auth_spf_check(a->resolvers, a->receiver, a->ip, a->helo,
 	    a->sender, &a->spf);
@@ -714,7 +714,14 @@ session_auth_job(void *arg)
 			break;
 		off += (uint64_t)n;
 	}
-	if (ad != NULL) {
+	if (ad != NULL && n < 0) {
+		/* The tmp file (opened read-write) could not be read back. */
+		auth_dkim_free(ad);
+		ad = NULL;
+		a->dkim.msg_result = AUTH_DKIM_TEMPERROR;
+		(void)snprintf(a->dkim.error, sizeof(a->dkim.error),
+		    "cannot read the message back");
+	} else if (ad != NULL) {
 		(void)auth_dkim_end(ad, &a->dkim);
 		auth_dkim_free(ad);
 	} else if (!a->signed_msg) {

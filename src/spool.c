@@ -1225,7 +1225,7 @@ spool_create_tmp(struct spool *sp, char id[SPOOL_ID_LEN + 1])
 		spool_pool_lock(sp);
 		spool_new_id(sp, id);
 		spool_pool_unlock(sp);
-		fd = openat(sp->tmpfd, id, O_WRONLY | O_CREAT | O_EXCL |
+		fd = openat(sp->tmpfd, id, O_RDWR | O_CREAT | O_EXCL |
 		    O_NOFOLLOW | O_CLOEXEC, 0600);
 		if (fd != -1 || errno != EEXIST)
 			break;

@@ -15,6 +15,7 @@ recipient: the envelope changes, the signed bytes do not.
 """
 
 import os
+import re
 import subprocess
 import sys
 
@@ -40,6 +41,11 @@ def setup():
     import base64
     S["priv"] = open(key, "rb").read()
     S["txt"] = b"v=DKIM1; k=rsa; p=" + base64.b64encode(pub)
+    txt = S["txt"].decode()
+    parts = [txt[i:i + 200] for i in range(0, len(txt), 200)]
+    S["dns"] = peers.Dnsmasq(local=("test",), extra=[
+        "--txt-record=sel._domainkey.signer.test," + ",".join(parts)]
+    ).start()
     S["legacy"] = peers.SmtpPeer("legacy").start()
     S["cloud"] = peers.SmtpPeer("cloud").start()
     extra = "\n".join([
@@ -51,6 +57,8 @@ def setup():
         S["cloud"].port,
         "domain example.com { targets legacy cloud }",
         "duplicates no",
+        "resolvers 127.0.0.1:%d" % S["dns"].port,
+        "authserv_id mx.splitmx.test",
     ])
     S["env"] = lib.Env("dkim", domains=[], extra=extra)
 
@@ -85,14 +93,35 @@ def delivered(peer, tag):
     return out
 
 
-def verify_both(tag):
+def auth_results(data):
+    """Our Authentication-Results field at the top, unfolded."""
+    first = data.split(b"\r\n\r\n", 1)[0]
+    m = re.match(rb"Authentication-Results: ((?:[^\r]|\r\n[ \t])*)\r\n",
+                 first)
+    check(m is not None, "no Authentication-Results at the top: %r" %
+          first[:120])
+    return re.sub(rb"\r\n[ \t]+", b" ", m.group(1)).decode()
+
+
+def verify_both(tag, dkim_result="pass"):
     for name in ("legacy", "cloud"):
         copies = delivered(S[name], tag)
         check(len(copies) == 1, "%s: %d copies of %s" % (name, len(copies),
                                                         tag))
+        ar = auth_results(copies[0])
+        check(ar.startswith("mx.splitmx.test;"), "authserv-id: %s" % ar)
+        check(("dkim=%s" % dkim_result) in ar and
+              "header.d=signer.test" in ar,
+              "%s: A-R does not say dkim=%s for signer.test: %s" % (
+                  name, dkim_result, ar))
+        check("spf=" in ar, "no spf result in %s" % ar)
+        if dkim_result != "pass":
+            continue
         check(dkim.verify(copies[0], dnsfunc=dnsfunc),
               "%s: DKIM signature does not verify on the delivered copy "
               "of %s" % (name, tag))
+    if dkim_result != "pass":
+        return
     # The check itself can fail: one changed body octet breaks it.
     c = delivered(S["cloud"], tag)[0]
     i = c.rindex(b"\r\n\r\n")
@@ -156,14 +185,25 @@ def test_bdat():
     verify_both(tag)
 
 
+def test_broken_signature():
+    """Changed after signing: recorded as dkim=fail, delivered anyway."""
+    tag = "broken"
+    m = signed(tag, (b"relaxed", b"relaxed"), body_plain())
+    m = m.replace(b"Hello,", b"Hullo,")
+    qid = peers.smtp_send(S["env"].port, SENDER, ["alice@example.com"], m)
+    peers.wait_queue_gone(S["env"].spool, qid, 20)
+    verify_both(tag, dkim_result="fail")
+
+
 def main(runner):
     if not runner.run("setup", setup):
         return
     for case in CASES:
         runner.run("data_" + case[0], make_case(case))
     runner.run("bdat_simple", test_bdat)
+    runner.run("broken_signature_recorded", test_broken_signature)
     runner.run("stop", S["env"].daemon.stop)
-    for k in ("legacy", "cloud"):
+    for k in ("legacy", "cloud", "dns"):
         S[k].stop()
 
 
