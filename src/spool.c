@@ -52,7 +52,7 @@
  * go out in front of the content. The content and its SHA-256 never change.
  */
 #define SPOOL_PREPEND_KEY	"prepend "
-#define SPOOL_PREPEND_MAX	8192	/* escaped octets */
+#define SPOOL_PREPEND_MAX	2048	/* escaped octets; A-R + SPF fit */
 #define SPOOL_PREPEND_OFF	(SPOOL_LINE1_LEN + SPOOL_SUM_LEN + 1 + \
 				    sizeof(SPOOL_PREPEND_KEY) - 1)
 #define SPOOL_HEADER_MAX	(4 * 1024 * 1024) /* header bytes, read/write */

@@ -9,6 +9,8 @@
 # Everything stays on loopback; every process started here is stopped by PID.
 set -euo pipefail
 
+# EXTRA_CONF: more config lines, e.g. "auth_checks no" to time the
+# receiving path without the SPF/DKIM step.
 SESSIONS=${SESSIONS:-50}
 MSGS=${MSGS:-5000}
 SIZE=${SIZE:-4096}
@@ -34,6 +36,7 @@ listen 127.0.0.1:$port
 limits { connections 2000; connections_per_ip 2000 }
 log { destination stderr; level warning }
 domain example.test
+${EXTRA_CONF:-}
 CONF
 
 "$top/splitmxd" -d -f "$work/splitmx.conf" 2>"$work/splitmxd.log" &
