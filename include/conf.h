@@ -100,6 +100,7 @@ struct conf_target {
 	 * equals rewrite_from[i] (without the '@', lower-cased) gets domain
 	 * rewrite_to[i] at this target. "@example.com @x.onmicrosoft.com".
 	 */
+	bool			  srs;		/* rewrite senders with SRS */
 	char			**rewrite_from;
 	char			**rewrite_to;
 	size_t			  nrewrites;
@@ -184,6 +185,8 @@ struct conf {
 	bool			 auth_checks;	/* SPF and DKIM on arrival */
 	bool			 spf_reject;	/* 550 5.7.23 on SPF fail */
 	char			*authserv_id;	/* NULL: the hostname */
+	char			*srs_domain;	/* SRS addresses live here */
+	char			*srs_secret_file; /* resolved; the HMAC secret */
 	unsigned		 duplicate_window;	/* seconds */
 	uint64_t		 duplicate_max_size;	/* index bytes */
 	char			**trusted_hosts;	/* returning-mail sources */

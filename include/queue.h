@@ -24,6 +24,7 @@ struct spool;
 struct workers;
 struct dns;
 struct dedup;
+struct auth_srs;
 struct queue;
 
 /*
@@ -43,6 +44,9 @@ struct queue *queue_new(struct event_base *base, const struct conf *conf,
  */
 void queue_expect(struct queue *q, const char *id);
 void queue_restore_line(struct queue *q, const char *line, size_t len);
+
+/* Targets with "srs yes" get the sender SRS-rewritten (srs may be NULL). */
+void queue_set_srs(struct queue *q, const struct auth_srs *srs);
 
 /* A committed message: loaded and checked on a worker, then scheduled. */
 void queue_add(struct queue *q, const char *id);

@@ -17,6 +17,7 @@ struct smtp_server;
 struct verify;
 struct dns;
 struct workers;
+struct auth_srs;
 
 /*
  * Binds every listener and loads its TLS context (startup, as root).
@@ -37,6 +38,9 @@ void smtp_server_set_verify(struct smtp_server *srv, struct verify *v);
 
 /* Client name lookups (PTR, forward-confirmed) when reverse_lookup is on. */
 void smtp_server_set_dns(struct smtp_server *srv, struct dns *dns);
+
+/* SRS: bounces to srs_domain addresses are verified and reversed. */
+void smtp_server_set_srs(struct smtp_server *srv, const struct auth_srs *srs);
 
 /* Worker threads for the SPF and DKIM checks (auth_checks). */
 void smtp_server_set_workers(struct smtp_server *srv, struct workers *w);

@@ -276,6 +276,10 @@ static int conf_do_trusted(struct conf_parser *,
     const struct conf_directive *, int);
 static int conf_do_authserv(struct conf_parser *,
     const struct conf_directive *, int);
+static int conf_do_target_srs(struct conf_parser *,
+    const struct conf_directive *, int);
+static int conf_do_srs(struct conf_parser *, const struct conf_directive *,
+    int);
 static const struct conf_directive *conf_directive_find(enum conf_ctx,
     const char *);
 
@@ -426,6 +430,12 @@ static const struct conf_directive conf_directives[] = {
 	    conf_do_target_name),
 	D_IN(CONF_CTX_TARGET, "rewrite", 2, 2, true, CONF_ARG_NONE,
 	    "@FROM @TO", conf_do_rewrite),
+	D_IN(CONF_CTX_TARGET, "srs", 1, 1, false, CONF_ARG_NONE, "yes|no",
+	    conf_do_target_srs),
+	D_TOP("srs_domain", 1, 1, CONF_BLOCK_NONE, false, CONF_CTX_TOP,
+	    "NAME", conf_do_srs),
+	D_TOP("srs_secret_file", 1, 1, CONF_BLOCK_NONE, false, CONF_CTX_TOP,
+	    "PATH", conf_do_srs),
 
 	D_IN(CONF_CTX_WAVE, "state", 1, 1, false, CONF_ARG_NONE,
 	    "legacy|dual|cloud", conf_do_state),
@@ -2089,6 +2099,7 @@ static const struct {
 	{ "timeout_command", CONF_T_SMTP | CONF_T_LMTP },
 	{ "timeout_data", CONF_T_SMTP | CONF_T_LMTP },
 	{ "helo", CONF_T_SMTP | CONF_T_LMTP },
+	{ "srs", CONF_T_SMTP | CONF_T_LMTP },
 };
 
 static unsigned
@@ -2618,6 +2629,43 @@ conf_do_verify_opts(struct conf_parser *p, const struct conf_directive *dir,
 		p->conf->duplicate_window = (unsigned)v;
 	else
 		p->conf->verify_cache = (unsigned)v;
+	return 0;
+}
+
+/* srs yes|no in a target: rewrite the sender for this target (SRS). */
+static int
+conf_do_target_srs(struct conf_parser *p, const struct conf_directive *dir,
+    int line)
+{
+	struct conf_target *t = &p->conf->targets[p->cur];
+
+	if (strcmp(p->words[1], "yes") == 0)
+		t->srs = true;
+	else if (strcmp(p->words[1], "no") == 0)
+		t->srs = false;
+	else
+		return conf_errc(p, line, "'%s' needs yes or no, got '%s'",
+		    dir->name, conf_show(p, p->words[1]));
+	return 0;
+}
+
+/* srs_domain NAME and srs_secret_file PATH (read by conf_load). */
+static int
+conf_do_srs(struct conf_parser *p, const struct conf_directive *dir,
+    int line)
+{
+	const char *v = p->words[1];
+
+	if (strcmp(dir->name, "srs_domain") == 0) {
+		if (!conf_hostname_valid(v))
+			return conf_errc(p, line, "%s: '%s' is not a domain",
+			    dir->name, conf_show(p, v));
+		free(p->conf->srs_domain);
+		p->conf->srs_domain = xstrdup(v);
+		return 0;
+	}
+	free(p->conf->srs_secret_file);
+	p->conf->srs_secret_file = conf_resolve(p->basedir, v);
 	return 0;
 }
 
@@ -3451,6 +3499,8 @@ conf_free(struct conf *conf)
 	free(conf->routes);
 	free(conf->resolvers);
 	free(conf->authserv_id);
+	free(conf->srs_domain);
+	free(conf->srs_secret_file);
 	for (i = 0; i < conf->ntrusted_hosts; i++)
 		free(conf->trusted_hosts[i]);
 	free(conf->trusted_hosts);

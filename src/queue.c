@@ -26,6 +26,7 @@
 #include <event2/event.h>
 #include <openssl/evp.h>
 
+#include "auth_srs.h"
 #include "conf.h"
 #include "dedup.h"
 #include "dsn.h"
@@ -76,6 +77,7 @@ struct qdeliv {
 	struct event		*timer;
 	char			 domain[SMTP_PROTO_DOMAIN_MAX + 1]; /* mx "*" */
 	char			 peer[300];	/* where it went last */
+	char			*srs_sender;	/* SRS-rewritten MAIL FROM */
 	/* During a transaction. */
 	struct smtp_client_rcpt	*crcpts;
 	size_t			*cidx;		/* crcpts[i] is rcpts[cidx[i]] */
@@ -152,6 +154,7 @@ struct queue {
 	struct workers		*w;
 	struct dns		*dns;
 	struct dedup		*dedup;		/* NULL: duplicates allowed */
+	const struct auth_srs	*srs;		/* NULL: no SRS */
 	struct qrecord_job	*rec_pending;	/* collecting */
 	bool			 rec_inflight;	/* a batch is being written */
 	struct event		*expire_timer;
@@ -234,6 +237,7 @@ qmsg_free(struct qmsg *m)
 		if (d->timer != NULL)
 			event_free(d->timer);
 		free(d->rcpts);
+		free(d->srs_sender);
 		free(d->crcpts);
 		free(d->cidx);
 		sbuf_release(&d->merr);
@@ -484,6 +488,22 @@ qdeliv_prepare(struct qdeliv *d)
 	d->cmsg.content_off = m->off;
 	d->cmsg.content_size = m->size;
 	d->cmsg.sender = m->env.sender;
+	/*
+	 * SRS toward targets that check SPF: the envelope sender becomes an
+	 * address at our SRS domain, so SPF there checks this relay.
+	 */
+	if (d->qt->t->srs && m->q->srs != NULL && m->env.sender[0] != '\0') {
+		char out[AUTH_SRS_ADDR_BUFSIZE];
+		const char *err = NULL;
+
+		if (d->srs_sender == NULL && auth_srs_forward(m->q->srs,
+		    m->env.sender, time(NULL), out, sizeof(out), &err) == 0)
+			d->srs_sender = xstrdup(out);
+		else if (d->srs_sender == NULL && err != NULL)
+			log_info("%s: sender not SRS-rewritten: %s", m->id, err);
+		if (d->srs_sender != NULL)
+			d->cmsg.sender = d->srs_sender;
+	}
 	d->cmsg.envid = m->env.envid;
 	d->cmsg.ret = m->env.ret;
 	d->cmsg.body = m->env.body;
@@ -1850,6 +1870,12 @@ queue_shutdown(struct queue *q)
 			if (qc->ready && qc->d == NULL && qc->bound == NULL)
 				qconn_free(qc);
 		}
+}
+
+void
+queue_set_srs(struct queue *q, const struct auth_srs *srs)
+{
+	q->srs = srs;
 }
 
 unsigned

@@ -34,6 +34,7 @@
 
 #include "auth_dkim.h"
 #include "auth_results.h"
+#include "auth_srs.h"
 #include "auth_spf.h"
 #include "conf.h"
 #include "dns.h"
@@ -155,6 +156,7 @@ struct smtp_server {
 	struct verify		*verify;
 	struct dns		*dns;		/* client name lookups */
 	struct workers		*workers;	/* SPF and DKIM checks */
+	const struct auth_srs	*srs;		/* bounces to SRS addresses */
 	void			(*accepted)(void *, const char *);
 	void			*accepted_arg;
 	struct listener		*listeners;
@@ -596,6 +598,8 @@ static bool session_verify_start(struct session *,
     const struct conf_domain *, const struct smtp_proto_rcpt *);
 static void session_rcpt_accept(struct session *,
     const struct smtp_proto_rcpt *);
+static bool session_rcpt_srs(struct session *,
+    const struct smtp_proto_rcpt *, const char *, const char *);
 
 /*
  * End of content: refuse it with a reason, or hand it to the spool and wait
@@ -1023,6 +1027,42 @@ session_verify_start(struct session *s, const struct conf_domain *dom,
 	return true;
 }
 
+/*
+ * A bounce to one of our SRS addresses: accepted only when the address is
+ * ours and authentic (hash, age), and then addressed to the original
+ * sender it stands for. Returns true when the RCPT was answered here.
+ */
+static bool
+session_rcpt_srs(struct session *s, const struct smtp_proto_rcpt *rcpt,
+    const char *esc, const char *from)
+{
+	const struct conf *conf = s->srv->conf;
+	struct smtp_proto_rcpt rev;
+	char out[AUTH_SRS_ADDR_BUFSIZE], oesc[1100];
+	const char *err = NULL;
+
+	if (s->srv->srs == NULL || conf->srs_domain == NULL ||
+	    rcpt->path.is_postmaster ||
+	    strcasecmp(rcpt->path.domain_lc, conf->srs_domain) != 0 ||
+	    !auth_srs_is_srs(rcpt->path.local))
+		return false;
+	if (auth_srs_reverse(s->srv->srs, rcpt->path.mailbox, time(NULL), out,
+	    sizeof(out), &err) != 0) {
+		log_info("%s: reject: RCPT from %s[%s]: %s; from=<%s> to=<%s>",
+		    s->sid, s->name, s->addr, err != NULL ? err : "bad SRS",
+		    from, esc);
+		session_error(s, 550, "5.7.1", "<%s>: %s", esc,
+		    err != NULL ? err : "invalid SRS address");
+		return true;
+	}
+	rev = *rcpt;
+	(void)snprintf(rev.path.mailbox, sizeof(rev.path.mailbox), "%s", out);
+	log_info("%s: SRS <%s> is <%s>", s->sid, esc,
+	    session_esc(oesc, sizeof(oesc), out));
+	session_rcpt_accept(s, &rev);
+	return true;
+}
+
 /* The relay policy: which recipients this node accepts (DESIGN rule 8). */
 static void
 cmd_rcpt(struct session *s, const struct smtp_proto_command *cmd)
@@ -1048,6 +1088,8 @@ cmd_rcpt(struct session *s, const struct smtp_proto_command *cmd)
 	}
 	session_esc(esc, sizeof(esc), rcpt.path.mailbox);
 	session_esc(from, sizeof(from), s->mail.path.mailbox);
+	if (session_rcpt_srs(s, &rcpt, esc, from))
+		return;
 	if (!rcpt.path.is_postmaster) {
 		dom = rcpt.path.domain_literal ? NULL :
 		    conf_find_domain(s->srv->conf, rcpt.path.domain_lc);
@@ -1750,6 +1792,12 @@ void
 smtp_server_set_dns(struct smtp_server *srv, struct dns *dns)
 {
 	srv->dns = dns;
+}
+
+void
+smtp_server_set_srs(struct smtp_server *srv, const struct auth_srs *srs)
+{
+	srv->srs = srs;
 }
 
 void

@@ -21,6 +21,7 @@
 #include <event2/event.h>
 #include <event2/thread.h>
 
+#include "auth_srs.h"
 #include "conf.h"
 #include "dedup.h"
 #include "dns.h"
@@ -149,6 +150,54 @@ found_cb(void *arg, const char *id, const struct spool_envelope *env,
 	queue_expect(d->queue, id);
 }
 
+/*
+ * SRS: the secret comes from a file (first line, at least 16 octets), so
+ * it is not in the config that many people read. NULL when not set up.
+ */
+static struct auth_srs *
+srs_load(const struct conf *conf, struct sbuf *err)
+{
+	struct auth_srs_params p;
+	struct auth_srs *srs;
+	const char *e = NULL;
+	char secret[512];
+	size_t i, n;
+	bool wanted = false;
+	FILE *f;
+
+	for (i = 0; i < conf->ntargets; i++)
+		wanted |= conf->targets[i].srs;
+	if (!wanted && conf->srs_domain == NULL)
+		return NULL;
+	if (conf->srs_domain == NULL || conf->srs_secret_file == NULL) {
+		(void)sbuf_printf(err, "%s: SRS needs srs_domain and "
+		    "srs_secret_file", conf->path);
+		return NULL;
+	}
+	if ((f = fopen(conf->srs_secret_file, "re")) == NULL) {
+		(void)sbuf_printf(err, "%s: %s", conf->srs_secret_file,
+		    strerror(errno));
+		return NULL;
+	}
+	n = fgets(secret, sizeof(secret), f) != NULL ? strcspn(secret, "\r\n") :
+	    0;
+	(void)fclose(f);	/* read-only */
+	if (n < 16) {
+		(void)sbuf_printf(err, "%s: the SRS secret must be at least 16 "
+		    "octets on the first line", conf->srs_secret_file);
+		return NULL;
+	}
+	memset(&p, 0, sizeof(p));
+	p.secret = secret;
+	p.secret_len = n;
+	p.domain = conf->srs_domain;
+	srs = auth_srs_new(&p, &e);
+	explicit_bzero(secret, sizeof(secret));
+	if (srs == NULL)
+		(void)sbuf_printf(err, "SRS: %s", e != NULL ? e : "error");
+	return srs;
+}
+
 int
 main(int argc, char *argv[])
 {
@@ -161,6 +210,7 @@ main(int argc, char *argv[])
 	struct dns *dns;
 	struct verify *verify;
 	struct dedup *dedup = NULL;
+	struct auth_srs *srs;
 	struct dedup_conf dconf;
 	struct sbuf dpath;
 	char hostname[256];
@@ -208,7 +258,15 @@ main(int argc, char *argv[])
 		sbuf_release(&err);
 		return EX_CONFIG;
 	}
+	srs = srs_load(conf, &err);
+	if (srs == NULL && err.len > 0) {
+		(void)fprintf(stderr, "splitmxd: %s\n", err.data);
+		conf_free(conf);
+		sbuf_release(&err);
+		return EX_CONFIG;
+	}
 	if (check_only) {
+		auth_srs_free(srs);
 		(void)printf("splitmxd: %s: configuration OK\n", conf_path);
 		conf_free(conf);
 		sbuf_release(&err);
@@ -273,6 +331,7 @@ main(int argc, char *argv[])
 	queue_workers = workers_new(d.base, conf->workers);
 	d.queue = queue_new(d.base, conf, spool, queue_workers, dns, dedup,
 	    hostname);
+	queue_set_srs(d.queue, srs);
 	if (spool_recover(spool, found_cb, &d, &rec, &err) == -1)
 		log_fatalx(EX_IOERR, "spool recovery: %s", err.data);
 	/* Per-target states of the recovered messages, oldest first. */
@@ -295,6 +354,7 @@ main(int argc, char *argv[])
 	verify = verify_new(d.base, conf, dns, hostname);
 	smtp_server_set_verify(d.server, verify);
 	smtp_server_set_dns(d.server, dns);
+	smtp_server_set_srs(d.server, srs);
 	/*
 	 * SPF and DKIM get threads of their own: behind fsync jobs they would
 	 * add a disk flush of latency to every message.
@@ -318,6 +378,7 @@ main(int argc, char *argv[])
 	workers_free(workers);
 	queue_free(d.queue);
 	dedup_close(dedup);
+	auth_srs_free(srs);
 	verify_free(verify);
 	dns_free(dns);
 	smtp_server_free(d.server);
