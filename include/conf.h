@@ -95,6 +95,7 @@ struct conf_target {
 	unsigned		 timeout_command;	/* default 300 */
 	unsigned		 timeout_data;		/* default 600 */
 	char			*helo;		/* NULL: the hostname */
+	char			*source_address; /* bind outbound to it, or NULL */
 	/*
 	 * Recipient domain rewrites, tried in order: a recipient whose domain
 	 * equals rewrite_from[i] (without the '@', lower-cased) gets domain

@@ -278,6 +278,8 @@ static int conf_do_authserv(struct conf_parser *,
     const struct conf_directive *, int);
 static int conf_do_target_srs(struct conf_parser *,
     const struct conf_directive *, int);
+static int conf_do_target_source(struct conf_parser *,
+    const struct conf_directive *, int);
 static int conf_do_srs(struct conf_parser *, const struct conf_directive *,
     int);
 static const struct conf_directive *conf_directive_find(enum conf_ctx,
@@ -432,6 +434,8 @@ static const struct conf_directive conf_directives[] = {
 	    "@FROM @TO", conf_do_rewrite),
 	D_IN(CONF_CTX_TARGET, "srs", 1, 1, false, CONF_ARG_NONE, "yes|no",
 	    conf_do_target_srs),
+	D_IN(CONF_CTX_TARGET, "source_address", 1, 1, false, CONF_ARG_NONE,
+	    "ADDR", conf_do_target_source),
 	D_TOP("srs_domain", 1, 1, CONF_BLOCK_NONE, false, CONF_CTX_TOP,
 	    "NAME", conf_do_srs),
 	D_TOP("srs_secret_file", 1, 1, CONF_BLOCK_NONE, false, CONF_CTX_TOP,
@@ -2100,6 +2104,7 @@ static const struct {
 	{ "timeout_data", CONF_T_SMTP | CONF_T_LMTP },
 	{ "helo", CONF_T_SMTP | CONF_T_LMTP },
 	{ "srs", CONF_T_SMTP | CONF_T_LMTP },
+	{ "source_address", CONF_T_SMTP | CONF_T_LMTP },
 };
 
 static unsigned
@@ -2646,6 +2651,23 @@ conf_do_target_srs(struct conf_parser *p, const struct conf_directive *dir,
 	else
 		return conf_errc(p, line, "'%s' needs yes or no, got '%s'",
 		    dir->name, conf_show(p, p->words[1]));
+	return 0;
+}
+
+/* source_address ADDR: the local address outbound connections use. */
+static int
+conf_do_target_source(struct conf_parser *p, const struct conf_directive *dir,
+    int line)
+{
+	struct conf_target *t = &p->conf->targets[p->cur];
+	unsigned char bin[sizeof(struct in6_addr)];
+
+	if (inet_pton(AF_INET, p->words[1], bin) != 1 &&
+	    inet_pton(AF_INET6, p->words[1], bin) != 1)
+		return conf_errc(p, line, "%s: '%s' is not an IP address",
+		    dir->name, conf_show(p, p->words[1]));
+	free(t->source_address);
+	t->source_address = xstrdup(p->words[1]);
 	return 0;
 }
 
@@ -3471,6 +3493,7 @@ conf_free(struct conf *conf)
 		free(t->tls_cert);
 		free(t->tls_key);
 		free(t->helo);
+		free(t->source_address);
 		for (j = 0; j < t->nrewrites; j++) {
 			free(t->rewrite_from[j]);
 			free(t->rewrite_to[j]);

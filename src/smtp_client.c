@@ -791,6 +791,42 @@ sc_tls_failed(struct smtp_client *c, const char *why)
 	    c->peer, why);
 }
 
+/*
+ * With the target's source_address, a socket bound to it (for the
+ * address family it fits); otherwise -1 and libevent makes one.
+ */
+static evutil_socket_t
+sc_bound_socket(struct smtp_client *c, const struct dns_addr *a)
+{
+	const char *src = c->target->source_address;
+	struct sockaddr_storage ss;
+	socklen_t len;
+	evutil_socket_t fd;
+	int fam = a->sa.ss_family;
+
+	if (src == NULL || fam == AF_UNIX)
+		return -1;
+	memset(&ss, 0, sizeof(ss));
+	if (fam == AF_INET && inet_pton(AF_INET, src,
+	    &((struct sockaddr_in *)(void *)&ss)->sin_addr) == 1)
+		len = sizeof(struct sockaddr_in);
+	else if (fam == AF_INET6 && inet_pton(AF_INET6, src,
+	    &((struct sockaddr_in6 *)(void *)&ss)->sin6_addr) == 1)
+		len = sizeof(struct sockaddr_in6);
+	else
+		return -1;	/* other family: the kernel chooses */
+	ss.ss_family = (sa_family_t)fam;
+	fd = socket(fam, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd == -1)
+		return -1;
+	if (bind(fd, (struct sockaddr *)(void *)&ss, len) == -1) {
+		log_warn("smtp_client: bind to %s", src);
+		(void)close(fd);	/* fresh socket: nothing to lose */
+		return -1;
+	}
+	return fd;
+}
+
 static void
 sc_connect(struct smtp_client *c)
 {
@@ -800,7 +836,7 @@ sc_connect(struct smtp_client *c)
 	    c->tls_retried = false) {
 		a = &c->addrs[c->cur];
 		sc_set_peer(c);
-		c->bev = bufferevent_socket_new(c->base, -1,
+		c->bev = bufferevent_socket_new(c->base, sc_bound_socket(c, a),
 		    BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
 		if (c->bev == NULL)
 			log_fatalx(70, "smtp_client: bufferevent_socket_new");
