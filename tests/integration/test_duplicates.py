@@ -23,6 +23,11 @@ Asserts:
                       delivered.
   survives_restart    after a restart of splitmxd the index still knows
                       the first message: a third copy is a duplicate.
+  plain_dup_not_loop  a second copy from an ordinary client is a duplicate
+                      but not a loop (no "looped" record).
+  trusted_host_loop   (second daemon, trusted_hosts 127.0.0.1) the same
+                      second copy, now from a target's outbound host, is
+                      returning mail: journaled "looped" and dropped.
 """
 
 import os
@@ -180,6 +185,43 @@ def test_restart():
           "after restart the index forgot the first message")
 
 
+def test_plain_not_loop():
+    env = S["env"]
+    m = msg("plainnoloop")
+    q1 = peers.smtp_send(env.port, SENDER, ["frank@example.com"], m)
+    wait_gone(q1)
+    q2 = peers.smtp_send(env.port, SENDER, ["frank@example.com"], m)
+    wait_gone(q2)
+    check(peers.delivery_records(env.spool, kind="duplicate", qid=q2),
+          "second copy not a duplicate")
+    check(not peers.delivery_records(env.spool, kind="looped", qid=q2),
+          "an ordinary duplicate was called a loop")
+
+
+def test_trusted_loop():
+    extra = "\n".join([
+        peers.queue_conf(),
+        "target cloud { type smtp; host 127.0.0.1:%d; tls none }" %
+        S["cloud"].port,
+        "domain example.com { targets cloud }",
+        "trusted_hosts 127.0.0.1",
+    ])
+    env = lib.Env("dups-trusted", domains=[], extra=extra)
+    try:
+        m = msg("trustedloop")
+        q1 = peers.smtp_send(env.port, SENDER, ["gina@example.com"], m)
+        peers.wait_queue_gone(env.spool, q1, 20)
+        q2 = peers.smtp_send(env.port, SENDER, ["gina@example.com"], m)
+        peers.wait_queue_gone(env.spool, q2, 20)
+        check(peers.delivery_records(env.spool, kind="looped", qid=q2),
+              "mail from a trusted host was not treated as returning:\n" +
+              peers.journal_dump(env.spool, q2))
+        check(count(S["cloud"], "trustedloop") == 1,
+              "the returning copy was delivered again")
+    finally:
+        env.daemon.stop()
+
+
 def main(runner):
     if not runner.run("setup", setup):
         return
@@ -189,6 +231,8 @@ def main(runner):
     runner.run("returning_loop", test_returning)
     runner.run("returning_new_rcpt", test_returning_new_rcpt)
     runner.run("survives_restart", test_restart)
+    runner.run("plain_dup_not_loop", test_plain_not_loop)
+    runner.run("trusted_host_loop", test_trusted_loop)
     runner.run("stop", S["env"].daemon.stop)
     for k in ("legacy", "cloud", "bounces"):
         S[k].stop()
