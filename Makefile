@@ -48,9 +48,10 @@ splitmxd: $(OBJS) build/splitmxd.o
 build/san/splitmxd: $(SOBJS) build/san/splitmxd.o
 	$(CC) $(SAN) -o $@ $^ $(LIBS)
 
-build/san/check_%: tests/unit/check_%.c $(SOBJS)
+build/san/check_%: tests/unit/check_%.c tests/unit/testpeer.c tests/unit/testpeer.h $(SOBJS)
 	$(CC) $(CFLAGS_BASE) $(SAN) -Wno-missing-prototypes -Wno-missing-declarations \
-	    $(shell pkg-config --cflags check) -o $@ $< $(SOBJS) \
+	    -Itests/unit $(shell pkg-config --cflags check) -o $@ $< \
+	    tests/unit/testpeer.c $(SOBJS) \
 	    $(shell pkg-config --libs check) $(LIBS)
 
 deps:

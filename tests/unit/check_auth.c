@@ -31,6 +31,7 @@
 #include <check.h>
 #include <openssl/evp.h>
 
+#include "testpeer.h"
 #include "auth_dkim.h"
 #include "auth_results.h"
 #include "auth_spf.h"
@@ -50,46 +51,13 @@ static char keyfile[128];
 static int
 free_port(int type)
 {
-	struct sockaddr_in sin;
-	socklen_t len = sizeof(sin);
-	int fd, port;
-
-	fd = socket(AF_INET, type, 0);
-	ck_assert_int_ge(fd, 0);
-	memset(&sin, 0, sizeof(sin));
-	sin.sin_family = AF_INET;
-	sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	ck_assert_int_eq(bind(fd, (struct sockaddr *)&sin, sizeof(sin)), 0);
-	ck_assert_int_eq(getsockname(fd, (struct sockaddr *)&sin, &len), 0);
-	port = ntohs(sin.sin_port);
-	close(fd);
-	return port;
+	return testpeer_free_port(type);
 }
 
 static pid_t
 spawn(const char *const argv[], const char *logfile)
 {
-	pid_t pid = fork();
-	char *av[96];
-	int fd, i;
-
-	ck_assert_int_ge(pid, 0);
-	if (pid == 0) {
-		fd = open(logfile, O_WRONLY | O_CREAT | O_APPEND, 0644);
-		if (fd >= 0) {
-			dup2(fd, 1);
-			dup2(fd, 2);
-			close(fd);
-		}
-		signal(SIGTERM, SIG_DFL);
-		for (i = 0; i < 95 && argv[i] != NULL; i++)
-			av[i] = strdup(argv[i]);	/* exec wants char * */
-		av[i] = NULL;
-		execv(av[0], av);
-		execvp(av[0], av);
-		_exit(127);
-	}
-	return pid;
+	return testpeer_spawn(argv, logfile);
 }
 
 /* Runs argv to completion; returns its exit status. */
@@ -109,20 +77,7 @@ run(const char *const argv[])
 static void
 stop(pid_t *pid)
 {
-	int i, st;
-
-	if (*pid <= 0)
-		return;
-	kill(*pid, SIGTERM);
-	for (i = 0; i < 300; i++) {
-		if (waitpid(*pid, &st, WNOHANG) == *pid)
-			break;
-		usleep(10000);
-	}
-	if (i == 300) {
-		kill(*pid, SIGKILL);
-		waitpid(*pid, &st, 0);
-	}
+	testpeer_stop(*pid);
 	*pid = -1;
 }
 
@@ -130,40 +85,7 @@ stop(pid_t *pid)
 static pid_t
 start_servfail(int port)
 {
-	struct sockaddr_in sin, from;
-	unsigned char buf[1500];
-	socklen_t flen;
-	ssize_t n;
-	pid_t pid;
-	int fd;
-
-	fd = socket(AF_INET, SOCK_DGRAM, 0);
-	ck_assert_int_ge(fd, 0);
-	memset(&sin, 0, sizeof(sin));
-	sin.sin_family = AF_INET;
-	sin.sin_port = htons((uint16_t)port);
-	sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	ck_assert_int_eq(bind(fd, (struct sockaddr *)&sin, sizeof(sin)), 0);
-	pid = fork();
-	ck_assert_int_ge(pid, 0);
-	if (pid > 0) {
-		close(fd);
-		return pid;
-	}
-	/* Check's SIGTERM handler would kill the whole process group. */
-	signal(SIGTERM, SIG_DFL);
-	for (;;) {
-		flen = sizeof(from);
-		n = recvfrom(fd, buf, sizeof(buf), 0, (struct sockaddr *)&from,
-		    &flen);
-		if (n < 12)
-			continue;
-		buf[2] = (unsigned char)(0x80 | (buf[2] & 0x01));
-		buf[3] = 0x80 | 2;	/* RA, rcode SERVFAIL */
-		memset(buf + 6, 0, 6);
-		(void)sendto(fd, buf, (size_t)n, 0, (struct sockaddr *)&from,
-		    flen);
-	}
+	return testpeer_servfail(port);
 }
 
 /* Reads a whole file into a NUL-terminated malloc'ed buffer. */

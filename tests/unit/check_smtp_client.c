@@ -33,6 +33,7 @@
 #include <check.h>
 #include <event2/event.h>
 
+#include "testpeer.h"
 #include "conf.h"
 #include "dns.h"
 #include "sbuf.h"
@@ -60,43 +61,14 @@ static struct dns *dns;
 static int
 free_port(int type)
 {
-	struct sockaddr_in sin;
-	socklen_t len = sizeof(sin);
-	int fd, port;
-
-	fd = socket(AF_INET, type, 0);
-	ck_assert_int_ge(fd, 0);
-	memset(&sin, 0, sizeof(sin));
-	sin.sin_family = AF_INET;
-	sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	ck_assert_int_eq(bind(fd, (struct sockaddr *)&sin, sizeof(sin)), 0);
-	ck_assert_int_eq(getsockname(fd, (struct sockaddr *)&sin, &len), 0);
-	port = ntohs(sin.sin_port);
-	close(fd);
-	return port;
+	return testpeer_free_port(type);
 }
 
 static pid_t
 spawn(const char *const argv[], const char *logfile)
 {
-	pid_t pid = fork();
-	char *av[64];
-	int fd, i;
+	pid_t pid = testpeer_spawn(argv, logfile);
 
-	ck_assert_int_ge(pid, 0);
-	if (pid == 0) {
-		fd = open(logfile, O_WRONLY | O_CREAT | O_APPEND, 0644);
-		if (fd >= 0) {
-			dup2(fd, 1);
-			dup2(fd, 2);
-			close(fd);
-		}
-		for (i = 0; i < 63 && argv[i] != NULL; i++)
-			av[i] = strdup(argv[i]);	/* exec wants char * */
-		av[i] = NULL;
-		execvp(av[0], av);
-		_exit(127);
-	}
 	pids[npids++] = pid;
 	return pid;
 }
@@ -104,16 +76,7 @@ spawn(const char *const argv[], const char *logfile)
 static void
 stop(pid_t pid)
 {
-	int i, st;
-
-	kill(pid, SIGTERM);
-	for (i = 0; i < 300; i++) {
-		if (waitpid(pid, &st, WNOHANG) == pid)
-			return;
-		usleep(10000);
-	}
-	kill(pid, SIGKILL);
-	waitpid(pid, &st, 0);
+	testpeer_stop(pid);
 }
 
 static int
@@ -143,19 +106,7 @@ try_connect(const struct sockaddr *sa, socklen_t len)
 static void
 wait_tcp(int port)
 {
-	struct sockaddr_in sin;
-	int i;
-
-	memset(&sin, 0, sizeof(sin));
-	sin.sin_family = AF_INET;
-	sin.sin_port = htons((uint16_t)port);
-	sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	for (i = 0; i < 1500; i++) {
-		if (try_connect((struct sockaddr *)&sin, sizeof(sin)))
-			return;
-		usleep(10000);
-	}
-	ck_abort_msg("nothing listens on port %d", port);
+	testpeer_wait_tcp(port);
 }
 
 static void
@@ -244,40 +195,10 @@ start_rude(void)
 static int
 start_servfail(void)
 {
-	struct sockaddr_in sin, from;
-	unsigned char buf[1500];
-	socklen_t flen;
-	ssize_t n;
-	pid_t pid;
-	int fd, port = free_port(SOCK_DGRAM);
+	int port = free_port(SOCK_DGRAM);
 
-	fd = socket(AF_INET, SOCK_DGRAM, 0);
-	ck_assert_int_ge(fd, 0);
-	memset(&sin, 0, sizeof(sin));
-	sin.sin_family = AF_INET;
-	sin.sin_port = htons((uint16_t)port);
-	sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	ck_assert_int_eq(bind(fd, (struct sockaddr *)&sin, sizeof(sin)), 0);
-	pid = fork();
-	ck_assert_int_ge(pid, 0);
-	if (pid > 0) {
-		close(fd);
-		pids[npids++] = pid;
-		return port;
-	}
-	signal(SIGTERM, SIG_DFL);
-	for (;;) {
-		flen = sizeof(from);
-		n = recvfrom(fd, buf, sizeof(buf), 0, (struct sockaddr *)&from,
-		    &flen);
-		if (n < 12)
-			continue;
-		buf[2] = (unsigned char)(0x80 | (buf[2] & 0x01));
-		buf[3] = 0x80 | 2;
-		memset(buf + 6, 0, 6);
-		(void)sendto(fd, buf, (size_t)n, 0, (struct sockaddr *)&from,
-		    flen);
-	}
+	pids[npids++] = testpeer_servfail(port);
+	return port;
 }
 
 static void
