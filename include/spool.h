@@ -205,7 +205,16 @@ typedef void (*spool_line_cb)(void *arg, const char *line, size_t len);
 int spool_journal_scan(struct spool *sp, spool_line_cb cb, void *arg,
     struct sbuf *err);
 
-/* Appends DIR/queue/ID to out; -1 for a malformed id. */
+/*
+ * Makes the spool directory the process's working directory, so that
+ * message paths are relative ("queue/ID") and stay reachable after the
+ * privilege drop even when the user cannot search the spool's parents
+ * (Postfix does the same with its queue_directory). Startup only.
+ */
+int spool_chdir(struct spool *sp, struct sbuf *err);
+
+/* Appends DIR/queue/ID (queue/ID after spool_chdir) to out; -1 for a
+ * malformed id. */
 int spool_queue_path(const struct spool *sp, const char *id,
     struct sbuf *out);
 

@@ -300,6 +300,25 @@ main(int argc, char *argv[])
 	if (spool == NULL)
 		log_fatalx(EX_CANTCREAT, "spool %s: %s", conf->spool_dir,
 		    err.data);
+	/*
+	 * Everything under the spool is opened (and created) before the drop,
+	 * like the spool itself: the run-as user may not be able to reach
+	 * the spool by its path, only through descriptors opened now.
+	 */
+	if (conf->duplicates) {
+		sbuf_init(&dpath, 4096);
+		(void)sbuf_printf(&dpath, "%s/dedup", conf->spool_dir);
+		memset(&dconf, 0, sizeof(dconf));
+		dconf.path = dpath.data;
+		dconf.map_size = (size_t)conf->duplicate_max_size;
+		dconf.window = (time_t)conf->duplicate_window;
+		dedup = dedup_open(&dedup_lmdb_ops, &dconf, &err);
+		sbuf_release(&dpath);
+		if (dedup == NULL)
+			log_fatalx(EX_CANTCREAT, "duplicate index: %s", err.data);
+	}
+	if (spool_chdir(spool, &err) == -1)
+		log_fatalx(EX_CANTCREAT, "%s", err.data);
 	if (conf->user != NULL && getuid() == 0) {
 		if (priv_chown_spool(conf->spool_dir, uid, gid, &err) == -1 ||
 		    priv_drop(uid, gid, &err) == -1)
@@ -314,18 +333,6 @@ main(int argc, char *argv[])
 		(void)snprintf(hostname, sizeof(hostname), "%s", conf->hostname);
 	else if (gethostname(hostname, sizeof(hostname) - 1) == -1)
 		(void)snprintf(hostname, sizeof(hostname), "localhost");
-	if (conf->duplicates) {
-		sbuf_init(&dpath, 4096);
-		(void)sbuf_printf(&dpath, "%s/dedup", conf->spool_dir);
-		memset(&dconf, 0, sizeof(dconf));
-		dconf.path = dpath.data;
-		dconf.map_size = (size_t)conf->duplicate_max_size;
-		dconf.window = (time_t)conf->duplicate_window;
-		dedup = dedup_open(&dedup_lmdb_ops, &dconf, &err);
-		sbuf_release(&dpath);
-		if (dedup == NULL)
-			log_fatalx(EX_CANTCREAT, "duplicate index: %s", err.data);
-	}
 	d.conf = conf;
 	/* The spool's fsyncs decide how fast we say 250: they get a pool. */
 	queue_workers = workers_new(d.base, conf->workers);

@@ -84,6 +84,7 @@ struct spool {
 	int			 tmpfd;
 	int			 queuefd;	/* committer, recovery */
 	int			 corruptfd;
+	bool			 in_dir;	/* cwd is dir: relative paths */
 	int			 journalfd;	/* committer, recovery */
 	EVP_MD			*md;
 
@@ -762,7 +763,20 @@ spool_queue_path(const struct spool *sp, const char *id, struct sbuf *out)
 {
 	if (!spool_id_valid(id))
 		return -1;
+	if (sp->in_dir)
+		return sbuf_printf(out, "queue/%s", id);
 	return sbuf_printf(out, "%s/queue/%s", sp->dir, id);
+}
+
+int
+spool_chdir(struct spool *sp, struct sbuf *err)
+{
+	if (fchdir(sp->dirfd) == -1) {
+		spool_errf(err, "chdir %s: %s", sp->dir, strerror(errno));
+		return -1;
+	}
+	sp->in_dir = true;
+	return 0;
 }
 
 static int spool_move_corrupt(struct spool *, const char *, struct sbuf *);
