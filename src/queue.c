@@ -613,6 +613,7 @@ qconn_idle_cb(evutil_socket_t fd, short what, void *arg)
 }
 
 static void qconn_next(struct qconn *);
+static bool qtarget_rate_ok(struct qtarget *);
 
 static void
 qconn_done_cb(void *arg, struct smtp_client *c, int status)
@@ -656,7 +657,8 @@ qconn_next(struct qconn *qc)
 	struct timeval tv = { QUEUE_IDLE_SECONDS, 0 };
 	struct qdeliv *d = TAILQ_FIRST(&qt->ready);
 
-	if (d != NULL && !qt->q->stopping) {
+	/* Every message start counts against the rate, reused or not. */
+	if (d != NULL && !qt->q->stopping && qtarget_rate_ok(qt)) {
 		d->msg->busy++;
 		qt->q->busy++;
 		qconn_start(qc, d);
