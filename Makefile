@@ -1,8 +1,14 @@
 # splitmx - plain Makefile, pkg-config for the libraries.
-#   make          build splitmxd (optimized, hardened)
+#   make          build splitmxd and splitmxctl (optimized, hardened)
 #   make check    install missing deps, build with ASan+UBSan, run all tests
 #   make run      install missing deps, build, run on etc/splitmx.conf
 #   make bench    receive/delivery benchmark against Postfix (../shared/bench)
+#   make format-check   clang-format (.clang-format) finds nothing to change
+#
+# Tiers (docs/layout.md): src/util < src/global < src/splitmxd, src/splitmxctl.
+# Each tier is compiled with the include path of its own and lower tiers
+# only, so a global/ file that includes a daemon header does not compile,
+# and splitmxctl links util and global alone (no libevent, no threads).
 
 PREFIX	?= /usr/local
 DESTDIR	?=
@@ -12,7 +18,7 @@ PKGS	= libevent libevent_openssl libevent_pthreads libcares openssl opendkim
 CSTD	= -std=c11 -D_GNU_SOURCE
 WARN	= -Wall -Wextra -Werror -Wformat=2 -Wshadow -Wstrict-prototypes \
 	  -Wmissing-prototypes -Wmissing-declarations -Wold-style-definition \
-	  -Wpointer-arith -Wcast-qual -Wwrite-strings -Wundef \
+	  -Wpointer-arith -Wcast-qual -Wcast-align -Wwrite-strings -Wundef \
 	  -Wvla -Wimplicit-fallthrough -Wredundant-decls -Wnull-dereference \
 	  -fno-common
 GCCWARN	= $(shell $(CC) --version 2>/dev/null | grep -q 'Free Software' && echo -Wlogical-op -Wduplicated-cond)
@@ -22,36 +28,60 @@ SAN	= -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined \
 PKGCFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKGLIBS	= $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 
-CFLAGS_BASE = $(CSTD) $(WARN) $(GCCWARN) -Iinclude $(PKGCFLAGS)
-LIBS	= -Wl,--as-needed $(PKGLIBS) -lspf2 -llmdb -pthread
+# Include path per tier: its own headers and the tiers below.
+INC_util	= -Iinclude/util
+INC_global	= $(INC_util) -Iinclude/global
+INC_splitmxd	= $(INC_global) -Iinclude/splitmxd
+INC_splitmxctl	= $(INC_global) -Iinclude/splitmxctl
+tier		= $(word 2,$(subst /, ,$(1)))
 
-SRCS	= $(filter-out src/splitmxd.c src/splitmxctl.c,$(wildcard src/*.c))
-OBJS	= $(SRCS:src/%.c=build/%.o)
-SOBJS	= $(SRCS:src/%.c=build/san/%.o)
+CFLAGS_BASE = $(CSTD) $(WARN) $(GCCWARN) $(PKGCFLAGS) $(CPPFLAGS)
+LIBS	= -Wl,--as-needed $(PKGLIBS) -lspf2 -llmdb -pthread
+CTLLIBS	= -Wl,--as-needed $(shell pkg-config --libs libcrypto 2>/dev/null) -llmdb
+
+UTIL_SRCS	= $(wildcard src/util/*.c)
+GLOBAL_SRCS	= $(wildcard src/global/*.c)
+DAEMON_SRCS	= $(filter-out src/splitmxd/splitmxd.c,$(wildcard src/splitmxd/*.c))
+CTL_SRCS	= $(filter-out src/splitmxctl/splitmxctl.c,$(wildcard src/splitmxctl/*.c))
+LOWER_SRCS	= $(UTIL_SRCS) $(GLOBAL_SRCS)
+ALL_SRCS	= $(LOWER_SRCS) $(DAEMON_SRCS) $(CTL_SRCS) \
+		  src/splitmxd/splitmxd.c src/splitmxctl/splitmxctl.c
+HDRS		= $(wildcard include/*/*.h src/*/*.h)
+
+obj	= $(patsubst src/%.c,build/obj/%.o,$(1))
+sanobj	= $(patsubst src/%.c,build/san/obj/%.o,$(1))
+
 UNIT	= $(wildcard tests/unit/check_*.c)
 UNITBIN	= $(UNIT:tests/unit/%.c=build/san/%)
+UNITINC	= $(INC_splitmxd) -Itests/unit
 
-all: splitmxd
+all: splitmxd splitmxctl
 
-build/%.o: src/%.c $(wildcard include/*.h src/*.h) | build
-	$(CC) $(CFLAGS_BASE) $(HARDEN) $(CFLAGS) -c -o $@ $<
+build/obj/%.o: src/%.c $(HDRS)
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS_BASE) $(INC_$(call tier,$<)) $(HARDEN) $(CFLAGS) -c -o $@ $<
 
-build/san/%.o: src/%.c $(wildcard include/*.h src/*.h) | build/san
-	$(CC) $(CFLAGS_BASE) $(SAN) -c -o $@ $<
+build/san/obj/%.o: src/%.c $(HDRS)
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS_BASE) $(INC_$(call tier,$<)) $(SAN) -c -o $@ $<
 
-build build/san:
-	mkdir -p $@
+splitmxd: $(call obj,$(LOWER_SRCS) $(DAEMON_SRCS) src/splitmxd/splitmxd.c)
+	$(CC) $(HARDEN) -pie -Wl,-z,relro,-z,now -o $@ $^ $(LIBS) $(LDFLAGS)
 
-splitmxd: $(OBJS) build/splitmxd.o
-	$(CC) $(HARDEN) -pie -o $@ $^ $(LIBS) $(LDFLAGS)
+splitmxctl: $(call obj,$(LOWER_SRCS) $(CTL_SRCS) src/splitmxctl/splitmxctl.c)
+	$(CC) $(HARDEN) -pie -Wl,-z,relro,-z,now -o $@ $^ $(CTLLIBS) $(LDFLAGS)
 
-build/san/splitmxd: $(SOBJS) build/san/splitmxd.o
+build/san/splitmxd: $(call sanobj,$(LOWER_SRCS) $(DAEMON_SRCS) src/splitmxd/splitmxd.c)
 	$(CC) $(SAN) -o $@ $^ $(LIBS)
 
-build/san/check_%: tests/unit/check_%.c tests/unit/testpeer.c tests/unit/testpeer.h $(SOBJS)
-	$(CC) $(CFLAGS_BASE) $(SAN) -Wno-missing-prototypes -Wno-missing-declarations \
-	    -Itests/unit $(shell pkg-config --cflags check) -o $@ $< \
-	    tests/unit/testpeer.c $(SOBJS) \
+build/san/splitmxctl: $(call sanobj,$(LOWER_SRCS) $(CTL_SRCS) src/splitmxctl/splitmxctl.c)
+	$(CC) $(SAN) -o $@ $^ $(CTLLIBS)
+
+build/san/check_%: tests/unit/check_%.c tests/unit/testpeer.c tests/unit/testpeer.h \
+    $(call sanobj,$(LOWER_SRCS) $(DAEMON_SRCS))
+	$(CC) $(CFLAGS_BASE) $(UNITINC) $(SAN) -Wno-missing-prototypes \
+	    -Wno-missing-declarations $(shell pkg-config --cflags check) -o $@ $< \
+	    tests/unit/testpeer.c $(call sanobj,$(LOWER_SRCS) $(DAEMON_SRCS)) \
 	    $(shell pkg-config --libs check) $(LIBS)
 
 deps:
@@ -62,7 +92,7 @@ check: deps
 	@$(MAKE) --no-print-directory test-build
 	@sh tests/run.sh
 
-test-build: $(UNITBIN) build/san/splitmxd splitmxd
+test-build: $(UNITBIN) build/san/splitmxd build/san/splitmxctl splitmxd splitmxctl
 
 run: deps
 	@$(MAKE) --no-print-directory splitmxd
@@ -73,10 +103,21 @@ bench: deps
 	@bash tests/bench/receive.sh --no-peer
 	@bash tests/bench/dual.sh
 
-install: splitmxd
+FORMAT_FILES = $(ALL_SRCS) $(wildcard include/*/*.h src/*/*.h tests/unit/*.[ch])
+format-check:
+	@out=$$(for f in $(FORMAT_FILES); do \
+	    clang-format --style=file $$f | diff -q $$f - >/dev/null || echo $$f; done); \
+	if [ -n "$$out" ]; then echo "clang-format would change:"; echo "$$out"; exit 1; fi; \
+	echo "format-check: $(words $(FORMAT_FILES)) files clean"
+
+format:
+	clang-format --style=file -i $(FORMAT_FILES)
+
+install: splitmxd splitmxctl
 	install -d $(DESTDIR)$(PREFIX)/sbin $(DESTDIR)$(PREFIX)/share/man/man5 \
 	    $(DESTDIR)$(PREFIX)/share/man/man8 $(DESTDIR)$(PREFIX)/etc/splitmx
 	install -m 755 splitmxd $(DESTDIR)$(PREFIX)/sbin/splitmxd
+	install -m 755 splitmxctl $(DESTDIR)$(PREFIX)/sbin/splitmxctl
 	install -m 644 man/splitmx.conf.5 man/splitmx-spool.5 $(DESTDIR)$(PREFIX)/share/man/man5/
 	install -m 644 man/splitmxd.8 $(DESTDIR)$(PREFIX)/share/man/man8/
 	install -m 644 etc/splitmx.conf $(DESTDIR)$(PREFIX)/etc/splitmx/splitmx.conf.example
@@ -84,4 +125,4 @@ install: splitmxd
 clean:
 	rm -rf build splitmxd splitmxctl
 
-.PHONY: all deps check test-build run bench install clean
+.PHONY: all deps check test-build run bench install clean format format-check
