@@ -50,4 +50,17 @@ int sbuf_append_escaped(struct sbuf *sb, const void *data, size_t len,
 /* Reverses sbuf_append_escaped; -1 on a malformed escape or the cap. */
 int sbuf_append_unescaped(struct sbuf *sb, const char *s, size_t len);
 
+/*
+ * The error convention (docs/errors.md): a function that can fail at run
+ * time returns -1 (or NULL) and describes the failure in the caller's
+ * struct sbuf *err. sbuf_seterr replaces err's contents with the formatted
+ * reason, cut at err's cap (a truncated reason is still a reason), and
+ * returns -1 so that "return sbuf_seterr(err, ...);" reads as the failure.
+ * err may be NULL (the caller does not want the detail).
+ */
+int sbuf_seterr(struct sbuf *err, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+int sbuf_vseterr(struct sbuf *err, const char *fmt, va_list ap)
+    __attribute__((format(printf, 2, 0)));
+
 #endif

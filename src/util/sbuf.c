@@ -189,3 +189,38 @@ bad:
 	sbuf_truncate(sb, start);
 	return -1;
 }
+
+int
+sbuf_vseterr(struct sbuf *err, const char *fmt, va_list ap)
+{
+	va_list ap2;
+	int n;
+
+	if (err == NULL)
+		return -1;
+	sbuf_reset(err);
+	va_copy(ap2, ap);
+	n = vsnprintf(NULL, 0, fmt, ap2);
+	va_end(ap2);
+	if (n < 0)
+		return -1;
+	/* Reserve what fits under the cap; vsnprintf cuts the rest. */
+	if ((size_t)n > err->cap)
+		n = (int)err->cap;
+	if (sbuf_reserve(err, (size_t)n) == -1)
+		return -1;
+	(void)vsnprintf(err->data, (size_t)n + 1, fmt, ap);	/* cut: fine */
+	err->len = (size_t)n;
+	return -1;
+}
+
+int
+sbuf_seterr(struct sbuf *err, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	(void)sbuf_vseterr(err, fmt, ap);
+	va_end(ap);
+	return -1;
+}
