@@ -57,29 +57,39 @@ UNITINC	= $(INC_splitmxd) -Itests/unit
 
 all: splitmxd splitmxctl
 
+# make V=1 shows the whole command lines.
+Q	= $(if $(V),,@)
+
 build/obj/%.o: src/%.c $(HDRS)
 	@mkdir -p $(@D)
-	$(CC) $(CFLAGS_BASE) $(INC_$(call tier,$<)) $(HARDEN) $(CFLAGS) -c -o $@ $<
+	@$(if $(V),:,echo "  CC      $<")
+	$(Q)$(CC) $(CFLAGS_BASE) $(INC_$(call tier,$<)) $(HARDEN) $(CFLAGS) -c -o $@ $<
 
 build/san/obj/%.o: src/%.c $(HDRS)
 	@mkdir -p $(@D)
-	$(CC) $(CFLAGS_BASE) $(INC_$(call tier,$<)) $(SAN) -c -o $@ $<
+	@$(if $(V),:,echo "  CC san  $<")
+	$(Q)$(CC) $(CFLAGS_BASE) $(INC_$(call tier,$<)) $(SAN) -c -o $@ $<
 
 splitmxd: $(call obj,$(LOWER_SRCS) $(DAEMON_SRCS) src/splitmxd/splitmxd.c)
-	$(CC) $(HARDEN) -pie -Wl,-z,relro,-z,now -o $@ $^ $(LIBS) $(LDFLAGS)
+	@$(if $(V),:,echo "  LD      $@")
+	$(Q)$(CC) $(HARDEN) -pie -Wl,-z,relro,-z,now -o $@ $^ $(LIBS) $(LDFLAGS)
 
 splitmxctl: $(call obj,$(LOWER_SRCS) $(CTL_SRCS) src/splitmxctl/splitmxctl.c)
-	$(CC) $(HARDEN) -pie -Wl,-z,relro,-z,now -o $@ $^ $(CTLLIBS) $(LDFLAGS)
+	@$(if $(V),:,echo "  LD      $@")
+	$(Q)$(CC) $(HARDEN) -pie -Wl,-z,relro,-z,now -o $@ $^ $(CTLLIBS) $(LDFLAGS)
 
 build/san/splitmxd: $(call sanobj,$(LOWER_SRCS) $(DAEMON_SRCS) src/splitmxd/splitmxd.c)
-	$(CC) $(SAN) -o $@ $^ $(LIBS)
+	@$(if $(V),:,echo "  LD      $@")
+	$(Q)$(CC) $(SAN) -o $@ $^ $(LIBS)
 
 build/san/splitmxctl: $(call sanobj,$(LOWER_SRCS) $(CTL_SRCS) src/splitmxctl/splitmxctl.c)
-	$(CC) $(SAN) -o $@ $^ $(CTLLIBS)
+	@$(if $(V),:,echo "  LD      $@")
+	$(Q)$(CC) $(SAN) -o $@ $^ $(CTLLIBS)
 
 build/san/check_%: tests/unit/check_%.c tests/unit/testpeer.c tests/unit/testpeer.h \
     $(call sanobj,$(LOWER_SRCS) $(DAEMON_SRCS))
-	$(CC) $(CFLAGS_BASE) $(UNITINC) $(SAN) -Wno-missing-prototypes \
+	@$(if $(V),:,echo "  CCLD    $@")
+	$(Q)$(CC) $(CFLAGS_BASE) $(UNITINC) $(SAN) -Wno-missing-prototypes \
 	    -Wno-missing-declarations $(shell pkg-config --cflags check) -o $@ $< \
 	    tests/unit/testpeer.c $(call sanobj,$(LOWER_SRCS) $(DAEMON_SRCS)) \
 	    $(shell pkg-config --libs check) $(LIBS)

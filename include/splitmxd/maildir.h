@@ -11,17 +11,18 @@
 
 #include "sbuf.h"
 
+struct spool_content;
+
 /*
- * Copies content_size octets at content_off of the spool file src_path
- * into a new file in dir/tmp, prefixed with "Return-Path: <sender>" and
+ * Copies the spooled content src (spool_read.h) into a new file in dir/tmp, prefixed with "Return-Path: <sender>" and
  * one "Delivered-To: rcpt" line per recipient and prepend (trace fields,
  * CRLF lines, or NULL), fsyncs it, renames it into
  * dir/new and fsyncs dir/new. Creates dir/{tmp,new,cur} when missing.
  * Returns 0, or -1 with the reason in err (nothing left in new/).
  */
-int maildir_deliver(const char *dir, const char *src_path,
-    uint64_t content_off, uint64_t content_size, const char *sender,
-    const char *const *rcpts, size_t nrcpts, const char *queue_id,
+int maildir_deliver(const char *dir, struct spool_content *src,
+    const char *sender, const char *const *rcpts, size_t nrcpts,
+    const char *queue_id,
     const char *prepend, struct sbuf *err);
 
 #endif

@@ -40,7 +40,7 @@ struct queue *queue_new(struct event_base *base, const struct conf *conf,
 
 /*
  * Start-up, before queue_add: the ids recovery found, then every journal
- * line (spool_journal_scan) so finished recipients are not sent again.
+ * line (spool_reader_scan) so finished recipients are not sent again.
  */
 void queue_expect(struct queue *q, const char *id);
 void queue_restore_line(struct queue *q, const char *line, size_t len);

@@ -19,6 +19,7 @@ struct event_base;
 struct dns;
 struct conf_target;
 struct smtp_client;
+struct spool_content;
 
 #define SMTP_CLIENT_REPLY_MAX	512
 
@@ -32,9 +33,9 @@ struct smtp_client_rcpt {
 };
 
 struct smtp_client_msg {
-	const char		*path;		/* spool file holding the content */
+	/* The content, borrowed: open until the done callback. */
+	struct spool_content	*content;
 	const char		*prepend;	/* CRLF lines sent first, or NULL */
-	uint64_t		 content_off;
 	uint64_t		 content_size;
 	const char		*sender;	/* "" for <> */
 	const char		*envid;		/* DSN ENVID or NULL */
@@ -43,7 +44,7 @@ struct smtp_client_msg {
 	bool			 smtputf8;
 	/*
 	 * A recipient verification probe: MAIL and RCPT only, no content
-	 * (path may be NULL); the next transaction starts with RSET.
+	 * (content may be NULL); the next transaction starts with RSET.
 	 */
 	bool			 probe;
 	struct smtp_client_rcpt	*rcpts;

@@ -20,46 +20,12 @@
 #include <time.h>
 
 #include "sbuf.h"
+#include "spool_codec.h"
+#include "spool_read.h"
 
 struct workers;
 struct spool;
 struct spool_msg;
-
-#define SPOOL_ID_LEN	16	/* queue ids: [0-9A-Z]{16}, time-ordered */
-#define SPOOL_FORMAT_VERSION	1
-
-struct spool_rcpt {
-	char		*addr;		/* mailbox as received, no <>; "postmaster" */
-	unsigned	 notify;	/* SMTP_PROTO_NOTIFY_* bits, 0 = none */
-	char		*orcpt;		/* "rfc822;xtext" or NULL */
-};
-
-struct spool_envelope {
-	char			*sender;	/* mailbox, "" for <> */
-	char			*envid;		/* DSN ENVID xtext, or NULL */
-	int			 ret;		/* enum smtp_proto_ret */
-	int			 body;		/* enum smtp_proto_body */
-	bool			 smtputf8;
-	struct spool_rcpt	*rcpts;
-	size_t			 nrcpts;
-	/* How it arrived. */
-	struct timespec		 arrival;
-	char			*listener;	/* "127.0.0.1:2525" */
-	char			*client_addr;	/* "192.0.2.1" */
-	char			*client_name;	/* reverse name or "unknown" */
-	char			*helo;		/* as given, or NULL */
-	char			*protocol;	/* "SMTP", "ESMTP", "ESMTPS", ... */
-	char			*tls;		/* "TLSv1.3 TLS_AES_256_GCM_SHA384", NULL */
-	/*
-	 * Trace fields added after the content arrived (Authentication-
-	 * Results, Received-SPF): CRLF lines sent in front of the content.
-	 * NULL when there are none. Read back only; see spool_msg_set_prepend.
-	 */
-	char			*prepend;
-};
-
-/* Frees the strings and the recipient array, not env itself. */
-void spool_envelope_clear(struct spool_envelope *env);
 
 /*
  * Opens (creating when missing) DIR/{tmp,queue,corrupt} and DIR/journal,
@@ -176,15 +142,6 @@ void spool_msg_abort(struct spool_msg *msg);
  */
 unsigned spool_pending(const struct spool *sp);
 
-/*
- * Reads a committed message's header (blocking; workers or tools).
- * Fills env_out, the content offset and size and the recorded SHA-256 in
- * hex. -1 with err set when the file is missing, torn or malformed.
- */
-int spool_read_header(const char *path, struct spool_envelope *env_out,
-    uint64_t *content_off_out, uint64_t *content_size_out,
-    char sha256_out[65], struct sbuf *err);
-
 /* Runs on the loop thread once the records are durable (status 0) or not. */
 typedef void (*spool_done_cb)(void *arg, int status);
 
@@ -200,10 +157,11 @@ void spool_journal_append(struct spool *sp, const char *data, size_t len,
 /* "2026-11-23T01:20:00.123456Z", the journal's timestamp format. */
 void spool_timestamp(char *out, size_t outlen);
 
-typedef void (*spool_line_cb)(void *arg, const char *line, size_t len);
-/* Startup (blocks): calls cb for every journal line, oldest first. */
-int spool_journal_scan(struct spool *sp, spool_line_cb cb, void *arg,
-    struct sbuf *err);
+/*
+ * The read side (message contents, the journal; spool_read.h), valid until
+ * spool_close. Any thread.
+ */
+const struct spool_reader *spool_reader(const struct spool *sp);
 
 /*
  * Makes the spool directory the process's working directory, so that
@@ -213,15 +171,7 @@ int spool_journal_scan(struct spool *sp, spool_line_cb cb, void *arg,
  */
 int spool_chdir(struct spool *sp, struct sbuf *err);
 
-/* Appends DIR/queue/ID (queue/ID after spool_chdir) to out; -1 for a
- * malformed id. */
-int spool_queue_path(const struct spool *sp, const char *id,
-    struct sbuf *out);
-
 /* Worker: moves queue/ID to corrupt/ID (content failed its checksum). */
 int spool_quarantine(struct spool *sp, const char *id);
-
-/* Checks that an id has the queue-id shape before it is used in a path. */
-bool spool_id_valid(const char *id);
 
 #endif

@@ -24,6 +24,7 @@
 #include <unistd.h>
 
 #include "maildir.h"
+#include "spool_read.h"
 #include "sbuf.h"
 #include "xmalloc.h"
 
@@ -211,13 +212,13 @@ maildir_write_all(int fd, const char *p, size_t len)
 }
 
 /*
- * Copies size octets at off of srcfd to dstfd. A source that ends early
- * is an error: the spool said the content is that long.
+ * Copies the content of src to dstfd. A source that ends early is an
+ * error: the spool said the content is that long.
  */
 static int
-maildir_copy(int srcfd, int dstfd, uint64_t off, uint64_t size,
-    struct sbuf *err)
+maildir_copy(struct spool_content *src, int dstfd, struct sbuf *err)
 {
+	uint64_t size = spool_content_size(src);
 	char *chunk;
 	uint64_t done = 0;
 	size_t want;
@@ -229,14 +230,8 @@ maildir_copy(int srcfd, int dstfd, uint64_t off, uint64_t size,
 	while (done < size) {
 		want = size - done < MAILDIR_CHUNK ? (size_t)(size - done) :
 		    MAILDIR_CHUNK;
-		if (off > INT64_MAX - done) {
-			maildir_errf(err, "read spool: offset out of range");
-			goto out;
-		}
-		n = pread(srcfd, chunk, want, (off_t)(off + done));
+		n = spool_content_read(src, done, chunk, want);
 		if (n == -1) {
-			if (errno == EINTR)
-				continue;
 			maildir_errf(err, "read spool: %s", strerror(errno));
 			goto out;
 		}
@@ -297,12 +292,12 @@ maildir_prefix(struct sbuf *pfx, const char *sender, const char *const *rcpts,
 }
 
 int
-maildir_deliver(const char *dir, const char *src_path, uint64_t content_off,
-    uint64_t content_size, const char *sender, const char *const *rcpts,
+maildir_deliver(const char *dir, struct spool_content *src,
+    const char *sender, const char *const *rcpts,
     size_t nrcpts, const char *queue_id, const char *prepend, struct sbuf *err)
 {
 	struct sbuf name, pfx;
-	int tmpdfd = -1, newdfd = -1, srcfd = -1, fd = -1, rc = -1;
+	int tmpdfd = -1, newdfd = -1, fd = -1, rc = -1;
 	bool created = false, renamed = false;
 
 	sbuf_init(&name, 1024);
@@ -310,11 +305,6 @@ maildir_deliver(const char *dir, const char *src_path, uint64_t content_off,
 	    (prepend != NULL ? strlen(prepend) : 0));
 	if (maildir_open_dirs(dir, &tmpdfd, &newdfd, err) == -1)
 		goto out;
-	srcfd = open(src_path, O_RDONLY | O_CLOEXEC);
-	if (srcfd == -1) {
-		maildir_errf(err, "open %s: %s", src_path, strerror(errno));
-		goto out;
-	}
 	if (maildir_unique_name(&name, queue_id, err) == -1)
 		goto out;
 	fd = openat(tmpdfd, name.data,
@@ -333,7 +323,7 @@ maildir_deliver(const char *dir, const char *src_path, uint64_t content_off,
 		maildir_errf(err, "write: %s", strerror(errno));
 		goto out;
 	}
-	if (maildir_copy(srcfd, fd, content_off, content_size, err) == -1)
+	if (maildir_copy(src, fd, err) == -1)
 		goto out;
 	if (fsync(fd) == -1) {
 		maildir_errf(err, "fsync: %s", strerror(errno));
@@ -372,8 +362,6 @@ out:
 			(void)sbuf_printf(err, "; unlink tmp: %s",
 			    strerror(errno));
 	}
-	if (srcfd != -1)
-		(void)close(srcfd);	/* read-only: nothing to report */
 	if (tmpdfd != -1)
 		(void)close(tmpdfd);
 	if (newdfd != -1)

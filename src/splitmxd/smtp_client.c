@@ -48,6 +48,7 @@
 #include "log.h"
 #include "smtp_client.h"
 #include "smtp_proto.h"
+#include "spool_read.h"
 #include "xmalloc.h"
 
 #define SC_LINE_MAX	2048		/* reply line, without CRLF */
@@ -1236,10 +1237,9 @@ smtp_client_send(struct smtp_client *c, struct smtp_client_msg *m,
 		sc_txn_local(c, 554, "554 5.1.7 invalid sender or ENVID");
 		return;
 	}
-	c->fd = open(m->path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-	if (c->fd == -1) {
-		sc_txn_local(c, 451, "451 4.3.0 cannot open queue file: %s",
-		    strerror(errno));
+	if (m->content == NULL) {
+		/* The queue could not open the file again. */
+		sc_txn_local(c, 451, "451 4.3.0 cannot open queue file");
 		return;
 	}
 
@@ -1355,9 +1355,8 @@ sc_content_fill(struct smtp_client *c)
 	while (c->left > 0 && evbuffer_get_length(out) < SC_OUT_HIGH) {
 		want = c->left < SC_CHUNK ? (size_t)c->left : SC_CHUNK;
 		/* XXX page-cache read on the loop thread; see the top. */
-		r = pread(c->fd, c->chunk, want, (off_t)c->off);
-		if (r == -1 && errno == EINTR)
-			continue;
+		r = spool_content_read(c->msg->content, c->off, c->chunk,
+		    want);
 		if (r <= 0) {
 			sc_txn_fail(c, 451, "451 4.3.0 error reading queue "
 			    "file: %s", r == 0 ? "file truncated" :
@@ -1389,7 +1388,7 @@ sc_content_start(struct smtp_client *c)
 {
 	struct smtp_client_msg *m = c->msg;
 
-	c->off = m->content_off;
+	c->off = 0;	/* content octets */
 	c->left = m->content_size;
 	c->sent = 0;
 	c->bol = true;

@@ -342,7 +342,8 @@ main(int argc, char *argv[])
 	if (spool_recover(spool, found_cb, &d, &rec, &err) == -1)
 		log_fatalx(EX_IOERR, "spool recovery: %s", err.data);
 	/* Per-target states of the recovered messages, oldest first. */
-	if (spool_journal_scan(spool, restore_cb, &d, &err) == -1)
+	if (spool_reader_scan(spool_reader(spool), restore_cb, &d, NULL,
+	    &err) == -1)
 		log_fatalx(EX_IOERR, "journal: %s", err.data);
 	for (k = 0; k < d.nrecovered; k++) {
 		queue_add(d.queue, d.recovered[k]);

@@ -34,33 +34,14 @@
 #include "log.h"
 #include "smtp_proto.h"
 #include "spool.h"
+#include "spool_codec.h"
+#include "spool_read.h"
 #include "workers.h"
 #include "xmalloc.h"
 
-#define SPOOL_MAGIC		"splitmx-queue-file"
-#define SPOOL_LINE1		"splitmx-queue-file 1\n"
-#define SPOOL_LINE1_LEN		(sizeof(SPOOL_LINE1) - 1)
-/* "size " 20 digits " sha256 " 64 hex: patched in place at commit. */
-#define SPOOL_SUM_LEN		97
-#define SPOOL_SUM_PLACEHOLDER	"size -------------------- sha256 " \
-	"----------------------------------------------------------------"
 #define SPOOL_BUF_SIZE		(64 * 1024)	/* content write buffer */
-/*
- * Line 3: trace fields computed after the content arrived (the
- * Authentication-Results of a DKIM check need the whole body) are patched
- * in here at commit, escaped into one token and padded with spaces; they
- * go out in front of the content. The content and its SHA-256 never change.
- */
-#define SPOOL_PREPEND_KEY	"prepend "
-#define SPOOL_PREPEND_MAX	2048	/* escaped octets; A-R + SPF fit */
-#define SPOOL_PREPEND_OFF	(SPOOL_LINE1_LEN + SPOOL_SUM_LEN + 1 + \
-				    sizeof(SPOOL_PREPEND_KEY) - 1)
-#define SPOOL_HEADER_MAX	(4 * 1024 * 1024) /* header bytes, read/write */
-#define SPOOL_JLINE_MAX		(8 * 1024 * 1024) /* one journal record */
 #define SPOOL_JBATCH_MAX	((size_t)1 << 40) /* bounded by batch size */
-#define SPOOL_MSGID_MAX		998	/* RFC 5322 2.1.1 line limit */
 #define SPOOL_ERR_LEN		256
-#define SPOOL_TS_LEN		27	/* 2026-11-23T01:20:00.123456Z */
 /*
  * Creating a file can wait for the filesystem journal (ext4 under commit
  * load: a median of 250 us, tens of ms behind a commit, measured here).
@@ -69,9 +50,6 @@
  */
 #define SPOOL_POOL_MAX		4096
 #define SPOOL_POOL_JOBS		2	/* refill jobs at once */
-/* Escaped in journal values: fields split on ' ', lists on ',', keys on '='. */
-#define SPOOL_JOURNAL_EXTRA	" ,="
-
 struct spool_file {
 	int	fd;
 	char	id[SPOOL_ID_LEN + 1];
@@ -84,8 +62,8 @@ struct spool {
 	int			 tmpfd;
 	int			 queuefd;	/* committer, recovery */
 	int			 corruptfd;
-	bool			 in_dir;	/* cwd is dir: relative paths */
 	int			 journalfd;	/* committer, recovery */
+	struct spool_reader	*rd;		/* the read side, any thread */
 	EVP_MD			*md;
 
 	/* Loop thread only. */
@@ -111,8 +89,8 @@ struct spool {
 	pthread_cond_t		 idle_cond;	/* spool_close: inflight 0 */
 	struct spool_msg	*cq_head;
 	struct spool_msg	**cq_tail;
-	struct spool_jrec	*jq_head;	/* delivery records */
-	struct spool_jrec	**jq_tail;
+	struct spool_jq	*jq_head;	/* delivery records */
+	struct spool_jq	**jq_tail;
 	bool			 stopping;
 	atomic_uint		 inflight;	/* jobs that use sp */
 	atomic_uint		 pending;	/* commits not yet decided */
@@ -141,8 +119,8 @@ struct spool_msg {
 	bool			 journaled;	/* accepted record durable */
 	bool			 renamed;	/* now queue/ID */
 	char			 err[SPOOL_ERR_LEN];
-	struct sbuf		 jfrom;		/* escaped sender */
-	struct sbuf		 jrest;		/* "nrcpt=... tls=..." */
+	char			*sender;	/* for the accepted record */
+	struct sbuf		 jenv;		/* its envelope fields */
 	struct sbuf		 jline;		/* whole record, no timestamp */
 	struct sbuf		 prepend;	/* escaped, for line 3 */
 	spool_commit_cb		 cb;
@@ -150,8 +128,8 @@ struct spool_msg {
 };
 
 /* Journal records from the queue (delivery states), group-committed. */
-struct spool_jrec {
-	struct spool_jrec	*next;
+struct spool_jq {
+	struct spool_jq	*next;
 	struct spool		*sp;
 	char			*data;		/* complete '\n'-ended lines */
 	size_t			 len;
@@ -185,32 +163,6 @@ spool_unlock(struct spool *sp)
 }
 
 static void
-spool_errf(struct sbuf *err, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-
-static void
-spool_errf(struct sbuf *err, const char *fmt, ...)
-{
-	char line[SPOOL_ERR_LEN];
-	va_list ap;
-	size_t len;
-
-	if (err == NULL)
-		return;
-	va_start(ap, fmt);
-	/* A truncated reason is still a reason. */
-	if (vsnprintf(line, sizeof(line), fmt, ap) < 0)
-		(void)snprintf(line, sizeof(line), "error");
-	va_end(ap);
-	sbuf_reset(err);
-	len = strlen(line);
-	if (len > err->cap)
-		len = err->cap;
-	if (sbuf_append(err, line, len) == -1)
-		log_panic("spool: error buffer");
-}
-
-static void
 spool_msg_fail(struct spool_msg *msg, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 
@@ -239,34 +191,6 @@ spool_break(struct spool *sp, const char *why)
 	log_warnx("spool: refusing new mail until restart: %s", why);
 }
 
-bool
-spool_id_valid(const char *id)
-{
-	size_t i;
-
-	if (id == NULL)
-		return false;
-	for (i = 0; i < SPOOL_ID_LEN; i++)
-		if (!((id[i] >= '0' && id[i] <= '9') ||
-		    (id[i] >= 'A' && id[i] <= 'Z')))
-			return false;
-	return id[SPOOL_ID_LEN] == '\0';
-}
-
-/* "YYYY-MM-DDTHH:MM:SS.uuuuuuZ"; out holds SPOOL_TS_LEN + 1 bytes. */
-static void
-spool_format_time(const struct timespec *ts, char *out, size_t outlen)
-{
-	struct tm tm;
-	char day[24];
-
-	if (gmtime_r(&ts->tv_sec, &tm) == NULL ||
-	    strftime(day, sizeof(day), "%Y-%m-%dT%H:%M:%S", &tm) == 0 ||
-	    snprintf(out, outlen, "%s.%06ldZ", day,
-	    (long)(ts->tv_nsec / 1000)) != SPOOL_TS_LEN)
-		(void)snprintf(out, outlen, "0000-00-00T00:00:00.000000Z");
-}
-
 void
 spool_timestamp(char *out, size_t outlen)
 {
@@ -280,58 +204,7 @@ spool_now(char *out, size_t outlen)
 
 	if (clock_gettime(CLOCK_REALTIME, &ts) == -1)
 		log_panic("spool: clock_gettime: %s", strerror(errno));
-	spool_format_time(&ts, out, outlen);
-}
-
-static int
-spool_digits(const char *s, size_t n, int *out)
-{
-	size_t i;
-	int v = 0;
-
-	for (i = 0; i < n; i++) {
-		if (s[i] < '0' || s[i] > '9')
-			return -1;
-		v = v * 10 + (s[i] - '0');
-	}
-	*out = v;
-	return 0;
-}
-
-static int
-spool_parse_time(const char *s, size_t len, struct timespec *out)
-{
-	struct tm tm;
-	int year, mon, mday, hour, min, sec, usec;
-	time_t t;
-
-	if (len != SPOOL_TS_LEN || s[4] != '-' || s[7] != '-' ||
-	    s[10] != 'T' || s[13] != ':' || s[16] != ':' || s[19] != '.' ||
-	    s[26] != 'Z')
-		return -1;
-	if (spool_digits(s, 4, &year) == -1 ||
-	    spool_digits(s + 5, 2, &mon) == -1 ||
-	    spool_digits(s + 8, 2, &mday) == -1 ||
-	    spool_digits(s + 11, 2, &hour) == -1 ||
-	    spool_digits(s + 14, 2, &min) == -1 ||
-	    spool_digits(s + 17, 2, &sec) == -1 ||
-	    spool_digits(s + 20, 6, &usec) == -1)
-		return -1;
-	if (mon < 1 || mon > 12 || mday < 1 || mday > 31 || hour > 23 ||
-	    min > 59 || sec > 60 || year < 1970)
-		return -1;
-	memset(&tm, 0, sizeof(tm));
-	tm.tm_year = year - 1900;
-	tm.tm_mon = mon - 1;
-	tm.tm_mday = mday;
-	tm.tm_hour = hour;
-	tm.tm_min = min;
-	tm.tm_sec = sec;
-	if ((t = timegm(&tm)) == (time_t)-1)
-		return -1;
-	out->tv_sec = t;
-	out->tv_nsec = (long)usec * 1000;
-	return 0;
+	spool_time_format(&ts, out, outlen);
 }
 
 /* write() all of it; -1 with errno set. */
@@ -397,30 +270,24 @@ spool_msg_free(struct spool_msg *msg)
 	EVP_MD_CTX_free(msg->sha);
 	sbuf_release(&msg->prepend);
 	free(msg->buf);
-	sbuf_release(&msg->jfrom);
-	sbuf_release(&msg->jrest);
+	free(msg->sender);
+	sbuf_release(&msg->jenv);
 	sbuf_release(&msg->jline);
 	free(msg);
 }
 
-/* "TS discarded id=ID reason=..." into sb; best effort (cap only). */
+/* "TS verb id=ID reason=..." into sb; dropped (and logged) past the cap. */
 static void
 spool_journal_discard(struct sbuf *sb, const char *ts, const char *verb,
     const char *id, const char *reason)
 {
-	size_t start = sb->len;
+	struct spool_jrec_out w;
 
-	if (sbuf_printf(sb, "%s %s id=", ts, verb) == -1 ||
-	    sbuf_append_escaped(sb, id, strlen(id), SPOOL_JOURNAL_EXTRA,
-	    false) == -1 ||
-	    sbuf_append_str(sb, " reason=") == -1 ||
-	    sbuf_append_escaped(sb, reason, strlen(reason),
-	    SPOOL_JOURNAL_EXTRA, false) == -1 ||
-	    sbuf_append_char(sb, '\n') == -1) {
-		sbuf_truncate(sb, start);
+	spool_jrec_begin(&w, sb, ts, verb, id);
+	spool_jrec_str(&w, "reason", reason);
+	if (spool_jrec_end(&w) == -1)
 		log_warnx("spool: journal record for %s dropped (too long)",
 		    id);
-	}
 }
 
 /*
@@ -430,29 +297,25 @@ spool_journal_discard(struct sbuf *sb, const char *ts, const char *verb,
  * report success for data that is gone) and breaks the spool.
  */
 static int
-spool_journal_write(struct spool *sp, const struct sbuf *sb, char *why,
-    size_t whylen)
+spool_journal_write(struct spool *sp, const struct sbuf *sb,
+    struct sbuf *why)
 {
 	if (sb->len == 0)
 		return 0;
-	if (atomic_load(&sp->broken) || sp->journalfd == -1) {
-		(void)snprintf(why, whylen, "%s", sp->broken_why);
-		return -1;
-	}
+	if (atomic_load(&sp->broken) || sp->journalfd == -1)
+		return sbuf_seterr(why, "%s", sp->broken_why);
 	if (spool_write_all(sp->journalfd, sb->data, sb->len) == -1) {
-		(void)snprintf(why, whylen, "journal write: %s",
-		    strerror(errno));
-		log_warnx("spool: %s", why);
+		sbuf_seterr(why, "journal write: %s", strerror(errno));
+		log_warnx("spool: %s", why->data);
 		if (ftruncate(sp->journalfd, (off_t)sp->journal_off) == -1) {
 			log_warn("spool: journal truncate");
-			spool_break(sp, why);
+			spool_break(sp, why->data);
 		}
 		return -1;
 	}
 	if (fdatasync(sp->journalfd) == -1) {
-		(void)snprintf(why, whylen, "journal fdatasync: %s",
-		    strerror(errno));
-		spool_break(sp, why);
+		sbuf_seterr(why, "journal fdatasync: %s", strerror(errno));
+		spool_break(sp, why->data);
 		if (close(sp->journalfd) == -1)
 			log_warn("spool: journal close");
 		sp->journalfd = -1;
@@ -535,11 +398,13 @@ static void
 spool_commit_batch(struct spool *sp, struct spool_msg *batch)
 {
 	struct spool_msg *m, *next;
-	char ts[SPOOL_TS_LEN + 1], why[SPOOL_ERR_LEN];
+	char ts[SPOOL_TS_LEN + 1];
+	struct sbuf why;
 	bool renamed = false, late = false;
 	unsigned n = 0;
 	size_t start;
 
+	sbuf_init(&why, SPOOL_ERR_LEN);
 	spool_now(ts, sizeof(ts));
 	sbuf_reset(&sp->jbuf);
 	for (m = batch; m != NULL; m = m->next) {
@@ -547,9 +412,9 @@ spool_commit_batch(struct spool *sp, struct spool_msg *batch)
 		if (!m->failed && atomic_load(&sp->broken))
 			spool_msg_fail(m, "%s", sp->broken_why);
 		start = sp->jbuf.len;
+		/* jline is the whole record but its time stamp. */
 		if (!m->failed && (sbuf_printf(&sp->jbuf, "%s ", ts) == -1 ||
-		    sbuf_append(&sp->jbuf, m->jline.data, m->jline.len) == -1 ||
-		    sbuf_append_char(&sp->jbuf, '\n') == -1)) {
+		    sbuf_append(&sp->jbuf, m->jline.data, m->jline.len) == -1)) {
 			sbuf_truncate(&sp->jbuf, start);
 			spool_msg_fail(m, "journal batch too large");
 		}
@@ -559,10 +424,10 @@ spool_commit_batch(struct spool *sp, struct spool_msg *batch)
 			    m->err);
 		}
 	}
-	if (spool_journal_write(sp, &sp->jbuf, why, sizeof(why)) == -1) {
+	if (spool_journal_write(sp, &sp->jbuf, &why) == -1) {
 		for (m = batch; m != NULL; m = m->next)
 			if (!m->failed) {
-				spool_msg_fail(m, "%s", why);
+				spool_msg_fail(m, "%s", why.data);
 				spool_unlink_tmp(sp, m->id);
 			}
 	} else
@@ -586,16 +451,15 @@ spool_commit_batch(struct spool *sp, struct spool_msg *batch)
 	}
 	if (renamed && fsync(sp->queuefd) == -1) {
 		/* Not durable: undo, so nothing here is ever acknowledged. */
-		(void)snprintf(why, sizeof(why), "fsync queue directory: %s",
-		    strerror(errno));
-		log_warnx("spool: %s", why);
+		sbuf_seterr(&why, "fsync queue directory: %s", strerror(errno));
+		log_warnx("spool: %s", why.data);
 		for (m = batch; m != NULL; m = m->next) {
 			if (!m->renamed)
 				continue;
 			if (unlinkat(sp->queuefd, m->id, 0) == -1)
 				log_warn("spool: unlink queue/%s", m->id);
 			m->renamed = false;
-			spool_msg_fail(m, "%s", why);
+			spool_msg_fail(m, "%s", why.data);
 		}
 		spool_reopen_queue(sp);
 	}
@@ -608,8 +472,10 @@ spool_commit_batch(struct spool *sp, struct spool_msg *batch)
 			    m->err);
 			late = true;
 		}
-	if (late && spool_journal_write(sp, &sp->jbuf, why, sizeof(why)) == -1)
-		log_warnx("spool: discarded records not journaled: %s", why);
+	if (late && spool_journal_write(sp, &sp->jbuf, &why) == -1)
+		log_warnx("spool: discarded records not journaled: %s",
+		    why.data);
+	sbuf_release(&why);
 
 	/* Post before pending drops, so pending + busy never read 0 early. */
 	for (m = batch; m != NULL; m = next) {
@@ -621,9 +487,9 @@ spool_commit_batch(struct spool *sp, struct spool_msg *batch)
 }
 
 static void
-spool_jrec_done(void *arg)
+spool_jq_done(void *arg)
 {
-	struct spool_jrec *r = arg;
+	struct spool_jq *r = arg;
 
 	if (r->cb != NULL)
 		r->cb(r->cbarg, r->status);
@@ -637,30 +503,36 @@ spool_jrec_done(void *arg)
  * recovery finds every target final in the journal and removes again.
  */
 static void
-spool_jrec_batch(struct spool *sp, struct spool_jrec *batch)
+spool_jq_batch(struct spool *sp, struct spool_jq *batch)
 {
-	struct spool_jrec *r, *next;
-	char why[SPOOL_ERR_LEN];
+	struct spool_jq *r, *next;
+	struct sbuf why;
 	unsigned n = 0;
 	int status;
 
+	sbuf_init(&why, SPOOL_ERR_LEN);
 	sbuf_reset(&sp->jbuf);
 	for (r = batch; r != NULL; r = r->next) {
 		n++;
-		if (sbuf_append(&sp->jbuf, r->data, r->len) == -1)
+		/* A record that does not fit is not written: it says so. */
+		r->status = sbuf_append(&sp->jbuf, r->data, r->len);
+		if (r->status == -1)
 			log_warnx("spool: journal batch too large");
 	}
-	status = spool_journal_write(sp, &sp->jbuf, why, sizeof(why));
+	status = spool_journal_write(sp, &sp->jbuf, &why);
 	if (status == -1)
-		log_warnx("spool: delivery records not journaled: %s", why);
+		log_warnx("spool: delivery records not journaled: %s",
+		    why.data);
+	sbuf_release(&why);
 	for (r = batch; r != NULL; r = next) {
 		next = r->next;
-		r->status = status;
-		if (status == 0 && r->remove_id[0] != '\0' &&
+		if (status == -1)
+			r->status = -1;
+		if (r->status == 0 && r->remove_id[0] != '\0' &&
 		    unlinkat(sp->queuefd, r->remove_id, 0) == -1 &&
 		    errno != ENOENT)
 			log_warn("spool: unlink queue/%s", r->remove_id);
-		workers_post(sp->w, spool_jrec_done, r);
+		workers_post(sp->w, spool_jq_done, r);
 	}
 	spool_inflight_done(sp, n);
 }
@@ -670,7 +542,7 @@ spool_committer_main(void *arg)
 {
 	struct spool *sp = arg;
 	struct spool_msg *batch;
-	struct spool_jrec *jbatch;
+	struct spool_jq *jbatch;
 
 	spool_lock(sp);
 	for (;;) {
@@ -690,7 +562,7 @@ spool_committer_main(void *arg)
 		if (batch != NULL)
 			spool_commit_batch(sp, batch);
 		if (jbatch != NULL)
-			spool_jrec_batch(sp, jbatch);
+			spool_jq_batch(sp, jbatch);
 		spool_lock(sp);
 	}
 	spool_unlock(sp);
@@ -701,7 +573,7 @@ void
 spool_journal_append(struct spool *sp, const char *data, size_t len,
     const char *remove_id, spool_done_cb cb, void *arg)
 {
-	struct spool_jrec *r = xcalloc(1, sizeof(*r));
+	struct spool_jq *r = xcalloc(1, sizeof(*r));
 
 	r->sp = sp;
 	r->data = xmalloc(len + 1);
@@ -723,59 +595,12 @@ spool_journal_append(struct spool *sp, const char *data, size_t len,
 }
 
 int
-spool_journal_scan(struct spool *sp, spool_line_cb cb, void *arg,
-    struct sbuf *err)
-{
-	char buf[65536];
-	struct sbuf line;
-	uint64_t off = 0;
-	ssize_t n, i;
-
-	sbuf_init(&line, SPOOL_JLINE_MAX);
-	for (;;) {
-		n = pread(sp->journalfd, buf, sizeof(buf), (off_t)off);
-		if (n == -1) {
-			if (errno == EINTR)
-				continue;
-			spool_errf(err, "read journal: %s", strerror(errno));
-			sbuf_release(&line);
-			return -1;
-		}
-		if (n == 0)
-			break;
-		off += (uint64_t)n;
-		for (i = 0; i < n; i++) {
-			if (buf[i] == '\n') {
-				cb(arg, line.data, line.len);
-				sbuf_reset(&line);
-			} else if (sbuf_append_char(&line, buf[i]) == -1) {
-				/* An absurd record: skip to its end. */
-				sbuf_reset(&line);
-			}
-		}
-	}
-	sbuf_release(&line);
-	return 0;
-}
-
-int
-spool_queue_path(const struct spool *sp, const char *id, struct sbuf *out)
-{
-	if (!spool_id_valid(id))
-		return -1;
-	if (sp->in_dir)
-		return sbuf_printf(out, "queue/%s", id);
-	return sbuf_printf(out, "%s/queue/%s", sp->dir, id);
-}
-
-int
 spool_chdir(struct spool *sp, struct sbuf *err)
 {
 	if (fchdir(sp->dirfd) == -1) {
-		spool_errf(err, "chdir %s: %s", sp->dir, strerror(errno));
+		sbuf_seterr(err, "chdir %s: %s", sp->dir, strerror(errno));
 		return -1;
 	}
-	sp->in_dir = true;
 	return 0;
 }
 
@@ -820,9 +645,7 @@ spool_sync_job(void *arg)
 
 	spool_msg_flush(msg);
 	if (!msg->failed) {
-		if (snprintf(sum, sizeof(sum), "size %020" PRIu64 " sha256 %s",
-		    msg->size, msg->sha_hex) != SPOOL_SUM_LEN)
-			log_panic("spool: bad size/sha256 record");
+		spool_hdr_format_sum(sum, msg->size, msg->sha_hex);
 		if (spool_pwrite_all(msg->fd, sum, SPOOL_SUM_LEN,
 		    (off_t)SPOOL_LINE1_LEN) == -1)
 			spool_msg_fail(msg, "write: %s", strerror(errno));
@@ -867,13 +690,13 @@ spool_open_subdir(int dirfd, const char *name, bool *created,
 	if (mkdirat(dirfd, name, 0750) == 0)
 		*created = true;
 	else if (errno != EEXIST) {
-		spool_errf(err, "mkdir %s: %s", name, strerror(errno));
+		sbuf_seterr(err, "mkdir %s: %s", name, strerror(errno));
 		return -1;
 	}
 	fd = openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW |
 	    O_CLOEXEC);
 	if (fd == -1)
-		spool_errf(err, "open %s: %s", name, strerror(errno));
+		sbuf_seterr(err, "open %s: %s", name, strerror(errno));
 	return fd;
 }
 
@@ -893,6 +716,7 @@ spool_release(struct spool *sp)
 	spool_close_fd(&sp->corruptfd, "corrupt/");
 	spool_close_fd(&sp->journalfd, "journal");
 	spool_close_fd(&sp->dirfd, sp->dir);
+	spool_reader_close(sp->rd);
 	EVP_MD_free(sp->md);
 	sbuf_release(&sp->jbuf);
 	spool_check(pthread_cond_destroy(&sp->cq_cond), "pthread_cond_destroy");
@@ -936,11 +760,11 @@ spool_open(const char *dir, struct workers *w, struct sbuf *err)
 	if (mkdir(dir, 0750) == 0)
 		created = true;
 	else if (errno != EEXIST) {
-		spool_errf(err, "mkdir %s: %s", dir, strerror(errno));
+		sbuf_seterr(err, "mkdir %s: %s", dir, strerror(errno));
 		goto fail;
 	}
 	if ((sp->dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) == -1) {
-		spool_errf(err, "open %s: %s", dir, strerror(errno));
+		sbuf_seterr(err, "open %s: %s", dir, strerror(errno));
 		goto fail;
 	}
 	if ((sp->tmpfd = spool_open_subdir(sp->dirfd, "tmp", &created,
@@ -951,11 +775,11 @@ spool_open(const char *dir, struct workers *w, struct sbuf *err)
 	    err)) == -1)
 		goto fail;
 	if (fstat(sp->tmpfd, &tst) == -1 || fstat(sp->queuefd, &qst) == -1) {
-		spool_errf(err, "fstat: %s", strerror(errno));
+		sbuf_seterr(err, "fstat: %s", strerror(errno));
 		goto fail;
 	}
 	if (tst.st_dev != qst.st_dev) {
-		spool_errf(err, "%s: tmp and queue on different filesystems",
+		sbuf_seterr(err, "%s: tmp and queue on different filesystems",
 		    dir);
 		goto fail;
 	}
@@ -963,30 +787,30 @@ spool_open(const char *dir, struct workers *w, struct sbuf *err)
 	sp->journalfd = openat(sp->dirfd, "journal", O_RDWR | O_APPEND |
 	    O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0640);
 	if (sp->journalfd == -1) {
-		spool_errf(err, "open journal: %s", strerror(errno));
+		sbuf_seterr(err, "open journal: %s", strerror(errno));
 		goto fail;
 	}
 	/* One daemon per spool: the lock dies with the process. */
 	if (flock(sp->journalfd, LOCK_EX | LOCK_NB) == -1) {
-		spool_errf(err, "%s: %s", dir, errno == EWOULDBLOCK ?
+		sbuf_seterr(err, "%s: %s", dir, errno == EWOULDBLOCK ?
 		    "in use by another process" : strerror(errno));
 		goto fail;
 	}
 	if (fstat(sp->journalfd, &tst) == -1) {
-		spool_errf(err, "fstat journal: %s", strerror(errno));
+		sbuf_seterr(err, "fstat journal: %s", strerror(errno));
 		goto fail;
 	}
 	sp->journal_off = (uint64_t)tst.st_size;
 	/* A record torn by a crash must not swallow the next one. */
 	if (tst.st_size > 0) {
 		if (pread(sp->journalfd, &last, 1, tst.st_size - 1) != 1) {
-			spool_errf(err, "read journal: %s", strerror(errno));
+			sbuf_seterr(err, "read journal: %s", strerror(errno));
 			goto fail;
 		}
 		if (last != '\n') {
 			if (spool_write_all(sp->journalfd, "\n", 1) == -1 ||
 			    fdatasync(sp->journalfd) == -1) {
-				spool_errf(err, "repair journal: %s",
+				sbuf_seterr(err, "repair journal: %s",
 				    strerror(errno));
 				goto fail;
 			}
@@ -997,22 +821,24 @@ spool_open(const char *dir, struct workers *w, struct sbuf *err)
 		created = true;
 	if (created && (fsync(sp->journalfd) == -1 ||
 	    fsync(sp->dirfd) == -1)) {
-		spool_errf(err, "fsync %s: %s", dir, strerror(errno));
+		sbuf_seterr(err, "fsync %s: %s", dir, strerror(errno));
 		goto fail;
 	}
 
+	if ((sp->rd = spool_reader_open(dir, err)) == NULL)
+		goto fail;
 	if ((sp->md = EVP_MD_fetch(NULL, "SHA256", NULL)) == NULL) {
-		spool_errf(err, "SHA-256 not available");
+		sbuf_seterr(err, "SHA-256 not available");
 		goto fail;
 	}
 	if (getrandom(&sp->id_seq, sizeof(sp->id_seq), 0) !=
 	    (ssize_t)sizeof(sp->id_seq)) {
-		spool_errf(err, "getrandom: %s", strerror(errno));
+		sbuf_seterr(err, "getrandom: %s", strerror(errno));
 		goto fail;
 	}
 	if ((rc = pthread_create(&sp->committer, NULL, spool_committer_main,
 	    sp)) != 0) {
-		spool_errf(err, "pthread_create: %s", strerror(rc));
+		sbuf_seterr(err, "pthread_create: %s", strerror(rc));
 		goto fail;
 	}
 	sp->committer_started = true;
@@ -1049,6 +875,12 @@ spool_close(struct spool *sp)
 	spool_release(sp);
 }
 
+const struct spool_reader *
+spool_reader(const struct spool *sp)
+{
+	return sp->rd;
+}
+
 unsigned
 spool_pending(const struct spool *sp)
 {
@@ -1056,138 +888,6 @@ spool_pending(const struct spool *sp)
 }
 
 /* ---- writing a message ---- */
-
-static int
-spool_hdr_kv(struct sbuf *sb, const char *key, const char *value)
-{
-	if (value == NULL)
-		return 0;
-	if (sbuf_append_str(sb, key) == -1 || sbuf_append_char(sb, ' ') == -1 ||
-	    sbuf_append_escaped(sb, value, strlen(value), NULL, false) == -1 ||
-	    sbuf_append_char(sb, '\n') == -1)
-		return -1;
-	return 0;
-}
-
-static int
-spool_notify_format(struct sbuf *sb, unsigned notify)
-{
-	static const struct {
-		unsigned	 bit;
-		const char	*name;
-	} map[] = {
-		{ SMTP_PROTO_NOTIFY_NEVER, "NEVER" },
-		{ SMTP_PROTO_NOTIFY_SUCCESS, "SUCCESS" },
-		{ SMTP_PROTO_NOTIFY_FAILURE, "FAILURE" },
-		{ SMTP_PROTO_NOTIFY_DELAY, "DELAY" },
-	};
-	const char *sep = "";
-	size_t i;
-
-	for (i = 0; i < sizeof(map) / sizeof(map[0]); i++)
-		if (notify & map[i].bit) {
-			if (sbuf_printf(sb, "%s%s", sep, map[i].name) == -1)
-				return -1;
-			sep = ",";
-		}
-	return 0;
-}
-
-static int
-spool_header_format(struct sbuf *sb, const char *id,
-    const struct spool_envelope *env)
-{
-	char ts[SPOOL_TS_LEN + 1];
-	size_t i;
-
-	spool_format_time(&env->arrival, ts, sizeof(ts));
-	if (sbuf_append_str(sb, SPOOL_LINE1) == -1 ||
-	    sbuf_append_str(sb, SPOOL_SUM_PLACEHOLDER "\n") == -1 ||
-	    sbuf_append_str(sb, SPOOL_PREPEND_KEY) == -1 ||
-	    sbuf_printf(sb, "%*s\n", SPOOL_PREPEND_MAX, "") == -1 ||
-	    spool_hdr_kv(sb, "id", id) == -1 ||
-	    spool_hdr_kv(sb, "arrival", ts) == -1 ||
-	    spool_hdr_kv(sb, "listener", env->listener) == -1 ||
-	    spool_hdr_kv(sb, "client-addr", env->client_addr) == -1 ||
-	    spool_hdr_kv(sb, "client-name", env->client_name) == -1 ||
-	    spool_hdr_kv(sb, "helo", env->helo) == -1 ||
-	    spool_hdr_kv(sb, "protocol", env->protocol) == -1 ||
-	    spool_hdr_kv(sb, "tls", env->tls) == -1 ||
-	    spool_hdr_kv(sb, "sender",
-	    env->sender != NULL ? env->sender : "") == -1 ||
-	    spool_hdr_kv(sb, "envid", env->envid) == -1)
-		return -1;
-	if (env->ret == SMTP_PROTO_RET_FULL || env->ret == SMTP_PROTO_RET_HDRS)
-		if (spool_hdr_kv(sb, "ret", env->ret == SMTP_PROTO_RET_FULL ?
-		    "FULL" : "HDRS") == -1)
-			return -1;
-	if (env->body == SMTP_PROTO_BODY_7BIT ||
-	    env->body == SMTP_PROTO_BODY_8BITMIME)
-		if (spool_hdr_kv(sb, "body", env->body ==
-		    SMTP_PROTO_BODY_7BIT ? "7BIT" : "8BITMIME") == -1)
-			return -1;
-	if (env->smtputf8 && sbuf_append_str(sb, "smtputf8\n") == -1)
-		return -1;
-	for (i = 0; i < env->nrcpts; i++) {
-		const struct spool_rcpt *r = &env->rcpts[i];
-
-		if (sbuf_append_str(sb, "rcpt ") == -1 ||
-		    sbuf_append_escaped(sb, r->addr, strlen(r->addr), NULL,
-		    false) == -1)
-			return -1;
-		if (r->notify != 0 && (sbuf_append_str(sb, " notify=") == -1 ||
-		    spool_notify_format(sb, r->notify) == -1))
-			return -1;
-		if (r->orcpt != NULL && (sbuf_append_str(sb, " orcpt=") == -1 ||
-		    sbuf_append_escaped(sb, r->orcpt, strlen(r->orcpt), NULL,
-		    false) == -1))
-			return -1;
-		if (sbuf_append_char(sb, '\n') == -1)
-			return -1;
-	}
-	return sbuf_append_str(sb, ".\n");
-}
-
-static int
-spool_jesc(struct sbuf *sb, const char *s)
-{
-	if (s == NULL)
-		return 0;
-	return sbuf_append_escaped(sb, s, strlen(s), SPOOL_JOURNAL_EXTRA,
-	    false);
-}
-
-/* The parts of the "accepted" record known when the message starts. */
-static int
-spool_journal_prepare(struct spool_msg *msg, const struct spool_envelope *env)
-{
-	struct sbuf *sb = &msg->jrest;
-	size_t i;
-
-	if (spool_jesc(&msg->jfrom, env->sender) == -1)
-		return -1;
-	if (sbuf_printf(sb, "nrcpt=%zu to=", env->nrcpts) == -1)
-		return -1;
-	for (i = 0; i < env->nrcpts; i++)
-		if (sbuf_append_str(sb, i > 0 ? ",<" : "<") == -1 ||
-		    spool_jesc(sb, env->rcpts[i].addr) == -1 ||
-		    sbuf_append_char(sb, '>') == -1)
-			return -1;
-	if (sbuf_append_str(sb, " client=") == -1 ||
-	    spool_jesc(sb, env->client_name) == -1 ||
-	    sbuf_append_char(sb, '[') == -1 ||
-	    spool_jesc(sb, env->client_addr) == -1 ||
-	    sbuf_append_str(sb, "] listener=") == -1 ||
-	    spool_jesc(sb, env->listener) == -1 ||
-	    sbuf_append_str(sb, " helo=") == -1 ||
-	    spool_jesc(sb, env->helo) == -1 ||
-	    sbuf_append_str(sb, " proto=") == -1 ||
-	    spool_jesc(sb, env->protocol) == -1 ||
-	    sbuf_append_str(sb, " tls=") == -1 ||
-	    spool_jesc(sb, env->tls) == -1)
-		return -1;
-	return 0;
-}
 
 /* Loop thread: a fresh, strictly rising id (see splitmx-spool(5)). */
 static void
@@ -1348,6 +1048,7 @@ struct spool_msg *
 spool_msg_new(struct spool *sp, const struct spool_envelope *env,
     const char **err_out)
 {
+	struct spool_jrec_out w;
 	struct spool_msg *msg;
 	struct sbuf hdr;
 	bool refill;
@@ -1366,10 +1067,12 @@ spool_msg_new(struct spool *sp, const struct spool_envelope *env,
 	msg = xcalloc(1, sizeof(*msg));
 	msg->sp = sp;
 	msg->fd = -1;
-	sbuf_init(&msg->jfrom, SPOOL_JLINE_MAX);
-	sbuf_init(&msg->jrest, SPOOL_JLINE_MAX);
+	msg->sender = xstrdup(env->sender);
+	sbuf_init(&msg->jenv, SPOOL_JLINE_MAX);
 	sbuf_init(&msg->jline, SPOOL_JLINE_MAX);
-	if (spool_journal_prepare(msg, env) == -1) {
+	spool_jrec_fragment_begin(&w, &msg->jenv);
+	spool_jrec_envelope(&w, env);
+	if (spool_jrec_fragment_end(&w) == -1) {
 		*err_out = "envelope too large";
 		spool_msg_free(msg);
 		return NULL;
@@ -1397,7 +1100,7 @@ spool_msg_new(struct spool *sp, const struct spool_envelope *env,
 	}
 
 	sbuf_init(&hdr, SPOOL_HEADER_MAX);
-	if (spool_header_format(&hdr, msg->id, env) == -1) {
+	if (spool_hdr_format(&hdr, msg->id, env) == -1) {
 		(void)snprintf(sp->new_err, sizeof(sp->new_err),
 		    "envelope too large");
 		goto abort;
@@ -1482,8 +1185,8 @@ spool_msg_commit(struct spool_msg *msg, const char *message_id,
 	static const char hex[] = "0123456789abcdef";
 	struct spool *sp = msg->sp;
 	unsigned char md[EVP_MAX_MD_SIZE];
+	struct spool_jrec_out w;
 	unsigned int mdlen = 0, i;
-	size_t idlen;
 
 	if (sp->w == NULL)
 		log_panic("spool: commit without workers");
@@ -1498,24 +1201,19 @@ spool_msg_commit(struct spool_msg *msg, const char *message_id,
 			msg->sha_hex[2 * i + 1] = hex[md[i] & 15];
 		}
 		msg->sha_hex[64] = '\0';
-		idlen = message_id != NULL ? strlen(message_id) : 0;
-		if (idlen > SPOOL_MSGID_MAX)
-			idlen = SPOOL_MSGID_MAX;
-		if (sbuf_printf(&msg->jline, "accepted id=%s msgid=",
-		    msg->id) == -1 ||
-		    (idlen > 0 && sbuf_append_escaped(&msg->jline, message_id,
-		    idlen, SPOOL_JOURNAL_EXTRA, false) == -1) ||
-		    sbuf_append_str(&msg->jline, " from=<") == -1 ||
-		    sbuf_append(&msg->jline, msg->jfrom.data,
-		    msg->jfrom.len) == -1 ||
-		    sbuf_printf(&msg->jline, "> size=%" PRIu64 " sha256=%s ",
-		    msg->size, msg->sha_hex) == -1 ||
-		    sbuf_append(&msg->jline, msg->jrest.data,
-		    msg->jrest.len) == -1)
+		/* The committer stamps it; the rest is known now. */
+		spool_jrec_begin(&w, &msg->jline, NULL, "accepted", msg->id);
+		spool_jrec_strn(&w, "msgid", message_id, SPOOL_MSGID_MAX);
+		spool_jrec_addr(&w, "from", msg->sender);
+		spool_jrec_u64(&w, "size", msg->size);
+		spool_jrec_token(&w, "sha256", msg->sha_hex);
+		spool_jrec_fragment(&w, &msg->jenv);
+		if (spool_jrec_end(&w) == -1)
 			spool_msg_fail(msg, "journal record too long");
 	}
-	sbuf_release(&msg->jfrom);
-	sbuf_release(&msg->jrest);
+	free(msg->sender);
+	msg->sender = NULL;
+	sbuf_release(&msg->jenv);
 	atomic_fetch_add(&sp->pending, 1);
 	atomic_fetch_add(&sp->inflight, 1);
 	/* The last write, fsync and close happen off the loop. */
@@ -1565,408 +1263,6 @@ spool_msg_abort(struct spool_msg *msg)
 
 /* ---- reading a message header ---- */
 
-void
-spool_envelope_clear(struct spool_envelope *env)
-{
-	size_t i;
-
-	if (env == NULL)
-		return;
-	for (i = 0; i < env->nrcpts; i++) {
-		free(env->rcpts[i].addr);
-		free(env->rcpts[i].orcpt);
-	}
-	free(env->rcpts);
-	free(env->sender);
-	free(env->envid);
-	free(env->prepend);
-	free(env->listener);
-	free(env->client_addr);
-	free(env->client_name);
-	free(env->helo);
-	free(env->protocol);
-	free(env->tls);
-	memset(env, 0, sizeof(*env));
-}
-
-/* Unescapes a value into a new string; NULL if malformed or holding NUL. */
-static char *
-spool_unescape_dup(const char *s, size_t len)
-{
-	struct sbuf sb;
-	char *out = NULL;
-
-	sbuf_init(&sb, len);
-	if (sbuf_append_unescaped(&sb, s, len) == 0 &&
-	    memchr(sb.data, '\0', sb.len) == NULL)
-		out = xstrndup(sb.data, sb.len);
-	sbuf_release(&sb);
-	return out;
-}
-
-static int
-spool_set_str(char **field, const char *v, size_t vlen)
-{
-	if (*field != NULL)
-		return -1;		/* repeated key */
-	return (*field = spool_unescape_dup(v, vlen)) == NULL ? -1 : 0;
-}
-
-static int
-spool_parse_notify(const char *v, size_t len, unsigned *out)
-{
-	static const struct {
-		const char	*name;
-		unsigned	 bit;
-	} map[] = {
-		{ "NEVER", SMTP_PROTO_NOTIFY_NEVER },
-		{ "SUCCESS", SMTP_PROTO_NOTIFY_SUCCESS },
-		{ "FAILURE", SMTP_PROTO_NOTIFY_FAILURE },
-		{ "DELAY", SMTP_PROTO_NOTIFY_DELAY },
-	};
-	const char *end = v + len, *comma;
-	size_t i, n;
-
-	*out = 0;
-	while (v < end) {
-		comma = memchr(v, ',', (size_t)(end - v));
-		n = (size_t)((comma != NULL ? comma : end) - v);
-		for (i = 0; i < sizeof(map) / sizeof(map[0]); i++)
-			if (strlen(map[i].name) == n &&
-			    memcmp(map[i].name, v, n) == 0)
-				break;
-		if (i == sizeof(map) / sizeof(map[0]))
-			return -1;
-		*out |= map[i].bit;
-		v += n + (comma != NULL ? 1 : 0);
-	}
-	return *out != 0 ? 0 : -1;
-}
-
-/* "ADDR [notify=...] [orcpt=...]" */
-static int
-spool_parse_rcpt(struct spool_envelope *env, size_t *alloc, const char *v,
-    size_t len)
-{
-	struct spool_rcpt r = { NULL, 0, NULL };
-	const char *end = v + len, *tok, *sp;
-	size_t tlen;
-	bool first = true, have_notify = false;
-
-	while (v < end) {
-		sp = memchr(v, ' ', (size_t)(end - v));
-		tok = v;
-		tlen = (size_t)((sp != NULL ? sp : end) - v);
-		v += tlen + (sp != NULL ? 1 : 0);
-		if (first) {
-			if ((r.addr = spool_unescape_dup(tok, tlen)) == NULL)
-				goto bad;
-			first = false;
-		} else if (tlen > 7 && memcmp(tok, "notify=", 7) == 0 &&
-		    !have_notify) {
-			if (spool_parse_notify(tok + 7, tlen - 7,
-			    &r.notify) == -1)
-				goto bad;
-			have_notify = true;
-		} else if (tlen > 6 && memcmp(tok, "orcpt=", 6) == 0 &&
-		    r.orcpt == NULL) {
-			if ((r.orcpt = spool_unescape_dup(tok + 6,
-			    tlen - 6)) == NULL)
-				goto bad;
-		} else
-			goto bad;
-	}
-	if (r.addr == NULL)
-		goto bad;
-	if (env->nrcpts == *alloc) {
-		*alloc = *alloc == 0 ? 4 : *alloc * 2;
-		env->rcpts = xreallocarray(env->rcpts, *alloc,
-		    sizeof(*env->rcpts));
-	}
-	env->rcpts[env->nrcpts++] = r;
-	return 0;
-bad:
-	free(r.addr);
-	free(r.orcpt);
-	return -1;
-}
-
-/*
- * Pure parser of a header (hdr[0..len) ends with the ".\n" line). Fills
- * env, the id, the recorded content size and SHA-256.
- */
-static int
-spool_header_parse(const char *hdr, size_t len, struct spool_envelope *env,
-    char id_out[SPOOL_ID_LEN + 1], uint64_t *size_out, char sha_out[65],
-    struct sbuf *err)
-{
-	const char *p = hdr, *end = hdr + len, *nl, *v;
-	size_t llen, klen = 0, vlen, alloc = 0, i;
-	bool have_arrival = false, have_sender = false, have_ret = false;
-	bool have_body = false, have_utf8 = false, done = false;
-	uint64_t size = 0;
-
-	memset(env, 0, sizeof(*env));
-	id_out[0] = '\0';
-
-	nl = memchr(p, '\n', len);
-	if (nl == NULL || (size_t)(nl - p) + 1 != SPOOL_LINE1_LEN ||
-	    memcmp(p, SPOOL_LINE1, SPOOL_LINE1_LEN) != 0) {
-		if (nl != NULL && (size_t)(nl - p) > sizeof(SPOOL_MAGIC) &&
-		    memcmp(p, SPOOL_MAGIC " ", sizeof(SPOOL_MAGIC)) == 0)
-			spool_errf(err, "unsupported format version");
-		else
-			spool_errf(err, "not a splitmx queue file");
-		return -1;
-	}
-	p = nl + 1;
-
-	/* size %020llu sha256 %64s */
-	nl = memchr(p, '\n', (size_t)(end - p));
-	if (nl == NULL || nl - p != SPOOL_SUM_LEN ||
-	    memcmp(p, "size ", 5) != 0 ||
-	    memcmp(p + 25, " sha256 ", 8) != 0)
-		goto badsum;
-	for (i = 5; i < 25; i++) {
-		if (p[i] < '0' || p[i] > '9')
-			goto badsum;
-		if (size > (UINT64_MAX - 9) / 10)
-			goto badsum;
-		size = size * 10 + (uint64_t)(p[i] - '0');
-	}
-	for (i = 33; i < SPOOL_SUM_LEN; i++)
-		if (!((p[i] >= '0' && p[i] <= '9') ||
-		    (p[i] >= 'a' && p[i] <= 'f')))
-			goto badsum;
-	memcpy(sha_out, p + 33, 64);
-	sha_out[64] = '\0';
-	*size_out = size;
-	p = nl + 1;
-
-	while (p < end) {
-		nl = memchr(p, '\n', (size_t)(end - p));
-		if (nl == NULL)
-			break;
-		llen = (size_t)(nl - p);
-		if (llen == 1 && p[0] == '.') {
-			done = true;
-			p = nl + 1;
-			break;
-		}
-		v = memchr(p, ' ', llen);
-		klen = v != NULL ? (size_t)(v - p) : llen;
-		v = v != NULL ? v + 1 : nl;
-		vlen = (size_t)(nl - v);
-#define KEY(k)	(klen == sizeof(k) - 1 && memcmp(p, k, klen) == 0)
-		if (KEY("id")) {
-			if (id_out[0] != '\0' || vlen != SPOOL_ID_LEN)
-				goto bad;
-			memcpy(id_out, v, SPOOL_ID_LEN);
-			id_out[SPOOL_ID_LEN] = '\0';
-			if (!spool_id_valid(id_out))
-				goto bad;
-		} else if (KEY("arrival")) {
-			if (have_arrival ||
-			    spool_parse_time(v, vlen, &env->arrival) == -1)
-				goto bad;
-			have_arrival = true;
-		} else if (KEY("listener")) {
-			if (spool_set_str(&env->listener, v, vlen) == -1)
-				goto bad;
-		} else if (KEY("client-addr")) {
-			if (spool_set_str(&env->client_addr, v, vlen) == -1)
-				goto bad;
-		} else if (KEY("client-name")) {
-			if (spool_set_str(&env->client_name, v, vlen) == -1)
-				goto bad;
-		} else if (KEY("helo")) {
-			if (spool_set_str(&env->helo, v, vlen) == -1)
-				goto bad;
-		} else if (KEY("protocol")) {
-			if (spool_set_str(&env->protocol, v, vlen) == -1)
-				goto bad;
-		} else if (KEY("tls")) {
-			if (spool_set_str(&env->tls, v, vlen) == -1)
-				goto bad;
-		} else if (KEY("sender")) {
-			if (have_sender ||
-			    spool_set_str(&env->sender, v, vlen) == -1)
-				goto bad;
-			have_sender = true;
-		} else if (KEY("prepend")) {
-			while (vlen > 0 && v[vlen - 1] == ' ')
-				vlen--;		/* the padding */
-			if (vlen > 0 &&
-			    spool_set_str(&env->prepend, v, vlen) == -1)
-				goto bad;
-		} else if (KEY("envid")) {
-			if (spool_set_str(&env->envid, v, vlen) == -1)
-				goto bad;
-		} else if (KEY("ret")) {
-			if (have_ret)
-				goto bad;
-			if (vlen == 4 && memcmp(v, "FULL", 4) == 0)
-				env->ret = SMTP_PROTO_RET_FULL;
-			else if (vlen == 4 && memcmp(v, "HDRS", 4) == 0)
-				env->ret = SMTP_PROTO_RET_HDRS;
-			else
-				goto bad;
-			have_ret = true;
-		} else if (KEY("body")) {
-			if (have_body)
-				goto bad;
-			if (vlen == 4 && memcmp(v, "7BIT", 4) == 0)
-				env->body = SMTP_PROTO_BODY_7BIT;
-			else if (vlen == 8 && memcmp(v, "8BITMIME", 8) == 0)
-				env->body = SMTP_PROTO_BODY_8BITMIME;
-			else
-				goto bad;
-			have_body = true;
-		} else if (KEY("smtputf8")) {
-			if (have_utf8 || vlen != 0)
-				goto bad;
-			env->smtputf8 = have_utf8 = true;
-		} else if (KEY("rcpt")) {
-			if (spool_parse_rcpt(env, &alloc, v, vlen) == -1)
-				goto bad;
-		}
-		/* Other keys: later additions a version-1 reader may skip. */
-#undef KEY
-		p = nl + 1;
-	}
-	if (!done || p != end) {
-		spool_errf(err, "header not terminated");
-		goto fail;
-	}
-	if (id_out[0] == '\0' || !have_arrival || !have_sender ||
-	    env->nrcpts == 0) {
-		spool_errf(err, "header lacks id, arrival, sender or rcpt");
-		goto fail;
-	}
-	return 0;
-badsum:
-	spool_errf(err, "no size/sha256 record (uncommitted or damaged)");
-	return -1;
-bad:
-	{
-		struct sbuf key;
-
-		sbuf_init(&key, 64);
-		if (sbuf_append_escaped(&key, p, klen > 32 ? 32 : klen, NULL,
-		    true) == -1)
-			sbuf_reset(&key);
-		spool_errf(err, "malformed header line \"%s\"", key.data);
-		sbuf_release(&key);
-	}
-fail:
-	spool_envelope_clear(env);
-	return -1;
-}
-
-static int
-spool_read_header_fd(int fd, struct spool_envelope *env_out,
-    char id_out[SPOOL_ID_LEN + 1], uint64_t *content_off_out,
-    uint64_t *content_size_out, char sha256_out[65], struct sbuf *err)
-{
-	char chunk[16 * 1024];
-	struct stat st;
-	struct sbuf hdr;
-	const char *endp;
-	uint64_t size = 0;
-	size_t want, hlen = 0, from;
-	ssize_t n;
-	int rc = -1;
-
-	memset(env_out, 0, sizeof(*env_out));
-	if (fstat(fd, &st) == -1) {
-		spool_errf(err, "fstat: %s", strerror(errno));
-		return -1;
-	}
-	if (!S_ISREG(st.st_mode)) {
-		spool_errf(err, "not a regular file");
-		return -1;
-	}
-	sbuf_init(&hdr, SPOOL_HEADER_MAX);
-	/* Read until the "\n.\n" that ends the header, within the cap. */
-	for (;;) {
-		want = sizeof(chunk);
-		if (want > hdr.cap - hdr.len)
-			want = hdr.cap - hdr.len;
-		if (want == 0) {
-			spool_errf(err, "header longer than %d octets",
-			    SPOOL_HEADER_MAX);
-			goto out;
-		}
-		n = pread(fd, chunk, want, (off_t)hdr.len);
-		if (n == -1) {
-			if (errno == EINTR)
-				continue;
-			spool_errf(err, "read: %s", strerror(errno));
-			goto out;
-		}
-		if (n == 0) {
-			spool_errf(err, "truncated header");
-			goto out;
-		}
-		from = hdr.len >= 2 ? hdr.len - 2 : 0;
-		if (sbuf_append(&hdr, chunk, (size_t)n) == -1)
-			log_panic("spool: header buffer");
-		endp = memmem(hdr.data + from, hdr.len - from, "\n.\n", 3);
-		if (endp != NULL) {
-			hlen = (size_t)(endp - hdr.data) + 3;
-			break;
-		}
-	}
-	if (spool_header_parse(hdr.data, hlen, env_out, id_out, &size,
-	    sha256_out, err) == -1)
-		goto out;
-	if ((uint64_t)st.st_size < hlen ||
-	    (uint64_t)st.st_size - hlen != size) {
-		spool_errf(err, "torn file: content is %" PRIu64
-		    " octets, header says %" PRIu64,
-		    (uint64_t)st.st_size >= hlen ?
-		    (uint64_t)st.st_size - hlen : 0, size);
-		spool_envelope_clear(env_out);
-		goto out;
-	}
-	*content_off_out = hlen;
-	*content_size_out = size;
-	rc = 0;
-out:
-	sbuf_release(&hdr);
-	return rc;
-}
-
-int
-spool_read_header(const char *path, struct spool_envelope *env_out,
-    uint64_t *content_off_out, uint64_t *content_size_out,
-    char sha256_out[65], struct sbuf *err)
-{
-	char id[SPOOL_ID_LEN + 1];
-	const char *base;
-	int fd, rc;
-
-	memset(env_out, 0, sizeof(*env_out));
-	if ((fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC)) == -1) {
-		spool_errf(err, "open: %s", strerror(errno));
-		return -1;
-	}
-	rc = spool_read_header_fd(fd, env_out, id, content_off_out,
-	    content_size_out, sha256_out, err);
-	/* Read-only: a close error loses nothing. */
-	(void)close(fd);
-	if (rc == 0) {
-		base = strrchr(path, '/');
-		base = base != NULL ? base + 1 : path;
-		if (spool_id_valid(base) && strcmp(base, id) != 0) {
-			spool_errf(err, "file name does not match id %s", id);
-			spool_envelope_clear(env_out);
-			rc = -1;
-		}
-	}
-	return rc;
-}
-
 /* ---- recovery ---- */
 
 static int
@@ -1988,7 +1284,7 @@ spool_list_dir(int dirfd, const char *what, char ***names_out, size_t *n_out,
 
 	if ((fd = openat(dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC)) ==
 	    -1 || (d = fdopendir(fd)) == NULL) {
-		spool_errf(err, "open %s: %s", what, strerror(errno));
+		sbuf_seterr(err, "open %s: %s", what, strerror(errno));
 		if (fd != -1)
 			(void)close(fd);	/* read-only */
 		return -1;
@@ -2007,7 +1303,7 @@ spool_list_dir(int dirfd, const char *what, char ***names_out, size_t *n_out,
 		names[n++] = xstrdup(de->d_name);
 	}
 	if (errno != 0) {
-		spool_errf(err, "read %s: %s", what, strerror(errno));
+		sbuf_seterr(err, "read %s: %s", what, strerror(errno));
 		while (n > 0)
 			free(names[--n]);
 		free(names);
@@ -2052,19 +1348,6 @@ spool_move_corrupt(struct spool *sp, const char *name, struct sbuf *dest)
 	return -1;
 }
 
-/* The microsecond clock in a valid id's first 11 characters. */
-static uint64_t
-spool_id_time(const char *id)
-{
-	uint64_t us = 0;
-	int i;
-
-	for (i = 0; i < 11; i++)
-		us = us << 5 | (uint64_t)(id[i] <= '9' ? id[i] - '0' :
-		    id[i] - 'A' + 10);
-	return us;
-}
-
 int
 spool_recover(struct spool *sp, spool_found_cb found, void *arg,
     struct spool_recovery *stats_out, struct sbuf *err)
@@ -2073,7 +1356,6 @@ spool_recover(struct spool *sp, spool_found_cb found, void *arg,
 	struct spool_envelope env;
 	struct sbuf jb, ename, dest, why;
 	char ts[SPOOL_TS_LEN + 1], id[SPOOL_ID_LEN + 1], sha[65];
-	char werr[SPOOL_ERR_LEN];
 	char **names = NULL;
 	size_t n = 0, i;
 	uint64_t off, size, us;
@@ -2086,7 +1368,7 @@ spool_recover(struct spool *sp, spool_found_cb found, void *arg,
 	spool_pool_unlock(sp);
 	if (started) {
 		/* It would remove the tmp files of messages in progress. */
-		spool_errf(err, "recovery after messages were started");
+		sbuf_seterr(err, "recovery after messages were started");
 		if (stats_out != NULL)
 			*stats_out = st;
 		return -1;
@@ -2125,7 +1407,7 @@ spool_recover(struct spool *sp, spool_found_cb found, void *arg,
 	spool_free_names(names, n);
 	names = NULL;
 	if (st.removed_tmp > 0 && fsync(sp->tmpfd) == -1) {
-		spool_errf(err, "fsync tmp: %s", strerror(errno));
+		sbuf_seterr(err, "fsync tmp: %s", strerror(errno));
 		goto out;
 	}
 
@@ -2139,17 +1421,17 @@ spool_recover(struct spool *sp, spool_found_cb found, void *arg,
 			sbuf_reset(&ename);
 		memset(&env, 0, sizeof(env));
 		if (!spool_id_valid(names[i]))
-			spool_errf(&why, "not a queue id");
+			sbuf_seterr(&why, "not a queue id");
 		else if ((fd = openat(sp->queuefd, names[i], O_RDONLY |
 		    O_NOFOLLOW | O_CLOEXEC)) == -1)
-			spool_errf(&why, "open: %s", strerror(errno));
+			sbuf_seterr(&why, "open: %s", strerror(errno));
 		else {
 			if (spool_read_header_fd(fd, &env, id, &off, &size,
 			    sha, &why) == 0) {
 				if (strcmp(id, names[i]) == 0)
 					bad = false;
 				else {
-					spool_errf(&why, "header id %s", id);
+					sbuf_seterr(&why, "header id %s", id);
 					spool_envelope_clear(&env);
 				}
 			}
@@ -2183,13 +1465,11 @@ spool_recover(struct spool *sp, spool_found_cb found, void *arg,
 	}
 	if (qchanged && (fsync(sp->corruptfd) == -1 ||
 	    fsync(sp->queuefd) == -1)) {
-		spool_errf(err, "fsync corrupt/queue: %s", strerror(errno));
+		sbuf_seterr(err, "fsync corrupt/queue: %s", strerror(errno));
 		goto out;
 	}
-	if (spool_journal_write(sp, &jb, werr, sizeof(werr)) == -1) {
-		spool_errf(err, "%s", werr);
+	if (spool_journal_write(sp, &jb, err) == -1)
 		goto out;
-	}
 	/* Have files ready before the first client arrives. */
 	if (sp->w != NULL && sp->pool_max > 0) {
 		spool_pool_lock(sp);

@@ -12,16 +12,23 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
+#include <openssl/sha.h>
+
 #include "maildir.h"
+#include "spool_codec.h"
+#include "spool_read.h"
 #include "sbuf.h"
 
-#define T_JUNK	"SPOOLHDR v1 junk that is not part of the message\n"
+#define T_ID	"0000000000000001"
 
 static char t_base[] = "/tmp/check_maildir_XXXXXX";
 static char t_md[256];
 static char t_src[256];
+static char t_spool[256];
+static size_t t_hdrlen;
 
 static void
 t_path(char *buf, size_t size, const char *a, const char *b)
@@ -31,21 +38,54 @@ t_path(char *buf, size_t size, const char *a, const char *b)
 	ck_assert(n > 0 && (size_t)n < size);
 }
 
-/* Writes junk, then content, to the source; returns the content offset. */
-static size_t
+/*
+ * Writes content as the committed spool message queue/ID (a real header,
+ * spool_codec.h) and opens it through the read side, as the queue does;
+ * then appends junk that must never be copied.
+ */
+static struct spool_content *
 t_write_src(const char *content, size_t len)
 {
+	char addr[] = "bob@example.net", sender[] = "a@b";
+	struct spool_envelope env;
+	struct spool_rcpt rcpt = { addr, 0, NULL };
+	struct spool_reader *rd;
+	struct spool_content *c;
+	char sum[SPOOL_SUM_LEN + 1], hex[65];
+	unsigned char md[32];
+	struct sbuf hdr, err;
+	unsigned i;
 	int fd;
 
+	memset(&env, 0, sizeof(env));
+	env.sender = sender;
+	env.rcpts = &rcpt;
+	env.nrcpts = 1;
+	ck_assert_int_eq(clock_gettime(CLOCK_REALTIME, &env.arrival), 0);
+	sbuf_init(&hdr, SPOOL_HEADER_MAX);
+	ck_assert_int_eq(spool_hdr_format(&hdr, T_ID, &env), 0);
+	ck_assert_ptr_nonnull(SHA256((const unsigned char *)content, len, md));
+	for (i = 0; i < 32; i++)
+		(void)snprintf(hex + 2 * i, 3, "%02x", md[i]);
+	spool_hdr_format_sum(sum, len, hex);
+	memcpy(hdr.data + SPOOL_LINE1_LEN, sum, SPOOL_SUM_LEN);
 	fd = open(t_src, O_CREAT | O_TRUNC | O_WRONLY, 0600);
 	ck_assert_int_ne(fd, -1);
-	ck_assert_int_eq(write(fd, T_JUNK, strlen(T_JUNK)),
-	    (ssize_t)strlen(T_JUNK));
+	ck_assert_int_eq(write(fd, hdr.data, hdr.len), (ssize_t)hdr.len);
 	ck_assert_int_eq(write(fd, content, len), (ssize_t)len);
-	/* Trailing junk that must not be copied. */
+	sbuf_init(&err, 256);
+	rd = spool_reader_open(t_spool, &err);
+	ck_assert_msg(rd != NULL, "%s", err.data);
+	c = spool_content_open(rd, T_ID, NULL, &err);
+	ck_assert_msg(c != NULL, "%s", err.data);
+	spool_reader_close(rd);
+	/* Trailing junk (after the open checked the size): never copied. */
 	ck_assert_int_eq(write(fd, "TRAILER\n", 8), 8);
 	ck_assert_int_eq(close(fd), 0);
-	return strlen(T_JUNK);
+	t_hdrlen = hdr.len;
+	sbuf_release(&hdr);
+	sbuf_release(&err);
+	return c;
 }
 
 /* Number of entries in md/sub; the last name goes to name_out. */
@@ -121,7 +161,11 @@ setup(void)
 	memcpy(t_base, "/tmp/check_maildir_XXXXXX", sizeof(t_base));
 	ck_assert_ptr_nonnull(mkdtemp(t_base));
 	t_path(t_md, sizeof(t_md), t_base, "Maildir");
-	t_path(t_src, sizeof(t_src), t_base, "spoolfile");
+	t_path(t_spool, sizeof(t_spool), t_base, "spool");
+	ck_assert_int_eq(mkdir(t_spool, 0700), 0);
+	t_path(t_src, sizeof(t_src), t_spool, "queue");
+	ck_assert_int_eq(mkdir(t_src, 0700), 0);
+	t_path(t_src, sizeof(t_src), t_spool, "queue/" T_ID);
 }
 
 static void
@@ -141,13 +185,14 @@ START_TEST(test_deliver_prefix_and_content)
 	    "Delivered-To: carol@example.net\r\n";
 	struct sbuf err;
 	char name[256], path[512], sub[300];
-	size_t off, len;
+	struct spool_content *src;
+	size_t len;
 	char *got;
 
-	off = t_write_src(content, strlen(content));
+	src = t_write_src(content, strlen(content));
 	sbuf_init(&err, 256);
-	ck_assert_int_eq(maildir_deliver(t_md, t_src, off, strlen(content),
-	    "alice@example.org", rcpts, 2, "4F2A9C0B1D", NULL, &err), 0);
+	ck_assert_int_eq(maildir_deliver(t_md, src, "alice@example.org",
+	    rcpts, 2, "4F2A9C0B1D", NULL, &err), 0);
 	ck_assert_int_eq(t_count("new", name, sizeof(name)), 1);
 	ck_assert_int_eq(t_count("tmp", NULL, 0), 0);
 	ck_assert_int_eq(t_count("cur", NULL, 0), 0);
@@ -163,6 +208,7 @@ START_TEST(test_deliver_prefix_and_content)
 	ck_assert_int_eq(memcmp(got + strlen(pfx), content, strlen(content)),
 	    0);
 	free(got);
+	spool_content_close(src);
 	sbuf_release(&err);
 }
 END_TEST
@@ -171,7 +217,8 @@ START_TEST(test_deliver_large_content)
 {
 	static const char *const rcpts[] = { "bob@example.net" };
 	const char *pfx = "Return-Path: <>\r\nDelivered-To: bob@example.net\r\n";
-	size_t size = 3 * 64 * 1024 + 12345, off, len, i;
+	size_t size = 3 * 64 * 1024 + 12345, len, i;
+	struct spool_content *src;
 	char name[256], path[512], sub[300];
 	struct sbuf err;
 	char *content, *got;
@@ -180,9 +227,9 @@ START_TEST(test_deliver_large_content)
 	ck_assert_ptr_nonnull(content);
 	for (i = 0; i < size; i++)
 		content[i] = (char)('a' + (i * 7 + i / 1000) % 26);
-	off = t_write_src(content, size);
+	src = t_write_src(content, size);
 	sbuf_init(&err, 256);
-	ck_assert_int_eq(maildir_deliver(t_md, t_src, off, size, "", rcpts, 1,
+	ck_assert_int_eq(maildir_deliver(t_md, src, "", rcpts, 1,
 	    "Q1", NULL, &err), 0);
 	ck_assert_int_eq(t_count("new", name, sizeof(name)), 1);
 	(void)snprintf(sub, sizeof(sub), "new/%s", name);
@@ -193,22 +240,25 @@ START_TEST(test_deliver_large_content)
 	ck_assert_int_eq(memcmp(got + strlen(pfx), content, size), 0);
 	free(got);
 	free(content);
+	spool_content_close(src);
 	sbuf_release(&err);
 }
 END_TEST
 
 START_TEST(test_missing_source)
 {
-	static const char *const rcpts[] = { "bob@example.net" };
+	struct spool_reader *rd;
 	struct sbuf err;
-	char missing[512];
 
-	t_path(missing, sizeof(missing), t_base, "no-such-file");
+	/* A message that is gone never reaches maildir_deliver. */
 	sbuf_init(&err, 256);
-	ck_assert_int_eq(maildir_deliver(t_md, missing, 0, 10, "a@b", rcpts,
-	    1, "Q1", NULL, &err), -1);
+	rd = spool_reader_open(t_spool, &err);
+	ck_assert_ptr_nonnull(rd);
+	ck_assert_ptr_null(spool_content_open(rd, "0000000000000009", NULL,
+	    &err));
 	ck_assert_uint_gt(err.len, 0);
 	ck_assert_ptr_nonnull(strstr(err.data, "No such file"));
+	spool_reader_close(rd);
 	ck_assert_int_le(t_count("new", NULL, 0), 0);
 	ck_assert_int_le(t_count("tmp", NULL, 0), 0);
 	sbuf_release(&err);
@@ -219,22 +269,25 @@ START_TEST(test_short_source)
 {
 	static const char *const rcpts[] = { "bob@example.net" };
 	const char *content = "Subject: short\r\n\r\nbody\r\n";
+	struct spool_content *src;
 	struct sbuf err;
-	size_t off;
 
-	off = t_write_src(content, strlen(content));
+	/* Cut short after it was opened: the copy fails, nothing is left. */
+	src = t_write_src(content, strlen(content));
+	ck_assert_int_eq(truncate(t_src, (off_t)(t_hdrlen + 3)), 0);
 	sbuf_init(&err, 256);
-	/* Claims more than the file holds, even counting the trailer. */
-	ck_assert_int_eq(maildir_deliver(t_md, t_src, off,
-	    strlen(content) + 1000, "a@b", rcpts, 1, "Q1", NULL, &err), -1);
+	ck_assert_int_eq(maildir_deliver(t_md, src, "a@b", rcpts, 1, "Q1",
+	    NULL, &err), -1);
 	ck_assert_ptr_nonnull(strstr(err.data, "read spool"));
 	ck_assert_int_eq(t_count("new", NULL, 0), 0);
 	ck_assert_int_eq(t_count("tmp", NULL, 0), 0);
-	/* An offset past the end is short too. */
-	ck_assert_int_eq(maildir_deliver(t_md, t_src, 1 << 20, 1, "a@b",
-	    rcpts, 1, "Q1", NULL, &err), -1);
+	/* Nothing left of the content at all is short too. */
+	ck_assert_int_eq(truncate(t_src, 0), 0);
+	ck_assert_int_eq(maildir_deliver(t_md, src, "a@b", rcpts, 1, "Q1",
+	    NULL, &err), -1);
 	ck_assert_int_eq(t_count("new", NULL, 0), 0);
 	ck_assert_int_eq(t_count("tmp", NULL, 0), 0);
+	spool_content_close(src);
 	sbuf_release(&err);
 }
 END_TEST
@@ -244,18 +297,18 @@ START_TEST(test_distinct_names)
 	static const char *const rcpts[] = { "bob@example.net" };
 	const char *content = "Subject: twice\r\n\r\nbody\r\n";
 	char first[256], path[512], second[256];
+	struct spool_content *src;
 	struct dirent *de;
 	struct sbuf err;
-	size_t off;
 	DIR *d;
 	int n = 0;
 
-	off = t_write_src(content, strlen(content));
+	src = t_write_src(content, strlen(content));
 	sbuf_init(&err, 256);
-	ck_assert_int_eq(maildir_deliver(t_md, t_src, off, strlen(content),
-	    "a@b", rcpts, 1, "SAME", NULL, &err), 0);
-	ck_assert_int_eq(maildir_deliver(t_md, t_src, off, strlen(content),
-	    "a@b", rcpts, 1, "SAME", NULL, &err), 0);
+	ck_assert_int_eq(maildir_deliver(t_md, src, "a@b", rcpts, 1, "SAME",
+	    NULL, &err), 0);
+	ck_assert_int_eq(maildir_deliver(t_md, src, "a@b", rcpts, 1, "SAME",
+	    NULL, &err), 0);
 	ck_assert_int_eq(t_count("new", NULL, 0), 2);
 	t_path(path, sizeof(path), t_md, "new");
 	d = opendir(path);
@@ -270,6 +323,7 @@ START_TEST(test_distinct_names)
 	ck_assert_int_eq(closedir(d), 0);
 	ck_assert_int_eq(n, 2);
 	ck_assert_str_ne(first, second);
+	spool_content_close(src);
 	sbuf_release(&err);
 }
 END_TEST
@@ -280,13 +334,14 @@ START_TEST(test_hostile_names)
 	const char *content = "Subject: s\r\n\r\nb\r\n";
 	char name[256], path[512], sub[300];
 	struct sbuf err;
-	size_t off, len;
+	struct spool_content *src;
+	size_t len;
 	char *got;
 
-	off = t_write_src(content, strlen(content));
+	src = t_write_src(content, strlen(content));
 	sbuf_init(&err, 256);
-	ck_assert_int_eq(maildir_deliver(t_md, t_src, off, strlen(content),
-	    "a@b", rcpts, 1, "../x:2,S", NULL, &err), 0);
+	ck_assert_int_eq(maildir_deliver(t_md, src, "a@b", rcpts, 1,
+	    "../x:2,S", NULL, &err), 0);
 	ck_assert_int_eq(t_count("new", name, sizeof(name)), 1);
 	ck_assert_ptr_null(strchr(name, ':'));
 	ck_assert_ptr_null(strchr(name, '/'));
@@ -295,6 +350,7 @@ START_TEST(test_hostile_names)
 	got = t_slurp(path, &len);
 	ck_assert_ptr_null(strstr(got, "\r\nX-Evil"));
 	free(got);
+	spool_content_close(src);
 	sbuf_release(&err);
 }
 END_TEST

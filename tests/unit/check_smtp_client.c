@@ -38,6 +38,7 @@
 #include "dns.h"
 #include "sbuf.h"
 #include "smtp_client.h"
+#include "spool_read.h"
 #include "smtp_proto.h"
 #include "xmalloc.h"
 
@@ -497,9 +498,13 @@ open_target(const struct conf_target *t, const char *helo,
 	return r->c;
 }
 
-/* A message: content in a spool-like file after a junk prefix. */
+/*
+ * A message: content in a queue file after a junk prefix (where the header
+ * would be), read through the spool's read side as the queue does.
+ */
 struct msg {
 	char			 path[160];
+	struct spool_content	*c;
 	struct smtp_client_msg	 m;
 	struct smtp_client_rcpt	 r[MAXRCPT];
 };
@@ -510,20 +515,35 @@ static void
 msg_init(struct msg *mb, const char *sender, const void *content, size_t len,
     const char *const rcpts[])
 {
+	static unsigned seq;
+	struct spool_reader *rd;
+	char dir[96], id[SPOOL_ID_LEN + 1];
+	struct sbuf err;
 	int fd;
 	size_t i;
 
 	memset(mb, 0, sizeof(*mb));
-	(void)snprintf(mb->path, sizeof(mb->path), "%s/msg.XXXXXX", tdir);
-	fd = mkstemp(mb->path);
+	(void)snprintf(dir, sizeof(dir), "%s/spool", tdir);
+	ck_assert(mkdir(dir, 0700) == 0 || errno == EEXIST);
+	(void)snprintf(mb->path, sizeof(mb->path), "%s/queue", dir);
+	ck_assert(mkdir(mb->path, 0700) == 0 || errno == EEXIST);
+	(void)snprintf(id, sizeof(id), "%016u", ++seq);
+	(void)snprintf(mb->path, sizeof(mb->path), "%s/queue/%s", dir, id);
+	fd = open(mb->path, O_CREAT | O_EXCL | O_WRONLY, 0600);
 	ck_assert_int_ge(fd, 0);
 	ck_assert_int_eq(write(fd, JUNK, strlen(JUNK)), (ssize_t)strlen(JUNK));
 	if (len > 0)
 		ck_assert_int_eq(write(fd, content, len), (ssize_t)len);
+	sbuf_init(&err, 256);
+	rd = spool_reader_open(dir, &err);
+	ck_assert_msg(rd != NULL, "%s", err.data);
+	mb->c = spool_content_reopen(rd, id, strlen(JUNK), len, "", &err);
+	ck_assert_msg(mb->c != NULL, "%s", err.data);
+	spool_reader_close(rd);
+	sbuf_release(&err);
 	ck_assert_int_eq(write(fd, "TRAILER", 7), 7);	/* not content */
 	close(fd);
-	mb->m.path = mb->path;
-	mb->m.content_off = strlen(JUNK);
+	mb->m.content = mb->c;
 	mb->m.content_size = len;
 	mb->m.sender = sender;
 	mb->m.ret = SMTP_PROTO_RET_NONE;
@@ -537,6 +557,7 @@ msg_init(struct msg *mb, const char *sender, const void *content, size_t len,
 static void
 msg_done(struct msg *mb)
 {
+	spool_content_close(mb->c);
 	(void)unlink(mb->path);
 }
 
@@ -1094,12 +1115,14 @@ START_TEST(test_size_and_spool_errors)
 	ck_assert(smtp_client_reusable(c));
 	msg_done(&mb);
 
+	/* The queue could not open the file: it passes no content. */
 	msg_init(&mb, "size@src.test", simple, strlen(simple), rc);
-	(void)unlink(mb.path);
+	mb.m.content = NULL;
 	ck_assert_int_eq(send_msg(c, &mb), 0);
 	ck_assert_uint_eq(mb.r[0].code, 451);
 	ASSERT_PREFIX(mb.r[0].reply, "451 4.3.0 cannot open queue file");
 	ck_assert(smtp_client_reusable(c));
+	msg_done(&mb);
 
 	/* A spool file shorter than it should be: the DATA is abandoned. */
 	msg_init(&mb, "size@src.test", simple, strlen(simple), rc);

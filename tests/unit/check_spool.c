@@ -181,6 +181,45 @@ read_whole(const char *path, size_t *len_out)
 	return buf;
 }
 
+/* Reads DIR/queue/ID through the read side (spool_read.h), as the queue does. */
+static int
+read_msg(const char *dir, const char *id, struct spool_envelope *env,
+    uint64_t *off, uint64_t *size, char sha[65], struct sbuf *err)
+{
+	struct spool_reader *rd = spool_reader_open(dir, err);
+	struct spool_content *c;
+
+	memset(env, 0, sizeof(*env));
+	if (rd == NULL)
+		return -1;
+	c = spool_content_open(rd, id, env, err);
+	if (c != NULL) {
+		*off = spool_content_offset(c);
+		*size = spool_content_size(c);
+		(void)snprintf(sha, 65, "%s", spool_content_sha256(c));
+		spool_content_close(c);
+	}
+	spool_reader_close(rd);
+	return c != NULL ? 0 : -1;
+}
+
+/* The header parser over one open file, whatever its name. */
+static int
+read_header_file(const char *path, struct spool_envelope *env,
+    uint64_t *off, uint64_t *size, char sha[65], struct sbuf *err)
+{
+	char id[SPOOL_ID_LEN + 1];
+	int fd, rc;
+
+	memset(env, 0, sizeof(*env));
+	if ((fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC)) == -1)
+		return sbuf_seterr(err, "open: %s", strerror(errno));
+	rc = spool_read_header_fd(fd, env, id, off, size, sha, err);
+	(void)close(fd);
+	return rc;
+}
+
+
 static void
 write_whole(const char *path, const void *data, size_t len)
 {
@@ -388,7 +427,7 @@ START_TEST(test_commit_one)
 
 	(void)snprintf(path, sizeof(path), "%s/queue/%s", sdir, id);
 	sbuf_init(&err, 256);
-	ck_assert_msg(spool_read_header(path, &got, &off, &size, sha,
+	ck_assert_msg(read_msg(sdir, id, &got, &off, &size, sha,
 	    &err) == 0, "read_header: %s", err.data);
 	ck_assert_uint_eq(size, total);
 	ck_assert_str_eq(got.sender, env.sender);
@@ -464,7 +503,7 @@ START_TEST(test_commit_many)
 	struct spool_envelope env;
 	struct sbuf err, content;
 	const char *e;
-	char path[256], sha[65], want[65], *j;
+	char sha[65], want[65], *j;
 	struct spool_envelope got;
 	uint64_t off, size;
 	unsigned i, k;
@@ -503,8 +542,7 @@ START_TEST(test_commit_many)
 	free(j);
 
 	/* Spot-check a file: the null sender reads back as "". */
-	(void)snprintf(path, sizeof(path), "%s/queue/%s", sdir, r[7].id);
-	ck_assert_msg(spool_read_header(path, &got, &off, &size, sha,
+	ck_assert_msg(read_msg(sdir, r[7].id, &got, &off, &size, sha,
 	    &err) == 0, "%s", err.data);
 	ck_assert_str_eq(got.sender, "");
 	sbuf_reset(&content);
@@ -773,7 +811,7 @@ START_TEST(test_read_header_bad)
 	(void)snprintf(path, sizeof(path), "%s/bad", tdir);
 	write_whole(path, bad_headers[_i].text, strlen(bad_headers[_i].text));
 	sbuf_init(&err, 256);
-	ck_assert_int_eq(spool_read_header(path, &env, &off, &size, sha, &err),
+	ck_assert_int_eq(read_header_file(path, &env, &off, &size, sha, &err),
 	    -1);
 	ck_assert_msg(strstr(err.data, bad_headers[_i].err) != NULL,
 	    "case %d: got \"%s\"", _i, err.data);
@@ -796,11 +834,13 @@ START_TEST(test_read_header_good)
 	char path[256], sha[65];
 	uint64_t off, size;
 
-	(void)snprintf(path, sizeof(path), "%s/0000000000000001", tdir);
+	(void)snprintf(path, sizeof(path), "%s/queue", tdir);
+	ck_assert_int_eq(mkdir(path, 0700), 0);
+	(void)snprintf(path, sizeof(path), "%s/queue/0000000000000001", tdir);
 	write_whole(path, text, strlen(text));
 	sbuf_init(&err, 256);
-	ck_assert_msg(spool_read_header(path, &env, &off, &size, sha,
-	    &err) == 0, "%s", err.data);
+	ck_assert_msg(read_msg(tdir, "0000000000000001", &env, &off, &size,
+	    sha, &err) == 0, "%s", err.data);
 	ck_assert_uint_eq(size, 3);
 	ck_assert_uint_eq(off, strlen(text) - 3);
 	ck_assert_str_eq(env.sender, "");
@@ -812,10 +852,10 @@ START_TEST(test_read_header_good)
 	spool_envelope_clear(&env);
 
 	/* The file name must match the id when it is one. */
-	(void)snprintf(path, sizeof(path), "%s/0000000000000002", tdir);
+	(void)snprintf(path, sizeof(path), "%s/queue/0000000000000002", tdir);
 	write_whole(path, text, strlen(text));
-	ck_assert_int_eq(spool_read_header(path, &env, &off, &size, sha, &err),
-	    -1);
+	ck_assert_int_eq(read_msg(tdir, "0000000000000002", &env, &off, &size,
+	    sha, &err), -1);
 	ck_assert_ptr_nonnull(strstr(err.data, "does not match"));
 	sbuf_release(&err);
 }
