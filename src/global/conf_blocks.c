@@ -645,7 +645,7 @@ conf_do_recipients(struct conf_parser *p, const struct conf_directive *dir,
     int line)
 {
 	struct conf_domain *d = &p->conf->domains[p->cur];
-	char why[128], *local;
+	char *local;
 	size_t i;
 
 	(void)dir;
@@ -655,11 +655,10 @@ conf_do_recipients(struct conf_parser *p, const struct conf_directive *dir,
 	for (i = 1; i < p->nwords; i++) {
 		const char *pat = p->words[i];
 
-		local = conf_pattern_new(d, pat, strlen(pat), why,
-		    sizeof(why));
+		local = conf_pattern_new(d, pat, strlen(pat), &p->why);
 		if (local == NULL)
 			return conf_errc(p, line, "pattern '%s' %s",
-			    conf_show(p, pat), why);
+			    conf_show(p, pat), p->why.data);
 		d->recipients[d->nrecipients++] = local;
 	}
 	d->has_list = true;
@@ -682,7 +681,7 @@ static int
 conf_do_resolvers(struct conf_parser *p, const struct conf_directive *dir,
     int line)
 {
-	char addr[INET6_ADDRSTRLEN], why[128];
+	char addr[INET6_ADDRSTRLEN];
 	struct sbuf csv;
 	unsigned port;
 	size_t i;
@@ -695,10 +694,10 @@ conf_do_resolvers(struct conf_parser *p, const struct conf_directive *dir,
 	sbuf_init(&csv, CONF_RESOLVERS_MAX * (INET6_ADDRSTRLEN + 10));
 	for (i = 1; i < p->nwords; i++) {
 		if (conf_parse_ip_port(p->words[i], &af, addr, sizeof(addr),
-		    &port, why, sizeof(why)) == -1) {
+		    &port, &p->why) == -1) {
 			sbuf_release(&csv);
 			return conf_errc(p, line, "%s: '%s' %s", dir->name,
-			    conf_show(p, p->words[i]), why);
+			    conf_show(p, p->words[i]), p->why.data);
 		}
 		/* Fits: the cap allows the longest address for each. */
 		(void)sbuf_printf(&csv, "%s%s%s%s:%u", i > 1 ? "," : "",

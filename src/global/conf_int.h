@@ -27,6 +27,7 @@
 #define CONF_USER_MAX		32
 #define CONF_WORKERS_MAX	256
 #define CONF_MSG_MAX		512	/* one message, without FILE:LINE */
+#define CONF_WHY_MAX		127	/* a value check's predicate */
 #define CONF_SHOW_MAX		64	/* bytes of a word shown in a message */
 #define CONF_SUGGEST_MAX	32	/* longest word we look for typos in */
 #define CONF_NAME_MAX		64	/* target and wave names */
@@ -150,6 +151,7 @@ struct conf_parser {
 	int		 line;		/* line the lexer is on */
 	int		 tok_line;	/* line of the last token */
 	struct sbuf	 tok;		/* text of the last word */
+	struct sbuf	 why;		/* what a value check found wrong */
 	const char	*file;		/* for messages */
 	const char	*basedir;	/* NULL: relative paths stay relative */
 	struct sbuf	*err;
@@ -187,8 +189,6 @@ struct conf_unit {
 };
 
 /* conf_parse.c: messages, names, dispatch */
-void conf_report(struct sbuf *err, const char *file, int line,
-    const char *msg);
 const char *conf_show_into(char *out, size_t outsize, const char *s,
     size_t len);
 const char *conf_show(struct conf_parser *p, const char *s);
@@ -227,11 +227,10 @@ void conf_lower(char *s);
 bool conf_name_valid(const char *s);
 bool conf_hostname_valid(const char *s);
 char *conf_pattern_new(const struct conf_domain *d, const char *s,
-    size_t len, char *why, size_t whysize);
-char *conf_address_new(const char *s, size_t len, char *why,
-    size_t whysize);
+    size_t len, struct sbuf *err);
+char *conf_address_new(const char *s, size_t len, struct sbuf *err);
 int conf_parse_ip_port(const char *arg, int *af_out, char *addr_out,
-    size_t addr_size, unsigned *port_out, char *why, size_t whysize);
+    size_t addr_size, unsigned *port_out, struct sbuf *err);
 
 /* conf_blocks.c: the directive table */
 extern const struct conf_directive conf_directives[];

@@ -9,7 +9,6 @@
  */
 #include <ctype.h>
 #include <limits.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -361,11 +360,12 @@ conf_hostname_valid(const char *s)
 
 /*
  * Checks s[0..len) as "local" or "local@DOMAIN" for d and returns the
- * local part. On error returns NULL with why (a predicate) filled in.
+ * local part. On error returns NULL with err set to a predicate ("has an
+ * empty local part") that the caller puts after the pattern.
  */
 char *
 conf_pattern_new(const struct conf_domain *d, const char *s, size_t len,
-    char *why, size_t whysize)
+    struct sbuf *err)
 {
 	const char *at = NULL;
 	size_t i, llen;
@@ -374,8 +374,7 @@ conf_pattern_new(const struct conf_domain *d, const char *s, size_t len,
 		unsigned char c = (unsigned char)s[i];
 
 		if (c < 0x20 || c == 0x7f) {
-			(void)snprintf(why, whysize,
-			    "contains a control character");
+			sbuf_seterr(err, "contains a control character");
 			return NULL;
 		}
 		if (c == '@')
@@ -387,25 +386,23 @@ conf_pattern_new(const struct conf_domain *d, const char *s, size_t len,
 
 		if (dlen != strlen(d->name) ||
 		    strncasecmp(at + 1, d->name, dlen) != 0) {
-			(void)snprintf(why, whysize,
-			    "is not in domain '%s'", d->name);
+			sbuf_seterr(err, "is not in domain '%s'", d->name);
 			return NULL;
 		}
 	}
 	if (llen == 0) {
-		(void)snprintf(why, whysize, "has an empty local part");
+		sbuf_seterr(err, "has an empty local part");
 		return NULL;
 	}
 	if (llen > CONF_PATTERN_MAX) {
-		(void)snprintf(why, whysize, "is longer than %d bytes",
-		    CONF_PATTERN_MAX);
+		sbuf_seterr(err, "is longer than %d bytes", CONF_PATTERN_MAX);
 		return NULL;
 	}
 	/* fnmatch never matches a pattern ending in an unpaired '\'. */
 	for (i = llen; i > 0 && s[i - 1] == '\\'; i--)
 		continue;
 	if ((llen - i) % 2 == 1) {
-		(void)snprintf(why, whysize, "ends with a lone '\\'");
+		sbuf_seterr(err, "ends with a lone '\\'");
 		return NULL;
 	}
 	return xstrndup(s, llen);
@@ -413,11 +410,11 @@ conf_pattern_new(const struct conf_domain *d, const char *s, size_t len,
 
 /*
  * Checks s[0..len) as a full address "local@domain" and returns it
- * lower-cased; NULL with why (a predicate) filled in otherwise. The local
+ * lower-cased; NULL with err set to a predicate otherwise. The local
  * part, which may be quoted, ends at the last '@'.
  */
 char *
-conf_address_new(const char *s, size_t len, char *why, size_t whysize)
+conf_address_new(const char *s, size_t len, struct sbuf *err)
 {
 	const char *at = NULL;
 	char *out;
@@ -427,38 +424,34 @@ conf_address_new(const char *s, size_t len, char *why, size_t whysize)
 		unsigned char c = (unsigned char)s[i];
 
 		if (c < 0x20 || c == 0x7f) {
-			(void)snprintf(why, whysize,
-			    "contains a control character");
+			sbuf_seterr(err, "contains a control character");
 			return NULL;
 		}
 		if (c == '@')
 			at = s + i;
 	}
 	if (at == NULL) {
-		(void)snprintf(why, whysize,
-		    "is not a full address (local@domain)");
+		sbuf_seterr(err, "is not a full address (local@domain)");
 		return NULL;
 	}
 	if (at == s) {
-		(void)snprintf(why, whysize, "has an empty local part");
+		sbuf_seterr(err, "has an empty local part");
 		return NULL;
 	}
 	if ((size_t)(at - s) > CONF_LOCAL_MAX) {
-		(void)snprintf(why, whysize, "has a local part longer than %d "
-		    "octets", CONF_LOCAL_MAX);
+		sbuf_seterr(err, "has a local part longer than %d octets",
+		    CONF_LOCAL_MAX);
 		return NULL;
 	}
 	if (len > CONF_ADDRESS_MAX) {
-		(void)snprintf(why, whysize, "is longer than %d octets",
-		    CONF_ADDRESS_MAX);
+		sbuf_seterr(err, "is longer than %d octets", CONF_ADDRESS_MAX);
 		return NULL;
 	}
 	out = xstrndup(s, len);
 	conf_lower(out);
 	if (!conf_domain_valid(out + (at - s) + 1, false)) {
 		free(out);
-		(void)snprintf(why, whysize,
-		    "has no valid domain after the last '@'");
+		sbuf_seterr(err, "has no valid domain after the last '@'");
 		return NULL;
 	}
 	return out;
@@ -467,11 +460,11 @@ conf_address_new(const char *s, size_t len, char *why, size_t whysize)
 /*
  * Parses an IP address with an optional port: 192.0.2.1, 192.0.2.1:53,
  * [2001:db8::1]:53, [2001:db8::1] or 2001:db8::1. Writes the address in
- * canonical form; -1 with why (a predicate) on error.
+ * canonical form; -1 with err set to a predicate on error.
  */
 int
 conf_parse_ip_port(const char *arg, int *af_out, char *addr_out,
-    size_t addr_size, unsigned *port_out, char *why, size_t whysize)
+    size_t addr_size, unsigned *port_out, struct sbuf *err)
 {
 	unsigned char bin[sizeof(struct in6_addr)];
 	char host[INET6_ADDRSTRLEN + 1];
@@ -483,17 +476,13 @@ conf_parse_ip_port(const char *arg, int *af_out, char *addr_out,
 	if (arg[0] == '[') {
 		const char *close = strchr(arg, ']');
 
-		if (close == NULL) {
-			(void)snprintf(why, whysize, "is missing the ']'");
-			return -1;
-		}
+		if (close == NULL)
+			return sbuf_seterr(err, "is missing the ']'");
 		if (close[1] == ':')
 			port = close + 2;
-		else if (close[1] != '\0') {
-			(void)snprintf(why, whysize,
+		else if (close[1] != '\0')
+			return sbuf_seterr(err,
 			    "needs ':PORT' or nothing after the ']'");
-			return -1;
-		}
 		af = AF_INET6;
 		arg++;
 		hlen = (size_t)(close - arg);
@@ -508,31 +497,23 @@ conf_parse_ip_port(const char *arg, int *af_out, char *addr_out,
 		af = AF_INET6;		/* bare IPv6, no port */
 		hlen = strlen(arg);
 	}
-	if (hlen >= sizeof(host)) {
-		(void)snprintf(why, whysize, "is not an IP address");
-		return -1;
-	}
+	if (hlen >= sizeof(host))
+		return sbuf_seterr(err, "is not an IP address");
 	memcpy(host, arg, hlen);
 	host[hlen] = '\0';
-	if (inet_pton(af, host, bin) != 1) {
-		(void)snprintf(why, whysize, "is not an IPv4 address or an "
-		    "IPv6 address in brackets (host names are not allowed)");
-		return -1;
-	}
+	if (inet_pton(af, host, bin) != 1)
+		return sbuf_seterr(err, "is not an IPv4 address or an IPv6 "
+		    "address in brackets (host names are not allowed)");
 	*port_out = 0;
 	if (port != NULL) {
 		if (conf_parse_scaled(port, conf_units_none, 65535, &v) != 0 ||
-		    v == 0) {
-			(void)snprintf(why, whysize, "has a bad port "
-			    "(expected 1-65535)");
-			return -1;
-		}
+		    v == 0)
+			return sbuf_seterr(err,
+			    "has a bad port (expected 1-65535)");
 		*port_out = (unsigned)v;
 	}
-	if (inet_ntop(af, bin, addr_out, (socklen_t)addr_size) == NULL) {
-		(void)snprintf(why, whysize, "is not an IP address");
-		return -1;
-	}
+	if (inet_ntop(af, bin, addr_out, (socklen_t)addr_size) == NULL)
+		return sbuf_seterr(err, "is not an IP address");
 	*af_out = af;
 	return 0;
 }

@@ -12,7 +12,6 @@
 #include <fcntl.h>
 #include <fnmatch.h>
 #include <limits.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -93,17 +92,13 @@ static int
 conf_read_file(const char *path, size_t max, char **buf_out, size_t *len_out,
     struct sbuf *err)
 {
-	char msg[CONF_MSG_MAX];
 	size_t len = 0, size = 8192;
 	char *buf;
 	int fd;
 
-	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) == -1) {
-		(void)snprintf(msg, sizeof(msg), "cannot open: %s",
+	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) == -1)
+		return sbuf_seterr(err, "%s: cannot open: %s", path,
 		    strerror(errno));
-		conf_report(err, path, 0, msg);
-		return -1;
-	}
 	buf = xmalloc(size);
 	for (;;) {
 		ssize_t n;
@@ -111,9 +106,8 @@ conf_read_file(const char *path, size_t max, char **buf_out, size_t *len_out,
 		if (len == size - 1) {
 			/* Room for max + 1 bytes tells "too large" apart. */
 			if (len > max) {
-				(void)snprintf(msg, sizeof(msg),
-				    "file too large (more than %zu bytes)",
-				    max);
+				sbuf_seterr(err, "%s: file too large (more "
+				    "than %zu bytes)", path, max);
 				goto fail;
 			}
 			size = size > (max + 2) / 2 ? max + 2 : size * 2;
@@ -123,7 +117,7 @@ conf_read_file(const char *path, size_t max, char **buf_out, size_t *len_out,
 		if (n == -1 && errno == EINTR)
 			continue;
 		if (n == -1) {
-			(void)snprintf(msg, sizeof(msg), "cannot read: %s",
+			sbuf_seterr(err, "%s: cannot read: %s", path,
 			    strerror(errno));
 			goto fail;
 		}
@@ -132,8 +126,8 @@ conf_read_file(const char *path, size_t max, char **buf_out, size_t *len_out,
 		len += (size_t)n;
 	}
 	if (len > max) {
-		(void)snprintf(msg, sizeof(msg),
-		    "file too large (more than %zu bytes)", max);
+		sbuf_seterr(err, "%s: file too large (more than %zu bytes)",
+		    path, max);
 		goto fail;
 	}
 	/* Read-only descriptor: a failing close loses nothing. */
@@ -145,7 +139,6 @@ conf_read_file(const char *path, size_t max, char **buf_out, size_t *len_out,
 fail:
 	(void)close(fd);
 	free(buf);
-	conf_report(err, path, 0, msg);
 	return -1;
 }
 
@@ -207,23 +200,23 @@ conf_load(const char *path, struct sbuf *err)
 	return conf;
 }
 
-/* Checks one line of a list file; NULL with why (a predicate) if bad. */
+/* Checks one line of a list file; NULL with err (a predicate) if bad. */
 typedef char *(*conf_item_fn)(const void *arg, const char *s, size_t len,
-    char *why, size_t whysize);
+    struct sbuf *err);
 
 static char *
-conf_recipient_item(const void *arg, const char *s, size_t len, char *why,
-    size_t whysize)
+conf_recipient_item(const void *arg, const char *s, size_t len,
+    struct sbuf *err)
 {
-	return conf_pattern_new(arg, s, len, why, whysize);
+	return conf_pattern_new(arg, s, len, err);
 }
 
 static char *
-conf_member_item(const void *arg, const char *s, size_t len, char *why,
-    size_t whysize)
+conf_member_item(const void *arg, const char *s, size_t len,
+    struct sbuf *err)
 {
 	(void)arg;
-	return conf_address_new(s, len, why, whysize);
+	return conf_address_new(s, len, err);
 }
 
 /*
@@ -237,11 +230,13 @@ conf_list_parse(const char *buf, size_t len, const char *path,
     const char *what, conf_item_fn fn, const void *arg, char ***v_out,
     size_t *n_out, struct sbuf *err)
 {
-	char msg[CONF_MSG_MAX], why[128], show[CONF_SHOW_MAX * 4 + 8];
+	char show[CONF_SHOW_MAX * 4 + 8];
 	char **v = NULL, *item;
 	size_t pos = 0, start, end, i, nv = 0, cap = 0;
+	struct sbuf why;
 	int line = 0;
 
+	sbuf_init(&why, CONF_WHY_MAX);
 	while (pos < len) {
 		const char *nl = memchr(buf + pos, '\n', len - pos);
 
@@ -269,14 +264,14 @@ conf_list_parse(const char *buf, size_t len, const char *path,
 		    end - start);
 		if (memchr(buf + start, ' ', end - start) != NULL ||
 		    memchr(buf + start, '\t', end - start) != NULL) {
-			(void)snprintf(msg, sizeof(msg), "expected one "
-			    "%s per line, got '%s'", what, show);
+			sbuf_seterr(err, "%s:%d: expected one %s per line, "
+			    "got '%s'", path, line, what, show);
 			goto fail;
 		}
-		item = fn(arg, buf + start, end - start, why, sizeof(why));
+		item = fn(arg, buf + start, end - start, &why);
 		if (item == NULL) {
-			(void)snprintf(msg, sizeof(msg), "%s '%s' %s", what,
-			    show, why);
+			sbuf_seterr(err, "%s:%d: %s '%s' %s", path, line, what,
+			    show, why.data);
 			goto fail;
 		}
 		if (nv == cap) {
@@ -290,9 +285,10 @@ conf_list_parse(const char *buf, size_t len, const char *path,
 		memcpy(*v_out + *n_out, v, nv * sizeof(v[0]));
 	*n_out += nv;
 	free(v);
+	sbuf_release(&why);
 	return 0;
 fail:
-	conf_report(err, path, line, msg);
+	sbuf_release(&why);
 	for (i = 0; i < nv; i++)
 		free(v[i]);
 	free(v);

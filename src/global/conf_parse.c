@@ -29,22 +29,6 @@ static const char *const conf_ctx_names[CONF_CTX_COUNT] = {
  * Messages.
  */
 
-void
-conf_report(struct sbuf *err, const char *file, int line, const char *msg)
-{
-	int rc;
-
-	if (err == NULL)
-		return;
-	if (line > 0)
-		rc = sbuf_printf(err, "%s:%d: %s", file, line, msg);
-	else
-		rc = sbuf_printf(err, "%s: %s", file, msg);
-	if (rc == -1) {
-		/* The caller's buffer is full; nothing better to do. */
-	}
-}
-
 /* Writes s as printable ASCII (\xHH for the rest), cut at CONF_SHOW_MAX. */
 const char *
 conf_show_into(char *out, size_t outsize, const char *s, size_t len)
@@ -105,7 +89,10 @@ conf_verr(struct conf_parser *p, int line, const char *prefix,
 	memcpy(msg, prefix, n);
 	/* Truncation is harmless: tokens are already cut by conf_show. */
 	(void)vsnprintf(msg + n, sizeof(msg) - n, fmt, ap);
-	conf_report(p->err, p->file, line, msg);
+	if (line > 0)
+		sbuf_seterr(p->err, "%s:%d: %s", p->file, line, msg);
+	else
+		sbuf_seterr(p->err, "%s: %s", p->file, msg);
 }
 
 /* Reports a structural error; always returns -1. */
@@ -499,6 +486,7 @@ conf_parse(const char *buf, size_t len, const char *file, const char *basedir,
 	p.line = 1;
 	p.basedir = basedir;
 	sbuf_init(&p.tok, CONF_TOKEN_MAX);
+	sbuf_init(&p.why, CONF_WHY_MAX);
 	p.seen = xcalloc(conf_ndirectives, sizeof(p.seen[0]));
 	conf = xcalloc(1, sizeof(*conf));
 	conf->path = xstrdup(file);
@@ -522,6 +510,7 @@ conf_parse(const char *buf, size_t len, const char *file, const char *basedir,
 	free(p.tls_cert);
 	free(p.tls_key);
 	sbuf_release(&p.tok);
+	sbuf_release(&p.why);
 	return conf;
 }
 

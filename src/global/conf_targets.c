@@ -165,9 +165,9 @@ conf_do_wave(struct conf_parser *p, const struct conf_directive *dir,
 	return 0;
 }
 
-/* A lower-cased copy of a route pattern; NULL with why on error. */
+/* A lower-cased copy of a route pattern; NULL with err (a predicate). */
 static char *
-conf_route_pattern_new(const char *s, char *why, size_t whysize)
+conf_route_pattern_new(const char *s, struct sbuf *err)
 {
 	size_t len = strlen(s), i;
 	char *out;
@@ -176,25 +176,23 @@ conf_route_pattern_new(const char *s, char *why, size_t whysize)
 		unsigned char c = (unsigned char)s[i];
 
 		if (c < 0x20 || c == 0x7f) {
-			(void)snprintf(why, whysize,
-			    "contains a control character");
+			sbuf_seterr(err, "contains a control character");
 			return NULL;
 		}
 	}
 	if (strchr(s, '@') == NULL) {
-		(void)snprintf(why, whysize, "is not an address pattern "
-		    "(local@domain, as in *@sales.example.com)");
+		sbuf_seterr(err, "is not an address pattern (local@domain, "
+		    "as in *@sales.example.com)");
 		return NULL;
 	}
 	if (len > CONF_ROUTE_MAX) {
-		(void)snprintf(why, whysize, "is longer than %d bytes",
-		    CONF_ROUTE_MAX);
+		sbuf_seterr(err, "is longer than %d bytes", CONF_ROUTE_MAX);
 		return NULL;
 	}
 	for (i = len; i > 0 && s[i - 1] == '\\'; i--)
 		continue;
 	if ((len - i) % 2 == 1) {
-		(void)snprintf(why, whysize, "ends with a lone '\\'");
+		sbuf_seterr(err, "ends with a lone '\\'");
 		return NULL;
 	}
 	out = xstrdup(s);
@@ -208,14 +206,13 @@ conf_do_route(struct conf_parser *p, const struct conf_directive *dir,
 {
 	struct conf *conf = p->conf;
 	struct conf_route *r;
-	char why[128], *pattern;
+	char *pattern;
 	size_t *set;
 
 	(void)dir;
-	if ((pattern = conf_route_pattern_new(p->words[1], why,
-	    sizeof(why))) == NULL)
+	if ((pattern = conf_route_pattern_new(p->words[1], &p->why)) == NULL)
 		return conf_errc(p, line, "route: pattern '%s' %s",
-		    conf_show(p, p->words[1]), why);
+		    conf_show(p, p->words[1]), p->why.data);
 	set = conf_targets_new(p, line, 2, CONF_REF_ROUTE, conf->nroutes,
 	    "route: ");
 	if (set == NULL) {
@@ -325,7 +322,7 @@ conf_do_members(struct conf_parser *p, const struct conf_directive *dir,
     int line)
 {
 	struct conf_wave *w = &p->conf->waves[p->cur];
-	char why[128], *addr;
+	char *addr;
 	size_t i;
 
 	(void)dir;
@@ -334,10 +331,9 @@ conf_do_members(struct conf_parser *p, const struct conf_directive *dir,
 	for (i = 1; i < p->nwords; i++) {
 		const char *a = p->words[i];
 
-		if ((addr = conf_address_new(a, strlen(a), why,
-		    sizeof(why))) == NULL)
+		if ((addr = conf_address_new(a, strlen(a), &p->why)) == NULL)
 			return conf_errc(p, line, "member '%s' %s",
-			    conf_show(p, a), why);
+			    conf_show(p, a), p->why.data);
 		w->members[w->nmembers++] = addr;
 	}
 	return 0;
