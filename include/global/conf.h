@@ -200,8 +200,8 @@ struct conf {
 /*
  * Parses a whole config held in memory. filename is used in messages and
  * to resolve relative paths (against its directory). Returns a new conf,
- * or NULL with "FILE:LINE: what is wrong" appended to err. Does not read
- * recipient files.
+ * or NULL with err set to "FILE:LINE: what is wrong" (sbuf_seterr). Does
+ * not read recipient files.
  */
 struct conf *conf_parse_buf(const char *buf, size_t len, const char *filename,
     struct sbuf *err);
