@@ -1,6 +1,8 @@
 /*
- * auth_results.h - Authentication-Results (RFC 8601) formatting and
- * scanning, plus the header-safe quoting and folding auth_spf shares.
+ * auth_results.h - the trace fields of our authentication checks:
+ * Authentication-Results (RFC 8601) and Received-SPF (RFC 7208 9.1)
+ * formatted from the auth_spf_/auth_dkim_ verdicts, and scanning for
+ * Authentication-Results fields that claim our authserv-id.
  *
  * Pure: bytes in, bytes out; no I/O, no DNS, no logging.
  */
@@ -13,8 +15,8 @@
 #include "auth_spf.h"
 #include "sbuf.h"
 
-#define AUTH_RESULTS_LINE_MAX	78	/* RFC 5322 2.1.1 "SHOULD" */
 #define AUTH_RESULTS_FIELD_MAX	4096	/* our own A-R field, folded */
+#define AUTH_RESULTS_RSPF_MAX	2048	/* Received-SPF, unfolded */
 
 /* A byte range in a header section: off..off+len includes the CRLF. */
 struct auth_results_range {
@@ -24,14 +26,26 @@ struct auth_results_range {
 
 /*
  * Formats "Authentication-Results: authserv_id; spf=... ; dkim=..." into
- * out (appended), folded with CRLF TAB at AUTH_RESULTS_LINE_MAX columns
- * where there is a space outside quoted strings, ending in CRLF. spf
- * and dkim may be NULL (method not run); with neither, the result is
- * "none" (RFC 8601 2.2). Values from the peer are quoted or stripped of
- * control and 8-bit octets. Returns 0, or -1 if out's cap was reached.
+ * out (appended), folded by header_fmt_fold (CRLF TAB, 78 columns),
+ * ending in CRLF. spf and dkim may be NULL (method not run); with
+ * neither, the result is "none" (RFC 8601 2.2). Values from the peer are
+ * quoted or stripped of control and 8-bit octets. Returns 0, or -1 if
+ * out's cap was reached.
  */
 int auth_results_format(struct sbuf *out, const char *authserv_id,
     const struct auth_spf_result *spf, const struct auth_dkim_result *dkim);
+
+/*
+ * Formats "Received-SPF: result (comment) client-ip=...; envelope-from=
+ * ...; helo=...; receiver=...; identity=...;" for the verdict spf into
+ * out (appended), folded like auth_results_format and ending in CRLF.
+ * The peer's HELO and MAIL FROM are quoted, never copied raw. Bounded by
+ * AUTH_RESULTS_RSPF_MAX: a value that does not fit is cut or left out,
+ * and a field too long once folded becomes "Received-SPF: result" CRLF.
+ * Returns 0, or -1 if out's cap was reached.
+ */
+int auth_results_received_spf(struct sbuf *out,
+    const struct auth_spf_result *spf);
 
 /*
  * Scans a header section (hdr, len; it may continue into the body, the
@@ -43,23 +57,5 @@ int auth_results_format(struct sbuf *out, const char *authserv_id,
  */
 size_t auth_results_find_ours(const char *hdr, size_t len,
     const char *authserv_id, struct auth_results_range *out, size_t max);
-
-/*
- * Appends s as an RFC 8601 "value": a token as is when every octet is a
- * token character, otherwise a quoted-string with '"' and '\\' escaped.
- * Control, DEL and 8-bit octets are dropped. Returns 0 or -1 (cap).
- */
-int auth_results_append_value(struct sbuf *out, const char *s);
-/*
- * Appends s for use inside a comment: "()\\" escaped; controls, 8-bit
- * octets and '"' dropped.
- */
-int auth_results_append_comment(struct sbuf *out, const char *s);
-
-/*
- * Appends the one-line field (name, colon, value; no CR or LF) to out,
- * folded as auth_results_format does, followed by CRLF.
- */
-int auth_results_fold(struct sbuf *out, const char *field, size_t len);
 
 #endif

@@ -1,10 +1,12 @@
 /*
- * auth_results.c - Authentication-Results (RFC 8601) writer and scanner.
+ * auth_results.c - Authentication-Results (RFC 8601) and Received-SPF
+ * (RFC 7208 9.1) writer, and the Authentication-Results scanner.
  *
- * Turns auth_spf/auth_dkim results into one folded header field and finds
+ * Turns auth_spf/auth_dkim verdicts into folded header fields and finds
  * existing fields that claim our authserv-id. Pure functions: no I/O, no
- * globals. Peer-controlled strings (domains, selectors) are always quoted
- * or stripped so they cannot inject CRLF or break the field's syntax.
+ * globals. Peer-controlled strings (domains, selectors, HELO, MAIL FROM)
+ * always go through header_fmt_ quoting, so they cannot inject CRLF or
+ * break the field's syntax.
  */
 #include <stdbool.h>
 #include <string.h>
@@ -13,116 +15,11 @@
 #include "auth_dkim.h"
 #include "auth_results.h"
 #include "auth_spf.h"
+#include "header_fmt.h"
 #include "sbuf.h"
 
 #define AUTH_RESULTS_NAME	"Authentication-Results"
 #define AUTH_RESULTS_B_MIN	8	/* header.b prefix, RFC 6008 */
-
-/* RFC 2045 token: printable US-ASCII except SPACE and tspecials. */
-static bool
-ar_is_token_char(unsigned char c)
-{
-	if (c <= 0x20 || c >= 0x7f)
-		return false;
-	return strchr("()<>@,;:\\\"/[]?=", c) == NULL;
-}
-
-int
-auth_results_append_value(struct sbuf *out, const char *s)
-{
-	const unsigned char *p;
-	bool token = *s != '\0';
-
-	for (p = (const unsigned char *)s; *p != '\0'; p++) {
-		if (!ar_is_token_char(*p))
-			token = false;
-	}
-	if (token)
-		return sbuf_append_str(out, s);
-	if (sbuf_append_char(out, '"') == -1)
-		return -1;
-	for (p = (const unsigned char *)s; *p != '\0'; p++) {
-		if (*p < 0x20 || *p >= 0x7f)
-			continue;
-		if ((*p == '"' || *p == '\\') &&
-		    sbuf_append_char(out, '\\') == -1)
-			return -1;
-		if (sbuf_append_char(out, (char)*p) == -1)
-			return -1;
-	}
-	return sbuf_append_char(out, '"');
-}
-
-int
-auth_results_append_comment(struct sbuf *out, const char *s)
-{
-	const unsigned char *p;
-
-	for (p = (const unsigned char *)s; *p != '\0'; p++) {
-		/* '"' is dropped: the folder would take it for a quote */
-		if (*p < 0x20 || *p >= 0x7f || *p == '"')
-			continue;
-		if ((*p == '(' || *p == ')' || *p == '\\') &&
-		    sbuf_append_char(out, '\\') == -1)
-			return -1;
-		if (sbuf_append_char(out, (char)*p) == -1)
-			return -1;
-	}
-	return 0;
-}
-
-/*
- * Greedy folding: a space outside a quoted-string becomes CRLF TAB when
- * the next word would pass the column limit. Unfolding (RFC 5322 2.2.3)
- * restores a WSP, so the meaning is unchanged. A word longer than the
- * limit stays on its own line.
- */
-int
-auth_results_fold(struct sbuf *out, const char *field, size_t len)
-{
-	size_t i, start, col = 0, wlen;
-	bool quoted = false, esc = false, first = true;
-
-	start = 0;
-	for (i = 0; i <= len; i++) {
-		if (i < len) {
-			char c = field[i];
-
-			if (esc) {
-				esc = false;
-				continue;
-			}
-			if (quoted && c == '\\') {
-				esc = true;
-				continue;
-			}
-			if (c == '"')
-				quoted = !quoted;
-			if (c != ' ' || quoted)
-				continue;
-		}
-		/* field[start..i) is one word */
-		wlen = i - start;
-		if (first) {
-			if (sbuf_append(out, field + start, wlen) == -1)
-				return -1;
-			col = wlen;
-			first = false;
-		} else if (col + 1 + wlen <= AUTH_RESULTS_LINE_MAX) {
-			if (sbuf_append_char(out, ' ') == -1 ||
-			    sbuf_append(out, field + start, wlen) == -1)
-				return -1;
-			col += 1 + wlen;
-		} else {
-			if (sbuf_append(out, "\r\n\t", 3) == -1 ||
-			    sbuf_append(out, field + start, wlen) == -1)
-				return -1;
-			col = 1 + wlen;
-		}
-		start = i + 1;
-	}
-	return sbuf_append(out, "\r\n", 2);
-}
 
 static int
 ar_add_spf(struct sbuf *f, const struct auth_spf_result *spf)
@@ -133,7 +30,7 @@ ar_add_spf(struct sbuf *f, const struct auth_spf_result *spf)
 		return -1;
 	if (spf->comment[0] != '\0') {
 		if (sbuf_append_str(f, " (") == -1 ||
-		    auth_results_append_comment(f, spf->comment) == -1 ||
+		    header_fmt_append_comment(f, spf->comment) == -1 ||
 		    sbuf_append_char(f, ')') == -1)
 			return -1;
 	}
@@ -141,7 +38,7 @@ ar_add_spf(struct sbuf *f, const struct auth_spf_result *spf)
 		return 0;
 	if (sbuf_append_str(f, helo ? " smtp.helo=" : " smtp.mailfrom=") == -1)
 		return -1;
-	return auth_results_append_value(f, spf->domain);
+	return header_fmt_append_value(f, spf->domain);
 }
 
 static int
@@ -154,18 +51,18 @@ ar_add_dkim_sig(struct sbuf *f, const struct auth_dkim_sig *sig)
 		return -1;
 	if (sig->comment[0] != '\0') {
 		if (sbuf_append_str(f, " (") == -1 ||
-		    auth_results_append_comment(f, sig->comment) == -1 ||
+		    header_fmt_append_comment(f, sig->comment) == -1 ||
 		    sbuf_append_char(f, ')') == -1)
 			return -1;
 	}
 	if (sig->domain[0] != '\0') {
 		if (sbuf_append_str(f, " header.d=") == -1 ||
-		    auth_results_append_value(f, sig->domain) == -1)
+		    header_fmt_append_value(f, sig->domain) == -1)
 			return -1;
 	}
 	if (sig->selector[0] != '\0') {
 		if (sbuf_append_str(f, " header.s=") == -1 ||
-		    auth_results_append_value(f, sig->selector) == -1)
+		    header_fmt_append_value(f, sig->selector) == -1)
 			return -1;
 	}
 	n = strnlen(sig->b, sizeof(sig->b) - 1);
@@ -176,7 +73,7 @@ ar_add_dkim_sig(struct sbuf *f, const struct auth_dkim_sig *sig)
 		b[n] = '\0';
 		/* base64 contains '/' and '=', so this may come out quoted */
 		if (sbuf_append_str(f, " header.b=") == -1 ||
-		    auth_results_append_value(f, b) == -1)
+		    header_fmt_append_value(f, b) == -1)
 			return -1;
 	}
 	return 0;
@@ -193,7 +90,7 @@ auth_results_format(struct sbuf *out, const char *authserv_id,
 
 	sbuf_init(&f, AUTH_RESULTS_FIELD_MAX);
 	if (sbuf_append_str(&f, AUTH_RESULTS_NAME ": ") == -1 ||
-	    auth_results_append_value(&f, authserv_id) == -1 ||
+	    header_fmt_append_value(&f, authserv_id) == -1 ||
 	    sbuf_append_char(&f, ';') == -1)
 		goto done;
 	if (spf != NULL) {
@@ -209,7 +106,7 @@ auth_results_format(struct sbuf *out, const char *authserv_id,
 		if (dkim->msg_result != AUTH_DKIM_NONE &&
 		    dkim->error[0] != '\0' &&
 		    (sbuf_append_str(&f, " (") == -1 ||
-			auth_results_append_comment(&f, dkim->error) == -1 ||
+			header_fmt_append_comment(&f, dkim->error) == -1 ||
 			sbuf_append_char(&f, ')') == -1))
 			goto done;
 		any = true;
@@ -222,8 +119,47 @@ auth_results_format(struct sbuf *out, const char *authserv_id,
 	}
 	if (!any && sbuf_append_str(&f, " none") == -1)
 		goto done;
-	r = auth_results_fold(out, f.data, f.len);
+	r = header_fmt_fold(out, f.data, f.len);
 done:
+	sbuf_release(&f);
+	return r;
+}
+
+int
+auth_results_received_spf(struct sbuf *out, const struct auth_spf_result *spf)
+{
+	struct sbuf f, folded;
+	int r;
+
+	/* Unchecked appends: what passes the cap is cut (auth_results.h). */
+	sbuf_init(&f, AUTH_RESULTS_RSPF_MAX);
+	sbuf_init(&folded, AUTH_RESULTS_RSPF_MAX - 1);
+	(void)sbuf_printf(&f, "Received-SPF: %s",
+	    auth_spf_res_str(spf->result));
+	if (spf->comment[0] != '\0') {
+		(void)sbuf_append_str(&f, " (");
+		(void)header_fmt_append_comment(&f, spf->comment);
+		(void)sbuf_append_char(&f, ')');
+	}
+	(void)sbuf_append_str(&f, " client-ip=");
+	(void)header_fmt_append_value(&f, spf->client_ip);
+	(void)sbuf_append_str(&f, "; envelope-from=");
+	/* always quoted: '@' is not a token character anyway */
+	(void)header_fmt_append_value(&f, spf->mail_from[0] != '\0' ?
+	    spf->mail_from : "<>");
+	if (spf->helo[0] != '\0') {
+		(void)sbuf_append_str(&f, "; helo=");
+		(void)header_fmt_append_value(&f, spf->helo);
+	}
+	(void)sbuf_append_str(&f, "; receiver=");
+	(void)header_fmt_append_value(&f, spf->receiver);
+	(void)sbuf_printf(&f, "; identity=%s;", spf->identity);
+	if (header_fmt_fold(&folded, f.data, f.len) == 0)
+		r = sbuf_append(out, folded.data, folded.len);
+	else
+		r = sbuf_printf(out, "Received-SPF: %s\r\n",
+		    auth_spf_res_str(spf->result));
+	sbuf_release(&folded);
 	sbuf_release(&f);
 	return r;
 }
@@ -274,7 +210,8 @@ ar_value_claims(const char *s, size_t i, size_t end, const char *id)
 			val[n++] = s[i];
 		}
 	} else {
-		for (; i < end && ar_is_token_char((unsigned char)s[i]); i++) {
+		for (; i < end && header_fmt_is_token_char((unsigned char)s[i]);
+		    i++) {
 			if (n + 1 >= sizeof(val))
 				return false;
 			val[n++] = s[i];

@@ -6,7 +6,8 @@
  * rule 9) and turns the answer into the SPF_dns_rr_t libspf2 expects.
  * A per-check time budget bounds the whole evaluation on top of
  * libspf2's own 10-lookup limit. Blocks: run on workers_ threads only.
- * Never copies peer text raw into the Received-SPF field.
+ * Returns a verdict and writes no header text: auth_results_ formats the
+ * Received-SPF and Authentication-Results fields from it.
  */
 #include <sys/types.h>
 
@@ -28,7 +29,6 @@
 #include <spf2/spf_dns.h>
 #include <spf2/spf_dns_rr.h>
 
-#include "auth_results.h"
 #include "auth_spf.h"
 #include "dns_sync.h"
 #include "log.h"
@@ -424,41 +424,17 @@ auth_spf_comment(struct auth_spf_result *out, const char *receiver,
 	/* NONE comments are set by the caller */
 }
 
+/* Keeps what was checked for the header formatters. */
 static void
-auth_spf_received(struct auth_spf_result *out, const char *receiver,
+auth_spf_keep(struct auth_spf_result *out, const char *receiver,
     const char *client_ip, const char *helo, const char *mail_from)
 {
-	struct sbuf f, folded;
-
-	sbuf_init(&f, AUTH_SPF_HEADER_MAX);
-	sbuf_init(&folded, sizeof(out->received_spf) - 1);
-	(void)sbuf_printf(&f, "Received-SPF: %s",
-	    auth_spf_res_str(out->result));
-	if (out->comment[0] != '\0') {
-		(void)sbuf_append_str(&f, " (");
-		(void)auth_results_append_comment(&f, out->comment);
-		(void)sbuf_append_char(&f, ')');
-	}
-	(void)sbuf_append_str(&f, " client-ip=");
-	(void)auth_results_append_value(&f, client_ip);
-	(void)sbuf_append_str(&f, "; envelope-from=");
-	/* always quoted: '@' is not a token character anyway */
-	(void)auth_results_append_value(&f, *mail_from != '\0' ? mail_from
-								: "<>");
-	if (*helo != '\0') {
-		(void)sbuf_append_str(&f, "; helo=");
-		(void)auth_results_append_value(&f, helo);
-	}
-	(void)sbuf_append_str(&f, "; receiver=");
-	(void)auth_results_append_value(&f, receiver);
-	(void)sbuf_printf(&f, "; identity=%s;", out->identity);
-	if (auth_results_fold(&folded, f.data, f.len) == 0)
-		memcpy(out->received_spf, folded.data, folded.len + 1);
-	else
-		(void)snprintf(out->received_spf, sizeof(out->received_spf),
-		    "Received-SPF: %s\r\n", auth_spf_res_str(out->result));
-	sbuf_release(&folded);
-	sbuf_release(&f);
+	(void)snprintf(out->receiver, sizeof(out->receiver), "%s", receiver);
+	(void)snprintf(out->client_ip, sizeof(out->client_ip), "%s",
+	    client_ip);
+	(void)snprintf(out->helo, sizeof(out->helo), "%s", helo);
+	(void)snprintf(out->mail_from, sizeof(out->mail_from), "%s",
+	    mail_from);
 }
 
 /* Peer text reaches the comment: keep it printable and comment-safe. */
@@ -600,7 +576,7 @@ auth_spf_check(const char *servers, const char *receiver,
 done:
 	auth_spf_clean(out->comment);
 	out->dns_queries = ctx.queries;
-	auth_spf_received(out, receiver, safe_ip, helo, mail_from);
+	auth_spf_keep(out, receiver, safe_ip, helo, mail_from);
 	if (resp != NULL)
 		SPF_response_free(resp);
 	if (req != NULL)

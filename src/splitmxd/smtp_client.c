@@ -1,5 +1,6 @@
 /*
- * smtp_client.c - outbound SMTP/LMTP sessions on the event loop.
+ * smtp_client.c - outbound SMTP/LMTP sessions on the event loop: the
+ * transactions and replies; opening a connection is smtp_client_conn.c.
  *
  * A connection resolves its target through dns_, tries each address in
  * turn (banner, EHLO/HELO or LHLO, STARTTLS per the target's policy) and
@@ -9,7 +10,7 @@
  * dot-stuffed on the way. Replies are bounded (2048-octet lines, 100
  * lines) and kept as "CODE text" (all lines joined, printable ASCII).
  *
- * Owns its bufferevent (and through it the SSL) and one cached SSL_CTX per
+ * Owns its bufferevent (and through it the SSL), not the SSL_CTX of its
  * target. Never blocks except for the page-cache preads and the spool
  * open (XXX: a workers_ reader would be stricter). A client is freed only
  * when none of its libevent entry points is on the stack (depth count), so
@@ -17,12 +18,6 @@
  * TLS "may": a failed handshake is retried once, on the same address,
  * without TLS (as Postfix does); encrypt and verify never fall back.
  */
-#include <sys/queue.h>
-#include <sys/socket.h>
-#include <sys/un.h>
-
-#include <arpa/inet.h>
-#include <netinet/in.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -32,163 +27,41 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include <unistd.h>
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
 #include <event2/bufferevent_ssl.h>
 #include <event2/event.h>
-#include <openssl/err.h>
-#include <openssl/ssl.h>
-#include <openssl/x509v3.h>
 
 #include "conf.h"
-#include "dns.h"
 #include "log.h"
 #include "smtp_client.h"
+#include "smtp_client_int.h"
 #include "smtp_proto.h"
 #include "spool_read.h"
+#include "tlsctx.h"
 #include "xmalloc.h"
 
 #define SC_LINE_MAX	2048		/* reply line, without CRLF */
 #define SC_LINES_MAX	100		/* lines in one reply */
-#define SC_ADDRS_MAX	32		/* addresses tried per connection */
 #define SC_CHUNK	(64 * 1024)	/* one pread */
-#define SC_OUT_HIGH	(256 * 1024)	/* stop filling above this */
 #define SC_OUT_LOW	(64 * 1024)	/* refill when drained to this */
-#define SC_REASON_MAX	640
-#define SC_PEER_MAX	352	/* host[256] + [addr[64]]:port */
 
-enum sc_state {
-	SC_RESOLVE,		/* waiting for dns_ */
-	SC_CONNECT,		/* TCP/UNIX connect in progress */
-	SC_BANNER,		/* waiting for the greeting */
-	SC_EHLO,		/* EHLO or LHLO sent */
-	SC_HELO,		/* HELO sent (EHLO refused) */
-	SC_STARTTLS,		/* STARTTLS sent */
-	SC_HANDSHAKE,		/* TLS handshake */
-	SC_IDLE,		/* ready for a transaction */
-	SC_PENDING,		/* transaction answered locally, cb deferred */
-	SC_TXN,			/* waiting for RSET/MAIL/RCPT/DATA replies */
-	SC_CONTENT,		/* streaming the message */
-	SC_DOT,			/* waiting for the reply(ies) to "." */
-	SC_DEAD,		/* connection gone; only close remains */
-};
-
-enum sc_cmd_kind { SC_CMD_RSET, SC_CMD_MAIL, SC_CMD_RCPT, SC_CMD_DATA };
-
-struct sc_cmd {
-	enum sc_cmd_kind	kind;
-	size_t			rcpt;		/* SC_CMD_RCPT */
-};
-
-enum sc_defer { SC_DEFER_NONE, SC_DEFER_CONNECT, SC_DEFER_OPEN_FAIL,
-    SC_DEFER_DONE };
-
-struct smtp_client {
-	struct event_base		*base;
-	struct dns			*dns;
-	const struct conf_target	*target;
-	bool				 lmtp;
-	char				*helo;
-	char				 peer[SC_PEER_MAX];
-
-	smtp_client_open_cb		 open_cb;
-	void				*open_arg;
-	LIST_ENTRY(smtp_client)		 opening_entry;	/* until open_cb */
-	bool				 opening;
-	bool				 dns_pending;	/* sc_dns_cb will run */
-	smtp_client_done_cb		 done_cb;
-	void				*done_arg;
-
-	struct dns_addr			*addrs;
-	size_t				 naddrs;
-	size_t				 cur;
-	bool				 notls;		/* this attempt: no TLS */
-	bool				 tls_retried;	/* cur fell back already */
-
-	struct bufferevent		*bev;
-	SSL				*ssl;		/* owned by bev */
-	bool				 tls_active;
-	enum sc_state			 state;
-	struct event			*timer;
-	const char			*timeout_what;
-	struct event			*defer;
-	enum sc_defer			 defer_kind;
-	int				 defer_status;
-	unsigned			 depth;		/* entry points on stack */
-	bool				 freeing;
-
-	/* The reply being read. */
-	unsigned			 rcode;
-	unsigned			 rlines;
-	char				 rtext[SMTP_CLIENT_REPLY_MAX];
-	size_t				 rlen;
-
-	/* What EHLO offered. */
-	bool				 ext_pipelining;
-	bool				 ext_size;
-	uint64_t			 size_max;	/* 0: no limit */
-	bool				 ext_8bitmime;
-	bool				 ext_smtputf8;
-	bool				 ext_dsn;
-	bool				 ext_starttls;
-	bool				 ext_chunking;
-
-	/* Why the last address failed (for the open callback). */
-	char				 last_err[SC_REASON_MAX];
-	bool				 last_perm;	/* it was a 5xx */
-	bool				 any_temp;	/* some address failed 4xx */
-	bool				 perm_dns;
-
-	/* The transaction. */
-	struct smtp_client_msg		*msg;
-	struct sc_cmd			*cmds;
-	size_t				 ncmds;
-	size_t				 nsent;
-	size_t				 nrecv;
-	bool				 pipelined;
-	bool				 mail_ok;
-	bool				*accepted;	/* RCPT got 2xx */
-	bool				*final;		/* has its final reply */
-	size_t				 naccepted;
-	size_t				 nfinal;	/* LMTP replies after "." */
-	bool				 dummy_dot;	/* "." sent with no rcpts */
-	bool				 need_rset;
-	bool				 broken;	/* no more transactions */
-	unsigned			 ntrans;
-
-	/* Content streaming. */
-	int				 fd;
-	uint64_t			 off;
-	uint64_t			 left;
-	uint64_t			 sent;
-	bool				 bol;		/* next byte starts a line */
-	unsigned char			 tail[2];	/* last content bytes */
-	char				*chunk;
-};
-
-/* Clients whose open callback has not run (smtp_client_open_cancel). */
-static LIST_HEAD(, smtp_client) sc_opening = LIST_HEAD_INITIALIZER(sc_opening);
-
-static void sc_connect(struct smtp_client *c);
 static void sc_read(struct smtp_client *c);
 static bool sc_txn_send_next(struct smtp_client *c);
-static void sc_fail_addr(struct smtp_client *c, bool perm, bool quit,
-    const char *fmt, ...) __attribute__((format(printf, 4, 5)));
 static void sc_txn_fail(struct smtp_client *c, unsigned code,
     const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
 /* ---- small helpers ---- */
 
-static unsigned
+unsigned
 sc_secs(unsigned v, unsigned dflt)
 {
 	return v > 0 ? v : dflt;
 }
 
-static void
+void
 sc_arm(struct smtp_client *c, unsigned secs, const char *what)
 {
 	struct timeval tv = { (time_t)secs, 0 };
@@ -198,13 +71,13 @@ sc_arm(struct smtp_client *c, unsigned secs, const char *what)
 		log_panic("smtp_client: evtimer_add failed");
 }
 
-static void
+void
 sc_disarm(struct smtp_client *c)
 {
 	(void)evtimer_del(c->timer);	/* cannot fail on an initialized event */
 }
 
-static void
+void
 sc_defer(struct smtp_client *c, enum sc_defer kind)
 {
 	static const struct timeval zero = { 0, 0 };
@@ -214,39 +87,20 @@ sc_defer(struct smtp_client *c, enum sc_defer kind)
 		log_panic("smtp_client: evtimer_add failed");
 }
 
-static void
+void
 sc_enter(struct smtp_client *c)
 {
 	c->depth++;
 }
 
-static void sc_free(struct smtp_client *c);
-
-static void
+void
 sc_leave(struct smtp_client *c)
 {
 	if (--c->depth == 0 && c->freeing)
 		sc_free(c);
 }
 
-static void
-sc_set_peer(struct smtp_client *c)
-{
-	const struct dns_addr *a = &c->addrs[c->cur];
-
-	if (a->sa.ss_family == AF_UNIX)
-		(void)snprintf(c->peer, sizeof(c->peer), "%s", a->host);
-	else if (a->sa.ss_family == AF_INET6)
-		(void)snprintf(c->peer, sizeof(c->peer), "%s[%s]:%u", a->host,
-		    a->text, (unsigned)ntohs(((const struct sockaddr_in6 *)
-		    (const void *)&a->sa)->sin6_port));
-	else
-		(void)snprintf(c->peer, sizeof(c->peer), "%s[%s]:%u", a->host,
-		    a->text, (unsigned)ntohs(((const struct sockaddr_in *)
-		    (const void *)&a->sa)->sin_port));
-}
-
-static void __attribute__((format(printf, 2, 3)))
+void
 sc_printf(struct smtp_client *c, const char *fmt, ...)
 {
 	va_list ap;
@@ -280,7 +134,7 @@ sc_has_crlf(const char *s)
  * then frees the bufferevent. The bytes are pushed to the socket at once
  * because the bufferevent goes away with this call.
  */
-static void
+void
 sc_drop(struct smtp_client *c, bool quit)
 {
 	struct bufferevent *under;
@@ -315,9 +169,7 @@ sc_drop(struct smtp_client *c, bool quit)
 static void
 sc_content_cleanup(struct smtp_client *c)
 {
-	if (c->fd >= 0 && close(c->fd) == -1)
-		log_warn("smtp_client: close spool file");
-	c->fd = -1;
+	/* The content handle belongs to the caller (smtp_client_msg). */
 	free(c->chunk);
 	c->chunk = NULL;
 }
@@ -335,16 +187,7 @@ sc_txn_cleanup(struct smtp_client *c)
 	c->ncmds = c->nsent = c->nrecv = 0;
 }
 
-static void
-sc_unopening(struct smtp_client *c)
-{
-	if (c->opening) {
-		LIST_REMOVE(c, opening_entry);
-		c->opening = false;
-	}
-}
-
-static void
+void
 sc_free(struct smtp_client *c)
 {
 	sc_unopening(c);
@@ -355,686 +198,6 @@ sc_free(struct smtp_client *c)
 	free(c->addrs);
 	free(c->helo);
 	free(c);
-}
-
-/* ---- per-target client TLS contexts ---- */
-
-struct sc_tls_ctx {
-	const struct conf_target	*target;
-	enum conf_tls_policy		 policy;
-	char				*ca, *cert, *key;
-	SSL_CTX				*ctx;
-	struct sc_tls_ctx		*next;
-};
-
-static struct sc_tls_ctx *sc_tls_ctxs;
-
-static bool
-sc_streq(const char *a, const char *b)
-{
-	if (a == NULL || b == NULL)
-		return a == b;
-	return strcmp(a, b) == 0;
-}
-
-static char *
-sc_strdup0(const char *s)
-{
-	return s != NULL ? xstrdup(s) : NULL;
-}
-
-static void
-sc_ssl_error(char *buf, size_t len, unsigned long e)
-{
-	if (e == 0)
-		(void)snprintf(buf, len, "unknown error");
-	else
-		ERR_error_string_n(e, buf, len);
-}
-
-/*
- * The context for target t, made on first use (reading the CA and
- * certificate files then: once per target, like startup). Keyed by the
- * target, its policy and file names, so a reloaded config gets its own.
- */
-static SSL_CTX *
-sc_tls_ctx(const struct conf_target *t, char *err, size_t errlen)
-{
-	struct sc_tls_ctx *e, **pp;
-	SSL_CTX *ctx;
-	char ebuf[256];
-
-	for (pp = &sc_tls_ctxs; (e = *pp) != NULL; pp = &e->next) {
-		if (e->target != t)
-			continue;
-		if (e->policy == t->tls && sc_streq(e->ca, t->tls_ca) &&
-		    sc_streq(e->cert, t->tls_cert) &&
-		    sc_streq(e->key, t->tls_key))
-			return e->ctx;
-		*pp = e->next;
-		SSL_CTX_free(e->ctx);
-		free(e->ca);
-		free(e->cert);
-		free(e->key);
-		free(e);
-		break;
-	}
-	ERR_clear_error();
-	ctx = SSL_CTX_new(TLS_client_method());
-	if (ctx == NULL) {
-		sc_ssl_error(ebuf, sizeof(ebuf), ERR_get_error());
-		(void)snprintf(err, errlen, "SSL_CTX_new: %s", ebuf);
-		return NULL;
-	}
-	if (SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION) != 1)
-		goto fail;
-	/*
-	 * Verification is judged after the handshake from
-	 * SSL_get_verify_result (policy verify only), so that the reason can
-	 * be reported and QUIT sent; SSL_VERIFY_NONE still runs the checks.
-	 */
-	SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, NULL);
-	if (t->tls == CONF_TLS_VERIFY) {
-		if (t->tls_ca != NULL) {
-			if (SSL_CTX_load_verify_locations(ctx, t->tls_ca,
-			    NULL) != 1) {
-				sc_ssl_error(ebuf, sizeof(ebuf),
-				    ERR_peek_last_error());
-				(void)snprintf(err, errlen,
-				    "cannot load tls_ca %s: %s", t->tls_ca,
-				    ebuf);
-				SSL_CTX_free(ctx);
-				return NULL;
-			}
-		} else if (SSL_CTX_set_default_verify_paths(ctx) != 1) {
-			goto fail;
-		}
-	}
-	if (t->tls_cert != NULL) {
-		const char *key = t->tls_key != NULL ? t->tls_key : t->tls_cert;
-
-		if (SSL_CTX_use_certificate_chain_file(ctx, t->tls_cert) != 1 ||
-		    SSL_CTX_use_PrivateKey_file(ctx, key,
-		    SSL_FILETYPE_PEM) != 1 ||
-		    SSL_CTX_check_private_key(ctx) != 1) {
-			sc_ssl_error(ebuf, sizeof(ebuf), ERR_peek_last_error());
-			(void)snprintf(err, errlen,
-			    "cannot load client certificate %s: %s",
-			    t->tls_cert, ebuf);
-			SSL_CTX_free(ctx);
-			return NULL;
-		}
-	}
-	e = xcalloc(1, sizeof(*e));
-	e->target = t;
-	e->policy = t->tls;
-	e->ca = sc_strdup0(t->tls_ca);
-	e->cert = sc_strdup0(t->tls_cert);
-	e->key = sc_strdup0(t->tls_key);
-	e->ctx = ctx;
-	e->next = sc_tls_ctxs;
-	sc_tls_ctxs = e;
-	return ctx;
-fail:
-	sc_ssl_error(ebuf, sizeof(ebuf), ERR_peek_last_error());
-	(void)snprintf(err, errlen, "TLS setup: %s", ebuf);
-	SSL_CTX_free(ctx);
-	return NULL;
-}
-
-static void sc_abandon(struct smtp_client *c);
-
-void
-smtp_client_shutdown(void)
-{
-	struct sc_tls_ctx *e;
-
-	while (!LIST_EMPTY(&sc_opening))
-		sc_abandon(LIST_FIRST(&sc_opening));
-
-	while ((e = sc_tls_ctxs) != NULL) {
-		sc_tls_ctxs = e->next;
-		SSL_CTX_free(e->ctx);
-		free(e->ca);
-		free(e->cert);
-		free(e->key);
-		free(e);
-	}
-}
-
-/* ---- opening ---- */
-
-static void
-sc_open_done(struct smtp_client *c)
-{
-	smtp_client_open_cb cb = c->open_cb;
-
-	sc_disarm(c);
-	c->state = SC_IDLE;
-	c->open_cb = NULL;
-	sc_unopening(c);
-	log_debug("smtp_client: connected to %s%s", c->peer,
-	    c->tls_active ? " (TLS)" : "");
-	cb(c->open_arg, c, 0, false, NULL);
-}
-
-/*
- * All addresses failed: report and free (at the end of this entry). Only
- * a DNS verdict, or 5xx from every address tried, is not worth a retry.
- */
-static void
-sc_open_fail(struct smtp_client *c)
-{
-	smtp_client_open_cb cb = c->open_cb;
-	bool temp = !c->perm_dns && (c->any_temp || !c->last_perm);
-
-	sc_disarm(c);
-	sc_drop(c, false);
-	c->state = SC_DEAD;
-	c->open_cb = NULL;
-	c->freeing = true;
-	sc_unopening(c);
-	if (cb != NULL)		/* NULL: abandoned meanwhile */
-		cb(c->open_arg, NULL, -1, temp, c->last_err);
-}
-
-static void
-sc_fail_addr(struct smtp_client *c, bool perm, bool quit, const char *fmt,
-    ...)
-{
-	va_list ap;
-
-	va_start(ap, fmt);
-	(void)vsnprintf(c->last_err, sizeof(c->last_err), fmt, ap);
-	va_end(ap);
-	c->last_perm = perm;
-	if (!perm)
-		c->any_temp = true;
-	log_debug("smtp_client: %s", c->last_err);
-	sc_disarm(c);
-	sc_drop(c, quit);
-	c->cur++;
-	c->notls = false;
-	c->tls_retried = false;
-	sc_connect(c);
-}
-
-static void
-sc_ext_reset(struct smtp_client *c)
-{
-	c->ext_pipelining = c->ext_size = c->ext_8bitmime = false;
-	c->ext_smtputf8 = c->ext_dsn = c->ext_starttls = false;
-	c->ext_chunking = false;
-	c->size_max = 0;
-}
-
-static void
-sc_send_ehlo(struct smtp_client *c)
-{
-	sc_ext_reset(c);
-	sc_printf(c, "%s %s\r\n", c->lmtp ? "LHLO" : "EHLO", c->helo);
-	c->state = SC_EHLO;
-	sc_arm(c, sc_secs(c->target->timeout_command, 300),
-	    c->lmtp ? "LHLO" : "EHLO");
-}
-
-/* One EHLO line after the first: note the extension it names. */
-static void
-sc_ehlo_line(struct smtp_client *c, const char *kw, size_t len)
-{
-	size_t n = 0;
-
-	while (n < len && kw[n] != ' ')
-		n++;
-#define SC_KW(s) (n == sizeof(s) - 1 && strncasecmp(kw, s, n) == 0)
-	if (SC_KW("PIPELINING")) {
-		c->ext_pipelining = true;
-	} else if (SC_KW("SIZE")) {
-		c->ext_size = true;
-		c->size_max = 0;
-		if (n < len) {
-			char num[24];
-			size_t m = len - n - 1;
-			char *end;
-			unsigned long long v;
-
-			if (m > 0 && m < sizeof(num)) {
-				memcpy(num, kw + n + 1, m);
-				num[m] = '\0';
-				errno = 0;
-				v = strtoull(num, &end, 10);
-				if (errno == 0 && *end == '\0' && num[0] >= '0'
-				    && num[0] <= '9')
-					c->size_max = v;
-			}
-		}
-	} else if (SC_KW("8BITMIME")) {
-		c->ext_8bitmime = true;
-	} else if (SC_KW("SMTPUTF8")) {
-		c->ext_smtputf8 = true;
-	} else if (SC_KW("DSN")) {
-		c->ext_dsn = true;
-	} else if (SC_KW("STARTTLS")) {
-		c->ext_starttls = true;
-	} else if (SC_KW("CHUNKING")) {
-		c->ext_chunking = true;
-	}
-#undef SC_KW
-}
-
-static void sc_read_cb(struct bufferevent *bev, void *arg);
-static void sc_write_cb(struct bufferevent *bev, void *arg);
-static void sc_event_cb(struct bufferevent *bev, short what, void *arg);
-
-/* Greeted: STARTTLS if the policy wants it, else ready. */
-static void
-sc_after_ehlo(struct smtp_client *c)
-{
-	enum conf_tls_policy pol = c->target->tls;
-
-	if (c->tls_active || pol == CONF_TLS_NONE || c->notls) {
-		sc_open_done(c);
-		return;
-	}
-	if (!c->ext_starttls) {
-		if (pol == CONF_TLS_MAY) {
-			sc_open_done(c);
-			return;
-		}
-		sc_fail_addr(c, false, true,
-		    "TLS required but not offered by %s", c->peer);
-		return;
-	}
-	sc_printf(c, "STARTTLS\r\n");
-	c->state = SC_STARTTLS;
-	sc_arm(c, sc_secs(c->target->timeout_command, 300), "STARTTLS");
-}
-
-static bool
-sc_is_ip(const char *name, char *ip, size_t iplen)
-{
-	unsigned char b[sizeof(struct in6_addr)];
-	size_t len = strlen(name);
-
-	if (len >= iplen)
-		return false;
-	if (name[0] == '[' && len > 2 && name[len - 1] == ']') {
-		memcpy(ip, name + 1, len - 2);
-		ip[len - 2] = '\0';
-		if (strncasecmp(ip, "IPv6:", 5) == 0)
-			memmove(ip, ip + 5, strlen(ip + 5) + 1);
-	} else {
-		memcpy(ip, name, len + 1);
-	}
-	return inet_pton(AF_INET, ip, b) == 1 || inet_pton(AF_INET6, ip, b) == 1;
-}
-
-/* 220 to STARTTLS: wrap the connection and start the handshake. */
-static void
-sc_start_tls(struct smtp_client *c)
-{
-	const struct conf_target *t = c->target;
-	struct evbuffer *in;
-	struct bufferevent *tbev, *under;
-	char err[SC_REASON_MAX], ip[128];
-	const char *name;
-	SSL_CTX *ctx;
-	SSL *ssl;
-
-	/*
-	 * CVE-2011-0411, client side: whatever followed the 220 was sent in
-	 * plaintext and must not be taken as if it came over TLS.
-	 */
-	in = bufferevent_get_input(c->bev);
-	if (evbuffer_drain(in, evbuffer_get_length(in)) == -1)
-		log_panic("smtp_client: evbuffer_drain failed");
-
-	ctx = sc_tls_ctx(t, err, sizeof(err));
-	if (ctx == NULL) {
-		sc_fail_addr(c, false, true, "%s: %s", c->peer, err);
-		return;
-	}
-	ssl = SSL_new(ctx);
-	if (ssl == NULL)
-		log_fatalx(70, "smtp_client: SSL_new failed");
-	/* The name to check: tls_name, else the MX or host name used. */
-	name = t->tls_name != NULL ? t->tls_name : c->addrs[c->cur].host;
-	if (sc_is_ip(name, ip, sizeof(ip))) {
-		if (t->tls == CONF_TLS_VERIFY && X509_VERIFY_PARAM_set1_ip_asc(
-		    SSL_get0_param(ssl), ip) != 1)
-			goto badname;
-	} else {
-		char sni[256];
-
-		/* SNI (the macro wants a mutable string). */
-		(void)snprintf(sni, sizeof(sni), "%s", name);
-		if (SSL_set_tlsext_host_name(ssl, sni) != 1)
-			ERR_clear_error();	/* not a usable SNI: go without */
-		if (t->tls == CONF_TLS_VERIFY) {
-			SSL_set_hostflags(ssl,
-			    X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
-			if (SSL_set1_host(ssl, name) != 1)
-				goto badname;
-		}
-	}
-	under = c->bev;
-	tbev = bufferevent_openssl_filter_new(c->base, under, ssl,
-	    BUFFEREVENT_SSL_CONNECTING,
-	    BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
-	if (tbev == NULL) {
-		SSL_free(ssl);
-		sc_fail_addr(c, false, false, "%s: cannot set up TLS",
-		    c->peer);
-		return;
-	}
-	/*
-	 * The filter writes into the socket bev only below that bev's write
-	 * high-water mark; without one it would swallow all our content.
-	 */
-	bufferevent_setwatermark(under, EV_WRITE, 0, SC_OUT_HIGH / 2);
-	c->bev = tbev;
-	c->ssl = ssl;
-	bufferevent_setcb(tbev, sc_read_cb, sc_write_cb, sc_event_cb, c);
-	if (bufferevent_enable(tbev, EV_READ | EV_WRITE) == -1)
-		log_panic("smtp_client: bufferevent_enable failed");
-	c->state = SC_HANDSHAKE;
-	sc_arm(c, sc_secs(c->target->timeout_command, 300), "TLS handshake");
-	return;
-badname:
-	ERR_clear_error();
-	SSL_free(ssl);
-	sc_fail_addr(c, false, true, "%s: cannot verify TLS name \"%s\"",
-	    c->peer, name);
-}
-
-/* The handshake completed: check the peer (verify policy), EHLO again. */
-static void
-sc_tls_up(struct smtp_client *c)
-{
-	long vr;
-
-	if (c->target->tls == CONF_TLS_VERIFY) {
-		if (SSL_get0_peer_certificate(c->ssl) == NULL) {
-			sc_fail_addr(c, false, true, "TLS certificate "
-			    "verification failed for %s: no certificate",
-			    c->peer);
-			return;
-		}
-		vr = SSL_get_verify_result(c->ssl);
-		if (vr != X509_V_OK) {
-			sc_fail_addr(c, false, true, "TLS certificate "
-			    "verification failed for %s: %s", c->peer,
-			    X509_verify_cert_error_string(vr));
-			return;
-		}
-	}
-	c->tls_active = true;
-	log_debug("smtp_client: TLS with %s: %s %s", c->peer,
-	    SSL_get_version(c->ssl), SSL_get_cipher_name(c->ssl));
-	sc_send_ehlo(c);	/* RFC 3207 4.2: forget what was said before */
-}
-
-static void
-sc_tls_failed(struct smtp_client *c, const char *why)
-{
-	if (c->target->tls == CONF_TLS_MAY && !c->tls_retried) {
-		/* Opportunistic: try this address again in plaintext. */
-		log_debug("smtp_client: TLS handshake with %s failed (%s); "
-		    "retrying without TLS", c->peer, why);
-		sc_disarm(c);
-		sc_drop(c, false);
-		c->notls = true;
-		c->tls_retried = true;
-		sc_connect(c);
-		return;
-	}
-	sc_fail_addr(c, false, false, "TLS handshake with %s failed: %s",
-	    c->peer, why);
-}
-
-/*
- * With the target's source_address, a socket bound to it (for the
- * address family it fits); otherwise -1 and libevent makes one.
- */
-static evutil_socket_t
-sc_bound_socket(struct smtp_client *c, const struct dns_addr *a)
-{
-	const char *src = c->target->source_address;
-	struct sockaddr_storage ss;
-	socklen_t len;
-	evutil_socket_t fd;
-	int fam = a->sa.ss_family;
-
-	if (src == NULL || fam == AF_UNIX)
-		return -1;
-	memset(&ss, 0, sizeof(ss));
-	if (fam == AF_INET && inet_pton(AF_INET, src,
-	    &((struct sockaddr_in *)(void *)&ss)->sin_addr) == 1)
-		len = sizeof(struct sockaddr_in);
-	else if (fam == AF_INET6 && inet_pton(AF_INET6, src,
-	    &((struct sockaddr_in6 *)(void *)&ss)->sin6_addr) == 1)
-		len = sizeof(struct sockaddr_in6);
-	else
-		return -1;	/* other family: the kernel chooses */
-	ss.ss_family = (sa_family_t)fam;
-	fd = socket(fam, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-	if (fd == -1)
-		return -1;
-	if (bind(fd, (struct sockaddr *)(void *)&ss, len) == -1) {
-		log_warn("smtp_client: bind to %s", src);
-		(void)close(fd);	/* fresh socket: nothing to lose */
-		return -1;
-	}
-	return fd;
-}
-
-static void
-sc_connect(struct smtp_client *c)
-{
-	const struct dns_addr *a;
-
-	for (; c->cur < c->naddrs; c->cur++, c->notls = false,
-	    c->tls_retried = false) {
-		a = &c->addrs[c->cur];
-		sc_set_peer(c);
-		c->bev = bufferevent_socket_new(c->base, sc_bound_socket(c, a),
-		    BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
-		if (c->bev == NULL)
-			log_fatalx(70, "smtp_client: bufferevent_socket_new");
-		bufferevent_setcb(c->bev, sc_read_cb, sc_write_cb,
-		    sc_event_cb, c);
-		if (bufferevent_enable(c->bev, EV_READ | EV_WRITE) == -1)
-			log_panic("smtp_client: bufferevent_enable failed");
-		if (bufferevent_socket_connect(c->bev,
-		    (const struct sockaddr *)(const void *)&a->sa,
-		    (int)a->salen) == 0) {
-			c->state = SC_CONNECT;
-			sc_arm(c, sc_secs(c->target->timeout_connect, 30),
-			    "CONNECT");
-			return;
-		}
-		(void)snprintf(c->last_err, sizeof(c->last_err),
-		    "connect to %s: %s", c->peer, strerror(errno));
-		c->last_perm = false;
-		c->any_temp = true;
-		bufferevent_free(c->bev);
-		c->bev = NULL;
-	}
-	sc_open_fail(c);
-}
-
-static void
-sc_dns_cb(void *arg, enum dns_status status, const char *reason,
-    const struct dns_addr *addrs, size_t naddrs)
-{
-	struct smtp_client *c = arg;
-
-	sc_enter(c);
-	c->dns_pending = false;
-	if (c->open_cb == NULL) {
-		/* Abandoned while resolving: only this callback was left. */
-		c->freeing = true;
-	} else if (status == DNS_OK && naddrs > 0) {
-		c->naddrs = naddrs < SC_ADDRS_MAX ? naddrs : SC_ADDRS_MAX;
-		c->addrs = xcalloc(c->naddrs, sizeof(*c->addrs));
-		memcpy(c->addrs, addrs, c->naddrs * sizeof(*c->addrs));
-		c->cur = 0;
-		sc_connect(c);
-	} else {
-		/*
-		 * What the DNS says about a mail domain is final; a fixed
-		 * host that does not resolve is a local problem: retry.
-		 */
-		c->perm_dns = c->target->mx != NULL &&
-		    (status == DNS_NXDOMAIN || status == DNS_NODATA ||
-		    status == DNS_NULLMX);
-		(void)snprintf(c->last_err, sizeof(c->last_err), "%s",
-		    reason != NULL ? reason : "DNS lookup failed");
-		sc_open_fail(c);
-	}
-	sc_leave(c);
-}
-
-static void
-sc_defer_cb(evutil_socket_t fd, short what, void *arg)
-{
-	struct smtp_client *c = arg;
-	smtp_client_done_cb cb;
-
-	(void)fd;
-	(void)what;
-	sc_enter(c);
-	switch (c->defer_kind) {
-	case SC_DEFER_CONNECT:
-		sc_connect(c);
-		break;
-	case SC_DEFER_OPEN_FAIL:
-		sc_open_fail(c);
-		break;
-	case SC_DEFER_DONE:
-		cb = c->done_cb;
-		c->done_cb = NULL;
-		c->msg = NULL;
-		if (c->state == SC_PENDING)
-			c->state = SC_IDLE;
-		cb(c->done_arg, c, c->defer_status);
-		break;
-	case SC_DEFER_NONE:
-		break;
-	}
-	sc_leave(c);
-}
-
-static void
-sc_timer_cb(evutil_socket_t fd, short what, void *arg);
-
-void
-smtp_client_open(const struct smtp_client_params *p, smtp_client_open_cb cb,
-    void *arg)
-{
-	const struct conf_target *t = p->target;
-	struct smtp_client *c;
-	const char *port;
-
-	c = xcalloc(1, sizeof(*c));
-	c->base = p->base;
-	c->dns = p->dns;
-	c->target = t;
-	c->lmtp = t->type == CONF_TARGET_LMTP;
-	c->helo = xstrdup(p->helo != NULL ? p->helo :
-	    (t->helo != NULL ? t->helo : "localhost"));
-	c->open_cb = cb;
-	c->open_arg = arg;
-	LIST_INSERT_HEAD(&sc_opening, c, opening_entry);
-	c->opening = true;
-	c->fd = -1;
-	c->state = SC_RESOLVE;
-	c->timer = evtimer_new(c->base, sc_timer_cb, c);
-	c->defer = evtimer_new(c->base, sc_defer_cb, c);
-	if (c->timer == NULL || c->defer == NULL)
-		log_fatalx(70, "smtp_client: evtimer_new failed");
-	port = t->port != NULL ? t->port : (c->lmtp ? "24" : "25");
-
-	if (c->lmtp && t->socket != NULL) {
-		struct sockaddr_un *sun;
-
-		(void)snprintf(c->peer, sizeof(c->peer), "%s", t->socket);
-		if (strlen(t->socket) >= sizeof(sun->sun_path)) {
-			(void)snprintf(c->last_err, sizeof(c->last_err),
-			    "LMTP socket path too long: %s", t->socket);
-			sc_defer(c, SC_DEFER_OPEN_FAIL);
-			return;
-		}
-		c->addrs = xcalloc(1, sizeof(*c->addrs));
-		c->naddrs = 1;
-		sun = (struct sockaddr_un *)(void *)&c->addrs[0].sa;
-		sun->sun_family = AF_UNIX;
-		memcpy(sun->sun_path, t->socket, strlen(t->socket) + 1);
-		c->addrs[0].salen = sizeof(*sun);
-		(void)snprintf(c->addrs[0].host, sizeof(c->addrs[0].host),
-		    "%s", t->socket);
-		(void)snprintf(c->addrs[0].text, sizeof(c->addrs[0].text),
-		    "unix");
-		/* Connecting can fail at once: never call back from here. */
-		sc_defer(c, SC_DEFER_CONNECT);
-		return;
-	}
-	if (t->host != NULL) {
-		(void)snprintf(c->peer, sizeof(c->peer), "%s", t->host);
-		c->dns_pending = true;
-		dns_lookup_host(c->dns, t->host, port, sc_dns_cb, c);
-		return;
-	}
-	if (t->mx != NULL) {
-		const char *domain = t->mx;
-
-		if (strcmp(domain, "*") == 0)
-			domain = p->rcpt_domain;
-		if (domain == NULL || *domain == '\0') {
-			(void)snprintf(c->last_err, sizeof(c->last_err),
-			    "target %s: no recipient domain for mx *",
-			    t->name != NULL ? t->name : "?");
-			sc_defer(c, SC_DEFER_OPEN_FAIL);
-			return;
-		}
-		(void)snprintf(c->peer, sizeof(c->peer), "%s", domain);
-		c->dns_pending = true;
-		dns_lookup_mx(c->dns, domain, port, sc_dns_cb, c);
-		return;
-	}
-	(void)snprintf(c->last_err, sizeof(c->last_err),
-	    "target %s has no host, mx or socket",
-	    t->name != NULL ? t->name : "?");
-	sc_defer(c, SC_DEFER_OPEN_FAIL);
-}
-
-/* Drops c, still opening, without calling back. */
-static void
-sc_abandon(struct smtp_client *c)
-{
-	sc_unopening(c);
-	c->open_cb = NULL;
-	if (c->dns_pending)
-		return;		/* dns_ owes us a callback: free c there */
-	sc_disarm(c);
-	(void)evtimer_del(c->defer);
-	sc_drop(c, false);
-	c->state = SC_DEAD;
-	c->freeing = true;
-	if (c->depth == 0)
-		sc_free(c);
-}
-
-void
-smtp_client_open_cancel(smtp_client_open_cb cb, void *arg)
-{
-	struct smtp_client *c, *next;
-
-	for (c = LIST_FIRST(&sc_opening); c != NULL; c = next) {
-		next = LIST_NEXT(c, opening_entry);
-		if (c->open_cb == cb && c->open_arg == arg)
-			sc_abandon(c);
-	}
 }
 
 /* ---- transactions ---- */
@@ -1547,49 +710,10 @@ sc_handle_reply(struct smtp_client *c)
 
 	switch (c->state) {
 	case SC_BANNER:
-		if (code / 100 == 2) {
-			sc_send_ehlo(c);
-			return;
-		}
-		sc_fail_addr(c, code / 100 == 5, true,
-		    "%s refused to talk to me: %s", c->peer, c->rtext);
-		return;
 	case SC_EHLO:
-		if (code / 100 == 2) {
-			sc_after_ehlo(c);
-			return;
-		}
-		if (code / 100 == 5 && !c->lmtp && !c->tls_active) {
-			sc_ext_reset(c);
-			sc_printf(c, "HELO %s\r\n", c->helo);
-			c->state = SC_HELO;
-			sc_arm(c, sc_secs(c->target->timeout_command, 300),
-			    "HELO");
-			return;
-		}
-		sc_fail_addr(c, code / 100 == 5, true,
-		    "%s refused %s: %s", c->peer,
-		    c->lmtp ? "LHLO" : "EHLO", c->rtext);
-		return;
 	case SC_HELO:
-		if (code / 100 == 2) {
-			sc_after_ehlo(c);
-			return;
-		}
-		sc_fail_addr(c, code / 100 == 5, true, "%s refused HELO: %s",
-		    c->peer, c->rtext);
-		return;
 	case SC_STARTTLS:
-		if (code == 220) {
-			sc_start_tls(c);
-			return;
-		}
-		if (c->target->tls == CONF_TLS_MAY) {
-			sc_open_done(c);
-			return;
-		}
-		sc_fail_addr(c, false, true, "%s refused STARTTLS: %s",
-		    c->peer, c->rtext);
+		sc_open_reply(c);
 		return;
 	case SC_TXN:
 		sc_txn_reply(c);
@@ -1743,7 +867,7 @@ sc_read(struct smtp_client *c)
 
 /* ---- libevent entry points ---- */
 
-static void
+void
 sc_read_cb(struct bufferevent *bev, void *arg)
 {
 	struct smtp_client *c = arg;
@@ -1754,7 +878,7 @@ sc_read_cb(struct bufferevent *bev, void *arg)
 	sc_leave(c);
 }
 
-static void
+void
 sc_write_cb(struct bufferevent *bev, void *arg)
 {
 	struct smtp_client *c = arg;
@@ -1807,7 +931,7 @@ sc_lost(struct smtp_client *c, const char *why)
 	}
 }
 
-static void
+void
 sc_event_cb(struct bufferevent *bev, short what, void *arg)
 {
 	struct smtp_client *c = arg;
@@ -1839,7 +963,7 @@ sc_event_cb(struct bufferevent *bev, short what, void *arg)
 		}
 	}
 	if (first != 0)
-		sc_ssl_error(why, sizeof(why), first);
+		tlsctx_strerror(first, why, sizeof(why));
 	else if (what & BEV_EVENT_EOF)
 		(void)snprintf(why, sizeof(why), "connection closed");
 	else if (err != 0)
@@ -1852,7 +976,37 @@ out:
 	sc_leave(c);
 }
 
-static void
+void
+sc_defer_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct smtp_client *c = arg;
+	smtp_client_done_cb cb;
+
+	(void)fd;
+	(void)what;
+	sc_enter(c);
+	switch (c->defer_kind) {
+	case SC_DEFER_CONNECT:
+		sc_connect(c);
+		break;
+	case SC_DEFER_OPEN_FAIL:
+		sc_open_fail(c);
+		break;
+	case SC_DEFER_DONE:
+		cb = c->done_cb;
+		c->done_cb = NULL;
+		c->msg = NULL;
+		if (c->state == SC_PENDING)
+			c->state = SC_IDLE;
+		cb(c->done_arg, c, c->defer_status);
+		break;
+	case SC_DEFER_NONE:
+		break;
+	}
+	sc_leave(c);
+}
+
+void
 sc_timer_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct smtp_client *c = arg;

@@ -738,7 +738,7 @@ session_auth_job(void *arg)
 	sbuf_release(&err);
 	(void)auth_results_format(&a->fields, a->authserv, &a->spf,
 	    &a->dkim);
-	(void)sbuf_append_str(&a->fields, a->spf.received_spf);
+	(void)auth_results_received_spf(&a->fields, &a->spf);
 }
 
 static void
