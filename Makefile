@@ -97,10 +97,25 @@ build/san/check_%: tests/unit/check_%.c tests/unit/testpeer.c tests/unit/testpee
 deps:
 	@sh scripts/deps.sh
 
-# Unit tests, then the integration tests against a sanitizer build.
+# Layout and format checks, unit tests, then the integration tests
+# against a sanitizer build.
 check: deps
 	@$(MAKE) --no-print-directory test-build
+	@$(MAKE) --no-print-directory tier-check format-check
 	@sh tests/run.sh
+
+# The tiers hold: no cycle, no include of a higher tier, and a global/
+# file that includes a daemon header does not even compile.
+tier-check:
+	@python3 scripts/modgraph.py
+	@echo '#include "conf.h"' | $(CC) $(CSTD) $(INC_global) -fsyntax-only -x c -
+	@if echo '#include "queue.h"' | $(CC) $(CSTD) $(INC_global) \
+	    -fsyntax-only -x c - 2>/dev/null; then \
+	    echo "tier-check: a global/ file could include queue.h"; exit 1; fi
+	@if echo '#include "spool_read.h"' | $(CC) $(CSTD) $(INC_util) \
+	    -fsyntax-only -x c - 2>/dev/null; then \
+	    echo "tier-check: a util/ file could include spool_read.h"; exit 1; fi
+	@echo "tier-check: global/ cannot see daemon headers, util/ cannot see global/"
 
 test-build: $(UNITBIN) build/san/splitmxd build/san/splitmxctl splitmxd splitmxctl
 
@@ -135,4 +150,4 @@ install: splitmxd splitmxctl
 clean:
 	rm -rf build splitmxd splitmxctl
 
-.PHONY: all deps check test-build run bench install clean format format-check
+.PHONY: all deps check test-build tier-check run bench install clean format format-check
