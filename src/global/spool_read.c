@@ -205,6 +205,28 @@ out:
 	return rc;
 }
 
+/* queue/ID, opened read-only and never through a link. */
+static struct spool_content *
+spool_content_openat(const struct spool_reader *rd, const char *id,
+    struct sbuf *err)
+{
+	struct spool_content *c;
+
+	if (!spool_id_valid(id)) {
+		sbuf_seterr(err, "malformed queue id");
+		return NULL;
+	}
+	c = xcalloc(1, sizeof(*c));
+	c->fd = openat(rd->queuefd, id, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+	if (c->fd == -1) {
+		sbuf_seterr(err, "cannot open queue/%s: %s", id,
+		    strerror(errno));
+		free(c);
+		return NULL;
+	}
+	return c;
+}
+
 struct spool_content *
 spool_content_open(const struct spool_reader *rd, const char *id,
     struct spool_envelope *env_out, struct sbuf *err)
@@ -215,17 +237,8 @@ spool_content_open(const struct spool_reader *rd, const char *id,
 
 	if (env_out != NULL)
 		memset(env_out, 0, sizeof(*env_out));
-	if (!spool_id_valid(id)) {
-		sbuf_seterr(err, "malformed queue id");
+	if ((c = spool_content_openat(rd, id, err)) == NULL)
 		return NULL;
-	}
-	c = xcalloc(1, sizeof(*c));
-	c->fd = openat(rd->queuefd, id, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
-	if (c->fd == -1) {
-		sbuf_seterr(err, "open queue/%s: %s", id, strerror(errno));
-		free(c);
-		return NULL;
-	}
 	if (spool_read_header_fd(c->fd, &env, hid, &c->off, &c->size, c->sha,
 	    err) == -1) {
 		spool_content_close(c);
@@ -252,17 +265,8 @@ spool_content_reopen(const struct spool_reader *rd, const char *id,
 	struct spool_content *c;
 	struct stat st;
 
-	if (!spool_id_valid(id)) {
-		sbuf_seterr(err, "malformed queue id");
+	if ((c = spool_content_openat(rd, id, err)) == NULL)
 		return NULL;
-	}
-	c = xcalloc(1, sizeof(*c));
-	c->fd = openat(rd->queuefd, id, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
-	if (c->fd == -1) {
-		sbuf_seterr(err, "cannot open queue file: %s", strerror(errno));
-		free(c);
-		return NULL;
-	}
 	if (fstat(c->fd, &st) == -1 || !S_ISREG(st.st_mode) ||
 	    (uint64_t)st.st_size != content_off + content_size) {
 		sbuf_seterr(err, "queue file changed since it was loaded");
