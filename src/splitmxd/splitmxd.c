@@ -385,10 +385,11 @@ main(int argc, char *argv[])
 	workers_free(workers);
 	queue_free(d.queue);
 	dedup_close(dedup);
+	/* Sessions cancel their pending probes, which verify_free frees. */
+	smtp_server_free(d.server);
 	auth_srs_free(srs);
 	verify_free(verify);
 	dns_free(dns);
-	smtp_server_free(d.server);
 	smtp_client_shutdown();
 	if (d.drain != NULL)
 		event_free(d.drain);
