@@ -20,6 +20,7 @@
 struct policy {
 	struct policy_stage	*stages;
 	size_t			 nstages;
+	unsigned		 points;	/* any stage's */
 };
 
 struct policy_req {
@@ -65,6 +66,7 @@ policy_add(struct policy *p, const struct policy_stage *st)
 	p->stages = xreallocarray(p->stages, p->nstages + 1,
 	    sizeof(*p->stages));
 	p->stages[p->nstages++] = *st;
+	p->points |= st->points;
 }
 
 static void
@@ -101,7 +103,7 @@ policy_advance(struct policy_req *req)
 {
 	const struct policy_stage *st;
 
-	while (req->pol != NULL && req->next < req->pol->nstages) {
+	while (req->next < req->pol->nstages) {
 		st = &req->pol->stages[req->next++];
 		if ((st->points & POLICY_AT(req->point)) == 0)
 			continue;
@@ -128,8 +130,16 @@ struct policy_req *
 policy_run(const struct policy *p, enum policy_point point,
     struct policy_ctx *ctx, policy_done_cb done, void *arg)
 {
-	struct policy_req *req = xcalloc(1, sizeof(*req));
+	struct policy_req *req;
+	struct policy_verdict v;
 
+	if (p == NULL || (p->points & POLICY_AT(point)) == 0) {
+		/* Most points have no stage: no run to allocate. */
+		policy_verdict_clear(&v, NULL);
+		done(arg, &v);
+		return NULL;
+	}
+	req = xcalloc(1, sizeof(*req));
 	req->pol = p;
 	req->point = point;
 	req->ctx = ctx;
