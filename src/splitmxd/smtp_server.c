@@ -1,14 +1,14 @@
 /*
  * smtp_server.c - inbound SMTP sessions (RFC 5321 with PIPELINING, SIZE,
- * 8BITMIME, ENHANCEDSTATUSCODES, DSN, SMTPUTF8, CHUNKING and STARTTLS).
+ * 8BITMIME, ENHANCEDSTATUSCODES, DSN, SMTPUTF8, CHUNKING and STARTTLS):
+ * listeners, the session lifecycle, I/O, TLS and the policy runs.
  *
- * Each session is a bufferevent and a small state machine. Command lines
- * are bounded before their CRLF arrives; DATA and BDAT content is decoded
- * by smtp_proto and streamed to the spool, so session memory does not grow
- * with message size. The 250 after DATA is only sent from the spool's
- * commit callback, i.e. once the message is durable. Sessions are freed
- * only from the libevent entry points (session_finish), never from inside
- * a command handler, so handlers may close a session and simply return.
+ * Each session is a bufferevent and a small state machine; commands are
+ * in smtp_server_cmd.c, content and the commit in smtp_server_data.c.
+ * Sessions are freed only from the libevent entry points (session_finish),
+ * never from inside a command handler, so handlers may close a session and
+ * simply return. A policy verdict still pending when a session goes is
+ * cancelled; nothing here blocks.
  */
 #include <sys/queue.h>
 #include <sys/socket.h>
@@ -21,7 +21,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -32,152 +31,20 @@
 #include <event2/listener.h>
 #include <openssl/ssl.h>
 
-#include "auth_dkim.h"
-#include "auth_results.h"
-#include "auth_srs.h"
-#include "auth_spf.h"
 #include "conf.h"
 #include "dns.h"
 #include "log.h"
+#include "policy.h"
 #include "smtp_proto.h"
 #include "smtp_server.h"
+#include "smtp_server_int.h"
 #include "spool.h"
-#include "router.h"
 #include "tlsctx.h"
-#include "verify.h"
-#include "workers.h"
 #include "xmalloc.h"
-
-#define SMTP_SERVER_READ_HIGHWAT	(256 * 1024)
-#define SMTP_SERVER_OUTPUT_MAX		(64 * 1024)	/* stop reading above */
-#define SMTP_SERVER_DECODE_CHUNK	(16 * 1024)
-#define SMTP_SERVER_IPTAB_SIZE		1021
-#define SMTP_SERVER_LOGLIST_MAX		1024	/* recipients in a log line */
-
-enum session_state {
-	SESSION_CMD,		/* reading command lines */
-	SESSION_DATA,		/* reading DATA content */
-	SESSION_BDAT,		/* reading a BDAT chunk */
-	SESSION_COMMIT,		/* waiting for the spool; not reading */
-	SESSION_TLS,		/* STARTTLS handshake */
-	SESSION_VERIFY,		/* RCPT waits for a recipient probe */
-	SESSION_LOOKUP,		/* before the banner: client name lookup */
-};
-
-#define SMTP_SERVER_LOOKUP_SECONDS	5	/* then the name is "unknown" */
-
-/* A reverse lookup in flight; outlives its session if need be. */
-struct session_lookup {
-	struct session	*s;		/* NULL once the session let go */
-	char		 name[256];	/* the PTR name, being confirmed */
-};
-
-/* Why a transaction's content cannot be accepted (decided at its end). */
-enum session_tx_error {
-	TX_OK,
-	TX_TOO_BIG,
-	TX_WRITE,
-	TX_NO_RCPT,	/* BDAT without valid recipients: read and refuse */
-	TX_NO_MAIL,	/* BDAT without MAIL */
-};
-
-struct listener {
-	struct smtp_server	*srv;
-	struct evconnlistener	*evl;
-	SSL_CTX			*tls;
-	char			 desc[100];
-};
-
-struct ipcount {
-	char		 addr[INET6_ADDRSTRLEN];
-	unsigned	 n;
-	struct ipcount	*next;
-};
-
-struct session {
-	TAILQ_ENTRY(session)	 entry;
-	struct smtp_server	*srv;
-	struct listener		*lst;
-	uint64_t		 serial;
-	char			 sid[24];	/* log prefix */
-	struct bufferevent	*bev;
-	enum session_state	 state;
-	char			 addr[INET6_ADDRSTRLEN];
-	char			 name[256];	/* confirmed reverse name or "unknown" */
-	struct session_lookup	*lookup;
-	struct event		*lookup_timer;
-	char			 local[128];	/* listener address:port */
-	char			 helo[SMTP_PROTO_HELO_MAX + 1];
-	bool			 helo_seen;
-	bool			 esmtp;
-	bool			 tls_active;
-	char			 tls_desc[160];
-	char			 tls_summary[96];
-	unsigned		 errors;
-	unsigned		 ncommands;
-	unsigned		 naccepted;
-	bool			 counted_ip;	/* holds a per-IP slot */
-
-	/* The transaction. */
-	bool			 has_mail;
-	struct smtp_proto_mail	 mail;
-	struct spool_rcpt	*rcpts;
-	size_t			 nrcpts;
-	unsigned		 rcpt_attempts;
-	struct spool_msg	*msg;
-	struct smtp_proto_data	 dec;
-	struct smtp_proto_hdrscan hs;
-	enum session_tx_error	 tx_error;
-	const char		*tx_errtext;
-	uint64_t		 bdat_left;
-	bool			 bdat_last;
-	bool			 bdat_active;	/* BDAT seen in this transaction */
-	uint64_t		 bdat_chunk;
-	uint64_t		 stored_size;	/* with our Received header */
-
-	/* Recipient verification in flight. */
-	struct verify_req	*vreq;
-	struct smtp_proto_rcpt	 vrcpt;
-
-	/* Teardown. */
-	struct event		*drain_timer;	/* TLS: waits for the socket */
-	unsigned		 drain_polls;
-	bool			 closing;
-	bool			 flush_on_close;
-	unsigned		 pending;	/* spool callbacks in flight */
-};
-
-TAILQ_HEAD(session_list, session);
-
-struct smtp_server {
-	struct event_base	*base;
-	const struct conf	*conf;
-	struct spool		*spool;
-	struct verify		*verify;
-	struct dns		*dns;		/* client name lookups */
-	struct workers		*workers;	/* SPF and DKIM checks */
-	const struct auth_srs	*srs;		/* bounces to SRS addresses */
-	void			(*accepted)(void *, const char *);
-	void			*accepted_arg;
-	struct listener		*listeners;
-	size_t			 nlisteners;
-	struct session_list	 sessions;
-	unsigned		 nsessions;	/* with a live connection */
-	unsigned		 nstructs;	/* allocated sessions */
-	uint64_t		 serial;
-	struct ipcount		*iptab[SMTP_SERVER_IPTAB_SIZE];
-	char			 hostname[256];
-	bool			 shutting_down;
-	struct event		*grace_timer;
-	void			(*shutdown_done)(void *);
-	void			*shutdown_arg;
-};
 
 static void session_read_cb(struct bufferevent *, void *);
 static void session_write_cb(struct bufferevent *, void *);
 static void session_event_cb(struct bufferevent *, short, void *);
-static void session_process(struct session *);
-static void session_finish(struct session *);
 
 /* Per-client-address connection counts. */
 
@@ -245,9 +112,7 @@ session_vreply(struct session *s, unsigned code, const char *enh,
 		(void)evbuffer_add_printf(out, "%u %s\r\n", code, text);
 }
 
-static void session_close(struct session *s, bool flush);
-
-static void __attribute__((format(printf, 4, 5)))
+void
 session_reply(struct session *s, unsigned code, const char *enh,
     const char *fmt, ...)
 {
@@ -262,7 +127,7 @@ session_reply(struct session *s, unsigned code, const char *enh,
  * A refused command: reply, count it, and end the session once the client
  * has made too many mistakes (a client looping on errors, or a scanner).
  */
-static void __attribute__((format(printf, 4, 5)))
+void
 session_error(struct session *s, unsigned code, const char *enh,
     const char *fmt, ...)
 {
@@ -280,14 +145,14 @@ session_error(struct session *s, unsigned code, const char *enh,
 	}
 }
 
-static void
+void
 session_status(struct session *s, const struct smtp_proto_status *st)
 {
 	session_error(s, st->code, st->enhanced, "%s", st->text);
 }
 
 /* Escapes peer text for a log line into buf. */
-static const char *
+const char *
 session_esc(char *buf, size_t size, const char *s)
 {
 	struct sbuf sb;
@@ -302,7 +167,7 @@ session_esc(char *buf, size_t size, const char *s)
 
 /* Transactions. */
 
-static void
+void
 session_tx_reset(struct session *s)
 {
 	size_t i;
@@ -325,9 +190,11 @@ session_tx_reset(struct session *s)
 	s->bdat_active = false;
 	s->bdat_left = 0;
 	s->bdat_last = false;
+	s->ndiscarded = 0;
+	s->pctx.msg = NULL;
 }
 
-static void
+void
 session_set_timeout(struct session *s, unsigned seconds)
 {
 	struct timeval tv = { (time_t)seconds, 0 };
@@ -336,7 +203,7 @@ session_set_timeout(struct session *s, unsigned seconds)
 		(void)bufferevent_set_timeouts(s->bev, &tv, &tv);
 }
 
-static void
+void
 session_close(struct session *s, bool flush)
 {
 	if (s->closing)
@@ -407,7 +274,7 @@ session_tls_draining(struct session *s)
 }
 
 /* Releases the connection and, once no callback is in flight, the session. */
-static void
+void
 session_finish(struct session *s)
 {
 	struct smtp_server *srv = s->srv;
@@ -435,794 +302,136 @@ session_finish(struct session *s)
 		event_free(s->lookup_timer);
 	if (s->lookup != NULL)
 		s->lookup->s = NULL;	/* its callback frees it */
-	verify_cancel(s->vreq);
+	policy_cancel(s->preq);		/* e.g. a recipient probe */
+	s->preq = NULL;
 	session_tx_reset(s);
+	sbuf_release(&s->pctx.prepend);
 	TAILQ_REMOVE(&srv->sessions, s, entry);
 	srv->nstructs--;
 	free(s);
 	server_maybe_done(srv);
 }
 
-/* Builds the Received header (RFC 5321 4.4) and writes it to the spool. */
-static int
-session_write_received(struct session *s, const char **err_out)
-{
-	char date[64], helo[600];
-	const char *proto;
-	struct sbuf hdr;
-	struct tm tm;
-	time_t now = time(NULL);
-	int rc;
-
-	(void)gmtime_r(&now, &tm);
-	(void)strftime(date, sizeof(date), "%a, %d %b %Y %H:%M:%S +0000", &tm);
-	if (s->mail.smtputf8)
-		proto = s->tls_active ? "UTF8SMTPS" : "UTF8SMTP";
-	else if (s->esmtp)
-		proto = s->tls_active ? "ESMTPS" : "ESMTP";
-	else
-		proto = s->tls_active ? "SMTPS" : "SMTP";
-	sbuf_init(&hdr, 4096);
-	rc = sbuf_printf(&hdr, "Received: from %s (%s [%s])\r\n",
-	    session_esc(helo, sizeof(helo), s->helo), s->name, s->addr);
-	if (rc == 0 && s->tls_active)
-		rc = sbuf_printf(&hdr, "\t(using %s)\r\n", s->tls_desc);
-	if (rc == 0)
-		rc = sbuf_printf(&hdr, "\tby %s (splitmx) with %s id %s",
-		    s->srv->hostname, proto, spool_msg_id(s->msg));
-	if (rc == 0 && s->nrcpts == 1)
-		rc = sbuf_printf(&hdr, "\r\n\tfor <%s>; %s\r\n",
-		    s->rcpts[0].addr, date);
-	else if (rc == 0)
-		rc = sbuf_printf(&hdr, ";\r\n\t%s\r\n", date);
-	/*
-	 * Our own trace: a message that comes back carrying it is returning
-	 * mail (a loop through a target), and the queue treats it so.
-	 */
-	if (rc == 0)
-		rc = sbuf_printf(&hdr, "%s: node=%s; id=%s\r\n",
-		    SMTP_PROTO_TRACE_HEADER, s->srv->hostname,
-		    spool_msg_id(s->msg));
-	if (rc == -1) {
-		sbuf_release(&hdr);
-		*err_out = "Received header too long";
-		return -1;
-	}
-	rc = spool_msg_append(s->msg, hdr.data, hdr.len, err_out);
-	sbuf_release(&hdr);
-	return rc;
-}
-
-/* Opens the spool file for this transaction's content. */
-static int
-session_start_content(struct session *s)
-{
-	struct spool_envelope env;
-	const char *err = NULL;
-	char proto[16];
-
-	memset(&env, 0, sizeof(env));
-	env.sender = s->mail.path.mailbox;
-	env.envid = s->mail.envid[0] != '\0' ? s->mail.envid : NULL;
-	env.ret = (int)s->mail.ret;
-	env.body = (int)s->mail.body;
-	env.smtputf8 = s->mail.smtputf8;
-	env.rcpts = s->rcpts;
-	env.nrcpts = s->nrcpts;
-	(void)clock_gettime(CLOCK_REALTIME, &env.arrival);
-	env.listener = s->local;
-	env.client_addr = s->addr;
-	env.client_name = s->name;
-	env.helo = s->helo;
-	(void)snprintf(proto, sizeof(proto), "%s%s", s->esmtp ? "ESMTP" :
-	    "SMTP", s->tls_active ? "S" : "");
-	env.protocol = proto;
-	env.tls = s->tls_active ? s->tls_summary : NULL;
-
-	s->msg = spool_msg_new(s->srv->spool, &env, &err);
-	if (s->msg == NULL || session_write_received(s, &err) == -1) {
-		log_warnx("%s: cannot spool message from %s[%s]: %s", s->sid,
-		    s->name, s->addr, err != NULL ? err : "unknown error");
-		if (s->msg != NULL) {
-			spool_msg_abort(s->msg);
-			s->msg = NULL;
-		}
-		return -1;
-	}
-	smtp_proto_data_init(&s->dec, s->state == SESSION_BDAT ?
-	    SMTP_PROTO_DATA_RAW : SMTP_PROTO_DATA_DOT,
-	    s->srv->conf->limits.bare_newline == CONF_NEWLINE_NORMALIZE);
-	smtp_proto_hdrscan_init(&s->hs);
-	return 0;
-}
-
-/* Decoded content goes to the header scanner and the spool. */
-static void
-session_content(struct session *s, const char *buf, size_t len)
-{
-	if (!s->hs.in_body)
-		smtp_proto_hdrscan_feed(&s->hs, buf, len);
-	if (s->tx_error != TX_OK || s->msg == NULL)
-		return;
-	if (s->dec.out_total > s->srv->conf->limits.message_size) {
-		s->tx_error = TX_TOO_BIG;
-		return;
-	}
-	if (spool_msg_append(s->msg, buf, len, &s->tx_errtext) == -1)
-		s->tx_error = TX_WRITE;
-}
-
-/*
- * Feeds up to limit octets of input through the decoder. Returns the
- * number consumed; *done is set when the DATA terminator was seen.
- */
-static size_t
-session_decode(struct session *s, struct evbuffer *in, uint64_t limit,
-    bool *done)
-{
-	struct evbuffer_iovec vec[8];
-	char out[SMTP_SERVER_DECODE_CHUNK];
-	size_t total = 0;
-	int i, n;
-
-	*done = false;
-	n = evbuffer_peek(in, -1, NULL, vec, 8);
-	if (n > 8)
-		n = 8;
-	for (i = 0; i < n && !*done && total < limit; i++) {
-		const char *p = vec[i].iov_base;
-		size_t left = vec[i].iov_len;
-
-		if (left > limit - total)
-			left = (size_t)(limit - total);
-		while (left > 0 && !*done) {
-			size_t outlen = 0, used = 0;
-
-			if (smtp_proto_data_feed(&s->dec, p, left, out,
-			    sizeof(out), &outlen, &used) == 1)
-				*done = true;
-			if (outlen > 0)
-				session_content(s, out, outlen);
-			p += used;
-			left -= used;
-			total += used;
-		}
-	}
-	return total;
-}
-
-static void session_commit_cb(void *, int, const char *, const char *);
-static void session_commit(struct session *);
-static void session_auth_start(struct session *);
-static bool session_verify_start(struct session *,
-    const struct conf_domain *, const struct smtp_proto_rcpt *);
-static void session_rcpt_accept(struct session *,
-    const struct smtp_proto_rcpt *);
-static bool session_rcpt_srs(struct session *,
-    const struct smtp_proto_rcpt *, const char *, const char *);
-
-/*
- * End of content: refuse it with a reason, or hand it to the spool and wait
- * (reading stops until the commit callback sends the reply).
- */
-static void
-session_end_content(struct session *s)
-{
-	const struct conf_limits *lim = &s->srv->conf->limits;
-
-	if (s->dec.mode == SMTP_PROTO_DATA_RAW && s->msg != NULL) {
-		char tail[4];
-		size_t n = 0;
-
-		smtp_proto_data_finish(&s->dec, tail, sizeof(tail), &n);
-		if (n > 0)
-			session_content(s, tail, n);
-	}
-	s->state = SESSION_CMD;
-	session_set_timeout(s, lim->timeout_command);
-	if (s->tx_error == TX_NO_MAIL) {
-		session_error(s, 503, "5.5.1", "Error: need MAIL command");
-	} else if (s->tx_error == TX_NO_RCPT) {
-		session_error(s, 554, "5.5.1", "Error: no valid recipients");
-	} else if (s->tx_error == TX_TOO_BIG ||
-	    s->dec.out_total > lim->message_size) {
-		log_info("%s: reject: message from %s[%s] larger than %" PRIu64
-		    " octets", s->sid, s->name, s->addr, lim->message_size);
-		session_reply(s, 552, "5.3.4",
-		    "Error: message exceeds fixed maximum message size");
-	} else if (s->dec.nul) {
-		log_info("%s: reject: NUL octet in message from %s[%s]",
-		    s->sid, s->name, s->addr);
-		session_reply(s, 554, "5.6.0",
-		    "Error: message contains NUL characters");
-	} else if ((s->dec.bare_lf || s->dec.bare_cr) &&
-	    lim->bare_newline == CONF_NEWLINE_REJECT) {
-		log_info("%s: reject: bare CR or LF in message from %s[%s]",
-		    s->sid, s->name, s->addr);
-		session_reply(s, 554, "5.6.0",
-		    "Error: message contains bare CR or LF characters");
-	} else if (s->hs.received > lim->max_received) {
-		log_info("%s: reject: %u Received headers (loop?) from "
-		    "%s[%s]", s->sid, s->hs.received, s->name, s->addr);
-		session_reply(s, 554, "5.4.6",
-		    "Error: too many hops (mail loop?)");
-	} else if (s->tx_error == TX_WRITE || s->msg == NULL) {
-		log_warnx("%s: cannot store message from %s[%s]: %s", s->sid,
-		    s->name, s->addr, s->tx_errtext ? s->tx_errtext : "error");
-		session_reply(s, 452, "4.3.1",
-		    "Error: insufficient system storage");
-	} else {
-		s->state = SESSION_COMMIT;
-		(void)bufferevent_disable(s->bev, EV_READ);
-		if (s->srv->conf->auth_checks && s->srv->workers != NULL)
-			session_auth_start(s);
-		else
-			session_commit(s);
-		return;
-	}
-	session_tx_reset(s);
-}
+/* Policy runs. */
 
 static void
-session_commit(struct session *s)
-{
-	struct spool_msg *msg = s->msg;
-
-	s->stored_size = spool_msg_size(msg);
-	s->msg = NULL;
-	s->pending++;
-	spool_msg_commit(msg, s->hs.has_msgid ? s->hs.msgid : NULL,
-	    session_commit_cb, s);
-}
-
-/*
- * SPF and DKIM, on a worker between the end of the content and the
- * commit: they block on DNS, and DKIM needs the whole message, read back
- * from the tmp file. Their header fields are kept beside the content and
- * sent in front of it (spool_msg_set_prepend); the content is unchanged.
- */
-struct session_auth {
-	struct session		*s;
-	struct spool_msg	*msg;
-	char			*resolvers;
-	char			*receiver;
-	char			*authserv;
-	char			 ip[INET6_ADDRSTRLEN];
-	char			*helo;
-	char			*sender;
-	struct auth_spf_result	 spf;
-	struct auth_dkim_result	 dkim;
-	bool			 signed_msg;	/* has a DKIM-Signature field */
-	struct sbuf		 fields;
-};
-
-static void
-session_auth_job(void *arg)
-{
-	struct session_auth *a = arg;
-	struct auth_dkim *ad;
-	struct sbuf err;
-	char buf[65536];
-	uint64_t off = 0;
-	ssize_t n = 0;
-
-	(void)auth_spf_check(a->resolvers, a->receiver, a->ip, a->helo,
-	    a->sender, &a->spf);
-	sbuf_init(&err, 256);
-	memset(&a->dkim, 0, sizeof(a->dkim));
-	/* Unsigned mail (most of it) needs no verifier at all. */
-	ad = a->signed_msg ? auth_dkim_begin(a->resolvers, &err) : NULL;
-	while (ad != NULL &&
-	    (n = spool_msg_read(a->msg, off, buf, sizeof(buf))) > 0) {
-		if (auth_dkim_feed(ad, buf, (size_t)n) == -1)
-			break;
-		off += (uint64_t)n;
-	}
-	if (ad != NULL && n < 0) {
-		/* The tmp file (opened read-write) could not be read back. */
-		auth_dkim_free(ad);
-		ad = NULL;
-		a->dkim.msg_result = AUTH_DKIM_TEMPERROR;
-		(void)snprintf(a->dkim.error, sizeof(a->dkim.error),
-		    "cannot read the message back");
-	} else if (ad != NULL) {
-		(void)auth_dkim_end(ad, &a->dkim);
-		auth_dkim_free(ad);
-	} else if (!a->signed_msg) {
-		a->dkim.msg_result = AUTH_DKIM_NONE;
-	} else {
-		a->dkim.msg_result = AUTH_DKIM_TEMPERROR;
-		(void)snprintf(a->dkim.error, sizeof(a->dkim.error), "%s",
-		    err.data);
-	}
-	sbuf_release(&err);
-	(void)auth_results_format(&a->fields, a->authserv, &a->spf,
-	    &a->dkim);
-	(void)auth_results_received_spf(&a->fields, &a->spf);
-}
-
-static void
-session_auth_done(void *arg)
-{
-	struct session_auth *a = arg;
-	struct session *s = a->s;
-
-	s->pending--;
-	if (spool_msg_set_prepend(a->msg, a->fields.data, a->fields.len) == -1)
-		log_warnx("%s: authentication results too long to keep",
-		    spool_msg_id(a->msg));
-	log_info("%s: spf=%s (%s) dkim=%s%s%s", spool_msg_id(a->msg),
-	    auth_spf_res_str(a->spf.result), a->spf.domain,
-	    auth_dkim_res_str(a->dkim.nsigs > 0 ? a->dkim.sigs[0].result :
-	    a->dkim.msg_result), a->dkim.nsigs > 0 ? " d=" : "",
-	    a->dkim.nsigs > 0 ? a->dkim.sigs[0].domain : "");
-	if (a->spf.result == AUTH_SPF_FAIL && s->srv->conf->spf_reject &&
-	    !s->closing && s->bev != NULL) {
-		log_info("%s: reject: SPF fail for %s from %s[%s]", s->sid,
-		    a->spf.domain, s->name, s->addr);
-		session_reply(s, 550, "5.7.23", "SPF validation failed for %s",
-		    a->spf.domain);
-		session_tx_reset(s);		/* aborts s->msg */
-		s->state = SESSION_CMD;
-		(void)bufferevent_enable(s->bev, EV_READ);
-		session_process(s);
-	} else if (s->closing || s->bev == NULL) {
-		/* The client left: the message was never acknowledged. */
-		session_tx_reset(s);
-	} else
-		session_commit(s);
-	free(a->resolvers);
-	free(a->receiver);
-	free(a->authserv);
-	free(a->helo);
-	free(a->sender);
-	sbuf_release(&a->fields);
-	free(a);
-	session_finish(s);
-}
-
-static void
-session_auth_start(struct session *s)
-{
-	const struct conf *conf = s->srv->conf;
-	struct session_auth *a;
-	const char *err = NULL;
-
-	if (spool_msg_sync_content(s->msg, &err) == -1) {
-		log_warnx("%s: cannot store message from %s[%s]: %s", s->sid,
-		    s->name, s->addr, err);
-		session_reply(s, 452, "4.3.1",
-		    "Error: insufficient system storage");
-		session_tx_reset(s);
-		s->state = SESSION_CMD;
-		(void)bufferevent_enable(s->bev, EV_READ);
-		return;
-	}
-	a = xcalloc(1, sizeof(*a));
-	a->s = s;
-	a->msg = s->msg;
-	a->resolvers = conf->resolvers != NULL ? xstrdup(conf->resolvers) :
-	    NULL;
-	a->receiver = xstrdup(s->srv->hostname);
-	a->authserv = xstrdup(conf->authserv_id != NULL ? conf->authserv_id :
-	    s->srv->hostname);
-	(void)snprintf(a->ip, sizeof(a->ip), "%s", s->addr);
-	a->helo = xstrdup(s->helo);
-	a->sender = xstrdup(s->mail.path.mailbox);
-	a->signed_msg = s->hs.dkim_sigs > 0;
-	sbuf_init(&a->fields, 16384);
-	s->pending++;
-	workers_submit(s->srv->workers, session_auth_job, session_auth_done,
-	    a);
-}
-
-static void
-session_log_accepted(struct session *s, const char *id)
-{
-	char from[1100], msgid[1100], helo[600];
-	struct sbuf to;
-	size_t i;
-
-	sbuf_init(&to, SMTP_SERVER_LOGLIST_MAX);
-	for (i = 0; i < s->nrcpts; i++) {
-		if ((i > 0 && sbuf_append_char(&to, ',') == -1) ||
-		    sbuf_append_char(&to, '<') == -1 ||
-		    sbuf_append_escaped(&to, s->rcpts[i].addr,
-		    strlen(s->rcpts[i].addr), ",", false) == -1 ||
-		    sbuf_append_char(&to, '>') == -1) {
-			(void)sbuf_printf(&to, ",...");
-			break;
-		}
-	}
-	log_info("%s: accepted from=<%s> size=%" PRIu64 " nrcpt=%zu to=%s "
-	    "msgid=%s client=%s[%s] helo=%s listener=%s%s%s", id,
-	    session_esc(from, sizeof(from), s->mail.path.mailbox),
-	    s->stored_size, s->nrcpts, to.data,
-	    s->hs.has_msgid ? session_esc(msgid, sizeof(msgid), s->hs.msgid) :
-	    "none", s->name, s->addr, session_esc(helo, sizeof(helo), s->helo),
-	    s->local, s->tls_active ? " tls=" : "",
-	    s->tls_active ? s->tls_summary : "");
-	sbuf_release(&to);
-}
-
-static void
-session_commit_cb(void *arg, int status, const char *id, const char *err)
+session_policy_cb(void *arg, const struct policy_verdict *v)
 {
 	struct session *s = arg;
+	session_resume_fn resume = s->presume;
 
-	s->pending--;
-	if (status == 0) {
-		session_log_accepted(s, id);
-		s->naccepted++;
-		if (s->srv->accepted != NULL)
-			s->srv->accepted(s->srv->accepted_arg, id);
-	} else
-		log_warnx("%s: commit failed for %s[%s]: %s", id, s->name,
-		    s->addr, err != NULL ? err : "error");
-	if (s->closing || s->bev == NULL) {
-		/* The client left; a committed message is still delivered. */
-		session_tx_reset(s);
+	s->preq = NULL;
+	s->presume = NULL;
+	resume(s, v);
+	if (v->async) {
+		/* From a loop entry point (probe, worker): go on reading. */
+		session_process(s);
 		session_finish(s);
-		return;
 	}
-	if (status == 0)
-		session_reply(s, 250, "2.0.0", "Ok: queued as %s", id);
+}
+
+/*
+ * Runs the chain at point; resume continues the command with the verdict,
+ * from inside this call or later. The caller has set the state the
+ * session waits in (SESSION_POLICY, or SESSION_COMMIT at DATA-END).
+ */
+void
+session_policy_run(struct session *s, enum policy_point point,
+    session_resume_fn resume)
+{
+	struct policy_req *req;
+
+	s->presume = resume;
+	req = policy_run(s->srv->policy, point, &s->pctx, session_policy_cb,
+	    s);
+	if (req != NULL)
+		s->preq = req;
+}
+
+/* The stage's log line about a verdict the session acts on. */
+void
+session_policy_log(struct session *s, const struct policy_verdict *v)
+{
+	if (v->why[0] != '\0')
+		log_info("%s: %s", s->sid, v->why);
+}
+
+/* Nothing can hold a message yet: the verdict becomes a temporary failure. */
+static void
+session_policy_quarantine(struct session *s, const struct policy_verdict *v,
+    unsigned code)
+{
+	/* XXX the queue's held state comes with the milter issue. */
+	log_warnx("%s: XXX quarantine asked by policy stage %s from %s[%s]: "
+	    "the queue cannot hold messages yet (comes with the milter "
+	    "issue); answered %u", s->sid, v->stage, s->name, s->addr, code);
+}
+
+/*
+ * Answers what the chain refused. A permanent refusal of a command counts
+ * toward the error limit like the session's own checks (count); temporary
+ * ones and the verdict on a message's content never did.
+ */
+void
+session_policy_refuse(struct session *s, const struct policy_verdict *v,
+    bool count)
+{
+	session_policy_log(s, v);
+	if (v->action == POLICY_QUARANTINE) {
+		session_policy_quarantine(s, v, 451);
+		session_reply(s, 451, "4.3.0",
+		    "Error: message cannot be held, try again later");
+	} else if (count && v->action == POLICY_REJECT)
+		session_error(s, v->code, v->enh, "%s", v->text);
 	else
-		session_reply(s, 452, "4.3.1",
-		    "Error: insufficient system storage");
-	session_tx_reset(s);
+		session_reply(s, v->code, v->enh, "%s", v->text);
+}
+
+/* The CONNECT verdict: greet, or refuse the whole session. */
+static void
+session_connect_verdict(struct session *s, const struct policy_verdict *v)
+{
 	s->state = SESSION_CMD;
-	if (s->srv->shutting_down) {
-		session_reply(s, 421, "4.3.2", "%s Service shutting down",
+	session_policy_log(s, v);
+	switch (v->action) {
+	case POLICY_DISCARD:
+		s->discard_all = true;
+		/* FALLTHROUGH */
+	case POLICY_ACCEPT:
+		session_reply(s, 220, NULL, "%s ESMTP splitmx",
 		    s->srv->hostname);
+		break;
+	case POLICY_REJECT:
+		/* RFC 5321 3.1: then only QUIT, which the client must send. */
+		session_reply(s, 554, v->enh, "%s %s", s->srv->hostname,
+		    v->text);
+		s->no_service = true;
+		break;
+	case POLICY_TEMPFAIL:
+		/* A greeting may be 220, 554 or 421 and nothing else. */
+		session_reply(s, 421, v->enh, "%s %s", s->srv->hostname,
+		    v->text);
 		session_close(s, true);
-	} else {
-		(void)bufferevent_enable(s->bev, EV_READ);
-		session_process(s);
-	}
-	session_finish(s);
-}
-
-/* Command handlers. */
-
-static void
-cmd_helo(struct session *s, const struct smtp_proto_command *cmd, bool ehlo)
-{
-	struct smtp_proto_status st;
-	const struct conf *conf = s->srv->conf;
-	struct evbuffer *out;
-
-	if (smtp_proto_parse_helo(cmd->arg, cmd->arglen, &st) == -1) {
-		session_status(s, &st);
-		return;
-	}
-	session_tx_reset(s);
-	(void)snprintf(s->helo, sizeof(s->helo), "%.*s", (int)cmd->arglen,
-	    cmd->arg);
-	s->helo_seen = true;
-	s->esmtp = ehlo;
-	if (!ehlo) {
-		session_reply(s, 250, NULL, "%s", s->srv->hostname);
-		return;
-	}
-	out = bufferevent_get_output(s->bev);
-	(void)evbuffer_add_printf(out, "250-%s\r\n250-PIPELINING\r\n"
-	    "250-SIZE %" PRIu64 "\r\n250-8BITMIME\r\n"
-	    "250-ENHANCEDSTATUSCODES\r\n250-DSN\r\n250-SMTPUTF8\r\n%s"
-	    "250 CHUNKING\r\n", s->srv->hostname, conf->limits.message_size,
-	    s->lst->tls != NULL && !s->tls_active ? "250-STARTTLS\r\n" : "");
-}
-
-static void
-cmd_mail(struct session *s, const struct smtp_proto_command *cmd)
-{
-	struct smtp_proto_status st;
-	char esc[1100];
-
-	if (!s->helo_seen) {
-		session_error(s, 503, "5.5.1", "Error: send HELO/EHLO first");
-		return;
-	}
-	if (s->has_mail) {
-		session_error(s, 503, "5.5.1", "Error: nested MAIL command");
-		return;
-	}
-	if (smtp_proto_parse_mail(cmd->arg, cmd->arglen, &s->mail, &st) == -1) {
-		session_status(s, &st);
-		return;
-	}
-	if (s->mail.has_size &&
-	    s->mail.size > s->srv->conf->limits.message_size) {
-		log_info("%s: reject: MAIL from %s[%s]: SIZE=%" PRIu64
-		    " too large; from=<%s>", s->sid, s->name, s->addr,
-		    s->mail.size, session_esc(esc, sizeof(esc),
-		    s->mail.path.mailbox));
-		session_error(s, 552, "5.3.4",
-		    "Error: message size exceeds fixed limit");
-		return;
-	}
-	s->has_mail = true;
-	session_reply(s, 250, "2.1.0", "Ok");
-}
-
-static void
-session_rcpt_accept(struct session *s, const struct smtp_proto_rcpt *rcpt)
-{
-	struct spool_rcpt *r;
-
-	s->rcpts = xreallocarray(s->rcpts, s->nrcpts + 1, sizeof(*s->rcpts));
-	r = &s->rcpts[s->nrcpts++];
-	r->addr = xstrdup(rcpt->path.mailbox);
-	r->notify = rcpt->notify;
-	r->orcpt = rcpt->orcpt[0] != '\0' ? xstrdup(rcpt->orcpt) : NULL;
-	session_reply(s, 250, "2.1.5", "Ok");
-}
-
-/* A probe answer (or a cached one) decides the pending RCPT. */
-static void
-session_verify_verdict(struct session *s, enum verify_verdict v,
-    const char *reply)
-{
-	char esc[1100];
-
-	session_esc(esc, sizeof(esc), s->vrcpt.path.mailbox);
-	switch (v) {
-	case VERIFY_OK:
-		session_rcpt_accept(s, &s->vrcpt);
 		break;
-	case VERIFY_UNKNOWN:
-		log_info("%s: reject: RCPT from %s[%s]: unknown at the target "
-		    "(%s); to=<%s>", s->sid, s->name, s->addr, reply, esc);
-		session_error(s, 550, "5.1.1", "<%s>: Recipient address "
-		    "rejected: User unknown", esc);
-		break;
-	case VERIFY_TEMPFAIL:
-		if (s->srv->conf->verify_tempfail) {
-			log_info("%s: defer: RCPT from %s[%s]: verification "
-			    "failed (%s); to=<%s>", s->sid, s->name, s->addr,
-			    reply, esc);
-			session_reply(s, 450, "4.1.1", "<%s>: Recipient address "
-			    "verification failed, try again later", esc);
-		} else
-			session_rcpt_accept(s, &s->vrcpt);
-		break;
-	}
-}
-
-static void
-session_verify_cb(void *arg, enum verify_verdict v, const char *reply)
-{
-	struct session *s = arg;
-
-	s->vreq = NULL;
-	s->state = SESSION_CMD;
-	session_verify_verdict(s, v, reply != NULL ? reply : "");
-	session_process(s);
-	session_finish(s);
-}
-
-/*
- * Domains without a recipient list may ask a target whether the user
- * exists, so this backup path never accepts mail that bounces later.
- * Returns true when the RCPT is answered here or later by the probe.
- */
-static bool
-session_verify_start(struct session *s, const struct conf_domain *dom,
-    const struct smtp_proto_rcpt *rcpt)
-{
-	char addr[SMTP_PROTO_PATH_MAX + 1];
-	enum verify_verdict v;
-	size_t t = (size_t)dom->verify_target;
-
-	if (router_rewrite(s->srv->conf, t, rcpt->path.mailbox, addr,
-	    sizeof(addr)) == -1)
-		return false;
-	s->vrcpt = *rcpt;
-	if (verify_cached(s->srv->verify, t, addr, &v)) {
-		session_verify_verdict(s, v, "cached");
-		return true;
-	}
-	s->state = SESSION_VERIFY;
-	s->vreq = verify_probe(s->srv->verify, t, addr, session_verify_cb, s);
-	return true;
-}
-
-/*
- * A bounce to one of our SRS addresses: accepted only when the address is
- * ours and authentic (hash, age), and then addressed to the original
- * sender it stands for. Returns true when the RCPT was answered here.
- */
-static bool
-session_rcpt_srs(struct session *s, const struct smtp_proto_rcpt *rcpt,
-    const char *esc, const char *from)
-{
-	const struct conf *conf = s->srv->conf;
-	struct smtp_proto_rcpt rev;
-	char out[AUTH_SRS_ADDR_BUFSIZE], oesc[1100];
-	const char *err = NULL;
-
-	if (s->srv->srs == NULL || conf->srs_domain == NULL ||
-	    rcpt->path.is_postmaster ||
-	    strcasecmp(rcpt->path.domain_lc, conf->srs_domain) != 0 ||
-	    !auth_srs_is_srs(rcpt->path.local))
-		return false;
-	if (auth_srs_reverse(s->srv->srs, rcpt->path.mailbox, time(NULL), out,
-	    sizeof(out), &err) != 0) {
-		log_info("%s: reject: RCPT from %s[%s]: %s; from=<%s> to=<%s>",
-		    s->sid, s->name, s->addr, err != NULL ? err : "bad SRS",
-		    from, esc);
-		session_error(s, 550, "5.7.1", "<%s>: %s", esc,
-		    err != NULL ? err : "invalid SRS address");
-		return true;
-	}
-	rev = *rcpt;
-	(void)snprintf(rev.path.mailbox, sizeof(rev.path.mailbox), "%s", out);
-	log_info("%s: SRS <%s> is <%s>", s->sid, esc,
-	    session_esc(oesc, sizeof(oesc), out));
-	session_rcpt_accept(s, &rev);
-	return true;
-}
-
-/* The relay policy: which recipients this node accepts (DESIGN rule 8). */
-static void
-cmd_rcpt(struct session *s, const struct smtp_proto_command *cmd)
-{
-	const struct conf_domain *dom;
-	struct smtp_proto_status st;
-	struct smtp_proto_rcpt rcpt;
-	char esc[1100], from[1100];
-
-	if (!s->has_mail) {
-		session_error(s, 503, "5.5.1", "Error: need MAIL command");
-		return;
-	}
-	s->rcpt_attempts++;
-	if (s->nrcpts >= s->srv->conf->limits.recipients) {
-		session_reply(s, 452, "4.5.3", "Error: too many recipients");
-		return;
-	}
-	if (smtp_proto_parse_rcpt(cmd->arg, cmd->arglen, s->mail.smtputf8,
-	    &rcpt, &st) == -1) {
-		session_status(s, &st);
-		return;
-	}
-	session_esc(esc, sizeof(esc), rcpt.path.mailbox);
-	session_esc(from, sizeof(from), s->mail.path.mailbox);
-	if (session_rcpt_srs(s, &rcpt, esc, from))
-		return;
-	if (!rcpt.path.is_postmaster) {
-		dom = rcpt.path.domain_literal ? NULL :
-		    conf_find_domain(s->srv->conf, rcpt.path.domain_lc);
-		if (dom == NULL) {
-			log_info("%s: reject: RCPT from %s[%s]: relay denied; "
-			    "from=<%s> to=<%s>", s->sid, s->name, s->addr,
-			    from, esc);
-			session_error(s, 554, "5.7.1",
-			    "<%s>: Relay access denied", esc);
-			return;
-		}
-		/* %-hack, bang paths and quoted @ route mail elsewhere. */
-		if (strpbrk(rcpt.path.local, "%!@") != NULL) {
-			log_info("%s: reject: RCPT from %s[%s]: routing "
-			    "characters in local part; from=<%s> to=<%s>",
-			    s->sid, s->name, s->addr, from, esc);
-			session_error(s, 554, "5.7.1", "<%s>: Relay access "
-			    "denied (routing characters in local part)", esc);
-			return;
-		}
-		if (strcasecmp(rcpt.path.local, "postmaster") != 0 &&
-		    !conf_domain_accepts(dom, rcpt.path.local)) {
-			log_info("%s: reject: RCPT from %s[%s]: unknown user; "
-			    "from=<%s> to=<%s>", s->sid, s->name, s->addr,
-			    from, esc);
-			session_error(s, 550, "5.1.1", "<%s>: Recipient address "
-			    "rejected: User unknown", esc);
-			return;
-		}
-		if (dom->verify_target >= 0 && !dom->has_list &&
-		    s->srv->verify != NULL &&
-		    strcasecmp(rcpt.path.local, "postmaster") != 0 &&
-		    session_verify_start(s, dom, &rcpt))
-			return;
-	}
-	session_rcpt_accept(s, &rcpt);
-}
-
-static void
-cmd_data(struct session *s, const struct smtp_proto_command *cmd)
-{
-	if (cmd->arglen > 0) {
-		session_error(s, 501, "5.5.4", "Syntax: DATA");
-		return;
-	}
-	if (!s->has_mail) {
-		session_error(s, 503, "5.5.1", "Error: need MAIL command");
-		return;
-	}
-	if (s->bdat_active) {
-		session_error(s, 503, "5.5.1", "Error: DATA after BDAT");
-		return;
-	}
-	if (s->nrcpts == 0) {
-		if (s->rcpt_attempts > 0)
-			session_error(s, 554, "5.5.1",
-			    "Error: no valid recipients");
-		else
-			session_error(s, 503, "5.5.1",
-			    "Error: need RCPT command");
-		return;
-	}
-	s->state = SESSION_DATA;
-	if (session_start_content(s) == -1) {
-		s->state = SESSION_CMD;
-		session_reply(s, 452, "4.3.1",
-		    "Error: insufficient system storage");
-		return;
-	}
-	session_set_timeout(s, s->srv->conf->limits.timeout_data);
-	session_reply(s, 354, NULL, "End data with <CR><LF>.<CR><LF>");
-}
-
-static void
-cmd_bdat(struct session *s, const struct smtp_proto_command *cmd)
-{
-	struct smtp_proto_status st;
-	uint64_t size;
-	bool last;
-
-	if (smtp_proto_parse_bdat(cmd->arg, cmd->arglen, &size, &last,
-	    &st) == -1) {
-		/* The chunk length is unknown, so its octets cannot be skipped. */
-		session_reply(s, st.code, st.enhanced, "%s", st.text);
+	case POLICY_QUARANTINE:
+		session_policy_quarantine(s, v, 421);
+		session_reply(s, 421, "4.3.0", "%s Error: service not "
+		    "available", s->srv->hostname);
 		session_close(s, true);
-		return;
-	}
-	s->bdat_left = size;
-	s->bdat_last = last;
-	s->bdat_chunk = size;
-	s->state = SESSION_BDAT;
-	session_set_timeout(s, s->srv->conf->limits.timeout_data);
-	if (s->bdat_active)
-		return;			/* next chunk of the same message */
-	s->bdat_active = true;
-	if (!s->has_mail)
-		s->tx_error = TX_NO_MAIL;
-	else if (s->nrcpts == 0)
-		s->tx_error = TX_NO_RCPT;
-	else if (session_start_content(s) == -1)
-		s->tx_error = TX_WRITE;
-	if (s->tx_error != TX_OK) {
-		/* Discard the chunk with a decoder that writes nowhere. */
-		smtp_proto_data_init(&s->dec, SMTP_PROTO_DATA_RAW, true);
-		smtp_proto_hdrscan_init(&s->hs);
+		break;
 	}
 }
 
-/* A BDAT chunk has been read completely. */
+/* The client is known: the CONNECT stages decide about the banner. */
 static void
-session_bdat_chunk_done(struct session *s)
+session_greet(struct session *s)
 {
-	if (s->bdat_last || s->tx_error == TX_NO_MAIL ||
-	    s->tx_error == TX_NO_RCPT) {
-		session_end_content(s);
-		return;
-	}
-	if (s->dec.out_total > s->srv->conf->limits.message_size)
-		s->tx_error = TX_TOO_BIG;
-	if (s->tx_error != TX_OK) {
-		/* Refuse now; later chunks of this message find no MAIL. */
-		s->bdat_last = true;
-		session_end_content(s);
-		return;
-	}
-	s->state = SESSION_CMD;
-	session_set_timeout(s, s->srv->conf->limits.timeout_command);
-	session_reply(s, 250, "2.0.0", "%" PRIu64 " octets received",
-	    s->bdat_chunk);
+	s->state = SESSION_POLICY;
+	session_policy_run(s, POLICY_CONNECT, session_connect_verdict);
 }
 
-static void
-cmd_starttls(struct session *s, const struct smtp_proto_command *cmd)
+void
+session_cmd_starttls(struct session *s, const struct smtp_proto_command *cmd)
 {
 	struct bufferevent *tls;
 	struct evbuffer *in;
@@ -1281,116 +490,8 @@ cmd_starttls(struct session *s, const struct smtp_proto_command *cmd)
 	session_set_timeout(s, s->srv->conf->limits.timeout_tls);
 }
 
-static void
-session_command(struct session *s, const char *line, size_t len)
-{
-	struct smtp_proto_command cmd;
-	struct smtp_proto_status st;
-
-	s->ncommands++;
-	if (smtp_proto_parse_command(line, len, &cmd, &st) == -1) {
-		session_status(s, &st);
-		return;
-	}
-	switch (cmd.verb) {
-	case SMTP_PROTO_CMD_EHLO:
-		cmd_helo(s, &cmd, true);
-		break;
-	case SMTP_PROTO_CMD_HELO:
-		cmd_helo(s, &cmd, false);
-		break;
-	case SMTP_PROTO_CMD_MAIL:
-		cmd_mail(s, &cmd);
-		break;
-	case SMTP_PROTO_CMD_RCPT:
-		cmd_rcpt(s, &cmd);
-		break;
-	case SMTP_PROTO_CMD_DATA:
-		cmd_data(s, &cmd);
-		break;
-	case SMTP_PROTO_CMD_BDAT:
-		cmd_bdat(s, &cmd);
-		break;
-	case SMTP_PROTO_CMD_RSET:
-		session_tx_reset(s);
-		session_reply(s, 250, "2.0.0", "Ok");
-		break;
-	case SMTP_PROTO_CMD_NOOP:
-		session_reply(s, 250, "2.0.0", "Ok");
-		break;
-	case SMTP_PROTO_CMD_QUIT:
-		session_reply(s, 221, "2.0.0", "Bye");
-		session_close(s, true);
-		break;
-	case SMTP_PROTO_CMD_VRFY:
-		if (cmd.arglen == 0)
-			session_error(s, 501, "5.5.4", "Syntax: VRFY address");
-		else
-			session_reply(s, 252, "2.0.0", "Cannot VRFY user, but "
-			    "will accept message and attempt delivery");
-		break;
-	case SMTP_PROTO_CMD_HELP:
-		session_reply(s, 214, "2.0.0", "Commands: EHLO HELO MAIL RCPT "
-		    "DATA BDAT RSET NOOP QUIT VRFY HELP STARTTLS");
-		break;
-	case SMTP_PROTO_CMD_STARTTLS:
-		cmd_starttls(s, &cmd);
-		break;
-	case SMTP_PROTO_CMD_EXPN:
-	case SMTP_PROTO_CMD_AUTH:
-	case SMTP_PROTO_CMD_ETRN:
-	case SMTP_PROTO_CMD_TURN:
-		session_error(s, 502, "5.5.1", "Error: command not implemented");
-		break;
-	case SMTP_PROTO_CMD_HTTP:
-		log_info("%s: HTTP request from %s[%s]: dropped", s->sid,
-		    s->name, s->addr);
-		session_close(s, true);	/* the banner may still be queued */
-		break;
-	case SMTP_PROTO_CMD_UNKNOWN:
-	default:
-		session_error(s, 500, "5.5.1", "Error: command not recognized");
-		break;
-	}
-}
-
-/* Reads one command line; 1 when one was handled, 0 when more is needed. */
-static int
-session_read_command(struct session *s, struct evbuffer *in)
-{
-	char line[SMTP_PROTO_CMDLINE_MAX + 1];
-	struct evbuffer_ptr eol;
-	size_t eol_len = 0, len;
-
-	eol = evbuffer_search_eol(in, NULL, &eol_len, EVBUFFER_EOL_LF);
-	if (eol.pos < 0) {
-		if (evbuffer_get_length(in) >= SMTP_PROTO_CMDLINE_MAX)
-			goto too_long;
-		return 0;
-	}
-	len = (size_t)eol.pos + 1;
-	if (len > SMTP_PROTO_CMDLINE_MAX)
-		goto too_long;
-	if (evbuffer_remove(in, line, len) != (int)len)
-		log_panic("%s: evbuffer_remove short read", s->sid);
-	line[len] = '\0';
-	if (len < 2 || line[len - 2] != '\r') {
-		/* A bare LF is not a line end (Postfix forbids it too). */
-		session_error(s, 500, "5.5.2", "Error: bare <LF> received");
-		return 1;
-	}
-	session_command(s, line, len - 2);
-	return 1;
-too_long:
-	log_info("%s: command line too long from %s[%s]", s->sid, s->name,
-	    s->addr);
-	session_reply(s, 500, "5.5.2", "Error: line too long");
-	session_close(s, true);
-	return 1;
-}
-
 /* Runs as many pipelined commands and as much content as is buffered. */
-static void
+void
 session_process(struct session *s)
 {
 	struct evbuffer *in, *out;
@@ -1437,7 +538,7 @@ session_process(struct session *s)
 			break;
 		case SESSION_COMMIT:
 		case SESSION_TLS:
-		case SESSION_VERIFY:
+		case SESSION_POLICY:
 		case SESSION_LOOKUP:
 			return;
 		}
@@ -1546,8 +647,7 @@ session_lookup_done(struct session *s, const char *name)
 	    s->local);
 	if (s->closing)
 		return;
-	s->state = SESSION_CMD;
-	session_reply(s, 220, NULL, "%s ESMTP splitmx", s->srv->hostname);
+	session_greet(s);
 	session_process(s);
 }
 
@@ -1662,11 +762,19 @@ listener_accept_cb(struct evconnlistener *evl, evutil_socket_t fd,
 		    strchr(laddr, ':') ? "]" : "", lport);
 	} else
 		(void)snprintf(s->local, sizeof(s->local), "%s", lst->desc);
+	s->pctx.sid = s->sid;
+	s->pctx.client_addr = s->addr;
+	s->pctx.client_name = s->name;
+	s->pctx.helo = s->helo;
+	s->pctx.mail = &s->mail;
+	s->pctx.hs = &s->hs;
+	sbuf_init(&s->pctx.prepend, SMTP_SERVER_PREPEND_MAX);
 
 	s->bev = bufferevent_socket_new(srv->base, fd, BEV_OPT_CLOSE_ON_FREE);
 	if (s->bev == NULL) {
 		log_warnx("cannot create a session for %s", s->addr);
 		(void)close(fd);
+		sbuf_release(&s->pctx.prepend);
 		free(s);
 		return;
 	}
@@ -1703,7 +811,8 @@ listener_accept_cb(struct evconnlistener *evl, evutil_socket_t fd,
 	}
 	log_info("%s: connect from %s[%s]:%s on %s", s->sid, s->name, s->addr,
 	    cport, s->local);
-	session_reply(s, 220, NULL, "%s ESMTP splitmx", srv->hostname);
+	session_greet(s);
+	session_finish(s);
 }
 
 static void
@@ -1806,6 +915,27 @@ smtp_server_set_workers(struct smtp_server *srv, struct workers *w)
 	srv->workers = w;
 }
 
+/*
+ * The policy chain, in the order whose replies clients have always seen:
+ * SRS reversal, relay and recipient lists, probes; SPF and DKIM at the
+ * end of the content. A milter stage would be added last.
+ */
+static void
+server_policy_build(struct smtp_server *srv)
+{
+	const struct conf *conf = srv->conf;
+
+	srv->policy = policy_new();
+	if (srv->srs != NULL)
+		policy_add_srs(srv->policy, conf, srv->srs);
+	policy_add_recipients(srv->policy, conf);
+	if (srv->verify != NULL)
+		policy_add_verify(srv->policy, conf, srv->verify);
+	if (conf->auth_checks && srv->workers != NULL)
+		policy_add_auth(srv->policy, conf, srv->workers,
+		    srv->hostname);
+}
+
 void
 smtp_server_start(struct smtp_server *srv, struct spool *sp,
     void (*accepted)(void *, const char *), void *arg)
@@ -1815,6 +945,7 @@ smtp_server_start(struct smtp_server *srv, struct spool *sp,
 	srv->spool = sp;
 	srv->accepted = accepted;
 	srv->accepted_arg = arg;
+	server_policy_build(srv);
 	for (i = 0; i < srv->nlisteners; i++) {
 		if (evconnlistener_enable(srv->listeners[i].evl) == -1)
 			log_warnx("cannot enable listener %s",
@@ -1898,7 +1029,9 @@ smtp_server_free(struct smtp_server *srv)
 			s->lookup->s = NULL;
 		/* pending commits still own s as their callback argument. */
 		if (s->pending == 0) {
+			policy_cancel(s->preq);
 			session_tx_reset(s);
+			sbuf_release(&s->pctx.prepend);
 			free(s);
 		}
 	}
@@ -1915,6 +1048,7 @@ smtp_server_free(struct smtp_server *srv)
 	}
 	if (srv->grace_timer != NULL)
 		event_free(srv->grace_timer);
+	policy_free(srv->policy);
 	free(srv->listeners);
 	free(srv);
 }

@@ -39,10 +39,29 @@
 #define SPLITMXD_VERSION	"0.1.0"
 
 struct splitmxd {
+	/* From the command line. */
+	const char		*conf_path;
+	bool			 foreground;
+	bool			 check_only;
+
+	struct conf		*conf;
+	uid_t			 uid;		/* run-as user, when set */
+	gid_t			 gid;
+	struct auth_srs		*srs;
+	struct sbuf		 err;
+	char			 hostname[256];
+
 	struct event_base	*base;
 	struct smtp_server	*server;
+	struct workers		*workers;	/* the spool's */
+	struct workers		*queue_workers;
+	struct workers		*auth_workers;	/* SPF and DKIM */
+	struct spool		*spool;
+	struct dedup		*dedup;
+	struct dns		*dns;
+	struct verify		*verify;
 	struct queue		*queue;
-	const struct conf	*conf;
+	struct event		*sigs[3];
 	struct event		*drain;		/* waits for deliveries */
 	struct timespec		 stop_at;
 	bool			 stopping;
@@ -198,113 +217,112 @@ srs_load(const struct conf *conf, struct sbuf *err)
 	return srs;
 }
 
-int
-main(int argc, char *argv[])
+/* Options; -V and mistakes end the process here. */
+static void
+parse_args(struct splitmxd *d, int argc, char *argv[])
 {
-	const char *conf_path = "/etc/splitmx/splitmx.conf";
-	struct spool_recovery rec;
-	struct event *sigs[3];
-	struct splitmxd d;
-	struct workers *workers, *auth_workers, *queue_workers;
-	struct spool *spool;
-	struct dns *dns;
-	struct verify *verify;
-	struct dedup *dedup = NULL;
-	struct auth_srs *srs;
-	struct dedup_conf dconf;
-	struct sbuf dpath;
-	char hostname[256];
-	size_t k;
-	struct conf *conf;
-	struct sbuf err;
-	bool foreground = false, check_only = false;
-	uid_t uid = 0;
-	gid_t gid = 0;
-	int ch, i;
-	const int signos[3] = { SIGTERM, SIGINT, SIGHUP };
+	int ch;
 
+	d->conf_path = "/etc/splitmx/splitmx.conf";
 	while ((ch = getopt(argc, argv, "df:nV")) != -1) {
 		switch (ch) {
 		case 'd':
-			foreground = true;
+			d->foreground = true;
 			break;
 		case 'f':
-			conf_path = optarg;
+			d->conf_path = optarg;
 			break;
 		case 'n':
-			check_only = true;
+			d->check_only = true;
 			break;
 		case 'V':
 			(void)printf("splitmxd %s\n", SPLITMXD_VERSION);
-			return 0;
+			exit(0);
 		default:
 			usage();
 		}
 	}
 	if (optind != argc)
 		usage();
+}
 
-	sbuf_init(&err, 8192);
-	conf = conf_load(conf_path, &err);
-	if (conf == NULL) {
-		(void)fprintf(stderr, "splitmxd: %s\n", err.data);
-		sbuf_release(&err);
+/*
+ * The config, the run-as user and the SRS secret, checked before anything
+ * starts. Returns 0, or an exit code once the reason is on stderr.
+ */
+static int
+load_config(struct splitmxd *d)
+{
+	d->conf = conf_load(d->conf_path, &d->err);
+	if (d->conf == NULL) {
+		(void)fprintf(stderr, "splitmxd: %s\n", d->err.data);
 		return EX_CONFIG;
 	}
-	if (conf->user != NULL &&
-	    priv_lookup(conf->user, &uid, &gid, &err) == -1) {
-		(void)fprintf(stderr, "splitmxd: %s: %s\n", conf_path, err.data);
-		conf_free(conf);
-		sbuf_release(&err);
+	if (d->conf->user != NULL &&
+	    priv_lookup(d->conf->user, &d->uid, &d->gid, &d->err) == -1) {
+		(void)fprintf(stderr, "splitmxd: %s: %s\n", d->conf_path,
+		    d->err.data);
 		return EX_CONFIG;
 	}
-	srs = srs_load(conf, &err);
-	if (srs == NULL && err.len > 0) {
-		(void)fprintf(stderr, "splitmxd: %s\n", err.data);
-		conf_free(conf);
-		sbuf_release(&err);
+	d->srs = srs_load(d->conf, &d->err);
+	if (d->srs == NULL && d->err.len > 0) {
+		(void)fprintf(stderr, "splitmxd: %s\n", d->err.data);
 		return EX_CONFIG;
 	}
-	if (check_only) {
-		auth_srs_free(srs);
-		(void)printf("splitmxd: %s: configuration OK\n", conf_path);
-		conf_free(conf);
-		sbuf_release(&err);
-		return 0;
-	}
+	return 0;
+}
 
-	log_init("splitmxd", foreground || conf->log_stderr, conf->log_facility);
-	log_set_level((enum log_level)conf->log_level);
+static void
+start_logging(struct splitmxd *d)
+{
+	log_init("splitmxd", d->foreground || d->conf->log_stderr,
+	    d->conf->log_facility);
+	log_set_level((enum log_level)d->conf->log_level);
 	if (signal(SIGPIPE, SIG_IGN) == SIG_ERR)
 		log_fatal(EX_OSERR, "signal");
+}
 
+/* As root: bind the listeners and read their TLS keys. */
+static void
+open_listeners(struct splitmxd *d)
+{
 	if (evthread_use_pthreads() == -1)
 		log_fatalx(EX_SOFTWARE, "libevent has no pthreads support");
-	memset(&d, 0, sizeof(d));
-	d.base = event_base_new();
-	if (d.base == NULL)
+	d->base = event_base_new();
+	if (d->base == NULL)
 		log_fatalx(EX_SOFTWARE, "cannot create the event base");
+	d->server = smtp_server_new(d->base, d->conf, &d->err);
+	if (d->server == NULL)
+		log_fatalx(EX_CONFIG, "%s", d->err.data);
+}
 
-	d.server = smtp_server_new(d.base, conf, &err);
-	if (d.server == NULL)
-		log_fatalx(EX_CONFIG, "%s", err.data);
-
-	/* Detach before any thread exists: fork keeps only the caller. */
-	if (!foreground && daemon(0, 0) == -1)
+/* Detach before any thread exists: fork keeps only the caller. */
+static void
+detach(struct splitmxd *d)
+{
+	if (!d->foreground && daemon(0, 0) == -1)
 		log_fatal(EX_OSERR, "daemon");
-	if (event_reinit(d.base) == -1)
+	if (event_reinit(d->base) == -1)
 		log_fatalx(EX_SOFTWARE, "event_reinit failed");
+}
 
-	workers = workers_new(d.base, conf->workers);
-	spool = spool_open(conf->spool_dir, workers, &err);
-	if (spool == NULL)
+/*
+ * As root: the spool and everything under it (the duplicate index too):
+ * the run-as user may not be able to reach the spool by its path, only
+ * through descriptors opened now.
+ */
+static void
+open_spool(struct splitmxd *d)
+{
+	const struct conf *conf = d->conf;
+	struct dedup_conf dconf;
+	struct sbuf dpath;
+
+	d->workers = workers_new(d->base, conf->workers);
+	d->spool = spool_open(conf->spool_dir, d->workers, &d->err);
+	if (d->spool == NULL)
 		log_fatalx(EX_CANTCREAT, "spool %s: %s", conf->spool_dir,
-		    err.data);
-	/*
-	 * Everything under the spool is opened (and created) before the drop,
-	 * like the spool itself: the run-as user may not be able to reach
-	 * the spool by its path, only through descriptors opened now.
-	 */
+		    d->err.data);
 	if (conf->duplicates) {
 		sbuf_init(&dpath, 4096);
 		(void)sbuf_printf(&dpath, "%s/dedup", conf->spool_dir);
@@ -312,94 +330,176 @@ main(int argc, char *argv[])
 		dconf.path = dpath.data;
 		dconf.map_size = (size_t)conf->duplicate_max_size;
 		dconf.window = (time_t)conf->duplicate_window;
-		dedup = dedup_open(&dedup_lmdb_ops, &dconf, &err);
+		d->dedup = dedup_open(&dedup_lmdb_ops, &dconf, &d->err);
 		sbuf_release(&dpath);
-		if (dedup == NULL)
-			log_fatalx(EX_CANTCREAT, "duplicate index: %s", err.data);
+		if (d->dedup == NULL)
+			log_fatalx(EX_CANTCREAT, "duplicate index: %s",
+			    d->err.data);
 	}
-	if (spool_chdir(spool, &err) == -1)
-		log_fatalx(EX_CANTCREAT, "%s", err.data);
-	if (conf->user != NULL && getuid() == 0) {
-		if (priv_chown_spool(conf->spool_dir, uid, gid, &err) == -1 ||
-		    priv_drop(uid, gid, &err) == -1)
-			log_fatalx(EX_NOPERM, "cannot become %s: %s",
-			    conf->user, err.data);
-		log_info("running as %s", conf->user);
-	}
-	dns = dns_new(d.base, conf->resolvers, &err);
-	if (dns == NULL)
-		log_fatalx(EX_CONFIG, "resolvers: %s", err.data);
+	if (spool_chdir(d->spool, &d->err) == -1)
+		log_fatalx(EX_CANTCREAT, "%s", d->err.data);
+}
+
+static void
+drop_privileges(struct splitmxd *d)
+{
+	const struct conf *conf = d->conf;
+
+	if (conf->user == NULL || getuid() != 0)
+		return;
+	if (priv_chown_spool(conf->spool_dir, d->uid, d->gid, &d->err) == -1 ||
+	    priv_drop(d->uid, d->gid, &d->err) == -1)
+		log_fatalx(EX_NOPERM, "cannot become %s: %s", conf->user,
+		    d->err.data);
+	log_info("running as %s", conf->user);
+}
+
+/* The resolver and the queue, which recovery fills. */
+static void
+start_queue(struct splitmxd *d)
+{
+	const struct conf *conf = d->conf;
+
+	d->dns = dns_new(d->base, conf->resolvers, &d->err);
+	if (d->dns == NULL)
+		log_fatalx(EX_CONFIG, "resolvers: %s", d->err.data);
 	if (conf->hostname != NULL)
-		(void)snprintf(hostname, sizeof(hostname), "%s", conf->hostname);
-	else if (gethostname(hostname, sizeof(hostname) - 1) == -1)
-		(void)snprintf(hostname, sizeof(hostname), "localhost");
-	d.conf = conf;
+		(void)snprintf(d->hostname, sizeof(d->hostname), "%s",
+		    conf->hostname);
+	else if (gethostname(d->hostname, sizeof(d->hostname) - 1) == -1)
+		(void)snprintf(d->hostname, sizeof(d->hostname), "localhost");
 	/* The spool's fsyncs decide how fast we say 250: they get a pool. */
-	queue_workers = workers_new(d.base, conf->workers);
-	d.queue = queue_new(d.base, conf, spool, queue_workers, dns, dedup,
-	    hostname);
-	queue_set_srs(d.queue, srs);
-	if (spool_recover(spool, found_cb, &d, &rec, &err) == -1)
-		log_fatalx(EX_IOERR, "spool recovery: %s", err.data);
+	d->queue_workers = workers_new(d->base, conf->workers);
+	d->queue = queue_new(d->base, conf, d->spool, d->queue_workers, d->dns,
+	    d->dedup, d->hostname);
+	queue_set_srs(d->queue, d->srs);
+}
+
+/* Committed messages go back to the queue, with their per-target states. */
+static void
+recover_spool(struct splitmxd *d)
+{
+	struct spool_recovery rec;
+	size_t k;
+
+	if (spool_recover(d->spool, found_cb, d, &rec, &d->err) == -1)
+		log_fatalx(EX_IOERR, "spool recovery: %s", d->err.data);
 	/* Per-target states of the recovered messages, oldest first. */
-	if (spool_reader_scan(spool_reader(spool), restore_cb, &d, NULL,
-	    &err) == -1)
-		log_fatalx(EX_IOERR, "journal: %s", err.data);
-	for (k = 0; k < d.nrecovered; k++) {
-		queue_add(d.queue, d.recovered[k]);
-		free(d.recovered[k]);
+	if (spool_reader_scan(spool_reader(d->spool), restore_cb, d, NULL,
+	    &d->err) == -1)
+		log_fatalx(EX_IOERR, "journal: %s", d->err.data);
+	for (k = 0; k < d->nrecovered; k++) {
+		queue_add(d->queue, d->recovered[k]);
+		free(d->recovered[k]);
 	}
-	free(d.recovered);
+	free(d->recovered);
+	d->recovered = NULL;
 	log_info("spool %s: %u messages queued, %u incomplete removed, "
-	    "%u quarantined", conf->spool_dir, rec.queued, rec.removed_tmp,
+	    "%u quarantined", d->conf->spool_dir, rec.queued, rec.removed_tmp,
 	    rec.quarantined);
+}
+
+/* Signals, the session's helpers, and then connections are accepted. */
+static void
+start_serving(struct splitmxd *d)
+{
+	static const int signos[3] = { SIGTERM, SIGINT, SIGHUP };
+	int i;
 
 	for (i = 0; i < 3; i++) {
-		sigs[i] = evsignal_new(d.base, signos[i], signal_cb, &d);
-		if (sigs[i] == NULL || evsignal_add(sigs[i], NULL) == -1)
-			log_fatalx(EX_OSERR, "cannot watch signal %d", signos[i]);
+		d->sigs[i] = evsignal_new(d->base, signos[i], signal_cb, d);
+		if (d->sigs[i] == NULL || evsignal_add(d->sigs[i], NULL) == -1)
+			log_fatalx(EX_OSERR, "cannot watch signal %d",
+			    signos[i]);
 	}
-	verify = verify_new(d.base, conf, dns, hostname);
-	smtp_server_set_verify(d.server, verify);
-	smtp_server_set_dns(d.server, dns);
-	smtp_server_set_srs(d.server, srs);
+	d->verify = verify_new(d->base, d->conf, d->dns, d->hostname);
+	smtp_server_set_verify(d->server, d->verify);
+	smtp_server_set_dns(d->server, d->dns);
+	smtp_server_set_srs(d->server, d->srs);
 	/*
 	 * SPF and DKIM get threads of their own: behind fsync jobs they would
 	 * add a disk flush of latency to every message.
 	 */
-	auth_workers = workers_new(d.base, conf->workers);
-	smtp_server_set_workers(d.server, auth_workers);
-	smtp_server_start(d.server, spool, accepted_cb, &d);
+	d->auth_workers = workers_new(d->base, d->conf->workers);
+	smtp_server_set_workers(d->server, d->auth_workers);
+	smtp_server_start(d->server, d->spool, accepted_cb, d);
 	log_info("splitmxd %s started", SPLITMXD_VERSION);
+}
 
-	if (event_base_dispatch(d.base) == -1)
+static void
+run_loop(struct splitmxd *d)
+{
+	if (event_base_dispatch(d->base) == -1)
 		log_warnx("event loop failed");
+}
+
+static void
+shut_down(struct splitmxd *d)
+{
+	int i;
 
 	/*
 	 * Commits in flight finish first; their callbacks run inside
 	 * workers_free while the sessions they name still exist.
 	 */
-	queue_shutdown(d.queue);
-	spool_close(spool);
-	workers_free(auth_workers);
-	workers_free(queue_workers);
-	workers_free(workers);
-	queue_free(d.queue);
-	dedup_close(dedup);
-	auth_srs_free(srs);
-	verify_free(verify);
-	dns_free(dns);
-	smtp_server_free(d.server);
+	queue_shutdown(d->queue);
+	spool_close(d->spool);
+	workers_free(d->auth_workers);
+	workers_free(d->queue_workers);
+	workers_free(d->workers);
+	queue_free(d->queue);
+	dedup_close(d->dedup);
+	/* Sessions cancel their pending probes, which verify_free frees. */
+	smtp_server_free(d->server);
+	auth_srs_free(d->srs);
+	d->srs = NULL;
+	verify_free(d->verify);
+	dns_free(d->dns);
 	smtp_client_shutdown();
-	if (d.drain != NULL)
-		event_free(d.drain);
+	if (d->drain != NULL)
+		event_free(d->drain);
 	for (i = 0; i < 3; i++)
-		event_free(sigs[i]);
+		event_free(d->sigs[i]);
 	/* Let libevent finish freeing bufferevents whose release it deferred. */
-	(void)event_base_loop(d.base, EVLOOP_NONBLOCK);
-	event_base_free(d.base);
+	(void)event_base_loop(d->base, EVLOOP_NONBLOCK);
+	event_base_free(d->base);
 	log_info("splitmxd stopped");
-	conf_free(conf);
-	sbuf_release(&err);
-	return 0;
+}
+
+/* What the config check leaves behind: also the exit from -n and errors. */
+static int
+release_config(struct splitmxd *d, int code)
+{
+	auth_srs_free(d->srs);
+	conf_free(d->conf);
+	sbuf_release(&d->err);
+	return code;
+}
+
+int
+main(int argc, char *argv[])
+{
+	struct splitmxd d;
+	int rc;
+
+	memset(&d, 0, sizeof(d));
+	parse_args(&d, argc, argv);
+	sbuf_init(&d.err, 8192);
+	if ((rc = load_config(&d)) != 0)
+		return release_config(&d, rc);
+	if (d.check_only) {
+		(void)printf("splitmxd: %s: configuration OK\n", d.conf_path);
+		return release_config(&d, 0);
+	}
+	start_logging(&d);
+	open_listeners(&d);
+	detach(&d);
+	open_spool(&d);
+	drop_privileges(&d);
+	start_queue(&d);
+	recover_spool(&d);
+	start_serving(&d);
+	run_loop(&d);
+	shut_down(&d);
+	return release_config(&d, 0);
 }
