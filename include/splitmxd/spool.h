@@ -79,11 +79,10 @@ int spool_recover(struct spool *sp, spool_found_cb found, void *arg,
  * Starts a message: creates tmp/ID (or takes a pre-created one, see
  * spool_set_precreate), which gives its queue id, and writes the
  * envelope. env needs a sender and at least one recipient; it is copied,
- * not kept. Loop thread only (write only). NULL with *err_out set; the
- * text stays valid until the next spool_msg_new.
+ * not kept. Loop thread only (write only). NULL with err set.
  */
 struct spool_msg *spool_msg_new(struct spool *sp,
-    const struct spool_envelope *env, const char **err_out);
+    const struct spool_envelope *env, struct sbuf *err);
 
 const char *spool_msg_id(const struct spool_msg *msg);
 /* Content octets appended so far. */
@@ -91,11 +90,12 @@ uint64_t spool_msg_size(const struct spool_msg *msg);
 
 /*
  * Appends content (buffered; written when the buffer fills) and feeds the
- * SHA-256. Returns 0, or -1 once any write has failed (sticky; *err_out,
- * e.g. "write: No space left on device", lives as long as msg). Loop thread.
+ * SHA-256. Returns 0, or -1 with err set (e.g. "write: No space left on
+ * device") once any write has failed; the failure is sticky. err may be
+ * NULL. Loop thread.
  */
 int spool_msg_append(struct spool_msg *msg, const void *data, size_t len,
-    const char **err_out) __attribute__((warn_unused_result));
+    struct sbuf *err) __attribute__((warn_unused_result));
 
 /*
  * status 0: durable in queue/ and journaled; the id may be acknowledged
@@ -123,7 +123,7 @@ int spool_msg_set_prepend(struct spool_msg *msg, const char *text,
     size_t len);
 
 /* Loop thread: writes buffered content out, so a worker can read it. */
-int spool_msg_sync_content(struct spool_msg *msg, const char **err_out);
+int spool_msg_sync_content(struct spool_msg *msg, struct sbuf *err);
 
 /*
  * Worker (while the loop leaves msg alone): reads content octets from off,

@@ -147,15 +147,18 @@ auth_check(struct policy_req *req, struct policy_ctx *ctx, void *arg)
 	const struct auth_stage *st = arg;
 	const struct conf *conf = st->conf;
 	struct auth_job *a;
-	const char *err = NULL;
+	struct sbuf err;
 
+	sbuf_init(&err, 256);
 	if (spool_msg_sync_content(ctx->msg, &err) == -1) {
 		log_warnx("%s: cannot store message from %s[%s]: %s", ctx->sid,
-		    ctx->client_name, ctx->client_addr, err);
+		    ctx->client_name, ctx->client_addr, err.data);
+		sbuf_release(&err);
 		policy_answer(req, POLICY_TEMPFAIL, 452, "4.3.1",
 		    "Error: insufficient system storage");
 		return;
 	}
+	sbuf_release(&err);
 	a = xcalloc(1, sizeof(*a));
 	a->req = req;
 	a->ctx = ctx;

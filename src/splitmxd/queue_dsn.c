@@ -241,7 +241,7 @@ qdsn_composed(void *arg)
 	struct spool_envelope env;
 	struct spool_rcpt rcpt;
 	struct spool_msg *sm;
-	const char *err = NULL;
+	struct sbuf err;
 	struct timeval tv = { 0, 0 };
 	char empty[1] = "", listener[] = "local", caddr[] = "127.0.0.1";
 	char cname[] = "localhost", proto[] = "DSN";
@@ -260,6 +260,7 @@ qdsn_composed(void *arg)
 	env.client_name = cname;
 	env.helo = m->q->hostname;
 	env.protocol = proto;
+	sbuf_init(&err, 256);
 	sm = j->rc == 0 && !m->q->stopping ?
 	    spool_msg_new(m->q->spool, &env, &err) : NULL;
 	if (sm == NULL || spool_msg_append(sm, j->out.data, j->out.len,
@@ -269,8 +270,9 @@ qdsn_composed(void *arg)
 		if (sm != NULL)
 			spool_msg_abort(sm);
 		log_warnx("%s: cannot create the %s: %s", m->id, delayed ?
-		    "delay warning" : "DSN", err != NULL ? err :
+		    "delay warning" : "DSN", err.len > 0 ? err.data :
 		    m->q->stopping ? "stopping" : "compose failed");
+		sbuf_release(&err);
 		qdsn_job_free(j);
 		if (delayed || m->q->stopping) {
 			qmsg_check_done(m);
@@ -284,6 +286,7 @@ qdsn_composed(void *arg)
 			(void)evtimer_add(m->retry_timer, &tv);
 		return;
 	}
+	sbuf_release(&err);
 	m->busy++;
 	m->q->busy++;
 	spool_msg_commit(sm, NULL, qdsn_commit_cb, j);

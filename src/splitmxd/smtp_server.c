@@ -186,7 +186,7 @@ session_tx_reset(struct session *s)
 	s->rcpt_attempts = 0;
 	s->has_mail = false;
 	s->tx_error = TX_OK;
-	s->tx_errtext = NULL;
+	sbuf_reset(&s->tx_err);
 	s->bdat_active = false;
 	s->bdat_left = 0;
 	s->bdat_last = false;
@@ -306,6 +306,7 @@ session_finish(struct session *s)
 	s->preq = NULL;
 	session_tx_reset(s);
 	sbuf_release(&s->pctx.prepend);
+	sbuf_release(&s->tx_err);
 	TAILQ_REMOVE(&srv->sessions, s, entry);
 	srv->nstructs--;
 	free(s);
@@ -769,12 +770,14 @@ listener_accept_cb(struct evconnlistener *evl, evutil_socket_t fd,
 	s->pctx.mail = &s->mail;
 	s->pctx.hs = &s->hs;
 	sbuf_init(&s->pctx.prepend, SMTP_SERVER_PREPEND_MAX);
+	sbuf_init(&s->tx_err, SMTP_SERVER_ERR_MAX);
 
 	s->bev = bufferevent_socket_new(srv->base, fd, BEV_OPT_CLOSE_ON_FREE);
 	if (s->bev == NULL) {
 		log_warnx("cannot create a session for %s", s->addr);
 		(void)close(fd);
 		sbuf_release(&s->pctx.prepend);
+		sbuf_release(&s->tx_err);
 		free(s);
 		return;
 	}
@@ -1032,6 +1035,7 @@ smtp_server_free(struct smtp_server *srv)
 			policy_cancel(s->preq);
 			session_tx_reset(s);
 			sbuf_release(&s->pctx.prepend);
+			sbuf_release(&s->tx_err);
 			free(s);
 		}
 	}

@@ -27,7 +27,7 @@
 
 /* Builds the Received header (RFC 5321 4.4) and writes it to the spool. */
 static int
-session_write_received(struct session *s, const char **err_out)
+session_write_received(struct session *s, struct sbuf *err)
 {
 	char date[64], helo[600];
 	const char *proto;
@@ -67,10 +67,9 @@ session_write_received(struct session *s, const char **err_out)
 		    spool_msg_id(s->msg));
 	if (rc == -1) {
 		sbuf_release(&hdr);
-		*err_out = "Received header too long";
-		return -1;
+		return sbuf_seterr(err, "Received header too long");
 	}
-	rc = spool_msg_append(s->msg, hdr.data, hdr.len, err_out);
+	rc = spool_msg_append(s->msg, hdr.data, hdr.len, err);
 	sbuf_release(&hdr);
 	return rc;
 }
@@ -89,7 +88,6 @@ static int
 session_start_content(struct session *s)
 {
 	struct spool_envelope env;
-	const char *err = NULL;
 	char proto[16];
 
 	if (s->tx_error == TX_DISCARD) {
@@ -114,10 +112,11 @@ session_start_content(struct session *s)
 	env.protocol = proto;
 	env.tls = s->tls_active ? s->tls_summary : NULL;
 
-	s->msg = spool_msg_new(s->srv->spool, &env, &err);
-	if (s->msg == NULL || session_write_received(s, &err) == -1) {
+	s->msg = spool_msg_new(s->srv->spool, &env, &s->tx_err);
+	if (s->msg == NULL || session_write_received(s, &s->tx_err) == -1) {
 		log_warnx("%s: cannot spool message from %s[%s]: %s", s->sid,
-		    s->name, s->addr, err != NULL ? err : "unknown error");
+		    s->name, s->addr, s->tx_err.len > 0 ? s->tx_err.data :
+		    "unknown error");
 		if (s->msg != NULL) {
 			spool_msg_abort(s->msg);
 			s->msg = NULL;
@@ -140,7 +139,7 @@ session_content(struct session *s, const char *buf, size_t len)
 		s->tx_error = TX_TOO_BIG;
 		return;
 	}
-	if (spool_msg_append(s->msg, buf, len, &s->tx_errtext) == -1)
+	if (spool_msg_append(s->msg, buf, len, &s->tx_err) == -1)
 		s->tx_error = TX_WRITE;
 }
 
@@ -237,7 +236,8 @@ session_end_content(struct session *s)
 		session_reply(s, 250, "2.0.0", "Ok: discarded");
 	} else if (s->tx_error == TX_WRITE || s->msg == NULL) {
 		log_warnx("%s: cannot store message from %s[%s]: %s", s->sid,
-		    s->name, s->addr, s->tx_errtext ? s->tx_errtext : "error");
+		    s->name, s->addr, s->tx_err.len > 0 ? s->tx_err.data :
+		    "error");
 		session_reply(s, 452, "4.3.1",
 		    "Error: insufficient system storage");
 	} else {

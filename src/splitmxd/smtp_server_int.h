@@ -29,6 +29,7 @@
 #define SMTP_SERVER_IPTAB_SIZE		1021
 #define SMTP_SERVER_LOGLIST_MAX		1024	/* recipients in a log line */
 #define SMTP_SERVER_PREPEND_MAX		16384	/* trace fields from policy */
+#define SMTP_SERVER_ERR_MAX		256	/* why a transaction failed */
 
 enum session_state {
 	SESSION_CMD,		/* reading command lines */
@@ -114,7 +115,7 @@ struct session {
 	struct smtp_proto_data	 dec;
 	struct smtp_proto_hdrscan hs;
 	enum session_tx_error	 tx_error;
-	const char		*tx_errtext;
+	struct sbuf		 tx_err;	/* why the content failed */
 	uint64_t		 bdat_left;
 	bool			 bdat_last;
 	bool			 bdat_active;	/* BDAT seen in this transaction */

@@ -45,9 +45,6 @@ struct spool {
 	struct spool_reader	*rd;		/* the read side, any thread */
 	EVP_MD			*md;
 
-	/* Loop thread only. */
-	char			 new_err[SPOOL_ERR_LEN];
-
 	pthread_mutex_t		 pool_mtx;	/* everything down to started */
 	uint64_t		 last_us;	/* id clock, strictly rising */
 	uint32_t		 id_seq;	/* id tail, random start */

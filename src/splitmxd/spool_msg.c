@@ -223,7 +223,7 @@ spool_pool_take(struct spool *sp, struct spool_msg *msg, bool *refill_out)
 
 struct spool_msg *
 spool_msg_new(struct spool *sp, const struct spool_envelope *env,
-    const char **err_out)
+    struct sbuf *err)
 {
 	struct spool_jrec_out w;
 	struct spool_msg *msg;
@@ -231,13 +231,11 @@ spool_msg_new(struct spool *sp, const struct spool_envelope *env,
 	bool refill;
 
 	if (atomic_load(&sp->broken)) {
-		(void)snprintf(sp->new_err, sizeof(sp->new_err), "%s",
-		    sp->broken_why);
-		*err_out = sp->new_err;
+		sbuf_seterr(err, "%s", sp->broken_why);
 		return NULL;
 	}
 	if (env->nrcpts == 0 || env->sender == NULL) {
-		*err_out = "envelope without sender or recipients";
+		sbuf_seterr(err, "envelope without sender or recipients");
 		return NULL;
 	}
 
@@ -250,13 +248,13 @@ spool_msg_new(struct spool *sp, const struct spool_envelope *env,
 	spool_jrec_fragment_begin(&w, &msg->jenv);
 	spool_jrec_envelope(&w, env);
 	if (spool_jrec_fragment_end(&w) == -1) {
-		*err_out = "envelope too large";
+		sbuf_seterr(err, "envelope too large");
 		spool_msg_free(msg);
 		return NULL;
 	}
 	if ((msg->sha = EVP_MD_CTX_new()) == NULL ||
 	    EVP_DigestInit_ex(msg->sha, sp->md, NULL) != 1) {
-		*err_out = "SHA-256 initialization failed";
+		sbuf_seterr(err, "SHA-256 initialization failed");
 		spool_msg_free(msg);
 		return NULL;
 	}
@@ -269,23 +267,19 @@ spool_msg_new(struct spool *sp, const struct spool_envelope *env,
 		workers_submit(sp->w, spool_pool_refill_job, NULL, sp);
 	}
 	if (msg->fd == -1) {
-		(void)snprintf(sp->new_err, sizeof(sp->new_err),
-		    "create tmp file: %s", strerror(errno));
-		*err_out = sp->new_err;
+		sbuf_seterr(err, "create tmp file: %s", strerror(errno));
 		spool_msg_free(msg);
 		return NULL;
 	}
 
 	sbuf_init(&hdr, SPOOL_HEADER_MAX);
 	if (spool_hdr_format(&hdr, msg->id, env) == -1) {
-		(void)snprintf(sp->new_err, sizeof(sp->new_err),
-		    "envelope too large");
+		sbuf_seterr(err, "envelope too large");
 		goto abort;
 	}
 	/* Written now: a full disk shows before the client sends the body. */
 	if (spool_write_all(msg->fd, hdr.data, hdr.len) == -1) {
-		(void)snprintf(sp->new_err, sizeof(sp->new_err), "write: %s",
-		    strerror(errno));
+		sbuf_seterr(err, "write: %s", strerror(errno));
 		goto abort;
 	}
 	msg->content_off = hdr.len;
@@ -294,7 +288,6 @@ spool_msg_new(struct spool *sp, const struct spool_envelope *env,
 	return msg;
 abort:
 	sbuf_release(&hdr);
-	*err_out = sp->new_err;
 	spool_msg_abort(msg);
 	return NULL;
 }
@@ -313,7 +306,7 @@ spool_msg_size(const struct spool_msg *msg)
 
 int
 spool_msg_append(struct spool_msg *msg, const void *data, size_t len,
-    const char **err_out)
+    struct sbuf *err)
 {
 	const unsigned char *p = data;
 	size_t n;
@@ -321,11 +314,8 @@ spool_msg_append(struct spool_msg *msg, const void *data, size_t len,
 	if (!msg->failed && len > 0 &&
 	    EVP_DigestUpdate(msg->sha, data, len) != 1)
 		spool_msg_fail(msg, "SHA-256 update failed");
-	if (msg->failed) {
-		if (err_out != NULL)
-			*err_out = msg->err;
-		return -1;
-	}
+	if (msg->failed)
+		return sbuf_seterr(err, "%s", msg->err);
 	msg->size += len;
 	while (len > 0) {
 		if (msg->buflen == 0 && len >= SPOOL_BUF_SIZE) {
@@ -347,11 +337,8 @@ spool_msg_append(struct spool_msg *msg, const void *data, size_t len,
 		if (msg->failed)
 			break;
 	}
-	if (msg->failed) {
-		if (err_out != NULL)
-			*err_out = msg->err;
-		return -1;
-	}
+	if (msg->failed)
+		return sbuf_seterr(err, "%s", msg->err);
 	return 0;
 }
 
@@ -407,13 +394,11 @@ spool_msg_set_prepend(struct spool_msg *msg, const char *text, size_t len)
 }
 
 int
-spool_msg_sync_content(struct spool_msg *msg, const char **err_out)
+spool_msg_sync_content(struct spool_msg *msg, struct sbuf *err)
 {
 	spool_msg_flush(msg);
-	if (msg->failed) {
-		*err_out = msg->err;
-		return -1;
-	}
+	if (msg->failed)
+		return sbuf_seterr(err, "%s", msg->err);
 	return 0;
 }
 
