@@ -1039,22 +1039,25 @@ session_rcpt_srs(struct session *s, const struct smtp_proto_rcpt *rcpt,
 	const struct conf *conf = s->srv->conf;
 	struct smtp_proto_rcpt rev;
 	char out[AUTH_SRS_ADDR_BUFSIZE], oesc[1100];
-	const char *err = NULL;
+	struct sbuf err;
 
 	if (s->srv->srs == NULL || conf->srs_domain == NULL ||
 	    rcpt->path.is_postmaster ||
 	    strcasecmp(rcpt->path.domain_lc, conf->srs_domain) != 0 ||
 	    !auth_srs_is_srs(rcpt->path.local))
 		return false;
+	sbuf_init(&err, 256);
 	if (auth_srs_reverse(s->srv->srs, rcpt->path.mailbox, time(NULL), out,
 	    sizeof(out), &err) != 0) {
 		log_info("%s: reject: RCPT from %s[%s]: %s; from=<%s> to=<%s>",
-		    s->sid, s->name, s->addr, err != NULL ? err : "bad SRS",
-		    from, esc);
+		    s->sid, s->name, s->addr,
+		    err.len > 0 ? err.data : "bad SRS", from, esc);
 		session_error(s, 550, "5.7.1", "<%s>: %s", esc,
-		    err != NULL ? err : "invalid SRS address");
+		    err.len > 0 ? err.data : "invalid SRS address");
+		sbuf_release(&err);
 		return true;
 	}
+	sbuf_release(&err);
 	rev = *rcpt;
 	(void)snprintf(rev.path.mailbox, sizeof(rev.path.mailbox), "%s", out);
 	log_info("%s: SRS <%s> is <%s>", s->sid, esc,
