@@ -3,7 +3,8 @@
  *
  * Pure: no I/O, no logging, no globals. An auth_srs object is configured
  * once (auth_srs_new, auth_srs_add_secret) and is read-only afterwards, so
- * any number of threads may call auth_srs_forward/auth_srs_reverse on it.
+ * any number of threads may call auth_srs_forward/auth_srs_reverse on it
+ * (each with its own err).
  * There is no RFC; the format is the de-facto one of Shevek's paper "The
  * Sender Rewriting Scheme", Mail::SRS::Guarded and postsrsd, so addresses
  * interoperate with those implementations given the same secret.
@@ -34,6 +35,12 @@
  * Lower-casing before hashing makes the scheme survive MTAs that fold the
  * local part of the bounce address to lower case; the tags, TT and HHHH are
  * matched case-insensitively too.
+ *
+ * ERRORS (docs/errors.md): each function taking struct sbuf *err replaces
+ * err's contents on every call, with the reason when it gives one (cut at
+ * err's cap; every reason is shorter than 80 octets), otherwise with
+ * nothing: err is left empty (len 0, "no reason"). err may be NULL when the
+ * caller does not want the detail.
  */
 #ifndef SPLITMX_AUTH_SRS_H
 #define SPLITMX_AUTH_SRS_H
@@ -41,6 +48,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <time.h>
+
+#include "sbuf.h"
 
 #define AUTH_SRS_LOCAL_MAX 64  /* RFC 5321 4.5.3.1.1 */
 #define AUTH_SRS_PATH_MAX  256 /* RFC 5321 4.5.3.1.3, incl. <> */
@@ -69,37 +78,38 @@ struct auth_srs_params {
 
 /*
  * Creates an SRS context from p (nothing in p is kept after the call).
- * Returns NULL with *err_out set (static string) on a bad parameter.
+ * Returns it with err empty, or NULL with err set on a bad parameter.
  * Free with auth_srs_free, which wipes the secrets.
  */
 struct auth_srs *auth_srs_new(const struct auth_srs_params *p,
-    const char **err_out) __attribute__((warn_unused_result));
+    struct sbuf *err) __attribute__((warn_unused_result));
 
 /*
  * Adds a secret accepted when reversing but never used to sign (key
- * rotation: keep the old secret here for max_age_days). Returns 0, or -1
- * with *err_out set when it is empty or AUTH_SRS_SECRETS_MAX is reached.
+ * rotation: keep the old secret here for max_age_days). Returns 0 with err
+ * empty, or -1 with err set when it is empty or too long or
+ * AUTH_SRS_SECRETS_MAX is reached.
  * Not thread-safe: call before sharing the object.
  */
 int auth_srs_add_secret(struct auth_srs *srs, const void *secret, size_t len,
-    const char **err_out) __attribute__((warn_unused_result));
+    struct sbuf *err) __attribute__((warn_unused_result));
 
 /* Wipes and frees; NULL is a no-op. */
 void auth_srs_free(struct auth_srs *srs);
 
 /*
  * Rewrites the envelope sender (an address "local@domain" without <>)
- * using the day of now. Returns 0 with the SRS address in out; 1 when
- * the sender is left as it is: the null sender ("" or "<>") or an
- * address at our SRS domain (*err_out NULL), or one that cannot be
- * rewritten within the RFC 5321 limits or is quoted (*err_out says why;
- * the de-facto spec says such senders pass unrewritten); -1 with *err_out
- * set on a malformed sender or when out (outsize bytes; use
+ * using the day of now. Returns 0 with the SRS address in out and err
+ * empty; 1 when the sender is left as it is: the null sender ("" or "<>")
+ * or an address at our SRS domain (err empty), or one that cannot be
+ * rewritten within the RFC 5321 limits or is quoted (err says why; the
+ * de-facto spec says such senders pass unrewritten); -1 with err set on a
+ * malformed sender, bad arguments, or when out (outsize bytes; use
  * AUTH_SRS_ADDR_BUFSIZE) is too small. Unless 0 is returned, out is "".
  * out must not overlap sender.
  */
 int auth_srs_forward(const struct auth_srs *srs, const char *sender, time_t now,
-    char *out, size_t outsize, const char **err_out)
+    char *out, size_t outsize, struct sbuf *err)
     __attribute__((warn_unused_result));
 
 /*
@@ -108,15 +118,15 @@ int auth_srs_forward(const struct auth_srs *srs, const char *sender, time_t now,
  * is what authenticates). SRS0 yields the original sender, SRS1 the SRS0
  * address at the first hop. The hash must match under any accepted secret
  * and, for SRS0, the day must be at most max_age_days old and at most one
- * day in the future. Returns 0 with the address in out; 1 when addr is not
- * SRS at all (*err_out "not an SRS address"); -1 with *err_out one of
- * "malformed SRS address", "forged SRS address (bad hash)", "expired SRS
- * address", "expired SRS address (timestamp in the future)", or an
- * out-of-space message. Unless 0 is returned, out is "". out must not
- * overlap addr.
+ * day in the future. Returns 0 with the address in out and err empty; 1
+ * when addr is not SRS at all (err "not an SRS address"); -1 with err one
+ * of "malformed SRS address", "forged SRS address (bad hash)", "expired
+ * SRS address", "expired SRS address (timestamp in the future)", or an
+ * out-of-space, bad-argument or HMAC-failure message. Unless 0 is
+ * returned, out is "". out must not overlap addr.
  */
 int auth_srs_reverse(const struct auth_srs *srs, const char *addr, time_t now,
-    char *out, size_t outsize, const char **err_out)
+    char *out, size_t outsize, struct sbuf *err)
     __attribute__((warn_unused_result));
 
 /*

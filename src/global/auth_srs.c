@@ -3,8 +3,9 @@
  *
  * Owns only copies of its secrets and domain, wiped on free. Never does
  * I/O, logs or keeps state between calls: forward and reverse work in stack
- * buffers bounded by the RFC 5321 path limit and allocate nothing, so one
- * configured object can serve every thread at once.
+ * buffers bounded by the RFC 5321 path limit and allocate nothing (only a
+ * reason written to the caller's err may grow it), so one configured object
+ * can serve every thread at once.
  */
 #include <limits.h>
 #include <stdint.h>
@@ -235,32 +236,40 @@ srs_is_our_hash(const struct srs_part *h)
 	return true;
 }
 
+/* "No reason": err (may be NULL) is left empty. */
+static void
+srs_noerr(struct sbuf *err)
+{
+	if (err != NULL)
+		sbuf_reset(err);
+}
+
 struct auth_srs *
-auth_srs_new(const struct auth_srs_params *p, const char **err_out)
+auth_srs_new(const struct auth_srs_params *p, struct sbuf *err)
 {
 	struct auth_srs *srs;
-	const char *err;
+	const char *why;
 	size_t i, dlen;
 	unsigned char c;
 
 	if (p == NULL) {
-		err = SRS_ERR_ARGS;
+		why = SRS_ERR_ARGS;
 		goto fail;
 	}
 	if (p->secret == NULL || p->secret_len == 0) {
-		err = "SRS secret is empty";
+		why = "SRS secret is empty";
 		goto fail;
 	}
 	if (p->secret_len > SRS_SECRET_MAX) {
-		err = "SRS secret is too long";
+		why = "SRS secret is too long";
 		goto fail;
 	}
 	if (p->domain == NULL || (dlen = strlen(p->domain)) == 0) {
-		err = "SRS domain is empty";
+		why = "SRS domain is empty";
 		goto fail;
 	}
 	if (dlen > SRS_DOMAIN_MAX) {
-		err = "SRS domain is too long";
+		why = "SRS domain is too long";
 		goto fail;
 	}
 	for (i = 0; i < dlen; i++) {
@@ -268,16 +277,16 @@ auth_srs_new(const struct auth_srs_params *p, const char **err_out)
 		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
 		        (c >= '0' && c <= '9') || c == '-' || c == '.' ||
 		        c == '_')) {
-			err = "SRS domain has an invalid character";
+			why = "SRS domain has an invalid character";
 			goto fail;
 		}
 	}
 	if (p->max_age_days > AUTH_SRS_MAX_AGE_MAX) {
-		err = "SRS max age is over 512 days";
+		why = "SRS max age is over 512 days";
 		goto fail;
 	}
 	if (p->separator != '\0' && !srs_is_sep((unsigned char)p->separator)) {
-		err = "SRS separator must be '=', '+' or '-'";
+		why = "SRS separator must be '=', '+' or '-'";
 		goto fail;
 	}
 
@@ -292,38 +301,27 @@ auth_srs_new(const struct auth_srs_params *p, const char **err_out)
 	memcpy(srs->secrets[0].key, p->secret, p->secret_len);
 	srs->secrets[0].len = p->secret_len;
 	srs->nsecrets = 1;
-	if (err_out != NULL)
-		*err_out = NULL;
+	srs_noerr(err);
 	return srs;
 
 fail:
-	if (err_out != NULL)
-		*err_out = err;
+	(void)sbuf_seterr(err, "%s", why);
 	return NULL;
 }
 
 int
 auth_srs_add_secret(
-    struct auth_srs *srs, const void *secret, size_t len, const char **err_out)
+    struct auth_srs *srs, const void *secret, size_t len, struct sbuf *err)
 {
-	const char *dummy;
 	struct srs_secret *s;
 
-	if (err_out == NULL)
-		err_out = &dummy;
-	*err_out = NULL;
-	if (srs == NULL || secret == NULL || len == 0) {
-		*err_out = "SRS secret is empty";
-		return -1;
-	}
-	if (len > SRS_SECRET_MAX) {
-		*err_out = "SRS secret is too long";
-		return -1;
-	}
-	if (srs->nsecrets >= AUTH_SRS_SECRETS_MAX) {
-		*err_out = "too many SRS secrets";
-		return -1;
-	}
+	if (srs == NULL || secret == NULL || len == 0)
+		return sbuf_seterr(err, "SRS secret is empty");
+	if (len > SRS_SECRET_MAX)
+		return sbuf_seterr(err, "SRS secret is too long");
+	if (srs->nsecrets >= AUTH_SRS_SECRETS_MAX)
+		return sbuf_seterr(err, "too many SRS secrets");
+	srs_noerr(err);
 	s = &srs->secrets[srs->nsecrets];
 	s->key = xmalloc(len);
 	memcpy(s->key, secret, len);
@@ -361,40 +359,34 @@ auth_srs_is_srs(const char *s)
 
 int
 auth_srs_forward(const struct auth_srs *srs, const char *sender, time_t now,
-    char *out, size_t outsize, const char **err_out)
+    char *out, size_t outsize, struct sbuf *err)
 {
 	char buf[2 * AUTH_SRS_PATH_MAX];
 	char hash[AUTH_SRS_HASH_LEN];
 	struct srs_part parts[3], h, host, rest;
-	const char *dummy, *at, *local, *domain;
+	const char *at, *local, *domain;
 	size_t len, llen, dlen, rlocal;
 	uint32_t day;
 	int n;
 
-	if (err_out == NULL)
-		err_out = &dummy;
-	*err_out = NULL;
+	srs_noerr(err);
 	if (out != NULL && outsize > 0)
 		out[0] = '\0';
 	if (srs == NULL || sender == NULL || out == NULL || outsize == 0 ||
-	    now < 0) {
-		*err_out = SRS_ERR_ARGS;
-		return -1;
-	}
+	    now < 0)
+		return sbuf_seterr(err, SRS_ERR_ARGS);
 
 	len = strnlen(sender, SRS_ADDR_MAX + 1);
 	if (len == 0 || strcmp(sender, "<>") == 0)
 		return 1; /* the null sender: nothing to bounce to */
 	if (len > SRS_ADDR_MAX) {
-		*err_out = "sender exceeds the RFC 5321 path limit; "
-		           "not rewritten";
+		(void)sbuf_seterr(err, "sender exceeds the RFC 5321 path "
+		    "limit; not rewritten");
 		return 1;
 	}
 	if ((at = strrchr(sender, '@')) == NULL || at == sender ||
-	    at[1] == '\0') {
-		*err_out = "malformed sender address";
-		return -1;
-	}
+	    at[1] == '\0')
+		return sbuf_seterr(err, "malformed sender address");
 	local = sender;
 	llen = (size_t)(at - sender);
 	domain = at + 1;
@@ -403,15 +395,13 @@ auth_srs_forward(const struct auth_srs *srs, const char *sender, time_t now,
 		return 1;
 	/* A quoted local part may hold anything; an SRS field may not. */
 	if (local[0] == '"') {
-		*err_out = "quoted local part; not rewritten";
+		(void)sbuf_seterr(err, "quoted local part; not rewritten");
 		return 1;
 	}
 	/* The SRS fields are '='-separated: a domain never holds one. */
 	if (srs_has_bad_byte(sender, len) ||
-	    memchr(domain, '=', dlen) != NULL) {
-		*err_out = "malformed sender address";
-		return -1;
-	}
+	    memchr(domain, '=', dlen) != NULL)
+		return sbuf_seterr(err, "malformed sender address");
 
 	day = srs_day(now);
 	if (srs_has_tag(local, llen, '1') &&
@@ -454,74 +444,62 @@ auth_srs_forward(const struct auth_srs *srs, const char *sender, time_t now,
 		    domain, (int)llen, local, srs->domain);
 	}
 	if (n < 0 || (size_t)n >= sizeof(buf) || (size_t)n > SRS_ADDR_MAX) {
-		*err_out = "SRS address would exceed the RFC 5321 path limit; "
-		           "not rewritten";
+		(void)sbuf_seterr(err, "SRS address would exceed the RFC 5321 "
+		    "path limit; not rewritten");
 		return 1;
 	}
 	rlocal = (size_t)n - 1 - srs->domainlen;
 	if (!srs->allow_long_local && rlocal > AUTH_SRS_LOCAL_MAX) {
-		*err_out = "SRS local part would exceed 64 octets "
-		           "(RFC 5321); not rewritten";
+		(void)sbuf_seterr(err, "SRS local part would exceed 64 octets "
+		    "(RFC 5321); not rewritten");
 		return 1;
 	}
-	if ((size_t)n >= outsize) {
-		*err_out = SRS_ERR_OUTSIZE;
-		return -1;
-	}
+	if ((size_t)n >= outsize)
+		return sbuf_seterr(err, SRS_ERR_OUTSIZE);
 	memcpy(out, buf, (size_t)n + 1);
 	return 0;
 
 hmac_fail:
-	*err_out = SRS_ERR_HMAC;
-	return -1;
+	return sbuf_seterr(err, SRS_ERR_HMAC);
 }
 
 int
 auth_srs_reverse(const struct auth_srs *srs, const char *addr, time_t now,
-    char *out, size_t outsize, const char **err_out)
+    char *out, size_t outsize, struct sbuf *err)
 {
 	struct srs_part parts[3], h, host, rest;
-	const char *dummy, *at, *p, *end, *e;
+	const char *at, *p, *end, *e;
 	uint32_t then, today, delta;
 	size_t len, llen;
 	int hi, lo, n, v;
 
-	if (err_out == NULL)
-		err_out = &dummy;
-	*err_out = NULL;
+	srs_noerr(err);
 	if (out != NULL && outsize > 0)
 		out[0] = '\0';
 	if (srs == NULL || addr == NULL || out == NULL || outsize == 0 ||
-	    now < 0) {
-		*err_out = SRS_ERR_ARGS;
-		return -1;
-	}
+	    now < 0)
+		return sbuf_seterr(err, SRS_ERR_ARGS);
 	if (!auth_srs_is_srs(addr)) {
-		*err_out = SRS_ERR_NOT_SRS;
+		(void)sbuf_seterr(err, SRS_ERR_NOT_SRS);
 		return 1;
 	}
 	len = strnlen(addr, SRS_ADDR_MAX + 1);
 	if (len > SRS_ADDR_MAX || (at = strrchr(addr, '@')) == NULL ||
-	    at[1] == '\0' || srs_has_bad_byte(addr, len)) {
-		*err_out = SRS_ERR_MALFORMED;
-		return -1;
-	}
+	    at[1] == '\0' || srs_has_bad_byte(addr, len))
+		return sbuf_seterr(err, SRS_ERR_MALFORMED);
 	llen = (size_t)(at - addr);
 	end = at;
 
 	if (addr[3] == '1') {
 		if (!srs_split_srs1(addr, llen, &h, &host, &rest) ||
 		    !srs_is_our_hash(&h) ||
-		    memchr(host.p, '@', host.len) != NULL) {
-			*err_out = SRS_ERR_MALFORMED;
-			return -1;
-		}
+		    memchr(host.p, '@', host.len) != NULL)
+			return sbuf_seterr(err, SRS_ERR_MALFORMED);
 		parts[0] = host;
 		parts[1] = rest;
-		if ((v = srs_verify(srs, parts, 2, h.p)) != 0) {
-			*err_out = v == -2 ? SRS_ERR_HMAC : SRS_ERR_FORGED;
-			return -1;
-		}
+		if ((v = srs_verify(srs, parts, 2, h.p)) != 0)
+			return sbuf_seterr(err, "%s",
+			    v == -2 ? SRS_ERR_HMAC : SRS_ERR_FORGED);
 		/* SRS1 has no timestamp of ours; the first hop checks its. */
 		n = snprintf(out, outsize, "SRS0%.*s@%.*s", (int)rest.len,
 		    rest.p, (int)host.len, host.p);
@@ -550,10 +528,9 @@ auth_srs_reverse(const struct auth_srs *srs, const char *addr, time_t now,
 	parts[2].p = e + 1;
 	parts[2].len = (size_t)(end - e - 1);
 
-	if ((v = srs_verify(srs, parts, 3, h.p)) != 0) {
-		*err_out = v == -2 ? SRS_ERR_HMAC : SRS_ERR_FORGED;
-		return -1;
-	}
+	if ((v = srs_verify(srs, parts, 3, h.p)) != 0)
+		return sbuf_seterr(err, "%s",
+		    v == -2 ? SRS_ERR_HMAC : SRS_ERR_FORGED);
 	/*
 	 * TT is a day mod 1024, so "how old" is only known mod 1024: within
 	 * max_age is valid, one day ahead is clock skew between forwarders,
@@ -563,23 +540,19 @@ auth_srs_reverse(const struct auth_srs *srs, const char *addr, time_t now,
 	then = (uint32_t)(hi << 5 | lo);
 	today = srs_day(now);
 	delta = (today + SRS_TT_MOD - then) % SRS_TT_MOD;
-	if (delta > srs->max_age && delta != SRS_TT_MOD - 1) {
-		*err_out =
-		    delta >= SRS_TT_MOD / 2 ? SRS_ERR_FUTURE : SRS_ERR_EXPIRED;
-		return -1;
-	}
+	if (delta > srs->max_age && delta != SRS_TT_MOD - 1)
+		return sbuf_seterr(err, "%s",
+		    delta >= SRS_TT_MOD / 2 ? SRS_ERR_FUTURE : SRS_ERR_EXPIRED);
 	n = snprintf(out, outsize, "%.*s@%.*s", (int)parts[2].len, parts[2].p,
 	    (int)parts[1].len, parts[1].p);
 
 done:
 	if (n < 0 || (size_t)n >= outsize) {
 		out[0] = '\0';
-		*err_out = SRS_ERR_OUTSIZE;
-		return -1;
+		return sbuf_seterr(err, SRS_ERR_OUTSIZE);
 	}
 	return 0;
 
 malformed:
-	*err_out = SRS_ERR_MALFORMED;
-	return -1;
+	return sbuf_seterr(err, SRS_ERR_MALFORMED);
 }

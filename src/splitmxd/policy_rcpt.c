@@ -73,7 +73,7 @@ srs_check(struct policy_req *req, struct policy_ctx *ctx, void *arg)
 	struct smtp_proto_rcpt *rcpt = &ctx->rcpt;
 	char out[AUTH_SRS_ADDR_BUFSIZE], esc[POLICY_ESC_MAX];
 	char from[POLICY_ESC_MAX], oesc[POLICY_ESC_MAX];
-	const char *err = NULL;
+	struct sbuf err;
 
 	if (st->srs == NULL || conf->srs_domain == NULL ||
 	    rcpt->path.is_postmaster ||
@@ -84,15 +84,18 @@ srs_check(struct policy_req *req, struct policy_ctx *ctx, void *arg)
 	}
 	rcpt_esc(esc, sizeof(esc), rcpt->path.mailbox);
 	rcpt_esc(from, sizeof(from), ctx->mail->path.mailbox);
+	sbuf_init(&err, 256);
 	if (auth_srs_reverse(st->srs, rcpt->path.mailbox, time(NULL), out,
 	    sizeof(out), &err) != 0) {
 		policy_set_why(req, "reject: RCPT from %s[%s]: %s; from=<%s> "
 		    "to=<%s>", ctx->client_name, ctx->client_addr,
-		    err != NULL ? err : "bad SRS", from, esc);
+		    err.len > 0 ? err.data : "bad SRS", from, esc);
 		policy_answer(req, POLICY_REJECT, 550, "5.7.1", "<%s>: %s", esc,
-		    err != NULL ? err : "invalid SRS address");
+		    err.len > 0 ? err.data : "invalid SRS address");
+		sbuf_release(&err);
 		return;
 	}
+	sbuf_release(&err);
 	(void)snprintf(rcpt->path.mailbox, sizeof(rcpt->path.mailbox), "%s",
 	    out);
 	log_info("%s: SRS <%s> is <%s>", ctx->sid, esc,

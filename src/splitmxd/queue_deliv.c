@@ -228,13 +228,16 @@ qdeliv_prepare(struct qdeliv *d)
 	 */
 	if (d->qt->t->srs && m->q->srs != NULL && m->env.sender[0] != '\0') {
 		char out[AUTH_SRS_ADDR_BUFSIZE];
-		const char *err = NULL;
+		struct sbuf err;
 
+		sbuf_init(&err, 256);
 		if (d->srs_sender == NULL && auth_srs_forward(m->q->srs,
 		    m->env.sender, time(NULL), out, sizeof(out), &err) == 0)
 			d->srs_sender = xstrdup(out);
-		else if (d->srs_sender == NULL && err != NULL)
-			log_info("%s: sender not SRS-rewritten: %s", m->id, err);
+		else if (d->srs_sender == NULL && err.len > 0)
+			log_info("%s: sender not SRS-rewritten: %s", m->id,
+			    err.data);
+		sbuf_release(&err);
 		if (d->srs_sender != NULL)
 			d->cmsg.sender = d->srs_sender;
 	}

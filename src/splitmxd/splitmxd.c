@@ -178,7 +178,7 @@ srs_load(const struct conf *conf, struct sbuf *err)
 {
 	struct auth_srs_params p;
 	struct auth_srs *srs;
-	const char *e = NULL;
+	struct sbuf e;
 	char secret[512];
 	size_t i, n;
 	bool wanted = false;
@@ -210,10 +210,12 @@ srs_load(const struct conf *conf, struct sbuf *err)
 	p.secret = secret;
 	p.secret_len = n;
 	p.domain = conf->srs_domain;
+	sbuf_init(&e, 256);
 	srs = auth_srs_new(&p, &e);
 	explicit_bzero(secret, sizeof(secret));
 	if (srs == NULL)
-		(void)sbuf_printf(err, "SRS: %s", e != NULL ? e : "error");
+		(void)sbuf_printf(err, "SRS: %s", e.len > 0 ? e.data : "error");
+	sbuf_release(&e);
 	return srs;
 }
 

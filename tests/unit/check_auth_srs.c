@@ -30,14 +30,34 @@
 #define ERR_FORGED    "forged SRS address (bad hash)"
 #define ERR_EXPIRED   "expired SRS address"
 
+/*
+ * The error sbuf (docs/errors.md). ERR_FILL pre-fills it so that a call
+ * which must leave it empty ("no reason") is seen to reset it; ERR_EMPTY
+ * and ERR_SET are the checks that replace "err is NULL" / "err is not".
+ */
+#define ERR_CAP 256
+#define ERR_FILL(e) ((void)sbuf_seterr((e), "untouched"))
+#define ERR_EMPTY(e)                                                           \
+	do {                                                                   \
+		ck_assert_uint_eq((e)->len, 0);                                \
+		ck_assert_str_eq((e)->data, "");                               \
+	} while (0)
+#define ERR_SET(e)                                                             \
+	do {                                                                   \
+		ck_assert_uint_gt((e)->len, 0);                                \
+		ck_assert_uint_eq(strlen((e)->data), (e)->len);                \
+		ck_assert_str_ne((e)->data, "untouched");                      \
+	} while (0)
+
 static struct auth_srs *
 mk_full(const char *secret, const char *domain, unsigned max_age, char sep,
     bool allow_long)
 {
 	struct auth_srs_params p;
 	struct auth_srs *srs;
-	const char *err = NULL;
+	struct sbuf err;
 
+	sbuf_init(&err, ERR_CAP);
 	memset(&p, 0, sizeof(p));
 	p.secret = secret;
 	p.secret_len = strlen(secret);
@@ -46,8 +66,10 @@ mk_full(const char *secret, const char *domain, unsigned max_age, char sep,
 	p.separator = sep;
 	p.allow_long_local = allow_long;
 	srs = auth_srs_new(&p, &err);
-	ck_assert_msg(srs != NULL, "auth_srs_new: %s", err ? err : "?");
-	ck_assert_ptr_null(err);
+	ck_assert_msg(srs != NULL, "auth_srs_new: %s",
+	    err.len > 0 ? err.data : "?");
+	ERR_EMPTY(&err);
+	sbuf_release(&err);
 	return srs;
 }
 
@@ -62,13 +84,16 @@ static char *
 fwd_ok(const struct auth_srs *srs, const char *sender, time_t now, char *out,
     size_t outsize)
 {
-	const char *err = "untouched";
+	struct sbuf err;
 	int rc;
 
+	sbuf_init(&err, ERR_CAP);
+	ERR_FILL(&err);
 	rc = auth_srs_forward(srs, sender, now, out, outsize, &err);
 	ck_assert_msg(rc == 0, "forward %s: rc %d (%s)", sender, rc,
-	    err ? err : "no error");
-	ck_assert_ptr_null(err);
+	    err.len > 0 ? err.data : "no error");
+	ERR_EMPTY(&err);
+	sbuf_release(&err);
 	return out;
 }
 
@@ -77,13 +102,16 @@ rev_ok(
     const struct auth_srs *srs, const char *addr, time_t now, const char *want)
 {
 	char out[AUTH_SRS_ADDR_BUFSIZE];
-	const char *err = "untouched";
+	struct sbuf err;
 	int rc;
 
+	sbuf_init(&err, ERR_CAP);
+	ERR_FILL(&err);
 	rc = auth_srs_reverse(srs, addr, now, out, sizeof(out), &err);
 	ck_assert_msg(rc == 0, "reverse %s: rc %d (%s)", addr, rc,
-	    err ? err : "no error");
-	ck_assert_ptr_null(err);
+	    err.len > 0 ? err.data : "no error");
+	ERR_EMPTY(&err);
+	sbuf_release(&err);
 	ck_assert_str_eq(out, want);
 }
 
@@ -92,14 +120,16 @@ rev_fail(const struct auth_srs *srs, const char *addr, time_t now,
     const char *want_err)
 {
 	char out[AUTH_SRS_ADDR_BUFSIZE];
-	const char *err = NULL;
+	struct sbuf err;
 	int rc;
 
+	sbuf_init(&err, ERR_CAP);
 	memset(out, 'x', sizeof(out));
 	rc = auth_srs_reverse(srs, addr, now, out, sizeof(out), &err);
 	ck_assert_msg(rc == -1, "reverse %s: rc %d, want -1", addr, rc);
-	ck_assert_ptr_nonnull(err);
-	ck_assert_str_eq(err, want_err);
+	ERR_SET(&err);
+	ck_assert_str_eq(err.data, want_err);
+	sbuf_release(&err);
 	ck_assert_str_eq(out, "");
 }
 
@@ -178,7 +208,7 @@ START_TEST(test_kat_literal)
 	struct auth_srs_params p;
 	struct auth_srs *a, *b, *c, *d;
 	char out[AUTH_SRS_ADDR_BUFSIZE], out2[AUTH_SRS_ADDR_BUFSIZE];
-	const char *err;
+	struct sbuf err;
 
 	a = mk(SECRET, SRSDOM);
 	ck_assert_str_eq(fwd_ok(a, "Alice@Example.COM", NOW, out, sizeof(out)),
@@ -199,8 +229,10 @@ START_TEST(test_kat_literal)
 	p.secret_len = sizeof(bin) - 1;
 	p.domain = "bounce.example.net";
 	p.separator = '+';
+	sbuf_init(&err, ERR_CAP);
 	d = auth_srs_new(&p, &err);
 	ck_assert_ptr_nonnull(d);
+	sbuf_release(&err);
 	ck_assert_str_eq(fwd_ok(d, "first.last+tag@mail.example.org",
 	                     (time_t)1234567890, out, sizeof(out)),
 	    "SRS0+wXRj=6Q=mail.example.org=first.last+tag@bounce.example.net");
@@ -517,8 +549,9 @@ START_TEST(test_future)
 {
 	struct auth_srs *srs = mk(SECRET, SRSDOM);
 	char out[AUTH_SRS_ADDR_BUFSIZE], tmp[AUTH_SRS_ADDR_BUFSIZE];
-	const char *err = NULL;
+	struct sbuf err;
 
+	sbuf_init(&err, ERR_CAP);
 	fwd_ok(srs, "u@d.test", NOW, out, sizeof(out));
 	/* One day of clock skew between forwarders is tolerated. */
 	rev_ok(srs, out, NOW - DAY, "u@d.test");
@@ -532,7 +565,8 @@ START_TEST(test_future)
 
 	ck_assert_int_eq(
 	    auth_srs_reverse(srs, out, (time_t)-1, tmp, sizeof(tmp), &err), -1);
-	ck_assert_str_eq(err, "SRS: invalid arguments");
+	ck_assert_str_eq(err.data, "SRS: invalid arguments");
+	sbuf_release(&err);
 	auth_srs_free(srs);
 }
 END_TEST
@@ -671,18 +705,20 @@ START_TEST(test_not_srs)
 	};
 	struct auth_srs *srs = mk(SECRET, SRSDOM);
 	char out[AUTH_SRS_ADDR_BUFSIZE];
-	const char *err;
+	struct sbuf err;
 	size_t i;
 
+	sbuf_init(&err, ERR_CAP);
 	for (i = 0; i < sizeof(addrs) / sizeof(addrs[0]); i++) {
-		err = NULL;
+		sbuf_reset(&err);
 		out[0] = 'x';
 		ck_assert_int_eq(auth_srs_reverse(srs, addrs[i], NOW, out,
 		                     sizeof(out), &err),
 		    1);
-		ck_assert_str_eq(err, "not an SRS address");
+		ck_assert_str_eq(err.data, "not an SRS address");
 		ck_assert_str_eq(out, "");
 	}
+	sbuf_release(&err);
 	auth_srs_free(srs);
 }
 END_TEST
@@ -700,24 +736,26 @@ START_TEST(test_forward_malformed_sender)
 	};
 	struct auth_srs *srs = mk(SECRET, SRSDOM);
 	char out[AUTH_SRS_ADDR_BUFSIZE];
-	const char *err;
+	struct sbuf err;
 	size_t i;
 
+	sbuf_init(&err, ERR_CAP);
 	for (i = 0; i < sizeof(senders) / sizeof(senders[0]); i++) {
-		err = NULL;
+		sbuf_reset(&err);
 		ck_assert_int_eq(auth_srs_forward(srs, senders[i], NOW, out,
 		                     sizeof(out), &err),
 		    -1);
-		ck_assert_str_eq(err, "malformed sender address");
+		ck_assert_str_eq(err.data, "malformed sender address");
 		ck_assert_str_eq(out, "");
 	}
 	/* Quoted local parts pass unrewritten, with a reason. */
-	err = NULL;
+	sbuf_reset(&err);
 	ck_assert_int_eq(auth_srs_forward(srs, "\"a@b c\"@d.test", NOW, out,
 	                     sizeof(out), &err),
 	    1);
-	ck_assert_ptr_nonnull(err);
+	ERR_SET(&err);
 	ck_assert_str_eq(out, "");
+	sbuf_release(&err);
 	auth_srs_free(srs);
 }
 END_TEST
@@ -728,17 +766,20 @@ START_TEST(test_null_sender)
 {
 	struct auth_srs *srs = mk(SECRET, SRSDOM);
 	char out[AUTH_SRS_ADDR_BUFSIZE];
-	const char *err = "untouched";
+	struct sbuf err;
 
+	sbuf_init(&err, ERR_CAP);
+	ERR_FILL(&err);
 	out[0] = 'x';
 	ck_assert_int_eq(
 	    auth_srs_forward(srs, "", NOW, out, sizeof(out), &err), 1);
-	ck_assert_ptr_null(err);
+	ERR_EMPTY(&err);
 	ck_assert_str_eq(out, "");
-	err = "untouched";
+	ERR_FILL(&err);
 	ck_assert_int_eq(
 	    auth_srs_forward(srs, "<>", NOW, out, sizeof(out), &err), 1);
-	ck_assert_ptr_null(err);
+	ERR_EMPTY(&err);
+	sbuf_release(&err);
 	auth_srs_free(srs);
 }
 END_TEST
@@ -754,17 +795,19 @@ START_TEST(test_own_domain)
 	};
 	struct auth_srs *srs = mk(SECRET, SRSDOM);
 	char out[AUTH_SRS_ADDR_BUFSIZE];
-	const char *err;
+	struct sbuf err;
 	size_t i;
 
+	sbuf_init(&err, ERR_CAP);
 	for (i = 0; i < sizeof(senders) / sizeof(senders[0]); i++) {
-		err = "untouched";
+		ERR_FILL(&err);
 		ck_assert_int_eq(auth_srs_forward(srs, senders[i], NOW, out,
 		                     sizeof(out), &err),
 		    1);
-		ck_assert_ptr_null(err);
+		ERR_EMPTY(&err);
 		ck_assert_str_eq(out, "");
 	}
+	sbuf_release(&err);
 	/* A sub- or look-alike domain is someone else's. */
 	fwd_ok(srs, "x@a.srs.relay.test", NOW, out, sizeof(out));
 	fwd_ok(srs, "x@srs.relay.testx", NOW, out, sizeof(out));
@@ -779,14 +822,15 @@ START_TEST(test_rotation)
 	struct auth_srs *old, *cur, *cur_only;
 	char s_old[AUTH_SRS_ADDR_BUFSIZE], s_cur[AUTH_SRS_ADDR_BUFSIZE];
 	char want[AUTH_SRS_ADDR_BUFSIZE];
-	const char *err = NULL;
+	struct sbuf err;
 	int i;
 
+	sbuf_init(&err, ERR_CAP);
 	old = mk("old secret", SRSDOM);
 	cur = mk("new secret", SRSDOM);
 	cur_only = mk("new secret", SRSDOM);
 	ck_assert_int_eq(auth_srs_add_secret(cur, "old secret", 10, &err), 0);
-	ck_assert_ptr_null(err);
+	ERR_EMPTY(&err);
 
 	fwd_ok(old, "u@d.test", NOW, s_old, sizeof(s_old));
 	fwd_ok(
@@ -807,11 +851,12 @@ START_TEST(test_rotation)
 	for (i = 2; i < AUTH_SRS_SECRETS_MAX; i++)
 		ck_assert_int_eq(auth_srs_add_secret(cur, "k", 1, &err), 0);
 	ck_assert_int_eq(auth_srs_add_secret(cur, "k", 1, &err), -1);
-	ck_assert_str_eq(err, "too many SRS secrets");
+	ck_assert_str_eq(err.data, "too many SRS secrets");
 	ck_assert_int_eq(auth_srs_add_secret(cur_only, "", 0, &err), -1);
 	ck_assert_int_eq(auth_srs_add_secret(cur_only, NULL, 3, &err), -1);
 	/* The rotated secret still verifies with the list full. */
 	rev_ok(cur, s_old, NOW, "u@d.test");
+	sbuf_release(&err);
 
 	auth_srs_free(old);
 	auth_srs_free(cur);
@@ -834,8 +879,9 @@ START_TEST(test_limits)
 	struct auth_srs *strict = mk(SECRET, SRSDOM);
 	struct auth_srs *lax = mk_full(SECRET, SRSDOM, 0, 0, true);
 	char sender[600], out[AUTH_SRS_ADDR_BUFSIZE], dom[300];
-	const char *err;
+	struct sbuf err;
 
+	sbuf_init(&err, ERR_CAP);
 	/* 13 + 23 + 1 + 27 = 64-octet local part: just fits. */
 	build(sender, 27, "abcdefghij.example.test");
 	fwd_ok(strict, sender, NOW, out, sizeof(out));
@@ -843,11 +889,11 @@ START_TEST(test_limits)
 	rev_ok(strict, out, NOW, sender);
 	/* One more octet: left alone under the default. */
 	build(sender, 28, "abcdefghij.example.test");
-	err = NULL;
+	sbuf_reset(&err);
 	ck_assert_int_eq(
 	    auth_srs_forward(strict, sender, NOW, out, sizeof(out), &err), 1);
-	ck_assert_ptr_nonnull(err);
-	ck_assert_ptr_nonnull(strstr(err, "64"));
+	ERR_SET(&err);
+	ck_assert_ptr_nonnull(strstr(err.data, "64"));
 	ck_assert_str_eq(out, "");
 	fwd_ok(lax, sender, NOW, out, sizeof(out));
 	rev_ok(lax, out, NOW, sender);
@@ -856,11 +902,11 @@ START_TEST(test_limits)
 	memset(dom, 'd', sizeof(dom));
 	memcpy(dom + 200, ".test", 6); /* 205-octet domain */
 	build(sender, 21, dom);        /* 13+205+1+21+1+14 = 255 */
-	err = NULL;
+	sbuf_reset(&err);
 	ck_assert_int_eq(
 	    auth_srs_forward(lax, sender, NOW, out, sizeof(out), &err), 1);
-	ck_assert_ptr_nonnull(err);
-	ck_assert_ptr_nonnull(strstr(err, "path limit"));
+	ERR_SET(&err);
+	ck_assert_ptr_nonnull(strstr(err.data, "path limit"));
 	build(sender, 20, dom); /* exactly 254 */
 	fwd_ok(lax, sender, NOW, out, sizeof(out));
 	ck_assert_uint_eq(strlen(out), 254);
@@ -870,19 +916,20 @@ START_TEST(test_limits)
 	build(sender, 64, dom);
 	memset(sender + 64 + 1, 'e', 300);
 	memcpy(sender + 64 + 1 + 300, ".test", 6);
-	err = NULL;
+	sbuf_reset(&err);
 	ck_assert_int_eq(
 	    auth_srs_forward(lax, sender, NOW, out, sizeof(out), &err), 1);
-	ck_assert_ptr_nonnull(err);
+	ERR_SET(&err);
 
 	/* SRS1 is bound by the same limits. */
 	build(sender, 40, "abcdefghij.example.test"); /* SRS1: 70 */
 	memcpy(sender, "SRS0=abcd=G3=", 13);
-	err = NULL;
+	sbuf_reset(&err);
 	ck_assert_int_eq(
 	    auth_srs_forward(strict, sender, NOW, out, sizeof(out), &err), 1);
-	ck_assert_ptr_nonnull(err);
+	ERR_SET(&err);
 
+	sbuf_release(&err);
 	auth_srs_free(strict);
 	auth_srs_free(lax);
 }
@@ -892,25 +939,26 @@ START_TEST(test_small_output)
 {
 	struct auth_srs *srs = mk(SECRET, SRSDOM);
 	char out[AUTH_SRS_ADDR_BUFSIZE], small[48];
-	const char *err;
+	struct sbuf err;
 	size_t n;
 
+	sbuf_init(&err, ERR_CAP);
 	fwd_ok(srs, "Alice@Example.COM", NOW, out, sizeof(out));
 	n = strlen(out); /* 45 */
-	err = NULL;
+	sbuf_reset(&err);
 	ck_assert_int_eq(
 	    auth_srs_forward(srs, "Alice@Example.COM", NOW, small, n, &err),
 	    -1);
-	ck_assert_ptr_nonnull(err);
+	ERR_SET(&err);
 	ck_assert_str_eq(small, "");
 	ck_assert_int_eq(
 	    auth_srs_forward(srs, "Alice@Example.COM", NOW, small, n + 1, &err),
 	    0);
 	ck_assert_str_eq(small, out);
 
-	err = NULL;
+	sbuf_reset(&err);
 	ck_assert_int_eq(auth_srs_reverse(srs, out, NOW, small, 17, &err), -1);
-	ck_assert_ptr_nonnull(err);
+	ERR_SET(&err);
 	ck_assert_str_eq(small, "");
 	ck_assert_int_eq(auth_srs_reverse(srs, out, NOW, small, 18, &err), 0);
 	ck_assert_str_eq(small, "Alice@Example.COM");
@@ -923,6 +971,7 @@ START_TEST(test_small_output)
 	    auth_srs_forward(NULL, "a@b", NOW, out, sizeof(out), NULL), -1);
 	ck_assert_int_eq(
 	    auth_srs_reverse(srs, NULL, NOW, out, sizeof(out), &err), -1);
+	sbuf_release(&err);
 	auth_srs_free(srs);
 }
 END_TEST
@@ -933,22 +982,23 @@ START_TEST(test_new_params)
 {
 	struct auth_srs_params p;
 	struct auth_srs *srs;
-	const char *err;
+	struct sbuf err;
 
+	sbuf_init(&err, ERR_CAP);
 	memset(&p, 0, sizeof(p));
-	err = NULL;
+	sbuf_reset(&err);
 	ck_assert_ptr_null(auth_srs_new(NULL, &err));
-	ck_assert_ptr_nonnull(err);
+	ERR_SET(&err);
 
 	p.domain = SRSDOM;
-	err = NULL;
+	sbuf_reset(&err);
 	ck_assert_ptr_null(auth_srs_new(&p, &err));
-	ck_assert_str_eq(err, "SRS secret is empty");
+	ck_assert_str_eq(err.data, "SRS secret is empty");
 	p.secret = "s";
 	p.secret_len = 1;
 	p.domain = NULL;
 	ck_assert_ptr_null(auth_srs_new(&p, &err));
-	ck_assert_str_eq(err, "SRS domain is empty");
+	ck_assert_str_eq(err.data, "SRS domain is empty");
 	p.domain = "";
 	ck_assert_ptr_null(auth_srs_new(&p, &err));
 	p.domain = "srs=bad.test";
@@ -967,9 +1017,10 @@ START_TEST(test_new_params)
 	p.max_age_days = 0;
 	srs = auth_srs_new(&p, &err);
 	ck_assert_ptr_nonnull(srs);
-	ck_assert_ptr_null(err);
+	ERR_EMPTY(&err);
 	auth_srs_free(srs);
 
+	sbuf_release(&err);
 	auth_srs_free(NULL);
 }
 END_TEST
@@ -1005,14 +1056,109 @@ START_TEST(test_stateless)
 {
 	struct auth_srs *srs = mk(SECRET, SRSDOM);
 	char a[AUTH_SRS_ADDR_BUFSIZE], b[AUTH_SRS_ADDR_BUFSIZE];
-	const char *err;
+	struct sbuf err;
 
+	sbuf_init(&err, ERR_CAP);
 	fwd_ok(srs, "u@d.test", NOW, a, sizeof(a));
 	rev_fail(srs, "SRS0=AAAA=G3=d.test=u@x", NOW, ERR_FORGED);
 	ck_assert_int_eq(
 	    auth_srs_forward(srs, "bad", NOW, b, sizeof(b), &err), -1);
 	fwd_ok(srs, "u@d.test", NOW, b, sizeof(b));
 	ck_assert_str_eq(a, b);
+	sbuf_release(&err);
+	auth_srs_free(srs);
+}
+END_TEST
+
+/*
+ * The error sbuf: every call replaces what err held (a reason, or nothing),
+ * a reason is cut at err's cap, and err may be NULL.
+ */
+START_TEST(test_err_sbuf)
+{
+	struct auth_srs_params p;
+	struct auth_srs *srs = mk(SECRET, SRSDOM), *t;
+	char out[AUTH_SRS_ADDR_BUFSIZE], back[AUTH_SRS_ADDR_BUFSIZE];
+	struct sbuf err, small, none;
+
+	sbuf_init(&err, ERR_CAP);
+	sbuf_init(&small, 6);
+	sbuf_init(&none, 0);
+
+	/* A reason replaces the previous one; success leaves err empty. */
+	ERR_FILL(&err);
+	ck_assert_int_eq(
+	    auth_srs_forward(srs, "bad", NOW, out, sizeof(out), &err), -1);
+	ck_assert_str_eq(err.data, "malformed sender address");
+	ck_assert_int_eq(
+	    auth_srs_reverse(srs, "u@d.test", NOW, out, sizeof(out), &err), 1);
+	ck_assert_str_eq(err.data, "not an SRS address");
+	ck_assert_int_eq(
+	    auth_srs_forward(srs, "u@d.test", NOW, out, sizeof(out), &err), 0);
+	ERR_EMPTY(&err);
+	ERR_FILL(&err);
+	ck_assert_int_eq(
+	    auth_srs_reverse(srs, out, NOW, back, sizeof(back), &err), 0);
+	ERR_EMPTY(&err);
+	ck_assert_str_eq(back, "u@d.test");
+	ERR_FILL(&err);
+	ck_assert_int_eq(auth_srs_add_secret(srs, "old", 3, &err), 0);
+	ERR_EMPTY(&err);
+	ERR_FILL(&err);
+	ck_assert_int_eq(auth_srs_add_secret(srs, NULL, 0, &err), -1);
+	ck_assert_str_eq(err.data, "SRS secret is empty");
+	memset(&p, 0, sizeof(p));
+	p.secret = SECRET;
+	p.secret_len = strlen(SECRET);
+	p.domain = SRSDOM;
+	t = auth_srs_new(&p, &err);
+	ck_assert_ptr_nonnull(t);
+	ERR_EMPTY(&err);
+	auth_srs_free(t);
+
+	/* Cut at the cap; the return code still tells the failure. */
+	ck_assert_int_eq(auth_srs_reverse(srs, "SRS0=AAAA=G3=d.test=u@x", NOW,
+	                     out, sizeof(out), &small),
+	    -1);
+	ck_assert_str_eq(small.data, "forged");
+	ck_assert_uint_eq(small.len, 6);
+	ck_assert_int_eq(auth_srs_forward(srs, "\"q\"@d.test", NOW, out,
+	                     sizeof(out), &small),
+	    1);
+	ck_assert_str_eq(small.data, "quoted");
+	p.domain = "";
+	ck_assert_ptr_null(auth_srs_new(&p, &small));
+	ck_assert_str_eq(small.data, "SRS do");
+	ck_assert_int_eq(
+	    auth_srs_forward(srs, "bad", NOW, out, sizeof(out), &none), -1);
+	ERR_EMPTY(&none);
+
+	/* NULL err: the same answers, no detail. */
+	ck_assert_int_eq(
+	    auth_srs_forward(srs, "u@d.test", NOW, out, sizeof(out), NULL), 0);
+	ck_assert_int_eq(
+	    auth_srs_reverse(srs, out, NOW, back, sizeof(back), NULL), 0);
+	ck_assert_str_eq(back, "u@d.test");
+	ck_assert_int_eq(
+	    auth_srs_forward(srs, "", NOW, out, sizeof(out), NULL), 1);
+	ck_assert_int_eq(
+	    auth_srs_forward(srs, "\"q\"@d.test", NOW, out, sizeof(out), NULL),
+	    1);
+	ck_assert_int_eq(
+	    auth_srs_reverse(srs, "u@d.test", NOW, out, sizeof(out), NULL), 1);
+	ck_assert_int_eq(auth_srs_reverse(srs, "SRS0=AAAA=G3=d.test=u@x", NOW,
+	                     out, sizeof(out), NULL),
+	    -1);
+	ck_assert_int_eq(auth_srs_add_secret(srs, "old2", 4, NULL), 0);
+	ck_assert_int_eq(auth_srs_add_secret(srs, "", 0, NULL), -1);
+	p.domain = SRSDOM;
+	t = auth_srs_new(&p, NULL);
+	ck_assert_ptr_nonnull(t);
+	auth_srs_free(t);
+
+	sbuf_release(&err);
+	sbuf_release(&small);
+	sbuf_release(&none);
 	auth_srs_free(srs);
 }
 END_TEST
@@ -1030,9 +1176,10 @@ thread_main(void *p)
 	struct thread_arg *a = p;
 	char sender[64], out[AUTH_SRS_ADDR_BUFSIZE];
 	char back[AUTH_SRS_ADDR_BUFSIZE];
-	const char *err;
+	struct sbuf err;
 	int i;
 
+	sbuf_init(&err, ERR_CAP);
 	for (i = 0; i < 500; i++) {
 		snprintf(sender, sizeof(sender), "t%d.n%d@d%d.test", a->id, i,
 		    i % 7);
@@ -1043,6 +1190,7 @@ thread_main(void *p)
 		    strcmp(back, sender) != 0)
 			a->bad++;
 	}
+	sbuf_release(&err);
 	return NULL;
 }
 
@@ -1116,6 +1264,7 @@ auth_srs_suite(void)
 	tcase_add_loop_test(tc, test_is_srs, 0,
 	    (int)(sizeof(is_srs_tab) / sizeof(is_srs_tab[0])));
 	tcase_add_test(tc, test_stateless);
+	tcase_add_test(tc, test_err_sbuf);
 	tcase_add_test(tc, test_threads);
 	suite_add_tcase(s, tc);
 	return s;
