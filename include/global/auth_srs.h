@@ -81,8 +81,8 @@ struct auth_srs_params {
  * Returns it with err empty, or NULL with err set on a bad parameter.
  * Free with auth_srs_free, which wipes the secrets.
  */
-struct auth_srs *auth_srs_new(const struct auth_srs_params *p,
-    struct sbuf *err) __attribute__((warn_unused_result));
+struct auth_srs *auth_srs_new(const struct auth_srs_params *p, struct sbuf *err)
+    __attribute__((warn_unused_result));
 
 /*
  * Adds a secret accepted when reversing but never used to sign (key

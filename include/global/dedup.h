@@ -45,13 +45,13 @@
 
 #include "sbuf.h"
 
-#define DEDUP_QID_LEN		16	/* = SPOOL_ID_LEN, [0-9A-Z]{16} */
-#define DEDUP_REPLY_MAX		128	/* stored target reply; longer is cut */
-#define DEDUP_MSGID_MAX		998	/* RFC 5322 2.1.1 line limit */
-#define DEDUP_MSGKEY_MAX	(2 + DEDUP_MSGID_MAX)	/* "m:" + Message-ID */
-#define DEDUP_WINDOW_DEFAULT	((time_t)7 * 24 * 60 * 60)
-#define DEDUP_MAP_SIZE_DEFAULT	((size_t)1 << 30)	/* 1 GiB */
-#define DEDUP_EXPIRE_BATCH	1024	/* entries removed per write txn */
+#define DEDUP_QID_LEN          16  /* = SPOOL_ID_LEN, [0-9A-Z]{16} */
+#define DEDUP_REPLY_MAX        128 /* stored target reply; longer is cut */
+#define DEDUP_MSGID_MAX        998 /* RFC 5322 2.1.1 line limit */
+#define DEDUP_MSGKEY_MAX       (2 + DEDUP_MSGID_MAX) /* "m:" + Message-ID */
+#define DEDUP_WINDOW_DEFAULT   ((time_t)7 * 24 * 60 * 60)
+#define DEDUP_MAP_SIZE_DEFAULT ((size_t)1 << 30) /* 1 GiB */
+#define DEDUP_EXPIRE_BATCH     1024 /* entries removed per write txn */
 
 /*
  * Message keys. "m:" followed by the first Message-ID header's value,
@@ -89,31 +89,31 @@ int dedup_msgkey(const void *content, size_t len, struct sbuf *out,
 
 /* What an entry is about. Strings are borrowed for the call. */
 struct dedup_key {
-	const char	*msgkey;	/* from dedup_msgkey_final */
-	const char	*rcpt;		/* mailbox as received; lower-cased */
-	const char	*target;	/* target name from the config */
+	const char *msgkey; /* from dedup_msgkey_final */
+	const char *rcpt;   /* mailbox as received; lower-cased */
+	const char *target; /* target name from the config */
 };
 
 /* What lookup reports about the first delivery. */
 struct dedup_entry {
-	char	qid[DEDUP_QID_LEN + 1];		/* first queue id */
-	time_t	first_seen;			/* seconds since the epoch */
-	char	reply[DEDUP_REPLY_MAX + 1];	/* target reply, "" if none */
+	char qid[DEDUP_QID_LEN + 1];     /* first queue id */
+	time_t first_seen;               /* seconds since the epoch */
+	char reply[DEDUP_REPLY_MAX + 1]; /* target reply, "" if none */
 };
 
 /* One record_many item. result is written: 1 inserted, 0 kept the first. */
 struct dedup_rec {
-	struct dedup_key	 key;
-	const char		*qid;		/* DEDUP_QID_LEN chars */
-	const char		*reply;		/* NULL or short text */
-	int			 result;	/* out */
+	struct dedup_key key;
+	const char *qid;   /* DEDUP_QID_LEN chars */
+	const char *reply; /* NULL or short text */
+	int result;        /* out */
 };
 
 struct dedup_conf {
-	const char	*path;		/* LMDB: a directory, created 0700 */
-	size_t		 map_size;	/* bytes; 0 = DEDUP_MAP_SIZE_DEFAULT */
-					/* LMDB: at least 48 pages (192 KiB) */
-	time_t		 window;	/* seconds; 0 = DEDUP_WINDOW_DEFAULT */
+	const char *path; /* LMDB: a directory, created 0700 */
+	size_t map_size;  /* bytes; 0 = DEDUP_MAP_SIZE_DEFAULT */
+	                  /* LMDB: at least 48 pages (192 KiB) */
+	time_t window;    /* seconds; 0 = DEDUP_WINDOW_DEFAULT */
 };
 
 struct dedup;
@@ -129,24 +129,22 @@ struct dedup;
  * count as absent for lookup and record.
  */
 struct dedup_ops {
-	const char	*name;
-	struct dedup	*(*open)(const struct dedup_conf *conf,
-			    struct sbuf *err);
-	int		 (*lookup)(struct dedup *dd, const struct dedup_key *key,
-			    time_t now, struct dedup_entry *out,
-			    struct sbuf *err);
-	int		 (*record)(struct dedup *dd, struct dedup_rec *recs,
-			    size_t n, time_t now, struct sbuf *err);
-	int		 (*expire)(struct dedup *dd, time_t now,
-			    size_t *removed_out, struct sbuf *err);
-	void		 (*close)(struct dedup *dd);
+	const char *name;
+	struct dedup *(*open)(const struct dedup_conf *conf, struct sbuf *err);
+	int (*lookup)(struct dedup *dd, const struct dedup_key *key, time_t now,
+	    struct dedup_entry *out, struct sbuf *err);
+	int (*record)(struct dedup *dd, struct dedup_rec *recs, size_t n,
+	    time_t now, struct sbuf *err);
+	int (*expire)(struct dedup *dd, time_t now, size_t *removed_out,
+	    struct sbuf *err);
+	void (*close)(struct dedup *dd);
 };
 
 /* The common head of every backend's handle; callers treat it as opaque. */
 struct dedup {
-	const struct dedup_ops		*ops;
-	time_t				 window;
-	_Atomic unsigned long long	 evicted;	/* see dedup_evicted */
+	const struct dedup_ops *ops;
+	time_t window;
+	_Atomic unsigned long long evicted; /* see dedup_evicted */
 };
 
 /* The embedded default. */
@@ -175,8 +173,8 @@ int dedup_lookup(struct dedup *dd, const struct dedup_key *key, time_t now,
  * err set (nothing written). Durable when it returns 0 or 1. reply may be
  * NULL; longer than DEDUP_REPLY_MAX it is cut.
  */
-int dedup_record(struct dedup *dd, const struct dedup_key *key,
-    const char *qid, const char *reply, time_t now, struct sbuf *err)
+int dedup_record(struct dedup *dd, const struct dedup_key *key, const char *qid,
+    const char *reply, time_t now, struct sbuf *err)
     __attribute__((warn_unused_result));
 
 /*

@@ -13,7 +13,7 @@
 
 #include "sbuf.h"
 
-#define HEADER_FMT_LINE_MAX	78	/* RFC 5322 2.1.1 "SHOULD" */
+#define HEADER_FMT_LINE_MAX 78 /* RFC 5322 2.1.1 "SHOULD" */
 
 /* RFC 2045 token octet: printable US-ASCII except SPACE and tspecials. */
 bool header_fmt_is_token_char(unsigned char c);

@@ -17,11 +17,11 @@
 
 struct conf;
 
-#define ROUTER_MAX_HOPS	16
+#define ROUTER_MAX_HOPS 16
 
 struct router_hop {
-	size_t	target;				/* index into conf->targets */
-	char	rcpt[SMTP_PROTO_PATH_MAX + 1];	/* address at that target */
+	size_t target;                      /* index into conf->targets */
+	char rcpt[SMTP_PROTO_PATH_MAX + 1]; /* address at that target */
 };
 
 /*

@@ -20,27 +20,27 @@
  * (DSN's ORCPT and ENVID, SIZE, SMTPUTF8) may raise it. We accept up to
  * this many octets including CRLF and refuse longer lines (500 5.5.2).
  */
-#define SMTP_PROTO_CMDLINE_MAX	2048
-#define SMTP_PROTO_LOCAL_MAX	64	/* RFC 5321 4.5.3.1.1 */
-#define SMTP_PROTO_DOMAIN_MAX	255	/* RFC 5321 4.5.3.1.2 */
-#define SMTP_PROTO_PATH_MAX	256	/* RFC 5321 4.5.3.1.3, incl. <> */
-#define SMTP_PROTO_ENVID_MAX	100	/* RFC 3461 4.4 */
-#define SMTP_PROTO_ORCPT_MAX	500	/* RFC 3461 4.2 */
-#define SMTP_PROTO_HELO_MAX	255
+#define SMTP_PROTO_CMDLINE_MAX 2048
+#define SMTP_PROTO_LOCAL_MAX   64  /* RFC 5321 4.5.3.1.1 */
+#define SMTP_PROTO_DOMAIN_MAX  255 /* RFC 5321 4.5.3.1.2 */
+#define SMTP_PROTO_PATH_MAX    256 /* RFC 5321 4.5.3.1.3, incl. <> */
+#define SMTP_PROTO_ENVID_MAX   100 /* RFC 3461 4.4 */
+#define SMTP_PROTO_ORCPT_MAX   500 /* RFC 3461 4.2 */
+#define SMTP_PROTO_HELO_MAX    255
 
 /* A reply chosen by a parser: code, RFC 3463 enhanced status, text. */
 struct smtp_proto_status {
-	unsigned	 code;
-	const char	*enhanced;
-	const char	*text;
+	unsigned code;
+	const char *enhanced;
+	const char *text;
 };
 
 enum smtp_proto_verb {
 	SMTP_PROTO_CMD_UNKNOWN = 0,
 	SMTP_PROTO_CMD_HELO,
 	SMTP_PROTO_CMD_EHLO,
-	SMTP_PROTO_CMD_MAIL,	/* "MAIL FROM:"; arg starts after the colon */
-	SMTP_PROTO_CMD_RCPT,	/* "RCPT TO:"; arg starts after the colon */
+	SMTP_PROTO_CMD_MAIL, /* "MAIL FROM:"; arg starts after the colon */
+	SMTP_PROTO_CMD_RCPT, /* "RCPT TO:"; arg starts after the colon */
 	SMTP_PROTO_CMD_DATA,
 	SMTP_PROTO_CMD_BDAT,
 	SMTP_PROTO_CMD_RSET,
@@ -53,13 +53,13 @@ enum smtp_proto_verb {
 	SMTP_PROTO_CMD_AUTH,
 	SMTP_PROTO_CMD_ETRN,
 	SMTP_PROTO_CMD_TURN,
-	SMTP_PROTO_CMD_HTTP,	/* GET/POST/HEAD/PUT/CONNECT: not a mail client */
+	SMTP_PROTO_CMD_HTTP, /* GET/POST/HEAD/PUT/CONNECT: not a mail client */
 };
 
 struct smtp_proto_command {
-	enum smtp_proto_verb	 verb;
-	const char		*arg;	 /* points into the line; not NUL-terminated */
-	size_t			 arglen; /* leading spaces skipped, trailing kept */
+	enum smtp_proto_verb verb;
+	const char *arg; /* points into the line; not NUL-terminated */
+	size_t arglen;   /* leading spaces skipped, trailing kept */
 };
 
 /*
@@ -74,46 +74,52 @@ int smtp_proto_parse_command(const char *line, size_t len,
 /* A reverse- or forward-path. Strings are NUL-terminated copies. */
 struct smtp_proto_path {
 	/* Mailbox exactly as received, without <> and source route; "" for <>. */
-	char	mailbox[SMTP_PROTO_PATH_MAX + 1];
+	char mailbox[SMTP_PROTO_PATH_MAX + 1];
 	/* Local part with quotes and quoted-pairs removed (for matching). */
-	char	local[SMTP_PROTO_LOCAL_MAX + 1];
+	char local[SMTP_PROTO_LOCAL_MAX + 1];
 	/* Domain as received ("" for <> and bare postmaster). */
-	char	domain[SMTP_PROTO_DOMAIN_MAX + 1];
+	char domain[SMTP_PROTO_DOMAIN_MAX + 1];
 	/* Domain lower-cased (ASCII only) for matching. */
-	char	domain_lc[SMTP_PROTO_DOMAIN_MAX + 1];
-	bool	is_null;	/* <> */
-	bool	is_postmaster;	/* <postmaster> without a domain (RCPT only) */
-	bool	quoted_local;	/* local part was a quoted-string */
-	bool	domain_literal;	/* [1.2.3.4] or [IPv6:...] */
-	bool	has_utf8;	/* non-ASCII octets present */
+	char domain_lc[SMTP_PROTO_DOMAIN_MAX + 1];
+	bool is_null;        /* <> */
+	bool is_postmaster;  /* <postmaster> without a domain (RCPT only) */
+	bool quoted_local;   /* local part was a quoted-string */
+	bool domain_literal; /* [1.2.3.4] or [IPv6:...] */
+	bool has_utf8;       /* non-ASCII octets present */
 };
 
 /* DSN NOTIFY bits (RFC 3461 4.1); 0 means not given. */
-#define SMTP_PROTO_NOTIFY_NEVER		0x01
-#define SMTP_PROTO_NOTIFY_SUCCESS	0x02
-#define SMTP_PROTO_NOTIFY_FAILURE	0x04
-#define SMTP_PROTO_NOTIFY_DELAY		0x08
+#define SMTP_PROTO_NOTIFY_NEVER   0x01
+#define SMTP_PROTO_NOTIFY_SUCCESS 0x02
+#define SMTP_PROTO_NOTIFY_FAILURE 0x04
+#define SMTP_PROTO_NOTIFY_DELAY   0x08
 
-enum smtp_proto_body { SMTP_PROTO_BODY_NONE, SMTP_PROTO_BODY_7BIT,
-    SMTP_PROTO_BODY_8BITMIME };
-enum smtp_proto_ret { SMTP_PROTO_RET_NONE, SMTP_PROTO_RET_FULL,
-    SMTP_PROTO_RET_HDRS };
+enum smtp_proto_body {
+	SMTP_PROTO_BODY_NONE,
+	SMTP_PROTO_BODY_7BIT,
+	SMTP_PROTO_BODY_8BITMIME
+};
+enum smtp_proto_ret {
+	SMTP_PROTO_RET_NONE,
+	SMTP_PROTO_RET_FULL,
+	SMTP_PROTO_RET_HDRS
+};
 
 struct smtp_proto_mail {
-	struct smtp_proto_path	path;
-	bool			has_size;
-	uint64_t		size;
-	enum smtp_proto_body	body;
-	bool			smtputf8;
-	enum smtp_proto_ret	ret;
-	char			envid[SMTP_PROTO_ENVID_MAX + 1]; /* xtext; "" if none */
+	struct smtp_proto_path path;
+	bool has_size;
+	uint64_t size;
+	enum smtp_proto_body body;
+	bool smtputf8;
+	enum smtp_proto_ret ret;
+	char envid[SMTP_PROTO_ENVID_MAX + 1]; /* xtext; "" if none */
 };
 
 struct smtp_proto_rcpt {
-	struct smtp_proto_path	path;
-	unsigned		notify;	/* SMTP_PROTO_NOTIFY_* bits */
+	struct smtp_proto_path path;
+	unsigned notify; /* SMTP_PROTO_NOTIFY_* bits */
 	/* "addr-type;xtext" exactly as received; "" if none. */
-	char			orcpt[SMTP_PROTO_ORCPT_MAX + 1];
+	char orcpt[SMTP_PROTO_ORCPT_MAX + 1];
 };
 
 /*
@@ -166,23 +172,26 @@ int smtp_proto_format_reply(struct sbuf *out, unsigned code,
  * RAW mode (BDAT): no dot handling and no terminator; the same bare CR/LF
  * and NUL rules. Call smtp_proto_data_finish after the last chunk.
  */
-enum smtp_proto_data_mode { SMTP_PROTO_DATA_DOT, SMTP_PROTO_DATA_RAW };
+enum smtp_proto_data_mode {
+	SMTP_PROTO_DATA_DOT,
+	SMTP_PROTO_DATA_RAW
+};
 
 struct smtp_proto_data {
-	enum smtp_proto_data_mode	mode;
-	bool				normalize;
-	int				state;		/* private */
-	uint64_t			out_total;	/* decoded octets so far */
-	uint64_t			cur_line;	/* length of current line */
-	uint64_t			max_line;	/* longest line seen, w/o CRLF */
-	bool				bare_cr;	/* seen a bare CR */
-	bool				bare_lf;	/* seen a bare LF */
-	bool				nul;		/* seen a NUL octet */
-	bool				done;		/* terminator seen (DOT) */
+	enum smtp_proto_data_mode mode;
+	bool normalize;
+	int state;          /* private */
+	uint64_t out_total; /* decoded octets so far */
+	uint64_t cur_line;  /* length of current line */
+	uint64_t max_line;  /* longest line seen, w/o CRLF */
+	bool bare_cr;       /* seen a bare CR */
+	bool bare_lf;       /* seen a bare LF */
+	bool nul;           /* seen a NUL octet */
+	bool done;          /* terminator seen (DOT) */
 };
 
 /* At most this many output octets per consumed input octet (plus pending). */
-#define SMTP_PROTO_DATA_EXPANSION	4
+#define SMTP_PROTO_DATA_EXPANSION 4
 
 void smtp_proto_data_init(struct smtp_proto_data *d,
     enum smtp_proto_data_mode mode, bool normalize);
@@ -198,8 +207,8 @@ int smtp_proto_data_feed(struct smtp_proto_data *d, const char *in,
     size_t *consumed_out);
 
 /* RAW mode: flush a pending CR at end of content. Needs 2 octets of room. */
-void smtp_proto_data_finish(struct smtp_proto_data *d, char *out,
-    size_t outcap, size_t *outlen_io);
+void smtp_proto_data_finish(struct smtp_proto_data *d, char *out, size_t outcap,
+    size_t *outlen_io);
 
 /*
  * Header scanner, fed the decoded content: finds the end of the header
@@ -207,22 +216,22 @@ void smtp_proto_data_finish(struct smtp_proto_data *d, char *out,
  * Message-ID field value (unfolded, trimmed, at most
  * SMTP_PROTO_MSGID_MAX octets; longer values are truncated).
  */
-#define SMTP_PROTO_MSGID_MAX	998
+#define SMTP_PROTO_MSGID_MAX 998
 /* The trace field splitmx prepends; counted by the scanner (loops). */
-#define SMTP_PROTO_TRACE_HEADER	"X-Splitmx-Trace"
+#define SMTP_PROTO_TRACE_HEADER "X-Splitmx-Trace"
 
 struct smtp_proto_hdrscan {
-	int		state;		/* private */
-	bool		in_body;	/* the empty line has been seen */
-	unsigned	received;	/* Received: fields seen */
-	unsigned	traces;		/* X-Splitmx-Trace: fields seen */
-	unsigned	dkim_sigs;	/* DKIM-Signature: fields seen */
-	bool		has_msgid;
-	char		msgid[SMTP_PROTO_MSGID_MAX + 1];
-	size_t		msgid_len;
-	char		name[32];	/* private: current field name prefix */
-	size_t		name_len;	/* private */
-	bool		capturing;	/* private */
+	int state;          /* private */
+	bool in_body;       /* the empty line has been seen */
+	unsigned received;  /* Received: fields seen */
+	unsigned traces;    /* X-Splitmx-Trace: fields seen */
+	unsigned dkim_sigs; /* DKIM-Signature: fields seen */
+	bool has_msgid;
+	char msgid[SMTP_PROTO_MSGID_MAX + 1];
+	size_t msgid_len;
+	char name[32];   /* private: current field name prefix */
+	size_t name_len; /* private */
+	bool capturing;  /* private */
 };
 
 void smtp_proto_hdrscan_init(struct smtp_proto_hdrscan *h);

@@ -18,58 +18,58 @@
 
 #include "sbuf.h"
 
-#define SPOOL_ID_LEN		16	/* queue ids: [0-9A-Z]{16}, time-ordered */
-#define SPOOL_FORMAT_VERSION	1
-#define SPOOL_TS_LEN		27	/* 2026-11-23T01:20:00.123456Z */
-#define SPOOL_SHA256_HEX	64
+#define SPOOL_ID_LEN         16 /* queue ids: [0-9A-Z]{16}, time-ordered */
+#define SPOOL_FORMAT_VERSION 1
+#define SPOOL_TS_LEN         27 /* 2026-11-23T01:20:00.123456Z */
+#define SPOOL_SHA256_HEX     64
 
 /* Message files: line 1, then the size/sha256 line patched at commit. */
-#define SPOOL_LINE1		"splitmx-queue-file 1\n"
-#define SPOOL_LINE1_LEN		(sizeof(SPOOL_LINE1) - 1)
-#define SPOOL_SUM_LEN		97	/* "size " 20 digits " sha256 " 64 hex */
+#define SPOOL_LINE1     "splitmx-queue-file 1\n"
+#define SPOOL_LINE1_LEN (sizeof(SPOOL_LINE1) - 1)
+#define SPOOL_SUM_LEN   97 /* "size " 20 digits " sha256 " 64 hex */
 /*
  * Line 3: trace fields computed after the content arrived (the
  * Authentication-Results of a DKIM check need the whole body), escaped
  * into one token and padded with spaces; patched in at commit.
  */
-#define SPOOL_PREPEND_KEY	"prepend "
-#define SPOOL_PREPEND_MAX	2048	/* escaped octets; A-R + SPF fit */
-#define SPOOL_PREPEND_OFF	(SPOOL_LINE1_LEN + SPOOL_SUM_LEN + 1 + \
-				    sizeof(SPOOL_PREPEND_KEY) - 1)
-#define SPOOL_HEADER_MAX	(4 * 1024 * 1024) /* header octets */
-#define SPOOL_JLINE_MAX		(8 * 1024 * 1024) /* one journal record */
-#define SPOOL_MSGID_MAX		998	/* RFC 5322 2.1.1 line limit */
+#define SPOOL_PREPEND_KEY "prepend "
+#define SPOOL_PREPEND_MAX 2048 /* escaped octets; A-R + SPF fit */
+#define SPOOL_PREPEND_OFF \
+	(SPOOL_LINE1_LEN + SPOOL_SUM_LEN + 1 + sizeof(SPOOL_PREPEND_KEY) - 1)
+#define SPOOL_HEADER_MAX (4 * 1024 * 1024) /* header octets */
+#define SPOOL_JLINE_MAX  (8 * 1024 * 1024) /* one journal record */
+#define SPOOL_MSGID_MAX  998               /* RFC 5322 2.1.1 line limit */
 /* Escaped in journal values: fields split on ' ', lists on ',', keys on '='. */
-#define SPOOL_JOURNAL_EXTRA	" ,="
+#define SPOOL_JOURNAL_EXTRA " ,="
 
 struct spool_rcpt {
-	char		*addr;		/* mailbox as received, no <>; "postmaster" */
-	unsigned	 notify;	/* SMTP_PROTO_NOTIFY_* bits, 0 = none */
-	char		*orcpt;		/* "rfc822;xtext" or NULL */
+	char *addr;      /* mailbox as received, no <>; "postmaster" */
+	unsigned notify; /* SMTP_PROTO_NOTIFY_* bits, 0 = none */
+	char *orcpt;     /* "rfc822;xtext" or NULL */
 };
 
 struct spool_envelope {
-	char			*sender;	/* mailbox, "" for <> */
-	char			*envid;		/* DSN ENVID xtext, or NULL */
-	int			 ret;		/* enum smtp_proto_ret */
-	int			 body;		/* enum smtp_proto_body */
-	bool			 smtputf8;
-	struct spool_rcpt	*rcpts;
-	size_t			 nrcpts;
+	char *sender; /* mailbox, "" for <> */
+	char *envid;  /* DSN ENVID xtext, or NULL */
+	int ret;      /* enum smtp_proto_ret */
+	int body;     /* enum smtp_proto_body */
+	bool smtputf8;
+	struct spool_rcpt *rcpts;
+	size_t nrcpts;
 	/* How it arrived. */
-	struct timespec		 arrival;
-	char			*listener;	/* "127.0.0.1:2525" */
-	char			*client_addr;	/* "192.0.2.1" */
-	char			*client_name;	/* reverse name or "unknown" */
-	char			*helo;		/* as given, or NULL */
-	char			*protocol;	/* "SMTP", "ESMTP", "ESMTPS", ... */
-	char			*tls;		/* "TLSv1.3 TLS_AES_256_GCM_SHA384", NULL */
+	struct timespec arrival;
+	char *listener;    /* "127.0.0.1:2525" */
+	char *client_addr; /* "192.0.2.1" */
+	char *client_name; /* reverse name or "unknown" */
+	char *helo;        /* as given, or NULL */
+	char *protocol;    /* "SMTP", "ESMTP", "ESMTPS", ... */
+	char *tls;         /* "TLSv1.3 TLS_AES_256_GCM_SHA384", NULL */
 	/*
 	 * Trace fields added after the content arrived (Authentication-
 	 * Results, Received-SPF): CRLF lines sent in front of the content.
 	 * NULL when there are none.
 	 */
-	char			*prepend;
+	char *prepend;
 };
 
 /* Frees the strings and the recipient array, not env itself. */
@@ -120,20 +120,19 @@ int spool_hdr_parse(const char *hdr, size_t len, struct spool_envelope *env,
  * record out of sb again, so a record is written whole or not at all.
  */
 struct spool_jrec_out {
-	struct sbuf	*sb;
-	size_t		 start;
-	bool		 failed;
+	struct sbuf *sb;
+	size_t start;
+	bool failed;
 };
 
 /* "TS verb id=ID"; ts may be NULL (the committer stamps the record). */
-void spool_jrec_begin(struct spool_jrec_out *w, struct sbuf *sb,
-    const char *ts, const char *verb, const char *id);
+void spool_jrec_begin(struct spool_jrec_out *w, struct sbuf *sb, const char *ts,
+    const char *verb, const char *id);
 /* " key=value", the value escaped (SPOOL_JOURNAL_EXTRA); NULL as "". */
-void spool_jrec_str(struct spool_jrec_out *w, const char *key,
-    const char *val);
+void spool_jrec_str(struct spool_jrec_out *w, const char *key, const char *val);
 /* Like spool_jrec_str with at most len octets of val. */
-void spool_jrec_strn(struct spool_jrec_out *w, const char *key,
-    const char *val, size_t len);
+void spool_jrec_strn(struct spool_jrec_out *w, const char *key, const char *val,
+    size_t len);
 /* " key=<value>", for mailboxes. */
 void spool_jrec_addr(struct spool_jrec_out *w, const char *key,
     const char *val);
@@ -162,23 +161,23 @@ int spool_jrec_fragment_end(struct spool_jrec_out *w)
     __attribute__((warn_unused_result));
 void spool_jrec_fragment(struct spool_jrec_out *w, const struct sbuf *frag);
 
-#define SPOOL_JREC_FIELDS_MAX	32
+#define SPOOL_JREC_FIELDS_MAX 32
 
 struct spool_jfield {
-	const char	*key;		/* points into the parsed line */
-	size_t		 klen;
-	const char	*val;		/* still escaped */
-	size_t		 vlen;
+	const char *key; /* points into the parsed line */
+	size_t klen;
+	const char *val; /* still escaped */
+	size_t vlen;
 };
 
 /* A parsed record; its pointers borrow the line it was parsed from. */
 struct spool_jrec {
-	struct timespec		 ts;
-	const char		*verb;
-	size_t			 verblen;
-	char			 id[SPOOL_ID_LEN + 1];
-	struct spool_jfield	 fields[SPOOL_JREC_FIELDS_MAX];	/* id too */
-	size_t			 nfields;
+	struct timespec ts;
+	const char *verb;
+	size_t verblen;
+	char id[SPOOL_ID_LEN + 1];
+	struct spool_jfield fields[SPOOL_JREC_FIELDS_MAX]; /* id too */
+	size_t nfields;
 };
 
 /*

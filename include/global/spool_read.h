@@ -33,9 +33,9 @@ struct spool_reader *spool_reader_open(const char *dir, struct sbuf *err);
 void spool_reader_close(struct spool_reader *rd);
 
 struct spool_scan_stats {
-	uint64_t	records;	/* complete lines passed to cb */
-	uint64_t	oversized;	/* lines over SPOOL_JLINE_MAX, skipped */
-	uint64_t	torn_tail;	/* octets after the last '\n' (a crash) */
+	uint64_t records;   /* complete lines passed to cb */
+	uint64_t oversized; /* lines over SPOOL_JLINE_MAX, skipped */
+	uint64_t torn_tail; /* octets after the last '\n' (a crash) */
 };
 
 typedef void (*spool_line_cb)(void *arg, const char *line, size_t len);
@@ -44,8 +44,8 @@ typedef void (*spool_line_cb)(void *arg, const char *line, size_t len);
  * first. A torn last record is not an error: its length is counted in
  * stats_out (may be NULL). -1 with err set on a read error.
  */
-int spool_reader_scan(const struct spool_reader *rd, spool_line_cb cb, void *arg,
-    struct spool_scan_stats *stats_out, struct sbuf *err);
+int spool_reader_scan(const struct spool_reader *rd, spool_line_cb cb,
+    void *arg, struct spool_scan_stats *stats_out, struct sbuf *err);
 
 /*
  * Opens the committed message queue/ID and checks its header and size:
@@ -81,8 +81,7 @@ ssize_t spool_content_read(struct spool_content *c, uint64_t off, void *buf,
     size_t len);
 
 /* Sees every content octet in order while the checksum is verified. */
-typedef void (*spool_content_feed_cb)(void *arg, const void *data,
-    size_t len);
+typedef void (*spool_content_feed_cb)(void *arg, const void *data, size_t len);
 /*
  * Reads the whole content, feeding it to feed (may be NULL), and compares
  * its SHA-256 with the recorded one: 0 when they match; -1 with err set

@@ -17,27 +17,27 @@
 
 struct auth_dkim;
 
-#define AUTH_DKIM_SIGS_MAX	8	/* signatures reported per message */
-#define AUTH_DKIM_QUERY_MS	3000	/* one key lookup */
+#define AUTH_DKIM_SIGS_MAX 8    /* signatures reported per message */
+#define AUTH_DKIM_QUERY_MS 3000 /* one key lookup */
 
 enum auth_dkim_res {
-	AUTH_DKIM_NONE = 0,	/* not signed */
+	AUTH_DKIM_NONE = 0, /* not signed */
 	AUTH_DKIM_PASS,
-	AUTH_DKIM_FAIL,		/* bad signature or body hash */
-	AUTH_DKIM_NEUTRAL,	/* signature syntax errors, not processed */
-	AUTH_DKIM_POLICY,	/* expired, key too small, "must be signed" */
-	AUTH_DKIM_TEMPERROR,	/* key lookup failed: SERVFAIL, timeout */
-	AUTH_DKIM_PERMERROR,	/* no key, bad key record */
+	AUTH_DKIM_FAIL,      /* bad signature or body hash */
+	AUTH_DKIM_NEUTRAL,   /* signature syntax errors, not processed */
+	AUTH_DKIM_POLICY,    /* expired, key too small, "must be signed" */
+	AUTH_DKIM_TEMPERROR, /* key lookup failed: SERVFAIL, timeout */
+	AUTH_DKIM_PERMERROR, /* no key, bad key record */
 };
 
 /* One DKIM-Signature field. Strings are NUL-terminated, possibly cut. */
 struct auth_dkim_sig {
-	enum auth_dkim_res	 result;
-	char			 domain[256];	/* d= */
-	char			 selector[64];	/* s= */
-	char			 b[16];		/* b= prefix (RFC 6008) */
-	char			 comment[96];	/* why not pass; "" on pass */
-	bool			 testkey;	/* key has t=y */
+	enum auth_dkim_res result;
+	char domain[256];  /* d= */
+	char selector[64]; /* s= */
+	char b[16];        /* b= prefix (RFC 6008) */
+	char comment[96];  /* why not pass; "" on pass */
+	bool testkey;      /* key has t=y */
 };
 
 /*
@@ -45,17 +45,17 @@ struct auth_dkim_sig {
  * signatures libopendkim saw. nsigs == 0 means dkim=none.
  */
 struct auth_dkim_result {
-	size_t			 nsigs;
-	size_t			 nfound;
-	struct auth_dkim_sig	 sigs[AUTH_DKIM_SIGS_MAX];
-	int			 dns_queries;
+	size_t nsigs;
+	size_t nfound;
+	struct auth_dkim_sig sigs[AUTH_DKIM_SIGS_MAX];
+	int dns_queries;
 	/*
 	 * Used when nsigs == 0: NONE (unsigned), TEMPERROR (verifier could
 	 * not start) or PERMERROR (libopendkim refused the message), the
 	 * latter two with error set.
 	 */
-	enum auth_dkim_res	 msg_result;
-	char			 error[128];
+	enum auth_dkim_res msg_result;
+	char error[128];
 };
 
 /*
@@ -75,8 +75,8 @@ size_t auth_dkim_end(struct auth_dkim *ad, struct auth_dkim_result *out);
 void auth_dkim_free(struct auth_dkim *ad);
 
 /* begin + feed + end + free for a message held in memory. */
-size_t auth_dkim_verify(const char *servers, const void *content,
-    size_t len, struct auth_dkim_result *out);
+size_t auth_dkim_verify(const char *servers, const void *content, size_t len,
+    struct auth_dkim_result *out);
 
 /* "pass", "fail", ... as used in Authentication-Results. */
 const char *auth_dkim_res_str(enum auth_dkim_res res);

@@ -15,13 +15,13 @@
 #include "auth_spf.h"
 #include "sbuf.h"
 
-#define AUTH_RESULTS_FIELD_MAX	4096	/* our own A-R field, folded */
-#define AUTH_RESULTS_RSPF_MAX	2048	/* Received-SPF, unfolded */
+#define AUTH_RESULTS_FIELD_MAX 4096 /* our own A-R field, folded */
+#define AUTH_RESULTS_RSPF_MAX  2048 /* Received-SPF, unfolded */
 
 /* A byte range in a header section: off..off+len includes the CRLF. */
 struct auth_results_range {
-	size_t	off;
-	size_t	len;
+	size_t off;
+	size_t len;
 };
 
 /*

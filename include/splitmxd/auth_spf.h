@@ -23,11 +23,11 @@ enum auth_spf_res {
 	AUTH_SPF_PERMERROR,
 };
 
-#define AUTH_SPF_DOMAIN_MAX	255
-#define AUTH_SPF_COMMENT_MAX	256
-#define AUTH_SPF_IP_MAX		46	/* INET6_ADDRSTRLEN */
-#define AUTH_SPF_BUDGET_MS	20000	/* all DNS of one check together */
-#define AUTH_SPF_QUERY_MS	3000	/* one lookup */
+#define AUTH_SPF_DOMAIN_MAX  255
+#define AUTH_SPF_COMMENT_MAX 256
+#define AUTH_SPF_IP_MAX      46    /* INET6_ADDRSTRLEN */
+#define AUTH_SPF_BUDGET_MS   20000 /* all DNS of one check together */
+#define AUTH_SPF_QUERY_MS    3000  /* one lookup */
 
 /*
  * The verdict: what was checked and the result, no header text (the
@@ -35,23 +35,23 @@ enum auth_spf_res {
  * auth_results_). Self-contained, so it can travel between threads.
  */
 struct auth_spf_result {
-	enum auth_spf_res	 result;
+	enum auth_spf_res result;
 	/* "mailfrom", or "helo" when MAIL FROM was null (RFC 7208 2.4). */
-	const char		*identity;
+	const char *identity;
 	/* The domain checked, lower-case, header-safe; "" if none. */
-	char			 domain[AUTH_SPF_DOMAIN_MAX + 1];
+	char domain[AUTH_SPF_DOMAIN_MAX + 1];
 	/* Header-safe explanation, no parentheses; for A-R and logs. */
-	char			 comment[AUTH_SPF_COMMENT_MAX];
+	char comment[AUTH_SPF_COMMENT_MAX];
 	/*
 	 * The inputs, as given (peer text: quote before use), cut to the
 	 * SMTP limits smtp_server_ enforces anyway. client_ip is "" when it
 	 * was not an address; mail_from is "" for the null sender.
 	 */
-	char			 receiver[SMTP_PROTO_DOMAIN_MAX + 1];
-	char			 client_ip[AUTH_SPF_IP_MAX];
-	char			 helo[SMTP_PROTO_HELO_MAX + 1];
-	char			 mail_from[SMTP_PROTO_PATH_MAX + 1];
-	int			 dns_queries;	/* lookups sent, for logs */
+	char receiver[SMTP_PROTO_DOMAIN_MAX + 1];
+	char client_ip[AUTH_SPF_IP_MAX];
+	char helo[SMTP_PROTO_HELO_MAX + 1];
+	char mail_from[SMTP_PROTO_PATH_MAX + 1];
+	int dns_queries; /* lookups sent, for logs */
 };
 
 /*

@@ -21,20 +21,20 @@ struct dns;
 
 enum dns_status {
 	DNS_OK = 0,
-	DNS_NXDOMAIN,		/* the name does not exist (permanent) */
-	DNS_NODATA,		/* no usable records (permanent) */
-	DNS_NULLMX,		/* RFC 7505: the domain accepts no mail */
-	DNS_TEMPFAIL,		/* SERVFAIL, timeout, refused: try later */
-	DNS_CANCELLED,		/* the channel went away */
+	DNS_NXDOMAIN,  /* the name does not exist (permanent) */
+	DNS_NODATA,    /* no usable records (permanent) */
+	DNS_NULLMX,    /* RFC 7505: the domain accepts no mail */
+	DNS_TEMPFAIL,  /* SERVFAIL, timeout, refused: try later */
+	DNS_CANCELLED, /* the channel went away */
 };
 
 /* One address to try, in order. */
 struct dns_addr {
-	struct sockaddr_storage	 sa;
-	socklen_t		 salen;
-	char			 host[256];	/* the MX or host name it came from */
-	char			 text[64];	/* printable address */
-	unsigned		 preference;	/* MX preference, 0 for hosts */
+	struct sockaddr_storage sa;
+	socklen_t salen;
+	char host[256];      /* the MX or host name it came from */
+	char text[64];       /* printable address */
+	unsigned preference; /* MX preference, 0 for hosts */
 };
 
 /* addrs is owned by dns and valid only during the callback. */
@@ -64,15 +64,15 @@ void dns_lookup_host(struct dns *dns, const char *host, const char *port,
     dns_addrs_cb cb, void *arg);
 
 /* name is valid only during the callback; NULL unless status is DNS_OK. */
-typedef void (*dns_name_cb)(void *arg, enum dns_status status,
-    const char *name);
+typedef void (
+    *dns_name_cb)(void *arg, enum dns_status status, const char *name);
 
 /*
  * The PTR name of an address (the client's reverse name). cb runs once;
  * unlike the other lookups it may run before dns_lookup_ptr returns, when
  * c-ares answers at once (e.g. a malformed address).
  */
-void dns_lookup_ptr(struct dns *dns, const struct sockaddr *sa,
-    dns_name_cb cb, void *arg);
+void dns_lookup_ptr(struct dns *dns, const struct sockaddr *sa, dns_name_cb cb,
+    void *arg);
 
 #endif

@@ -16,16 +16,16 @@
 
 struct dns_sync;
 
-#define DNS_SYNC_TIMEOUT_MS	3000	/* default hard limit per query */
-#define DNS_SYNC_PACKET_MAX	65535	/* a DNS message over TCP */
+#define DNS_SYNC_TIMEOUT_MS 3000  /* default hard limit per query */
+#define DNS_SYNC_PACKET_MAX 65535 /* a DNS message over TCP */
 
 enum dns_sync_status {
-	DNS_SYNC_OK = 0,	/* NOERROR with at least one answer RR */
-	DNS_SYNC_NODATA,	/* NOERROR, no answer of the type asked */
-	DNS_SYNC_NXDOMAIN,	/* the name does not exist */
-	DNS_SYNC_TEMPFAIL,	/* SERVFAIL, REFUSED, network error */
-	DNS_SYNC_TIMEOUT,	/* no answer within the deadline */
-	DNS_SYNC_BADNAME,	/* the name cannot be queried (too long...) */
+	DNS_SYNC_OK = 0,   /* NOERROR with at least one answer RR */
+	DNS_SYNC_NODATA,   /* NOERROR, no answer of the type asked */
+	DNS_SYNC_NXDOMAIN, /* the name does not exist */
+	DNS_SYNC_TEMPFAIL, /* SERVFAIL, REFUSED, network error */
+	DNS_SYNC_TIMEOUT,  /* no answer within the deadline */
+	DNS_SYNC_BADNAME,  /* the name cannot be queried (too long...) */
 };
 
 /*
@@ -34,10 +34,10 @@ enum dns_sync_status {
  * TEMPFAIL), else NULL. Owned by the caller: dns_sync_answer_release().
  */
 struct dns_sync_answer {
-	enum dns_sync_status	 status;
-	int			 rcode;	/* from the header, -1 without pkt */
-	unsigned char		*pkt;
-	size_t			 len;
+	enum dns_sync_status status;
+	int rcode; /* from the header, -1 without pkt */
+	unsigned char *pkt;
+	size_t len;
 };
 
 /*

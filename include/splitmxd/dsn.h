@@ -11,33 +11,36 @@
 
 #include "sbuf.h"
 
-enum dsn_action { DSN_ACTION_FAILED, DSN_ACTION_DELAYED,
-    DSN_ACTION_DELIVERED };
+enum dsn_action {
+	DSN_ACTION_FAILED,
+	DSN_ACTION_DELAYED,
+	DSN_ACTION_DELIVERED
+};
 
 struct dsn_rcpt {
-	const char	*final_rcpt;	/* address as the target saw it */
-	const char	*orcpt;		/* ORCPT "rfc822;xtext" or NULL */
-	enum dsn_action	 action;
-	const char	*status;	/* RFC 3463 "5.1.1"; from the reply or ours */
-	const char	*remote_mta;	/* "mx.example.com" or NULL */
-	const char	*diagnostic;	/* the remote reply "550 5.1.1 ..." or NULL */
-	const char	*target;	/* our target name, for the human part */
+	const char *final_rcpt; /* address as the target saw it */
+	const char *orcpt;      /* ORCPT "rfc822;xtext" or NULL */
+	enum dsn_action action;
+	const char *status;     /* RFC 3463 "5.1.1"; from the reply or ours */
+	const char *remote_mta; /* "mx.example.com" or NULL */
+	const char *diagnostic; /* the remote reply "550 5.1.1 ..." or NULL */
+	const char *target;     /* our target name, for the human part */
 };
 
 struct dsn_info {
-	const char		*reporting_mta;	/* our hostname */
-	const char		*queue_id;	/* of the original message */
-	const char		*envid;		/* ENVID xtext or NULL */
-	time_t			 arrival;
-	time_t			 now;
-	const char		*orig_sender;	/* the DSN goes to this address */
-	const struct dsn_rcpt	*rcpts;
-	size_t			 nrcpts;
+	const char *reporting_mta; /* our hostname */
+	const char *queue_id;      /* of the original message */
+	const char *envid;         /* ENVID xtext or NULL */
+	time_t arrival;
+	time_t now;
+	const char *orig_sender; /* the DSN goes to this address */
+	const struct dsn_rcpt *rcpts;
+	size_t nrcpts;
 	/* The original message (content as spooled) and what to return. */
-	const char		*orig;
-	size_t			 orig_len;
-	bool			 return_full;	/* RET=FULL; else headers only */
-	size_t			 return_max;	/* cap for the returned content */
+	const char *orig;
+	size_t orig_len;
+	bool return_full;  /* RET=FULL; else headers only */
+	size_t return_max; /* cap for the returned content */
 };
 
 /*

@@ -35,35 +35,35 @@ struct policy;
 struct policy_req;
 
 enum policy_point {
-	POLICY_CONNECT,		/* before the banner */
-	POLICY_HELO,		/* HELO/EHLO with a valid argument */
-	POLICY_MAIL,		/* MAIL with a valid path and parameters */
-	POLICY_RCPT,		/* RCPT with a valid path, within the limits */
-	POLICY_DATA_END,	/* content complete and sound, before commit */
+	POLICY_CONNECT,  /* before the banner */
+	POLICY_HELO,     /* HELO/EHLO with a valid argument */
+	POLICY_MAIL,     /* MAIL with a valid path and parameters */
+	POLICY_RCPT,     /* RCPT with a valid path, within the limits */
+	POLICY_DATA_END, /* content complete and sound, before commit */
 };
-#define POLICY_AT(point)	(1u << (point))
+#define POLICY_AT(point) (1u << (point))
 
 enum policy_action {
-	POLICY_ACCEPT,		/* go on to the next stage */
-	POLICY_REJECT,		/* 5xx with the stage's reply */
-	POLICY_TEMPFAIL,	/* 4xx with the stage's reply */
-	POLICY_DISCARD,		/* say 250, drop the recipient or message */
-	POLICY_QUARANTINE,	/* accept but hold (DATA-END) */
+	POLICY_ACCEPT,     /* go on to the next stage */
+	POLICY_REJECT,     /* 5xx with the stage's reply */
+	POLICY_TEMPFAIL,   /* 4xx with the stage's reply */
+	POLICY_DISCARD,    /* say 250, drop the recipient or message */
+	POLICY_QUARANTINE, /* accept but hold (DATA-END) */
 };
 
-#define POLICY_TEXT_MAX		1024	/* reply text, as the session's */
-#define POLICY_WHY_MAX		4096	/* a log line */
+#define POLICY_TEXT_MAX 1024 /* reply text, as the session's */
+#define POLICY_WHY_MAX  4096 /* a log line */
 
 struct policy_verdict {
-	enum policy_action	 action;
-	unsigned		 code;		/* REJECT 5xx, TEMPFAIL 4xx */
-	char			 enh[16];	/* enhanced status, "5.7.1" */
-	char			 text[POLICY_TEXT_MAX];	/* no code, no CRLF */
+	enum policy_action action;
+	unsigned code;              /* REJECT 5xx, TEMPFAIL 4xx */
+	char enh[16];               /* enhanced status, "5.7.1" */
+	char text[POLICY_TEXT_MAX]; /* no code, no CRLF */
 	/* What the session logs (after "sid: ") when it acts on it; or "". */
-	char			 why[POLICY_WHY_MAX];
-	const char		*stage;		/* NULL: all accepted */
+	char why[POLICY_WHY_MAX];
+	const char *stage; /* NULL: all accepted */
 	/* Came after policy_run returned: the callback is an entry point. */
-	bool			 async;
+	bool async;
 };
 
 /*
@@ -72,39 +72,39 @@ struct policy_verdict {
  * does not reach yet are "" or NULL.
  */
 struct policy_ctx {
-	const char			*sid;		/* log prefix */
-	const char			*client_addr;
-	const char			*client_name;	/* or "unknown" */
-	const char			*helo;		/* "" before HELO */
-	const struct smtp_proto_mail	*mail;		/* MAIL and later */
+	const char *sid; /* log prefix */
+	const char *client_addr;
+	const char *client_name;            /* or "unknown" */
+	const char *helo;                   /* "" before HELO */
+	const struct smtp_proto_mail *mail; /* MAIL and later */
 	/* RCPT: the recipient; a stage may rewrite it (SRS reversal). */
-	struct smtp_proto_rcpt		 rcpt;
+	struct smtp_proto_rcpt rcpt;
 	/*
 	 * An earlier stage vouched for rcpt (a reversed SRS bounce goes to
 	 * a sender anywhere): the relay and recipient checks let it pass.
 	 */
-	bool				 rcpt_vouched;
+	bool rcpt_vouched;
 	/* DATA-END: the message (tmp file) and what the scan of it found. */
-	struct spool_msg		*msg;
-	const struct smtp_proto_hdrscan	*hs;
+	struct spool_msg *msg;
+	const struct smtp_proto_hdrscan *hs;
 	/* DATA-END: complete header lines to send in front of the content. */
-	struct sbuf			 prepend;
+	struct sbuf prepend;
 };
 
 /* A stage's check: answers with policy_answer/policy_accept, now or later. */
-typedef void (*policy_check_fn)(struct policy_req *req,
-    struct policy_ctx *ctx, void *arg);
+typedef void (*policy_check_fn)(struct policy_req *req, struct policy_ctx *ctx,
+    void *arg);
 /* Withdraws a pending check: its answer must never come. */
 typedef void (*policy_cancel_fn)(void *arg);
 /* The run's verdict; v is valid during the call only. */
 typedef void (*policy_done_cb)(void *arg, const struct policy_verdict *v);
 
 struct policy_stage {
-	const char	*name;		/* for logs */
-	unsigned	 points;	/* POLICY_AT() bits */
-	policy_check_fn	 check;
-	void		*arg;
-	void		(*arg_free)(void *arg);	/* at policy_free; or NULL */
+	const char *name; /* for logs */
+	unsigned points;  /* POLICY_AT() bits */
+	policy_check_fn check;
+	void *arg;
+	void (*arg_free)(void *arg); /* at policy_free; or NULL */
 };
 
 /* An empty chain (everything is accepted). */
@@ -144,8 +144,7 @@ void policy_accept(struct policy_req *req);
 void policy_set_why(struct policy_req *req, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 /* A check that answers later says how to withdraw it (before returning). */
-void policy_set_cancel(struct policy_req *req, policy_cancel_fn fn,
-    void *arg);
+void policy_set_cancel(struct policy_req *req, policy_cancel_fn fn, void *arg);
 
 /*
  * The built-in stages, in the order the session registers them.

@@ -35,8 +35,8 @@ struct queue;
  * journaled and dropped, never bounced.
  */
 struct queue *queue_new(struct event_base *base, const struct conf *conf,
-    struct spool *sp, struct workers *w, struct dns *dns,
-    struct dedup *dedup, const char *hostname);
+    struct spool *sp, struct workers *w, struct dns *dns, struct dedup *dedup,
+    const char *hostname);
 
 /*
  * Start-up, before queue_add: the ids recovery found, then every journal

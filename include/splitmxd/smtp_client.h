@@ -21,34 +21,34 @@ struct conf_target;
 struct smtp_client;
 struct spool_content;
 
-#define SMTP_CLIENT_REPLY_MAX	512
+#define SMTP_CLIENT_REPLY_MAX 512
 
 /* One recipient of a transaction; the client fills code and reply. */
 struct smtp_client_rcpt {
-	const char	*addr;		/* as the target should see it */
-	unsigned	 notify;	/* SMTP_PROTO_NOTIFY_* bits, 0 = none */
-	const char	*orcpt;		/* "rfc822;xtext" or NULL */
-	unsigned	 code;		/* out: final reply code for it */
-	char		 reply[SMTP_CLIENT_REPLY_MAX];	/* out: the reply text */
+	const char *addr;  /* as the target should see it */
+	unsigned notify;   /* SMTP_PROTO_NOTIFY_* bits, 0 = none */
+	const char *orcpt; /* "rfc822;xtext" or NULL */
+	unsigned code;     /* out: final reply code for it */
+	char reply[SMTP_CLIENT_REPLY_MAX]; /* out: the reply text */
 };
 
 struct smtp_client_msg {
 	/* The content, borrowed: open until the done callback. */
-	struct spool_content	*content;
-	const char		*prepend;	/* CRLF lines sent first, or NULL */
-	uint64_t		 content_size;
-	const char		*sender;	/* "" for <> */
-	const char		*envid;		/* DSN ENVID or NULL */
-	int			 ret;		/* enum smtp_proto_ret */
-	int			 body;		/* enum smtp_proto_body */
-	bool			 smtputf8;
+	struct spool_content *content;
+	const char *prepend; /* CRLF lines sent first, or NULL */
+	uint64_t content_size;
+	const char *sender; /* "" for <> */
+	const char *envid;  /* DSN ENVID or NULL */
+	int ret;            /* enum smtp_proto_ret */
+	int body;           /* enum smtp_proto_body */
+	bool smtputf8;
 	/*
 	 * A recipient verification probe: MAIL and RCPT only, no content
 	 * (content may be NULL); the next transaction starts with RSET.
 	 */
-	bool			 probe;
-	struct smtp_client_rcpt	*rcpts;
-	size_t			 nrcpts;
+	bool probe;
+	struct smtp_client_rcpt *rcpts;
+	size_t nrcpts;
 };
 
 /*
@@ -66,15 +66,15 @@ typedef void (*smtp_client_open_cb)(void *arg, struct smtp_client *c,
  * recipient). status -1: the connection failed mid-way; every rcpt got
  * code 4xx and the reason, and c must be closed.
  */
-typedef void (*smtp_client_done_cb)(void *arg, struct smtp_client *c,
-    int status);
+typedef void (
+    *smtp_client_done_cb)(void *arg, struct smtp_client *c, int status);
 
 struct smtp_client_params {
-	struct event_base		*base;
-	struct dns			*dns;
-	const struct conf_target	*target;
-	const char			*helo;		/* our name */
-	const char			*rcpt_domain;	/* for mx "*": MX of this */
+	struct event_base *base;
+	struct dns *dns;
+	const struct conf_target *target;
+	const char *helo;        /* our name */
+	const char *rcpt_domain; /* for mx "*": MX of this */
 };
 
 /* Starts connecting; cb runs exactly once (never from inside this call). */

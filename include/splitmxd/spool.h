@@ -45,9 +45,9 @@ struct spool *spool_open(const char *dir, struct workers *w, struct sbuf *err);
 void spool_close(struct spool *sp);
 
 struct spool_recovery {
-	unsigned	queued;		/* committed messages indexed */
-	unsigned	removed_tmp;	/* half-received files removed */
-	unsigned	quarantined;	/* unreadable files moved to corrupt/ */
+	unsigned queued;      /* committed messages indexed */
+	unsigned removed_tmp; /* half-received files removed */
+	unsigned quarantined; /* unreadable files moved to corrupt/ */
 };
 
 /* Called for each committed message found at startup. */
@@ -103,8 +103,8 @@ int spool_msg_append(struct spool_msg *msg, const void *data, size_t len,
  * record journaled), err says why. Runs on the loop thread; id and err are
  * valid only during the call.
  */
-typedef void (*spool_commit_cb)(void *arg, int status, const char *id,
-    const char *err);
+typedef void (
+    *spool_commit_cb)(void *arg, int status, const char *id, const char *err);
 
 /*
  * Finishes and commits msg asynchronously and takes ownership of it; cb
@@ -119,8 +119,7 @@ void spool_msg_commit(struct spool_msg *msg, const char *message_id,
  * lines); written into the file's header at commit. -1 when longer than
  * the reserved space (8 KiB escaped): then nothing is prepended.
  */
-int spool_msg_set_prepend(struct spool_msg *msg, const char *text,
-    size_t len);
+int spool_msg_set_prepend(struct spool_msg *msg, const char *text, size_t len);
 
 /* Loop thread: writes buffered content out, so a worker can read it. */
 int spool_msg_sync_content(struct spool_msg *msg, struct sbuf *err);

@@ -19,14 +19,13 @@ struct verify;
 struct verify_req;
 
 enum verify_verdict {
-	VERIFY_OK,		/* the target accepts the recipient */
-	VERIFY_UNKNOWN,		/* the target refused it with 5xx */
-	VERIFY_TEMPFAIL,	/* no answer (4xx, connection, timeout) */
+	VERIFY_OK,       /* the target accepts the recipient */
+	VERIFY_UNKNOWN,  /* the target refused it with 5xx */
+	VERIFY_TEMPFAIL, /* no answer (4xx, connection, timeout) */
 };
 
 /* reply is the target's reply (or our reason); valid during the call. */
-typedef void (*verify_cb)(void *arg, enum verify_verdict v,
-    const char *reply);
+typedef void (*verify_cb)(void *arg, enum verify_verdict v, const char *reply);
 
 struct verify *verify_new(struct event_base *base, const struct conf *conf,
     struct dns *dns, const char *hostname);

@@ -11,15 +11,15 @@
 struct event_base;
 struct workers;
 
-typedef void (*workers_job_fn)(void *arg);	/* on a worker thread */
-typedef void (*workers_done_cb)(void *arg);	/* on the loop thread */
+typedef void (*workers_job_fn)(void *arg);  /* on a worker thread */
+typedef void (*workers_done_cb)(void *arg); /* on the loop thread */
 
 /* Starts nthreads threads; done callbacks are dispatched on base. */
 struct workers *workers_new(struct event_base *base, unsigned nthreads);
 
 /* Queues job(arg) on a worker, then done(arg) on the loop. done may be NULL. */
-void workers_submit(struct workers *w, workers_job_fn job,
-    workers_done_cb done, void *arg);
+void workers_submit(struct workers *w, workers_job_fn job, workers_done_cb done,
+    void *arg);
 
 /* From any thread: run done(arg) on the loop thread soon. */
 void workers_post(struct workers *w, workers_done_cb done, void *arg);

@@ -13,10 +13,10 @@
 #include <stddef.h>
 
 struct sbuf {
-	char	*data;		/* always NUL-terminated */
-	size_t	 len;		/* bytes in use, excluding the NUL */
-	size_t	 size;		/* bytes allocated */
-	size_t	 cap;		/* maximum len */
+	char *data;  /* always NUL-terminated */
+	size_t len;  /* bytes in use, excluding the NUL */
+	size_t size; /* bytes allocated */
+	size_t cap;  /* maximum len */
 };
 
 /* Initializes an empty buffer that may hold up to cap bytes. */

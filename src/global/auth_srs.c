@@ -150,8 +150,8 @@ srs_hash(const struct srs_secret *sec, const struct srs_part *parts, size_t n,
 		if (parts[i].len > sizeof(msg) - len)
 			return -1;
 		for (j = 0; j < parts[i].len; j++)
-			msg[len++] =
-			    (unsigned char)srs_lc((unsigned char)parts[i].p[j]);
+			msg[len++] = (unsigned char)srs_lc(
+			    (unsigned char)parts[i].p[j]);
 	}
 	if (HMAC(EVP_sha1(), sec->key, (int)sec->len, msg, len, md, &mdlen) ==
 	    NULL)
@@ -293,8 +293,8 @@ auth_srs_new(const struct auth_srs_params *p, struct sbuf *err)
 	srs = xcalloc(1, sizeof(*srs));
 	srs->domain = xstrndup(p->domain, dlen);
 	srs->domainlen = dlen;
-	srs->max_age =
-	    p->max_age_days == 0 ? AUTH_SRS_MAX_AGE_DEFAULT : p->max_age_days;
+	srs->max_age = p->max_age_days == 0 ? AUTH_SRS_MAX_AGE_DEFAULT :
+	                                      p->max_age_days;
 	srs->sep = p->separator == '\0' ? '=' : p->separator;
 	srs->allow_long_local = p->allow_long_local;
 	srs->secrets[0].key = xmalloc(p->secret_len);
@@ -310,8 +310,8 @@ fail:
 }
 
 int
-auth_srs_add_secret(
-    struct auth_srs *srs, const void *secret, size_t len, struct sbuf *err)
+auth_srs_add_secret(struct auth_srs *srs, const void *secret, size_t len,
+    struct sbuf *err)
 {
 	struct srs_secret *s;
 
@@ -380,7 +380,8 @@ auth_srs_forward(const struct auth_srs *srs, const char *sender, time_t now,
 	if (len == 0 || strcmp(sender, "<>") == 0)
 		return 1; /* the null sender: nothing to bounce to */
 	if (len > SRS_ADDR_MAX) {
-		(void)sbuf_seterr(err, "sender exceeds the RFC 5321 path "
+		(void)sbuf_seterr(err,
+		    "sender exceeds the RFC 5321 path "
 		    "limit; not rewritten");
 		return 1;
 	}
@@ -399,8 +400,7 @@ auth_srs_forward(const struct auth_srs *srs, const char *sender, time_t now,
 		return 1;
 	}
 	/* The SRS fields are '='-separated: a domain never holds one. */
-	if (srs_has_bad_byte(sender, len) ||
-	    memchr(domain, '=', dlen) != NULL)
+	if (srs_has_bad_byte(sender, len) || memchr(domain, '=', dlen) != NULL)
 		return sbuf_seterr(err, "malformed sender address");
 
 	day = srs_day(now);
@@ -444,13 +444,15 @@ auth_srs_forward(const struct auth_srs *srs, const char *sender, time_t now,
 		    domain, (int)llen, local, srs->domain);
 	}
 	if (n < 0 || (size_t)n >= sizeof(buf) || (size_t)n > SRS_ADDR_MAX) {
-		(void)sbuf_seterr(err, "SRS address would exceed the RFC 5321 "
+		(void)sbuf_seterr(err,
+		    "SRS address would exceed the RFC 5321 "
 		    "path limit; not rewritten");
 		return 1;
 	}
 	rlocal = (size_t)n - 1 - srs->domainlen;
 	if (!srs->allow_long_local && rlocal > AUTH_SRS_LOCAL_MAX) {
-		(void)sbuf_seterr(err, "SRS local part would exceed 64 octets "
+		(void)sbuf_seterr(err,
+		    "SRS local part would exceed 64 octets "
 		    "(RFC 5321); not rewritten");
 		return 1;
 	}

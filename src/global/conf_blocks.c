@@ -45,8 +45,8 @@ static int conf_do_bare_newline(struct conf_parser *,
     const struct conf_directive *, int);
 static int conf_do_destination(struct conf_parser *,
     const struct conf_directive *, int);
-static int conf_do_facility(struct conf_parser *,
-    const struct conf_directive *, int);
+static int conf_do_facility(struct conf_parser *, const struct conf_directive *,
+    int);
 static int conf_do_level(struct conf_parser *, const struct conf_directive *,
     int);
 static int conf_do_recipients(struct conf_parser *,
@@ -59,17 +59,20 @@ static int conf_do_queue(struct conf_parser *, const struct conf_directive *,
     int);
 static int conf_do_verify_opts(struct conf_parser *,
     const struct conf_directive *, int);
-static int conf_do_trusted(struct conf_parser *,
-    const struct conf_directive *, int);
-static int conf_do_authserv(struct conf_parser *,
-    const struct conf_directive *, int);
+static int conf_do_trusted(struct conf_parser *, const struct conf_directive *,
+    int);
+static int conf_do_authserv(struct conf_parser *, const struct conf_directive *,
+    int);
 static int conf_do_srs(struct conf_parser *, const struct conf_directive *,
     int);
 
+/* One initializer per line reads better than clang-format's fill. */
+/* clang-format off */
 #define D_TOP(n, lo, hi, blk, rep, opens, use, fn) \
 	{ n, CONF_CTX_TOP, lo, hi, blk, rep, opens, CONF_ARG_NONE, use, fn }
 #define D_IN(ctx, n, lo, hi, rep, arg, use, fn) \
 	{ n, ctx, lo, hi, CONF_BLOCK_NONE, rep, CONF_CTX_TOP, arg, use, fn }
+/* clang-format on */
 
 /*
  * Every directive, by context. Domain entries come before limits ones
@@ -93,8 +96,8 @@ const struct conf_directive conf_directives[] = {
 	    "ADDR:PORT [{ ... }]", conf_do_listen),
 	D_TOP("limits", 0, 0, CONF_BLOCK_REQUIRED, false, CONF_CTX_LIMITS,
 	    "{ ... }", conf_do_block),
-	D_TOP("log", 0, 0, CONF_BLOCK_REQUIRED, false, CONF_CTX_LOG,
-	    "{ ... }", conf_do_block),
+	D_TOP("log", 0, 0, CONF_BLOCK_REQUIRED, false, CONF_CTX_LOG, "{ ... }",
+	    conf_do_block),
 	D_TOP("domain", 1, 1, CONF_BLOCK_OPTIONAL, true, CONF_CTX_DOMAIN,
 	    "NAME [{ ... }]", conf_do_domain),
 	D_TOP("resolvers", 1, -1, CONF_BLOCK_NONE, false, CONF_CTX_TOP,
@@ -144,8 +147,8 @@ const struct conf_directive conf_directives[] = {
 	    CONF_ARG_MESSAGE_SIZE, "SIZE", conf_do_limit),
 	D_IN(CONF_CTX_LIMITS, "recipients", 1, 1, false, CONF_ARG_RECIPIENTS,
 	    "N", conf_do_limit),
-	D_IN(CONF_CTX_LIMITS, "connections", 1, 1, false,
-	    CONF_ARG_CONNECTIONS, "N", conf_do_limit),
+	D_IN(CONF_CTX_LIMITS, "connections", 1, 1, false, CONF_ARG_CONNECTIONS,
+	    "N", conf_do_limit),
 	D_IN(CONF_CTX_LIMITS, "connections_per_ip", 1, 1, false,
 	    CONF_ARG_CONNECTIONS_PER_IP, "N", conf_do_limit),
 	D_IN(CONF_CTX_LIMITS, "errors", 1, 1, false, CONF_ARG_ERRORS, "N",
@@ -156,8 +159,8 @@ const struct conf_directive conf_directives[] = {
 	    CONF_ARG_TIMEOUT_COMMAND, "DURATION", conf_do_limit),
 	D_IN(CONF_CTX_LIMITS, "timeout_data", 1, 1, false,
 	    CONF_ARG_TIMEOUT_DATA, "DURATION", conf_do_limit),
-	D_IN(CONF_CTX_LIMITS, "timeout_tls", 1, 1, false,
-	    CONF_ARG_TIMEOUT_TLS, "DURATION", conf_do_limit),
+	D_IN(CONF_CTX_LIMITS, "timeout_tls", 1, 1, false, CONF_ARG_TIMEOUT_TLS,
+	    "DURATION", conf_do_limit),
 	D_IN(CONF_CTX_LIMITS, "shutdown_grace", 1, 1, false,
 	    CONF_ARG_SHUTDOWN_GRACE, "DURATION", conf_do_limit),
 	D_IN(CONF_CTX_LIMITS, "bare_newline", 1, 1, false, CONF_ARG_NONE,
@@ -177,8 +180,8 @@ const struct conf_directive conf_directives[] = {
 
 	D_IN(CONF_CTX_TARGET, "type", 1, 1, false, CONF_ARG_NONE,
 	    "smtp|lmtp|maildir", conf_do_type),
-	D_IN(CONF_CTX_TARGET, "host", 1, 1, false, CONF_ARG_NONE,
-	    "HOST[:PORT]", conf_do_host),
+	D_IN(CONF_CTX_TARGET, "host", 1, 1, false, CONF_ARG_NONE, "HOST[:PORT]",
+	    conf_do_host),
 	D_IN(CONF_CTX_TARGET, "mx", 1, 1, false, CONF_ARG_NONE, "DOMAIN|*",
 	    conf_do_mx),
 	D_IN(CONF_CTX_TARGET, "port", 1, 1, false, CONF_ARG_NONE, "N",
@@ -211,25 +214,25 @@ const struct conf_directive conf_directives[] = {
 	    CONF_ARG_T_TIMEOUT_DATA, "DURATION", conf_do_target_num),
 	D_IN(CONF_CTX_TARGET, "helo", 1, 1, false, CONF_ARG_NONE, "NAME",
 	    conf_do_target_name),
-	D_IN(CONF_CTX_TARGET, "rewrite", 2, 2, true, CONF_ARG_NONE,
-	    "@FROM @TO", conf_do_rewrite),
+	D_IN(CONF_CTX_TARGET, "rewrite", 2, 2, true, CONF_ARG_NONE, "@FROM @TO",
+	    conf_do_rewrite),
 	D_IN(CONF_CTX_TARGET, "srs", 1, 1, false, CONF_ARG_NONE, "yes|no",
 	    conf_do_target_srs),
 	D_IN(CONF_CTX_TARGET, "source_address", 1, 1, false, CONF_ARG_NONE,
 	    "ADDR", conf_do_target_source),
-	D_TOP("srs_domain", 1, 1, CONF_BLOCK_NONE, false, CONF_CTX_TOP,
-	    "NAME", conf_do_srs),
+	D_TOP("srs_domain", 1, 1, CONF_BLOCK_NONE, false, CONF_CTX_TOP, "NAME",
+	    conf_do_srs),
 	D_TOP("srs_secret_file", 1, 1, CONF_BLOCK_NONE, false, CONF_CTX_TOP,
 	    "PATH", conf_do_srs),
 
 	D_IN(CONF_CTX_WAVE, "state", 1, 1, false, CONF_ARG_NONE,
 	    "legacy|dual|cloud", conf_do_state),
-	D_IN(CONF_CTX_WAVE, "targets", 1, -1, false, CONF_ARG_NONE,
-	    "TARGET...", conf_do_set),
-	D_IN(CONF_CTX_WAVE, "members", 1, -1, true, CONF_ARG_NONE,
-	    "ADDRESS...", conf_do_members),
-	D_IN(CONF_CTX_WAVE, "members_file", 1, 1, false, CONF_ARG_NONE,
-	    "PATH", conf_do_members_file),
+	D_IN(CONF_CTX_WAVE, "targets", 1, -1, false, CONF_ARG_NONE, "TARGET...",
+	    conf_do_set),
+	D_IN(CONF_CTX_WAVE, "members", 1, -1, true, CONF_ARG_NONE, "ADDRESS...",
+	    conf_do_members),
+	D_IN(CONF_CTX_WAVE, "members_file", 1, 1, false, CONF_ARG_NONE, "PATH",
+	    conf_do_members_file),
 
 	D_IN(CONF_CTX_QUEUE, "retry_initial", 1, 1, false,
 	    CONF_ARG_Q_RETRY_INITIAL, "DURATION", conf_do_queue),
@@ -241,8 +244,8 @@ const struct conf_directive conf_directives[] = {
 	    CONF_ARG_Q_DELAY_WARNING, "DURATION", conf_do_queue),
 };
 
-const size_t conf_ndirectives =
-    sizeof(conf_directives) / sizeof(conf_directives[0]);
+const size_t conf_ndirectives = sizeof(conf_directives) /
+    sizeof(conf_directives[0]);
 
 /*
  * Directive handlers. p->words[0] is the keyword; the argument count has
@@ -256,8 +259,10 @@ conf_do_hostname(struct conf_parser *p, const struct conf_directive *dir,
 	const char *arg = p->words[1];
 
 	if (!conf_domain_valid(arg, false))
-		return conf_errc(p, line, "'%s' needs a valid host name, "
-		    "got '%s'", dir->name, conf_show(p, arg));
+		return conf_errc(p, line,
+		    "'%s' needs a valid host name, "
+		    "got '%s'",
+		    dir->name, conf_show(p, arg));
 	free(p->conf->hostname);
 	p->conf->hostname = xstrdup(arg);
 	return 0;
@@ -265,14 +270,16 @@ conf_do_hostname(struct conf_parser *p, const struct conf_directive *dir,
 
 /* Resolves a path argument into *out; empty paths are refused. */
 int
-conf_path_arg(struct conf_parser *p, const struct conf_directive *dir,
-    int line, char **out)
+conf_path_arg(struct conf_parser *p, const struct conf_directive *dir, int line,
+    char **out)
 {
 	const char *arg = p->words[1];
 
 	if (arg[0] == '\0')
-		return conf_errc(p, line, "'%s' needs a path, got an empty "
-		    "string", dir->name);
+		return conf_errc(p, line,
+		    "'%s' needs a path, got an empty "
+		    "string",
+		    dir->name);
 	free(*out);
 	*out = conf_resolve(p->basedir, arg);
 	return 0;
@@ -300,15 +307,15 @@ conf_user_valid(const char *s)
 }
 
 static int
-conf_do_user(struct conf_parser *p, const struct conf_directive *dir,
-    int line)
+conf_do_user(struct conf_parser *p, const struct conf_directive *dir, int line)
 {
 	const char *arg = p->words[1];
 
 	if (!conf_user_valid(arg))
-		return conf_errc(p, line, "'%s' needs a user name (letters, "
-		    "digits, '.', '_', '-'; at most %d), got '%s'", dir->name,
-		    CONF_USER_MAX, conf_show(p, arg));
+		return conf_errc(p, line,
+		    "'%s' needs a user name (letters, "
+		    "digits, '.', '_', '-'; at most %d), got '%s'",
+		    dir->name, CONF_USER_MAX, conf_show(p, arg));
 	free(p->conf->user);
 	p->conf->user = xstrdup(arg);
 	return 0;
@@ -322,17 +329,18 @@ conf_do_workers(struct conf_parser *p, const struct conf_directive *dir,
 	uint64_t v;
 
 	if (conf_parse_scaled(arg, conf_units_none, CONF_WORKERS_MAX, &v) !=
-	    0 || v < 1)
-		return conf_errc(p, line, "'%s' must be a number from 1 to "
-		    "%d, got '%s'", dir->name, CONF_WORKERS_MAX,
-		    conf_show(p, arg));
+	        0 ||
+	    v < 1)
+		return conf_errc(p, line,
+		    "'%s' must be a number from 1 to "
+		    "%d, got '%s'",
+		    dir->name, CONF_WORKERS_MAX, conf_show(p, arg));
 	p->conf->workers = (unsigned)v;
 	return 0;
 }
 
 static int
-conf_do_tls(struct conf_parser *p, const struct conf_directive *dir,
-    int line)
+conf_do_tls(struct conf_parser *p, const struct conf_directive *dir, int line)
 {
 	struct conf_listener *l;
 	bool cert = dir->arg == CONF_ARG_TLS_CERT;
@@ -375,28 +383,37 @@ conf_do_listen(struct conf_parser *p, const struct conf_directive *dir,
 		const char *close = strchr(arg, ']');
 
 		if (close == NULL)
-			return conf_errc(p, line, "listen: missing ']' after "
-			    "the IPv6 address in '%s'", conf_show(p, arg));
+			return conf_errc(p, line,
+			    "listen: missing ']' after "
+			    "the IPv6 address in '%s'",
+			    conf_show(p, arg));
 		if (close[1] != ':')
-			return conf_errc(p, line, "listen: expected ':PORT' "
-			    "after ']' in '%s'", conf_show(p, arg));
+			return conf_errc(p, line,
+			    "listen: expected ':PORT' "
+			    "after ']' in '%s'",
+			    conf_show(p, arg));
 		host = xstrndup(arg + 1, (size_t)(close - arg - 1));
 		port = close + 2;
 		if (inet_pton(AF_INET6, host, addr) != 1) {
-			conf_errc(p, line, "listen: '%s' is not an IPv6 "
-			    "address", conf_show(p, host));
+			conf_errc(p, line,
+			    "listen: '%s' is not an IPv6 "
+			    "address",
+			    conf_show(p, host));
 			free(host);
 			return -1;
 		}
 	} else {
 		colon = strrchr(arg, ':');
 		if (colon == NULL)
-			return conf_errc(p, line, "listen: expected ADDR:PORT, "
-			    "got '%s'", conf_show(p, arg));
+			return conf_errc(p, line,
+			    "listen: expected ADDR:PORT, "
+			    "got '%s'",
+			    conf_show(p, arg));
 		host = xstrndup(arg, (size_t)(colon - arg));
 		port = colon + 1;
 		if (strchr(host, ':') != NULL) {
-			conf_errc(p, line, "listen: an IPv6 address must be "
+			conf_errc(p, line,
+			    "listen: an IPv6 address must be "
 			    "in brackets, as in [::1]:25, got '%s'",
 			    conf_show(p, arg));
 			free(host);
@@ -404,7 +421,8 @@ conf_do_listen(struct conf_parser *p, const struct conf_directive *dir,
 		}
 		if (strcmp(host, "*") != 0 &&
 		    inet_pton(AF_INET, host, addr) != 1) {
-			conf_errc(p, line, "listen: '%s' is not an IPv4 "
+			conf_errc(p, line,
+			    "listen: '%s' is not an IPv4 "
 			    "address, [IPv6] address or '*'",
 			    conf_show(p, host));
 			free(host);
@@ -413,18 +431,22 @@ conf_do_listen(struct conf_parser *p, const struct conf_directive *dir,
 	}
 	if (conf_parse_scaled(port, conf_units_none, 65535, &v) != 0 ||
 	    v == 0) {
-		conf_errc(p, line, "listen: bad port '%s' in '%s' (expected "
-		    "1-65535)", conf_show(p, port), conf_show(p, arg));
+		conf_errc(p, line,
+		    "listen: bad port '%s' in '%s' (expected "
+		    "1-65535)",
+		    conf_show(p, port), conf_show(p, arg));
 		free(host);
 		return -1;
 	}
 	(void)snprintf(portbuf, sizeof(portbuf), "%u", (unsigned)v);
 	for (i = 0; i < conf->nlisteners; i++) {
 		l = &conf->listeners[i];
-		if (strcmp(l->host, host) == 0 && strcmp(l->port, portbuf) ==
-		    0) {
-			conf_errc(p, line, "listen: duplicate address '%s' "
-			    "(first at line %d)", conf_show(p, arg), l->line);
+		if (strcmp(l->host, host) == 0 &&
+		    strcmp(l->port, portbuf) == 0) {
+			conf_errc(p, line,
+			    "listen: duplicate address '%s' "
+			    "(first at line %d)",
+			    conf_show(p, arg), l->line);
 			free(host);
 			return -1;
 		}
@@ -444,8 +466,7 @@ conf_do_listen(struct conf_parser *p, const struct conf_directive *dir,
 }
 
 static int
-conf_do_block(struct conf_parser *p, const struct conf_directive *dir,
-    int line)
+conf_do_block(struct conf_parser *p, const struct conf_directive *dir, int line)
 {
 	(void)p;
 	(void)dir;
@@ -468,15 +489,19 @@ conf_do_domain(struct conf_parser *p, const struct conf_directive *dir,
 	for (i = 0; name[i] != '\0'; i++)
 		name[i] = (char)tolower((unsigned char)name[i]);
 	if (!conf_domain_valid(name, true)) {
-		conf_errc(p, line, "domain: '%s' is not a domain name or "
-		    "'*.' followed by one", conf_show(p, p->words[1]));
+		conf_errc(p, line,
+		    "domain: '%s' is not a domain name or "
+		    "'*.' followed by one",
+		    conf_show(p, p->words[1]));
 		free(name);
 		return -1;
 	}
 	if ((dup = conf_set_add(&p->domset, conf, conf_domain_name_at,
-	    conf->ndomains, name)) != -1) {
-		conf_errc(p, line, "domain: duplicate domain '%s' (first at "
-		    "line %d)", conf_show(p, name), conf->domains[dup].line);
+	         conf->ndomains, name)) != -1) {
+		conf_errc(p, line,
+		    "domain: duplicate domain '%s' (first at "
+		    "line %d)",
+		    conf_show(p, name), conf->domains[dup].line);
 		free(name);
 		return -1;
 	}
@@ -523,8 +548,7 @@ conf_limit_field(struct conf_limits *lim, enum conf_arg arg)
 }
 
 static int
-conf_do_limit(struct conf_parser *p, const struct conf_directive *dir,
-    int line)
+conf_do_limit(struct conf_parser *p, const struct conf_directive *dir, int line)
 {
 	const char *arg = p->words[1];
 	const struct conf_unit *units;
@@ -545,7 +569,7 @@ conf_do_limit(struct conf_parser *p, const struct conf_directive *dir,
 		units = conf_units_duration;
 		max = UINT_MAX;
 		what = "a duration (a number with an optional s, m, h or d "
-		    "suffix)";
+		       "suffix)";
 		break;
 	default:
 		units = conf_units_none;
@@ -555,14 +579,16 @@ conf_do_limit(struct conf_parser *p, const struct conf_directive *dir,
 	}
 	rc = conf_parse_scaled(arg, units, max, &v);
 	if (rc == -1)
-		return conf_errc(p, line, "'%s' needs %s, got '%s'",
-		    dir->name, what, conf_show(p, arg));
+		return conf_errc(p, line, "'%s' needs %s, got '%s'", dir->name,
+		    what, conf_show(p, arg));
 	if (rc == -2)
 		return conf_errc(p, line, "'%s' value '%s' is too large",
 		    dir->name, conf_show(p, arg));
 	if (v == 0)
-		return conf_errc(p, line, "'%s' must be greater than zero, "
-		    "got '%s'", dir->name, conf_show(p, arg));
+		return conf_errc(p, line,
+		    "'%s' must be greater than zero, "
+		    "got '%s'",
+		    dir->name, conf_show(p, arg));
 	if (dir->arg == CONF_ARG_MESSAGE_SIZE)
 		p->conf->limits.message_size = v;
 	else
@@ -581,8 +607,10 @@ conf_do_bare_newline(struct conf_parser *p, const struct conf_directive *dir,
 	else if (strcmp(arg, "reject") == 0)
 		p->conf->limits.bare_newline = CONF_NEWLINE_REJECT;
 	else
-		return conf_errc(p, line, "'%s' must be 'normalize' or "
-		    "'reject', got '%s'", dir->name, conf_show(p, arg));
+		return conf_errc(p, line,
+		    "'%s' must be 'normalize' or "
+		    "'reject', got '%s'",
+		    dir->name, conf_show(p, arg));
 	return 0;
 }
 
@@ -597,8 +625,10 @@ conf_do_destination(struct conf_parser *p, const struct conf_directive *dir,
 	else if (strcmp(arg, "stderr") == 0)
 		p->conf->log_stderr = true;
 	else
-		return conf_errc(p, line, "'%s' must be 'syslog' or "
-		    "'stderr', got '%s'", dir->name, conf_show(p, arg));
+		return conf_errc(p, line,
+		    "'%s' must be 'syslog' or "
+		    "'stderr', got '%s'",
+		    dir->name, conf_show(p, arg));
 	return 0;
 }
 
@@ -610,22 +640,25 @@ conf_do_facility(struct conf_parser *p, const struct conf_directive *dir,
 	int f;
 
 	if ((f = log_facility_from_name(arg)) == -1)
-		return conf_errc(p, line, "unknown %s '%s' (mail, daemon, "
-		    "user, local0 to local7)", dir->name, conf_show(p, arg));
+		return conf_errc(p, line,
+		    "unknown %s '%s' (mail, daemon, "
+		    "user, local0 to local7)",
+		    dir->name, conf_show(p, arg));
 	p->conf->log_facility = f;
 	return 0;
 }
 
 static int
-conf_do_level(struct conf_parser *p, const struct conf_directive *dir,
-    int line)
+conf_do_level(struct conf_parser *p, const struct conf_directive *dir, int line)
 {
 	static const struct {
-		const char	*name;
-		enum log_level	 level;
+		const char *name;
+		enum log_level level;
 	} levels[] = {
-		{ "debug", LOG_LEVEL_DEBUG }, { "info", LOG_LEVEL_INFO },
-		{ "warning", LOG_LEVEL_WARN }, { "error", LOG_LEVEL_ERR },
+		{ "debug", LOG_LEVEL_DEBUG },
+		{ "info", LOG_LEVEL_INFO },
+		{ "warning", LOG_LEVEL_WARN },
+		{ "error", LOG_LEVEL_ERR },
 	};
 	const char *arg = p->words[1];
 	size_t i;
@@ -636,8 +669,10 @@ conf_do_level(struct conf_parser *p, const struct conf_directive *dir,
 			return 0;
 		}
 	}
-	return conf_errc(p, line, "'%s' must be debug, info, warning or "
-	    "error, got '%s'", dir->name, conf_show(p, arg));
+	return conf_errc(p, line,
+	    "'%s' must be debug, info, warning or "
+	    "error, got '%s'",
+	    dir->name, conf_show(p, arg));
 }
 
 static int
@@ -666,8 +701,8 @@ conf_do_recipients(struct conf_parser *p, const struct conf_directive *dir,
 }
 
 static int
-conf_do_recipients_file(struct conf_parser *p,
-    const struct conf_directive *dir, int line)
+conf_do_recipients_file(struct conf_parser *p, const struct conf_directive *dir,
+    int line)
 {
 	struct conf_domain *d = &p->conf->domains[p->cur];
 
@@ -694,7 +729,7 @@ conf_do_resolvers(struct conf_parser *p, const struct conf_directive *dir,
 	sbuf_init(&csv, CONF_RESOLVERS_MAX * (INET6_ADDRSTRLEN + 10));
 	for (i = 1; i < p->nwords; i++) {
 		if (conf_parse_ip_port(p->words[i], &af, addr, sizeof(addr),
-		    &port, &p->why) == -1) {
+		        &port, &p->why) == -1) {
 			sbuf_release(&csv);
 			return conf_errc(p, line, "%s: '%s' %s", dir->name,
 			    conf_show(p, p->words[i]), p->why.data);
@@ -715,8 +750,7 @@ conf_do_resolvers(struct conf_parser *p, const struct conf_directive *dir,
  */
 
 static int
-conf_do_queue(struct conf_parser *p, const struct conf_directive *dir,
-    int line)
+conf_do_queue(struct conf_parser *p, const struct conf_directive *dir, int line)
 {
 	struct conf_queue *q = &p->conf->queue;
 	const char *arg = p->words[1];
@@ -725,15 +759,18 @@ conf_do_queue(struct conf_parser *p, const struct conf_directive *dir,
 
 	rc = conf_parse_scaled(arg, conf_units_duration, UINT_MAX, &v);
 	if (rc == -1)
-		return conf_errc(p, line, "'%s' needs a duration (a number "
+		return conf_errc(p, line,
+		    "'%s' needs a duration (a number "
 		    "with an optional s, m, h or d suffix), got '%s'",
 		    dir->name, conf_show(p, arg));
 	if (rc == -2)
 		return conf_errc(p, line, "'%s' value '%s' is too large",
 		    dir->name, conf_show(p, arg));
 	if (v == 0 && dir->arg != CONF_ARG_Q_DELAY_WARNING)
-		return conf_errc(p, line, "'%s' must be greater than zero, "
-		    "got '%s'", dir->name, conf_show(p, arg));
+		return conf_errc(p, line,
+		    "'%s' must be greater than zero, "
+		    "got '%s'",
+		    dir->name, conf_show(p, arg));
 	switch (dir->arg) {
 	case CONF_ARG_Q_RETRY_INITIAL:
 		q->retry_initial = (unsigned)v;
@@ -767,7 +804,8 @@ conf_do_verify_opts(struct conf_parser *p, const struct conf_directive *dir,
 
 	if (dir->arg == CONF_ARG_V_TEMPFAIL || dir->arg == CONF_ARG_D_ENABLE ||
 	    dir->arg == CONF_ARG_REVERSE_LOOKUP ||
-	    dir->arg == CONF_ARG_AUTH_CHECKS || dir->arg == CONF_ARG_SPF_REJECT) {
+	    dir->arg == CONF_ARG_AUTH_CHECKS ||
+	    dir->arg == CONF_ARG_SPF_REJECT) {
 		bool yes;
 
 		if (strcmp(arg, "yes") == 0)
@@ -775,8 +813,10 @@ conf_do_verify_opts(struct conf_parser *p, const struct conf_directive *dir,
 		else if (strcmp(arg, "no") == 0)
 			yes = false;
 		else
-			return conf_errc(p, line, "'%s' needs yes or no, got "
-			    "'%s'", dir->name, conf_show(p, arg));
+			return conf_errc(p, line,
+			    "'%s' needs yes or no, got "
+			    "'%s'",
+			    dir->name, conf_show(p, arg));
 		if (dir->arg == CONF_ARG_V_TEMPFAIL)
 			p->conf->verify_tempfail = yes;
 		else if (dir->arg == CONF_ARG_REVERSE_LOOKUP)
@@ -790,17 +830,22 @@ conf_do_verify_opts(struct conf_parser *p, const struct conf_directive *dir,
 		return 0;
 	}
 	if (dir->arg == CONF_ARG_D_MAX_SIZE) {
-		if (conf_parse_scaled(arg, conf_units_size, UINT64_MAX,
-		    &v) != 0 || v < 1024 * 1024)
-			return conf_errc(p, line, "'%s' needs a size of at least "
-			    "1M, got '%s'", dir->name, conf_show(p, arg));
+		if (conf_parse_scaled(arg, conf_units_size, UINT64_MAX, &v) !=
+		        0 ||
+		    v < 1024 * 1024)
+			return conf_errc(p, line,
+			    "'%s' needs a size of at least "
+			    "1M, got '%s'",
+			    dir->name, conf_show(p, arg));
 		p->conf->duplicate_max_size = v;
 		return 0;
 	}
 	if (conf_parse_scaled(arg, conf_units_duration, UINT_MAX, &v) != 0 ||
 	    v == 0)
-		return conf_errc(p, line, "'%s' needs a positive duration, "
-		    "got '%s'", dir->name, conf_show(p, arg));
+		return conf_errc(p, line,
+		    "'%s' needs a positive duration, "
+		    "got '%s'",
+		    dir->name, conf_show(p, arg));
 	if (dir->arg == CONF_ARG_D_WINDOW)
 		p->conf->duplicate_window = (unsigned)v;
 	else
@@ -810,8 +855,7 @@ conf_do_verify_opts(struct conf_parser *p, const struct conf_directive *dir,
 
 /* srs_domain NAME and srs_secret_file PATH (read by conf_load). */
 static int
-conf_do_srs(struct conf_parser *p, const struct conf_directive *dir,
-    int line)
+conf_do_srs(struct conf_parser *p, const struct conf_directive *dir, int line)
 {
 	const char *v = p->words[1];
 
@@ -837,8 +881,8 @@ conf_do_authserv(struct conf_parser *p, const struct conf_directive *dir,
 
 	for (c = v; *c != '\0'; c++)
 		if (!((*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') ||
-		    (*c >= '0' && *c <= '9') || *c == '.' || *c == '-' ||
-		    *c == '_'))
+		        (*c >= '0' && *c <= '9') || *c == '.' || *c == '-' ||
+		        *c == '_'))
 			return conf_errc(p, line, "%s: '%s' is not a host name",
 			    dir->name, conf_show(p, v));
 	free(p->conf->authserv_id);
@@ -860,8 +904,10 @@ conf_do_trusted(struct conf_parser *p, const struct conf_directive *dir,
 
 		if (inet_pton(AF_INET, a, bin) != 1 &&
 		    inet_pton(AF_INET6, a, bin) != 1)
-			return conf_errc(p, line, "%s: '%s' is not an IP "
-			    "address", dir->name, conf_show(p, a));
+			return conf_errc(p, line,
+			    "%s: '%s' is not an IP "
+			    "address",
+			    dir->name, conf_show(p, a));
 		conf->trusted_hosts = xreallocarray(conf->trusted_hosts,
 		    conf->ntrusted_hosts + 1, sizeof(*conf->trusted_hosts));
 		conf->trusted_hosts[conf->ntrusted_hosts++] = xstrdup(a);

@@ -20,14 +20,14 @@
  */
 
 /* Target types as bits, for the options each type takes. */
-#define CONF_T_SMTP	(1u << CONF_TARGET_SMTP)
-#define CONF_T_LMTP	(1u << CONF_TARGET_LMTP)
-#define CONF_T_MAILDIR	(1u << CONF_TARGET_MAILDIR)
-#define CONF_T_ALL	(CONF_T_SMTP | CONF_T_LMTP | CONF_T_MAILDIR)
+#define CONF_T_SMTP    (1u << CONF_TARGET_SMTP)
+#define CONF_T_LMTP    (1u << CONF_TARGET_LMTP)
+#define CONF_T_MAILDIR (1u << CONF_TARGET_MAILDIR)
+#define CONF_T_ALL     (CONF_T_SMTP | CONF_T_LMTP | CONF_T_MAILDIR)
 
 static const struct {
-	const char	*name;
-	unsigned	 types;
+	const char *name;
+	unsigned types;
 } conf_target_types[] = {
 	{ "host", CONF_T_SMTP | CONF_T_LMTP },
 	{ "mx", CONF_T_SMTP },
@@ -53,8 +53,8 @@ conf_target_mask(const char *name)
 {
 	size_t i;
 
-	for (i = 0; i < sizeof(conf_target_types) /
-	    sizeof(conf_target_types[0]); i++)
+	for (i = 0;
+	     i < sizeof(conf_target_types) / sizeof(conf_target_types[0]); i++)
 		if (strcmp(conf_target_types[i].name, name) == 0)
 			return conf_target_types[i].types;
 	return CONF_T_ALL;
@@ -89,7 +89,8 @@ conf_close_target(struct conf_parser *p)
 	size_t i;
 
 	if (conf_seen_line(p, CONF_CTX_TARGET, "type") == 0)
-		return conf_errc(p, t->line, "missing 'type' (smtp, lmtp or "
+		return conf_errc(p, t->line,
+		    "missing 'type' (smtp, lmtp or "
 		    "maildir)");
 	bit = 1u << t->type;
 	for (i = 0; i < conf_ndirectives; i++) {
@@ -109,21 +110,25 @@ conf_close_target(struct conf_parser *p)
 	switch (t->type) {
 	case CONF_TARGET_SMTP:
 		if (t->host == NULL && t->mx == NULL)
-			return conf_errc(p, t->line, "type smtp needs 'host' "
+			return conf_errc(p, t->line,
+			    "type smtp needs 'host' "
 			    "or 'mx'");
 		port = conf_seen_line(p, CONF_CTX_TARGET, "port");
 		if (port != 0 && t->mx == NULL)
-			return conf_errc(p, port, "'port' goes with 'mx' only "
+			return conf_errc(p, port,
+			    "'port' goes with 'mx' only "
 			    "(write 'host NAME:PORT')");
 		break;
 	case CONF_TARGET_LMTP:
 		if (t->host == NULL && t->socket == NULL)
-			return conf_errc(p, t->line, "type lmtp needs 'host' "
+			return conf_errc(p, t->line,
+			    "type lmtp needs 'host' "
 			    "or 'socket'");
 		break;
 	case CONF_TARGET_MAILDIR:
 		if (t->path == NULL)
-			return conf_errc(p, t->line, "type maildir needs "
+			return conf_errc(p, t->line,
+			    "type maildir needs "
 			    "'path'");
 		break;
 	}
@@ -137,7 +142,7 @@ conf_close_target(struct conf_parser *p)
 		t->port = xstrdup(t->type == CONF_TARGET_LMTP ? "24" : "25");
 	if (conf_seen_line(p, CONF_CTX_TARGET, "tls") == 0)
 		t->tls = t->type == CONF_TARGET_SMTP ? CONF_TLS_MAY :
-		    CONF_TLS_NONE;
+		                                       CONF_TLS_NONE;
 	return 0;
 }
 
@@ -147,7 +152,8 @@ conf_close_wave(struct conf_parser *p)
 	struct conf_wave *w = &p->conf->waves[p->cur];
 
 	if (w->ntargets == 0)
-		return conf_errc(p, w->line, "needs 'state' (legacy, dual or "
+		return conf_errc(p, w->line,
+		    "needs 'state' (legacy, dual or "
 		    "cloud) or 'targets'");
 	conf_wave_index(w);
 	return 0;
@@ -167,7 +173,8 @@ conf_close_queue(struct conf_parser *p)
 		    "retry_initial (%us) is longer than retry_max (%us)",
 		    q->retry_initial, q->retry_max);
 	if (q->delay_warning != 0 && q->delay_warning >= q->lifetime)
-		return conf_errc(p, warn != 0 ? warn : life, "delay_warning "
+		return conf_errc(p, warn != 0 ? warn : life,
+		    "delay_warning "
 		    "(%us) must be shorter than lifetime (%us)",
 		    q->delay_warning, q->lifetime);
 	return 0;
@@ -218,24 +225,27 @@ conf_unknown_target(struct conf_parser *p, const struct conf_ref *r)
 {
 	const struct conf *conf = p->conf;
 	static const char *const states[] = { "targets", "legacy", "dual",
-	    "cloud" };
+		"cloud" };
 	char prefix[CONF_NAME_MAX * 4 + 32], hint[CONF_NAME_MAX * 4 + 32];
 	const char *close;
 
 	switch (r->kind) {
 	case CONF_REF_STATE:
-		return conf_err(p, r->line, "wave '%s': state '%s' needs a "
-		    "target named '%s'", conf_show(p, conf->waves[r->owner].name),
+		return conf_err(p, r->line,
+		    "wave '%s': state '%s' needs a "
+		    "target named '%s'",
+		    conf_show(p, conf->waves[r->owner].name),
 		    states[conf->waves[r->owner].state], r->name);
 	case CONF_REF_WAVE:
-		(void)snprintf(prefix, sizeof(prefix), "wave '%s': ",
-		    conf_show(p, conf->waves[r->owner].name));
+		(void)snprintf(prefix, sizeof(prefix),
+		    "wave '%s': ", conf_show(p, conf->waves[r->owner].name));
 		break;
 	case CONF_REF_DOMAIN:
 		(void)snprintf(prefix, sizeof(prefix), "domain: ");
 		break;
 	case CONF_REF_VERIFY:
-		(void)snprintf(prefix, sizeof(prefix), "domain: "
+		(void)snprintf(prefix, sizeof(prefix),
+		    "domain: "
 		    "verify_recipients: ");
 		break;
 	case CONF_REF_ROUTE:
@@ -246,7 +256,8 @@ conf_unknown_target(struct conf_parser *p, const struct conf_ref *r)
 		break;
 	}
 	if (conf->ntargets == 0)
-		(void)snprintf(hint, sizeof(hint), " (no target blocks are "
+		(void)snprintf(hint, sizeof(hint),
+		    " (no target blocks are "
 		    "defined)");
 	else if ((close = conf_suggest_target(conf, r->name)) != NULL)
 		(void)snprintf(hint, sizeof(hint), " (did you mean '%s'?)",
@@ -281,7 +292,8 @@ conf_resolve_refs(struct conf_parser *p)
 		case CONF_REF_VERIFY:
 			/* A maildir cannot answer RCPT TO. */
 			if (conf->targets[t].type == CONF_TARGET_MAILDIR)
-				return conf_err(p, r->line, "domain: "
+				return conf_err(p, r->line,
+				    "domain: "
 				    "verify_recipients needs an smtp or lmtp "
 				    "target, '%s' is a maildir",
 				    conf_show(p, r->name));
@@ -314,19 +326,23 @@ conf_finish(struct conf_parser *p)
 	size_t i;
 
 	if (p->tls_cert != NULL && p->tls_key == NULL)
-		return conf_err(p, p->tls_cert_line, "tls_cert is set but "
+		return conf_err(p, p->tls_cert_line,
+		    "tls_cert is set but "
 		    "tls_key is not");
 	if (p->tls_key != NULL && p->tls_cert == NULL)
-		return conf_err(p, p->tls_key_line, "tls_key is set but "
+		return conf_err(p, p->tls_key_line,
+		    "tls_key is set but "
 		    "tls_cert is not");
 	for (i = 0; i < conf->nlisteners; i++) {
 		struct conf_listener *l = &conf->listeners[i];
 
 		if (l->tls_cert != NULL && l->tls_key == NULL)
-			return conf_err(p, l->line, "listen: tls_cert is set "
+			return conf_err(p, l->line,
+			    "listen: tls_cert is set "
 			    "but tls_key is not");
 		if (l->tls_key != NULL && l->tls_cert == NULL)
-			return conf_err(p, l->line, "listen: tls_key is set "
+			return conf_err(p, l->line,
+			    "listen: tls_key is set "
 			    "but tls_cert is not");
 		if (l->tls_cert == NULL && p->tls_cert != NULL) {
 			l->tls_cert = xstrdup(p->tls_cert);

@@ -37,7 +37,7 @@ conf_lex_quoted(struct conf_parser *p)
 {
 	int start = p->line;
 
-	p->pos++;		/* the opening quote */
+	p->pos++; /* the opening quote */
 	for (;;) {
 		unsigned char c;
 
@@ -58,9 +58,11 @@ conf_lex_quoted(struct conf_parser *p)
 			if (c != '"' && c != '\\') {
 				char s[2] = { (char)c, '\0' };
 
-				conf_err(p, start, "invalid escape '\\%s' in "
+				conf_err(p, start,
+				    "invalid escape '\\%s' in "
 				    "quoted string (only \\\" and \\\\ are "
-				    "allowed)", conf_show(p, s));
+				    "allowed)",
+				    conf_show(p, s));
 				return CONF_TOK_ERROR;
 			}
 		} else if ((c < 0x20 && c != '\t') || c == 0x7f) {
@@ -75,7 +77,8 @@ conf_lex_quoted(struct conf_parser *p)
 		}
 	}
 	if (p->pos < p->len && !conf_is_delim(p->buf[p->pos])) {
-		conf_err(p, start, "a quoted string must be followed by a "
+		conf_err(p, start,
+		    "a quoted string must be followed by a "
 		    "space or the end of the statement");
 		return CONF_TOK_ERROR;
 	}
@@ -89,7 +92,8 @@ conf_lex_word(struct conf_parser *p)
 		unsigned char c = (unsigned char)p->buf[p->pos];
 
 		if (c == '"') {
-			conf_err(p, p->line, "unexpected '\"' inside a word "
+			conf_err(p, p->line,
+			    "unexpected '\"' inside a word "
 			    "(quote the whole word)");
 			return CONF_TOK_ERROR;
 		}
@@ -200,14 +204,20 @@ conf_last_line(const struct conf_parser *p)
  */
 
 const struct conf_unit conf_units_size[] = {
-	{ 'K', 1024 }, { 'k', 1024 },
-	{ 'M', 1024 * 1024 }, { 'm', 1024 * 1024 },
-	{ 'G', 1024 * 1024 * 1024 }, { 'g', 1024 * 1024 * 1024 },
+	{ 'K', 1024 },
+	{ 'k', 1024 },
+	{ 'M', 1024 * 1024 },
+	{ 'm', 1024 * 1024 },
+	{ 'G', 1024 * 1024 * 1024 },
+	{ 'g', 1024 * 1024 * 1024 },
 	{ '\0', 0 },
 };
 
 const struct conf_unit conf_units_duration[] = {
-	{ 's', 1 }, { 'm', 60 }, { 'h', 60 * 60 }, { 'd', 24 * 60 * 60 },
+	{ 's', 1 },
+	{ 'm', 60 },
+	{ 'h', 60 * 60 },
+	{ 'd', 24 * 60 * 60 },
 	{ '\0', 0 },
 };
 
@@ -494,7 +504,7 @@ conf_parse_ip_port(const char *arg, int *af_out, char *addr_out,
 		hlen = (size_t)(colon - arg);
 		port = colon + 1;
 	} else {
-		af = AF_INET6;		/* bare IPv6, no port */
+		af = AF_INET6; /* bare IPv6, no port */
 		hlen = strlen(arg);
 	}
 	if (hlen >= sizeof(host))
@@ -502,7 +512,8 @@ conf_parse_ip_port(const char *arg, int *af_out, char *addr_out,
 	memcpy(host, arg, hlen);
 	host[hlen] = '\0';
 	if (inet_pton(af, host, bin) != 1)
-		return sbuf_seterr(err, "is not an IPv4 address or an IPv6 "
+		return sbuf_seterr(err,
+		    "is not an IPv4 address or an IPv6 "
 		    "address in brackets (host names are not allowed)");
 	*port_out = 0;
 	if (port != NULL) {

@@ -72,8 +72,7 @@ conf_wave_index(struct conf_wave *w)
 
 	if (w->nmembers == 0)
 		return;
-	qsort(w->members, w->nmembers, sizeof(w->members[0]),
-	    conf_casecmp_p);
+	qsort(w->members, w->nmembers, sizeof(w->members[0]), conf_casecmp_p);
 	for (i = 0; i < w->nmembers; i++) {
 		if (k > 0 && strcasecmp(w->members[k - 1], w->members[i]) == 0)
 			free(w->members[i]);
@@ -106,8 +105,10 @@ conf_read_file(const char *path, size_t max, char **buf_out, size_t *len_out,
 		if (len == size - 1) {
 			/* Room for max + 1 bytes tells "too large" apart. */
 			if (len > max) {
-				sbuf_seterr(err, "%s: file too large (more "
-				    "than %zu bytes)", path, max);
+				sbuf_seterr(err,
+				    "%s: file too large (more "
+				    "than %zu bytes)",
+				    path, max);
 				goto fail;
 			}
 			size = size > (max + 2) / 2 ? max + 2 : size * 2;
@@ -155,7 +156,7 @@ conf_basedir(const char *path)
 	if (dir != NULL && dir[0] == '/')
 		return dir;
 	if ((cwd = getcwd(NULL, 0)) == NULL)
-		return dir;	/* relative, but still right for now */
+		return dir; /* relative, but still right for now */
 	if (dir == NULL)
 		return cwd;
 	abs = conf_resolve(cwd, dir);
@@ -212,8 +213,7 @@ conf_recipient_item(const void *arg, const char *s, size_t len,
 }
 
 static char *
-conf_member_item(const void *arg, const char *s, size_t len,
-    struct sbuf *err)
+conf_member_item(const void *arg, const char *s, size_t len, struct sbuf *err)
 {
 	(void)arg;
 	return conf_address_new(s, len, err);
@@ -226,9 +226,9 @@ conf_member_item(const void *arg, const char *s, size_t len,
  * names an item in messages. Appends to *v_out / *n_out only on success.
  */
 static int
-conf_list_parse(const char *buf, size_t len, const char *path,
-    const char *what, conf_item_fn fn, const void *arg, char ***v_out,
-    size_t *n_out, struct sbuf *err)
+conf_list_parse(const char *buf, size_t len, const char *path, const char *what,
+    conf_item_fn fn, const void *arg, char ***v_out, size_t *n_out,
+    struct sbuf *err)
 {
 	char show[CONF_SHOW_MAX * 4 + 8];
 	char **v = NULL, *item;
@@ -246,17 +246,18 @@ conf_list_parse(const char *buf, size_t len, const char *path,
 		if (line < INT_MAX)
 			line++;
 		for (i = start; i < end; i++) {
-			if (buf[i] == '#' && (i == start || buf[i - 1] == ' ' ||
-			    buf[i - 1] == '\t')) {
+			if (buf[i] == '#' &&
+			    (i == start || buf[i - 1] == ' ' ||
+			        buf[i - 1] == '\t')) {
 				end = i;
 				break;
 			}
 		}
-		while (start < end && (buf[start] == ' ' ||
-		    buf[start] == '\t'))
+		while (start < end && (buf[start] == ' ' || buf[start] == '\t'))
 			start++;
-		while (end > start && (buf[end - 1] == ' ' ||
-		    buf[end - 1] == '\t' || buf[end - 1] == '\r'))
+		while (end > start &&
+		    (buf[end - 1] == ' ' || buf[end - 1] == '\t' ||
+		        buf[end - 1] == '\r'))
 			end--;
 		if (start == end)
 			continue;
@@ -264,8 +265,10 @@ conf_list_parse(const char *buf, size_t len, const char *path,
 		    end - start);
 		if (memchr(buf + start, ' ', end - start) != NULL ||
 		    memchr(buf + start, '\t', end - start) != NULL) {
-			sbuf_seterr(err, "%s:%d: expected one %s per line, "
-			    "got '%s'", path, line, what, show);
+			sbuf_seterr(err,
+			    "%s:%d: expected one %s per line, "
+			    "got '%s'",
+			    path, line, what, show);
 			goto fail;
 		}
 		item = fn(arg, buf + start, end - start, &why);
@@ -296,8 +299,7 @@ fail:
 }
 
 int
-conf_load_recipients(struct conf_domain *d, const char *path,
-    struct sbuf *err)
+conf_load_recipients(struct conf_domain *d, const char *path, struct sbuf *err)
 {
 	size_t len;
 	char *buf;
@@ -324,8 +326,8 @@ conf_load_members(struct conf_wave *w, const char *path, struct sbuf *err)
 
 	if (conf_read_file(path, CONF_MEMBERS_FILE_MAX, &buf, &len, err) == -1)
 		return -1;
-	rc = conf_list_parse(buf, len, path, "address", conf_member_item,
-	    NULL, &w->members, &w->nmembers, err);
+	rc = conf_list_parse(buf, len, path, "address", conf_member_item, NULL,
+	    &w->members, &w->nmembers, err);
 	free(buf);
 	if (rc == -1)
 		return -1;
@@ -434,7 +436,7 @@ conf_find_domain(const struct conf *conf, const char *domain_lc)
 	 * example.com: try the suffixes after each dot, longest first.
 	 */
 	for (suffix = strchr(domain_lc, '.'); suffix != NULL;
-	    suffix = strchr(suffix + 1, '.')) {
+	     suffix = strchr(suffix + 1, '.')) {
 		for (i = 0; i < conf->ndomains; i++) {
 			const char *name = conf->domains[i].name;
 
@@ -456,8 +458,9 @@ conf_domain_accepts(const struct conf_domain *d, const char *local)
 	if (!d->has_list)
 		return true;
 	nexact = d->nexact <= d->nrecipients ? d->nexact : 0;
-	if (nexact > 0 && bsearch(&local, d->recipients, nexact,
-	    sizeof(d->recipients[0]), conf_casecmp_p) != NULL)
+	if (nexact > 0 &&
+	    bsearch(&local, d->recipients, nexact, sizeof(d->recipients[0]),
+	        conf_casecmp_p) != NULL)
 		return true;
 	for (i = nexact; i < d->nrecipients; i++)
 		if (fnmatch(d->recipients[i], local, FNM_CASEFOLD) == 0)
@@ -484,5 +487,5 @@ conf_wave_has(const struct conf_wave *w, const char *addr)
 	/* Members are lower-cased, so strcasecmp keeps their strcmp order. */
 	return w != NULL && addr != NULL && w->nmembers > 0 &&
 	    bsearch(&addr, w->members, w->nmembers, sizeof(w->members[0]),
-	    conf_casecmp_p) != NULL;
+	        conf_casecmp_p) != NULL;
 }

@@ -21,7 +21,13 @@
 #include "xmalloc.h"
 
 static const char *const conf_ctx_names[CONF_CTX_COUNT] = {
-	"top level", "domain", "limits", "listen", "log", "target", "wave",
+	"top level",
+	"domain",
+	"limits",
+	"listen",
+	"log",
+	"target",
+	"wave",
 	"queue",
 };
 
@@ -68,13 +74,12 @@ conf_show(struct conf_parser *p, const char *s)
 	return conf_show_into(out, sizeof(p->show[0]), s, strlen(s));
 }
 
-static void
-conf_verr(struct conf_parser *p, int line, const char *prefix,
+static void conf_verr(struct conf_parser *p, int line, const char *prefix,
     const char *fmt, va_list ap) __attribute__((format(printf, 4, 0)));
 
 static void
-conf_verr(struct conf_parser *p, int line, const char *prefix,
-    const char *fmt, va_list ap)
+conf_verr(struct conf_parser *p, int line, const char *prefix, const char *fmt,
+    va_list ap)
 {
 	char msg[CONF_MSG_MAX];
 	size_t n;
@@ -125,12 +130,12 @@ conf_errc(struct conf_parser *p, int line, const char *fmt, ...)
 	if (p->ctx == CONF_CTX_TOP)
 		prefix[0] = '\0';
 	else if (n != NULL)
-		(void)snprintf(prefix, sizeof(prefix), "%s '%s': ",
-		    conf_ctx_names[p->ctx],
+		(void)snprintf(prefix, sizeof(prefix),
+		    "%s '%s': ", conf_ctx_names[p->ctx],
 		    conf_show_into(name, sizeof(name), n, strlen(n)));
 	else
-		(void)snprintf(prefix, sizeof(prefix), "%s: ",
-		    conf_ctx_names[p->ctx]);
+		(void)snprintf(prefix, sizeof(prefix),
+		    "%s: ", conf_ctx_names[p->ctx]);
 	va_start(ap, fmt);
 	conf_verr(p, line, prefix, fmt, ap);
 	va_end(ap);
@@ -252,8 +257,7 @@ conf_directive_find(enum conf_ctx ctx, const char *name)
 
 /* The line where directive name was seen in the current block, or 0. */
 int
-conf_seen_line(const struct conf_parser *p, enum conf_ctx ctx,
-    const char *name)
+conf_seen_line(const struct conf_parser *p, enum conf_ctx ctx, const char *name)
 {
 	const struct conf_directive *dir = conf_directive_find(ctx, name);
 
@@ -336,20 +340,26 @@ conf_misplaced(struct conf_parser *p, int line, const char *kw)
 		    n++ > 0 ? " or " : "", conf_ctx_names[c]);
 	}
 	if (n > 0 && p->ctx == CONF_CTX_TOP)
-		return conf_err(p, line, "directive '%s' is not allowed "
-		    "outside a %s block", conf_show(p, kw), where);
+		return conf_err(p, line,
+		    "directive '%s' is not allowed "
+		    "outside a %s block",
+		    conf_show(p, kw), where);
 	if (n > 0 && !seen[CONF_CTX_TOP])
-		return conf_err(p, line, "directive '%s' is not allowed in a "
-		    "%s block (only in a %s block)", conf_show(p, kw),
-		    conf_ctx_names[p->ctx], where);
+		return conf_err(p, line,
+		    "directive '%s' is not allowed in a "
+		    "%s block (only in a %s block)",
+		    conf_show(p, kw), conf_ctx_names[p->ctx], where);
 	/* A top-level keyword inside a block usually means a lost '}'. */
 	if (n > 0)
-		return conf_err(p, line, "directive '%s' is not allowed in a "
+		return conf_err(p, line,
+		    "directive '%s' is not allowed in a "
 		    "%s block (missing '}' for the block opened at line %d?)",
 		    conf_show(p, kw), conf_ctx_names[p->ctx], p->block_line);
 	if ((hint = conf_suggest(p->ctx, kw)) != NULL)
-		return conf_errc(p, line, "unknown directive '%s' (did you "
-		    "mean '%s'?)", conf_show(p, kw), hint);
+		return conf_errc(p, line,
+		    "unknown directive '%s' (did you "
+		    "mean '%s'?)",
+		    conf_show(p, kw), hint);
 	return conf_errc(p, line, "unknown directive '%s'", conf_show(p, kw));
 }
 
@@ -365,8 +375,10 @@ conf_dispatch(struct conf_parser *p, int line, bool block)
 	idx = (size_t)(dir - conf_directives);
 	if (nargs < (size_t)dir->min ||
 	    (dir->max >= 0 && nargs > (size_t)dir->max))
-		return conf_errc(p, line, "wrong number of arguments for '%s' "
-		    "(usage: %s %s)", dir->name, dir->name, dir->usage);
+		return conf_errc(p, line,
+		    "wrong number of arguments for '%s' "
+		    "(usage: %s %s)",
+		    dir->name, dir->name, dir->usage);
 	if (block && dir->block == CONF_BLOCK_NONE)
 		return conf_errc(p, line, "'%s' does not take a '{' block",
 		    dir->name);
@@ -404,14 +416,16 @@ conf_run(struct conf_parser *p)
 			if (conf_dispatch(p, line, t == CONF_TOK_OPEN) == -1)
 				return -1;
 		} else if (t == CONF_TOK_OPEN)
-			return conf_err(p, line, "'{' must follow a directive "
+			return conf_err(p, line,
+			    "'{' must follow a directive "
 			    "on the same line");
 		if (t == CONF_TOK_EOF)
 			break;
 		if (t != CONF_TOK_CLOSE)
 			continue;
 		if (p->ctx == CONF_CTX_TOP)
-			return conf_err(p, p->tok_line, "stray '}' (no block "
+			return conf_err(p, p->tok_line,
+			    "stray '}' (no block "
 			    "is open)");
 		if (conf_close_block(p) == -1)
 			return -1;
@@ -422,12 +436,15 @@ conf_run(struct conf_parser *p)
 		if (t == CONF_TOK_EOF)
 			break;
 		if (t != CONF_TOK_END)
-			return conf_err(p, p->tok_line, "unexpected text after "
+			return conf_err(p, p->tok_line,
+			    "unexpected text after "
 			    "'}' (end the line or use ';')");
 	}
 	if (p->ctx != CONF_CTX_TOP)
-		return conf_err(p, conf_last_line(p), "missing '}' for block "
-		    "opened at line %d", p->block_line);
+		return conf_err(p, conf_last_line(p),
+		    "missing '}' for block "
+		    "opened at line %d",
+		    p->block_line);
 	return conf_finish(p);
 }
 

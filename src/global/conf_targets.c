@@ -68,8 +68,10 @@ conf_targets_new(struct conf_parser *p, int line, size_t first,
 		}
 		for (j = first; j < i; j++) {
 			if (strcmp(p->words[j], p->words[i]) == 0) {
-				conf_errc(p, line, "%starget '%s' is listed "
-				    "twice", what, conf_show(p, p->words[i]));
+				conf_errc(p, line,
+				    "%starget '%s' is listed "
+				    "twice",
+				    what, conf_show(p, p->words[i]));
 				return NULL;
 			}
 		}
@@ -84,8 +86,8 @@ conf_targets_new(struct conf_parser *p, int line, size_t first,
  */
 
 int
-conf_do_default_target(struct conf_parser *p,
-    const struct conf_directive *dir, int line)
+conf_do_default_target(struct conf_parser *p, const struct conf_directive *dir,
+    int line)
 {
 	if (!conf_name_valid(p->words[1]))
 		return conf_errc(p, line, "%s: '%s' is not a target name",
@@ -105,14 +107,17 @@ conf_do_target(struct conf_parser *p, const struct conf_directive *dir,
 
 	(void)dir;
 	if (!conf_name_valid(name))
-		return conf_errc(p, line, "target: '%s' is not a valid name "
+		return conf_errc(p, line,
+		    "target: '%s' is not a valid name "
 		    "(a letter or digit, then letters, digits, '.', '_', "
-		    "'-'; at most %d)", conf_show(p, name), CONF_NAME_MAX);
+		    "'-'; at most %d)",
+		    conf_show(p, name), CONF_NAME_MAX);
 	if ((dup = conf_set_add(&p->tset, conf, conf_target_name_at,
-	    conf->ntargets, name)) != -1)
-		return conf_errc(p, line, "target: duplicate target '%s' "
-		    "(first at line %d)", conf_show(p, name),
-		    conf->targets[dup].line);
+	         conf->ntargets, name)) != -1)
+		return conf_errc(p, line,
+		    "target: duplicate target '%s' "
+		    "(first at line %d)",
+		    conf_show(p, name), conf->targets[dup].line);
 	if (conf->ntargets == p->targets_cap) {
 		p->targets_cap = p->targets_cap ? p->targets_cap * 2 : 4;
 		conf->targets = xreallocarray(conf->targets, p->targets_cap,
@@ -133,8 +138,7 @@ conf_do_target(struct conf_parser *p, const struct conf_directive *dir,
 }
 
 int
-conf_do_wave(struct conf_parser *p, const struct conf_directive *dir,
-    int line)
+conf_do_wave(struct conf_parser *p, const struct conf_directive *dir, int line)
 {
 	struct conf *conf = p->conf;
 	struct conf_wave *w;
@@ -143,13 +147,17 @@ conf_do_wave(struct conf_parser *p, const struct conf_directive *dir,
 
 	(void)dir;
 	if (!conf_name_valid(name))
-		return conf_errc(p, line, "wave: '%s' is not a valid name "
+		return conf_errc(p, line,
+		    "wave: '%s' is not a valid name "
 		    "(a letter or digit, then letters, digits, '.', '_', "
-		    "'-'; at most %d)", conf_show(p, name), CONF_NAME_MAX);
-	if ((dup = conf_set_add(&p->wset, conf, conf_wave_name_at,
-	    conf->nwaves, name)) != -1)
-		return conf_errc(p, line, "wave: duplicate wave '%s' (first "
-		    "at line %d)", conf_show(p, name), conf->waves[dup].line);
+		    "'-'; at most %d)",
+		    conf_show(p, name), CONF_NAME_MAX);
+	if ((dup = conf_set_add(&p->wset, conf, conf_wave_name_at, conf->nwaves,
+	         name)) != -1)
+		return conf_errc(p, line,
+		    "wave: duplicate wave '%s' (first "
+		    "at line %d)",
+		    conf_show(p, name), conf->waves[dup].line);
 	if (conf->nwaves == p->waves_cap) {
 		p->waves_cap = p->waves_cap ? p->waves_cap * 2 : 4;
 		conf->waves = xreallocarray(conf->waves, p->waves_cap,
@@ -181,7 +189,8 @@ conf_route_pattern_new(const char *s, struct sbuf *err)
 		}
 	}
 	if (strchr(s, '@') == NULL) {
-		sbuf_seterr(err, "is not an address pattern (local@domain, "
+		sbuf_seterr(err,
+		    "is not an address pattern (local@domain, "
 		    "as in *@sales.example.com)");
 		return NULL;
 	}
@@ -201,8 +210,7 @@ conf_route_pattern_new(const char *s, struct sbuf *err)
 }
 
 int
-conf_do_route(struct conf_parser *p, const struct conf_directive *dir,
-    int line)
+conf_do_route(struct conf_parser *p, const struct conf_directive *dir, int line)
 {
 	struct conf *conf = p->conf;
 	struct conf_route *r;
@@ -239,8 +247,7 @@ conf_do_route(struct conf_parser *p, const struct conf_directive *dir,
  */
 
 int
-conf_do_set(struct conf_parser *p, const struct conf_directive *dir,
-    int line)
+conf_do_set(struct conf_parser *p, const struct conf_directive *dir, int line)
 {
 	size_t *set;
 	int other;
@@ -250,10 +257,12 @@ conf_do_set(struct conf_parser *p, const struct conf_directive *dir,
 		struct conf_wave *w = &p->conf->waves[p->cur];
 
 		if ((other = conf_seen_line(p, CONF_CTX_WAVE, "state")) != 0)
-			return conf_errc(p, line, "'state' (line %d) and "
-			    "'targets' cannot both be given", other);
+			return conf_errc(p, line,
+			    "'state' (line %d) and "
+			    "'targets' cannot both be given",
+			    other);
 		if ((set = conf_targets_new(p, line, 1, CONF_REF_WAVE, p->cur,
-		    "")) == NULL)
+		         "")) == NULL)
 			return -1;
 		w->targets = set;
 		w->ntargets = p->nwords - 1;
@@ -261,8 +270,8 @@ conf_do_set(struct conf_parser *p, const struct conf_directive *dir,
 	} else {
 		struct conf_domain *d = &p->conf->domains[p->cur];
 
-		if ((set = conf_targets_new(p, line, 1, CONF_REF_DOMAIN,
-		    p->cur, "")) == NULL)
+		if ((set = conf_targets_new(p, line, 1, CONF_REF_DOMAIN, p->cur,
+		         "")) == NULL)
 			return -1;
 		d->targets = set;
 		d->ntargets = p->nwords - 1;
@@ -282,8 +291,7 @@ conf_do_verify(struct conf_parser *p, const struct conf_directive *dir,
 }
 
 int
-conf_do_state(struct conf_parser *p, const struct conf_directive *dir,
-    int line)
+conf_do_state(struct conf_parser *p, const struct conf_directive *dir, int line)
 {
 	struct conf_wave *w = &p->conf->waves[p->cur];
 	const char *arg = p->words[1];
@@ -292,8 +300,10 @@ conf_do_state(struct conf_parser *p, const struct conf_directive *dir,
 	int other;
 
 	if ((other = conf_seen_line(p, CONF_CTX_WAVE, "targets")) != 0)
-		return conf_errc(p, line, "'targets' (line %d) and 'state' "
-		    "cannot both be given", other);
+		return conf_errc(p, line,
+		    "'targets' (line %d) and 'state' "
+		    "cannot both be given",
+		    other);
 	if (strcmp(arg, "legacy") == 0) {
 		w->state = CONF_WAVE_LEGACY;
 		names[0] = "legacy";
@@ -308,8 +318,10 @@ conf_do_state(struct conf_parser *p, const struct conf_directive *dir,
 		names[0] = "cloud";
 		n = 1;
 	} else
-		return conf_errc(p, line, "'%s' must be legacy, dual or "
-		    "cloud, got '%s'", dir->name, conf_show(p, arg));
+		return conf_errc(p, line,
+		    "'%s' must be legacy, dual or "
+		    "cloud, got '%s'",
+		    dir->name, conf_show(p, arg));
 	for (i = 0; i < n; i++)
 		conf_ref_add(p, names[i], line, CONF_REF_STATE, p->cur, i);
 	w->targets = xcalloc(n, sizeof(w->targets[0]));
@@ -364,16 +376,16 @@ conf_hop_conflict(struct conf_parser *p, const struct conf_directive *dir,
 		if (strcmp(hops[i], dir->name) == 0)
 			continue;
 		if ((other = conf_seen_line(p, CONF_CTX_TARGET, hops[i])) != 0)
-			return conf_errc(p, line, "'%s' (line %d) and '%s' "
-			    "cannot both be given", hops[i], other,
-			    dir->name);
+			return conf_errc(p, line,
+			    "'%s' (line %d) and '%s' "
+			    "cannot both be given",
+			    hops[i], other, dir->name);
 	}
 	return 0;
 }
 
 int
-conf_do_type(struct conf_parser *p, const struct conf_directive *dir,
-    int line)
+conf_do_type(struct conf_parser *p, const struct conf_directive *dir, int line)
 {
 	struct conf_target *t = &p->conf->targets[p->cur];
 	const char *arg = p->words[1];
@@ -385,8 +397,10 @@ conf_do_type(struct conf_parser *p, const struct conf_directive *dir,
 	else if (strcmp(arg, "maildir") == 0)
 		t->type = CONF_TARGET_MAILDIR;
 	else
-		return conf_errc(p, line, "'%s' must be smtp, lmtp or "
-		    "maildir, got '%s'", dir->name, conf_show(p, arg));
+		return conf_errc(p, line,
+		    "'%s' must be smtp, lmtp or "
+		    "maildir, got '%s'",
+		    dir->name, conf_show(p, arg));
 	return 0;
 }
 
@@ -405,8 +419,7 @@ conf_port_new(const char *s)
 
 /* HOST[:PORT]: a host name, an IPv4 address or an [IPv6] address. */
 int
-conf_do_host(struct conf_parser *p, const struct conf_directive *dir,
-    int line)
+conf_do_host(struct conf_parser *p, const struct conf_directive *dir, int line)
 {
 	struct conf_target *t = &p->conf->targets[p->cur];
 	unsigned char bin[sizeof(struct in6_addr)];
@@ -419,33 +432,41 @@ conf_do_host(struct conf_parser *p, const struct conf_directive *dir,
 		const char *close = strchr(arg, ']');
 
 		if (close == NULL)
-			return conf_errc(p, line, "'host' is missing the ']' "
+			return conf_errc(p, line,
+			    "'host' is missing the ']' "
 			    "after the IPv6 address in '%s'",
 			    conf_show(p, arg));
 		if (close[1] == ':')
 			port = close + 2;
 		else if (close[1] != '\0')
-			return conf_errc(p, line, "'host' needs ':PORT' or "
-			    "nothing after ']' in '%s'", conf_show(p, arg));
+			return conf_errc(p, line,
+			    "'host' needs ':PORT' or "
+			    "nothing after ']' in '%s'",
+			    conf_show(p, arg));
 		host = xstrndup(arg + 1, (size_t)(close - arg - 1));
 		if (inet_pton(AF_INET6, host, bin) != 1) {
-			conf_errc(p, line, "'host': '%s' is not an IPv6 "
-			    "address", conf_show(p, host));
+			conf_errc(p, line,
+			    "'host': '%s' is not an IPv6 "
+			    "address",
+			    conf_show(p, host));
 			free(host);
 			return -1;
 		}
 	} else {
 		colon = strchr(arg, ':');
 		if (colon != NULL && strchr(colon + 1, ':') != NULL)
-			return conf_errc(p, line, "'host': an IPv6 address "
+			return conf_errc(p, line,
+			    "'host': an IPv6 address "
 			    "must be in brackets, as in [2001:db8::25]:25, got "
-			    "'%s'", conf_show(p, arg));
+			    "'%s'",
+			    conf_show(p, arg));
 		host = colon != NULL ? xstrndup(arg, (size_t)(colon - arg)) :
-		    xstrdup(arg);
+		                       xstrdup(arg);
 		port = colon != NULL ? colon + 1 : NULL;
 		if (inet_pton(AF_INET, host, bin) != 1 &&
 		    !conf_hostname_valid(host)) {
-			conf_errc(p, line, "'host': '%s' is not a host name, "
+			conf_errc(p, line,
+			    "'host': '%s' is not a host name, "
 			    "an IPv4 address or an [IPv6] address",
 			    conf_show(p, host));
 			free(host);
@@ -453,8 +474,10 @@ conf_do_host(struct conf_parser *p, const struct conf_directive *dir,
 		}
 	}
 	if (port != NULL && (portstr = conf_port_new(port)) == NULL) {
-		conf_errc(p, line, "'host': bad port '%s' in '%s' (expected "
-		    "1-65535)", conf_show(p, port), conf_show(p, arg));
+		conf_errc(p, line,
+		    "'host': bad port '%s' in '%s' (expected "
+		    "1-65535)",
+		    conf_show(p, port), conf_show(p, arg));
 		free(host);
 		return -1;
 	}
@@ -468,8 +491,7 @@ conf_do_host(struct conf_parser *p, const struct conf_directive *dir,
 }
 
 int
-conf_do_mx(struct conf_parser *p, const struct conf_directive *dir,
-    int line)
+conf_do_mx(struct conf_parser *p, const struct conf_directive *dir, int line)
 {
 	struct conf_target *t = &p->conf->targets[p->cur];
 	const char *arg = p->words[1];
@@ -477,8 +499,10 @@ conf_do_mx(struct conf_parser *p, const struct conf_directive *dir,
 	if (conf_hop_conflict(p, dir, line) == -1)
 		return -1;
 	if (strcmp(arg, "*") != 0 && !conf_hostname_valid(arg))
-		return conf_errc(p, line, "'mx' needs a domain name or '*', "
-		    "got '%s'", conf_show(p, arg));
+		return conf_errc(p, line,
+		    "'mx' needs a domain name or '*', "
+		    "got '%s'",
+		    conf_show(p, arg));
 	free(t->mx);
 	t->mx = xstrdup(arg);
 	conf_lower(t->mx);
@@ -486,15 +510,16 @@ conf_do_mx(struct conf_parser *p, const struct conf_directive *dir,
 }
 
 int
-conf_do_port(struct conf_parser *p, const struct conf_directive *dir,
-    int line)
+conf_do_port(struct conf_parser *p, const struct conf_directive *dir, int line)
 {
 	struct conf_target *t = &p->conf->targets[p->cur];
 	char *port;
 
 	if ((port = conf_port_new(p->words[1])) == NULL)
-		return conf_errc(p, line, "'%s' must be a number from 1 to "
-		    "65535, got '%s'", dir->name, conf_show(p, p->words[1]));
+		return conf_errc(p, line,
+		    "'%s' must be a number from 1 to "
+		    "65535, got '%s'",
+		    dir->name, conf_show(p, p->words[1]));
 	free(t->port);
 	t->port = port;
 	return 0;
@@ -510,9 +535,10 @@ conf_do_socket(struct conf_parser *p, const struct conf_directive *dir,
 	    conf_path_arg(p, dir, line, &t->socket) == -1)
 		return -1;
 	if (strlen(t->socket) > CONF_SUN_PATH_MAX)
-		return conf_errc(p, line, "'%s' path is longer than %d bytes "
-		    "once resolved: '%s'", dir->name, CONF_SUN_PATH_MAX,
-		    conf_show(p, t->socket));
+		return conf_errc(p, line,
+		    "'%s' path is longer than %d bytes "
+		    "once resolved: '%s'",
+		    dir->name, CONF_SUN_PATH_MAX, conf_show(p, t->socket));
 	return 0;
 }
 
@@ -528,9 +554,9 @@ conf_do_target_tls(struct conf_parser *p, const struct conf_directive *dir,
     int line)
 {
 	static const char *const names[] = { "none", "may", "encrypt",
-	    "verify" };
+		"verify" };
 	static const enum conf_tls_policy policies[] = { CONF_TLS_NONE,
-	    CONF_TLS_MAY, CONF_TLS_ENCRYPT, CONF_TLS_VERIFY };
+		CONF_TLS_MAY, CONF_TLS_ENCRYPT, CONF_TLS_VERIFY };
 	const char *arg = p->words[1];
 	size_t i;
 
@@ -540,8 +566,10 @@ conf_do_target_tls(struct conf_parser *p, const struct conf_directive *dir,
 			return 0;
 		}
 	}
-	return conf_errc(p, line, "'%s' must be none, may, encrypt or verify, "
-	    "got '%s'", dir->name, conf_show(p, arg));
+	return conf_errc(p, line,
+	    "'%s' must be none, may, encrypt or verify, "
+	    "got '%s'",
+	    dir->name, conf_show(p, arg));
 }
 
 /* tls_name and helo: host names. */
@@ -550,8 +578,7 @@ conf_do_target_name(struct conf_parser *p, const struct conf_directive *dir,
     int line)
 {
 	struct conf_target *t = &p->conf->targets[p->cur];
-	char **field = strcmp(dir->name, "helo") == 0 ? &t->helo :
-	    &t->tls_name;
+	char **field = strcmp(dir->name, "helo") == 0 ? &t->helo : &t->tls_name;
 
 	if (!conf_hostname_valid(p->words[1]))
 		return conf_errc(p, line, "'%s' needs a host name, got '%s'",
@@ -599,25 +626,32 @@ conf_do_target_num(struct conf_parser *p, const struct conf_directive *dir,
 		duration = true;
 		break;
 	default:
-		log_panic("conf_do_target_num: no field for %d",
-		    (int)dir->arg);
+		log_panic("conf_do_target_num: no field for %d", (int)dir->arg);
 	}
 	if (duration) {
 		rc = conf_parse_scaled(arg, conf_units_duration, max, &v);
 		if (rc == -1)
-			return conf_errc(p, line, "'%s' needs a duration (a "
+			return conf_errc(p, line,
+			    "'%s' needs a duration (a "
 			    "number with an optional s, m, h or d suffix), "
-			    "got '%s'", dir->name, conf_show(p, arg));
+			    "got '%s'",
+			    dir->name, conf_show(p, arg));
 		if (rc == -2)
-			return conf_errc(p, line, "'%s' value '%s' is too "
-			    "large", dir->name, conf_show(p, arg));
+			return conf_errc(p, line,
+			    "'%s' value '%s' is too "
+			    "large",
+			    dir->name, conf_show(p, arg));
 		if (v == 0)
-			return conf_errc(p, line, "'%s' must be greater than "
-			    "zero, got '%s'", dir->name, conf_show(p, arg));
+			return conf_errc(p, line,
+			    "'%s' must be greater than "
+			    "zero, got '%s'",
+			    dir->name, conf_show(p, arg));
 	} else if (conf_parse_scaled(arg, conf_units_none, max, &v) != 0 ||
 	    v < min)
-		return conf_errc(p, line, "'%s' must be a number from %u to "
-		    "%u, got '%s'", dir->name, min, max, conf_show(p, arg));
+		return conf_errc(p, line,
+		    "'%s' must be a number from %u to "
+		    "%u, got '%s'",
+		    dir->name, min, max, conf_show(p, arg));
 	*field = (unsigned)v;
 	return 0;
 }
@@ -648,14 +682,16 @@ conf_do_rewrite(struct conf_parser *p, const struct conf_directive *dir,
 	size_t i;
 
 	if ((from = conf_at_domain_new(p->words[1])) == NULL)
-		return conf_errc(p, line, "'%s' needs '@' and a domain name "
-		    "on both sides (rewrite @FROM @TO), got '%s'", dir->name,
-		    conf_show(p, p->words[1]));
+		return conf_errc(p, line,
+		    "'%s' needs '@' and a domain name "
+		    "on both sides (rewrite @FROM @TO), got '%s'",
+		    dir->name, conf_show(p, p->words[1]));
 	if ((to = conf_at_domain_new(p->words[2])) == NULL) {
 		free(from);
-		return conf_errc(p, line, "'%s' needs '@' and a domain name "
-		    "on both sides (rewrite @FROM @TO), got '%s'", dir->name,
-		    conf_show(p, p->words[2]));
+		return conf_errc(p, line,
+		    "'%s' needs '@' and a domain name "
+		    "on both sides (rewrite @FROM @TO), got '%s'",
+		    dir->name, conf_show(p, p->words[2]));
 	}
 	for (i = 0; i < t->nrewrites; i++) {
 		if (strcmp(t->rewrite_from[i], from) == 0) {

@@ -73,11 +73,11 @@ struct dedup_msgkey {
 };
 
 static const char *const dedup_field_names[] = {
-    [DEDUP_F_FROM] = "from",
-    [DEDUP_F_DATE] = "date",
-    [DEDUP_F_SUBJECT] = "subject",
-    [DEDUP_F_TO] = "to",
-    [DEDUP_F_MSGID] = "message-id",
+	[DEDUP_F_FROM] = "from",
+	[DEDUP_F_DATE] = "date",
+	[DEDUP_F_SUBJECT] = "subject",
+	[DEDUP_F_TO] = "to",
+	[DEDUP_F_MSGID] = "message-id",
 };
 
 static void
@@ -90,8 +90,8 @@ dedup_seterr(struct sbuf *err, const char *what)
 }
 
 static int
-dedup_digest_update(
-    EVP_MD_CTX *ctx, const void *data, size_t len, struct sbuf *err)
+dedup_digest_update(EVP_MD_CTX *ctx, const void *data, size_t len,
+    struct sbuf *err)
 {
 	if (len == 0)
 		return 0;
@@ -122,8 +122,8 @@ dedup_canon_put(struct dedup_canon *c, unsigned char ch, struct sbuf *err)
 
 /* One byte of a hashed field's unfolded value. */
 static int
-dedup_canon_byte(
-    struct dedup_canon *c, unsigned char ch, bool lower, struct sbuf *err)
+dedup_canon_byte(struct dedup_canon *c, unsigned char ch, bool lower,
+    struct sbuf *err)
 {
 	if (ch == ' ' || ch == '\t') {
 		if (c->started)
@@ -190,8 +190,8 @@ dedup_name_end(struct dedup_msgkey *mk)
 	        mk->name[mk->namelen - 1] == '\t'))
 		mk->namelen--;
 	mk->name[mk->namelen] = '\0';
-	mk->field =
-	    mk->name_long ? DEDUP_F_OTHER : dedup_field_lookup(mk->name);
+	mk->field = mk->name_long ? DEDUP_F_OTHER :
+	                            dedup_field_lookup(mk->name);
 	if (mk->field == DEDUP_F_MSGID && mk->msgid_seen)
 		mk->field = DEDUP_F_OTHER; /* only the first counts */
 }
@@ -224,8 +224,8 @@ static int
 dedup_body_put(struct dedup_msgkey *mk, unsigned char ch, struct sbuf *err)
 {
 	if (mk->nbody == sizeof(mk->bodybuf)) {
-		if (dedup_digest_update(
-		        mk->body, mk->bodybuf, mk->nbody, err) == -1)
+		if (dedup_digest_update(mk->body, mk->bodybuf, mk->nbody,
+		        err) == -1)
 			return -1;
 		mk->nbody = 0;
 	}
@@ -354,8 +354,8 @@ dedup_msgkey_free(struct dedup_msgkey *mk)
 }
 
 int
-dedup_msgkey_feed(
-    struct dedup_msgkey *mk, const void *data, size_t len, struct sbuf *err)
+dedup_msgkey_feed(struct dedup_msgkey *mk, const void *data, size_t len,
+    struct sbuf *err)
 {
 	const unsigned char *p = data;
 	size_t i;
@@ -462,8 +462,8 @@ dedup_msgkey_final(struct dedup_msgkey *mk, struct sbuf *out, struct sbuf *err)
 		if (sbuf_append_str(out, "m:") == -1 ||
 		    sbuf_append(out, id, idlen) == -1) {
 			sbuf_truncate(out, oldlen);
-			dedup_seterr(
-			    err, "dedup: message key buffer too small");
+			dedup_seterr(err,
+			    "dedup: message key buffer too small");
 			return -1;
 		}
 		return 0;
@@ -476,8 +476,8 @@ dedup_msgkey_final(struct dedup_msgkey *mk, struct sbuf *out, struct sbuf *err)
 }
 
 int
-dedup_msgkey(
-    const void *content, size_t len, struct sbuf *out, struct sbuf *err)
+dedup_msgkey(const void *content, size_t len, struct sbuf *out,
+    struct sbuf *err)
 {
 	struct dedup_msgkey *mk;
 	int rc;
@@ -631,13 +631,13 @@ dedup_record(struct dedup *dd, const struct dedup_key *key, const char *qid,
 }
 
 int
-dedup_expire(
-    struct dedup *dd, time_t now, size_t *removed_out, struct sbuf *err)
+dedup_expire(struct dedup *dd, time_t now, size_t *removed_out,
+    struct sbuf *err)
 {
 	size_t scratch;
 
-	return dd->ops->expire(
-	    dd, now, removed_out != NULL ? removed_out : &scratch, err);
+	return dd->ops->expire(dd, now,
+	    removed_out != NULL ? removed_out : &scratch, err);
 }
 
 unsigned long long

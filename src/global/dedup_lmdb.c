@@ -122,16 +122,16 @@ dedup_lmdb_decode(const MDB_val *v, struct dedup_entry *out)
 		return -1;
 	memcpy(out->qid, p + 2, DEDUP_QID_LEN);
 	out->qid[DEDUP_QID_LEN] = '\0';
-	out->first_seen =
-	    (time_t)(int64_t)dedup_lmdb_get64(p + 2 + DEDUP_QID_LEN);
+	out->first_seen = (time_t)(int64_t)dedup_lmdb_get64(
+	    p + 2 + DEDUP_QID_LEN);
 	memcpy(out->reply, p + DEDUP_LMDB_HDR, rlen);
 	out->reply[rlen] = '\0';
 	return 0;
 }
 
 static size_t
-dedup_lmdb_encode(
-    unsigned char *buf, const char *qid, const char *reply, time_t now)
+dedup_lmdb_encode(unsigned char *buf, const char *qid, const char *reply,
+    time_t now)
 {
 	size_t rlen = reply == NULL ? 0 : strlen(reply);
 
@@ -185,8 +185,8 @@ dedup_lmdb_open(const struct dedup_conf *conf, struct sbuf *err)
 	dl = xcalloc(1, sizeof(*dl));
 	dl->base.ops = &dedup_lmdb_ops;
 	atomic_init(&dl->base.evicted, 0);
-	dl->base.window =
-	    conf->window > 0 ? conf->window : DEDUP_WINDOW_DEFAULT;
+	dl->base.window = conf->window > 0 ? conf->window :
+	                                     DEDUP_WINDOW_DEFAULT;
 	if ((rc = mdb_env_create(&dl->env)) != 0) {
 		dedup_lmdb_err(err, "mdb_env_create", rc);
 		free(dl);
@@ -197,8 +197,8 @@ dedup_lmdb_open(const struct dedup_conf *conf, struct sbuf *err)
 		goto fail;
 	}
 	if ((rc = mdb_env_set_mapsize(dl->env,
-	         conf->map_size > 0 ? conf->map_size
-	                            : DEDUP_MAP_SIZE_DEFAULT)) != 0) {
+	         conf->map_size > 0 ? conf->map_size :
+	                              DEDUP_MAP_SIZE_DEFAULT)) != 0) {
 		dedup_lmdb_err(err, "mdb_env_set_mapsize", rc);
 		goto fail;
 	}
@@ -227,8 +227,8 @@ dedup_lmdb_open(const struct dedup_conf *conf, struct sbuf *err)
 		goto fail;
 	}
 	pages = info.me_mapsize / st.ms_psize;
-	reserve = pages / 16 > DEDUP_LMDB_RESERVE_MIN ? pages / 16
-	                                              : DEDUP_LMDB_RESERVE_MIN;
+	reserve = pages / 16 > DEDUP_LMDB_RESERVE_MIN ? pages / 16 :
+	                                                DEDUP_LMDB_RESERVE_MIN;
 	if (pages < reserve + DEDUP_LMDB_SOFT_MIN) {
 		if (err != NULL) {
 			sbuf_reset(err);
@@ -302,8 +302,9 @@ dedup_lmdb_lookup(struct dedup *dd, const struct dedup_key *key, time_t now,
 	} else if (dedup_lmdb_decode(&v, out) == -1) {
 		dedup_lmdb_errx(err, "dedup: malformed entry in the index");
 	} else {
-		ret = dedup_lmdb_expired(dd, (int64_t)out->first_seen, now) ? 0
-		                                                            : 1;
+		ret = dedup_lmdb_expired(dd, (int64_t)out->first_seen, now) ?
+		    0 :
+		    1;
 	}
 	/* v points into the map: it was copied out before this. */
 	mdb_txn_abort(txn);
@@ -380,18 +381,18 @@ dedup_lmdb_record_txn(struct dedup_lmdb *dl, struct dedup_rec *recs, size_t n,
 		}
 		if (rc == 0) {
 			if (dedup_lmdb_decode(&v, &old) == -1) {
-				dedup_lmdb_errx(
-				    err, "dedup: malformed entry in the index");
+				dedup_lmdb_errx(err,
+				    "dedup: malformed entry in the index");
 				goto abort;
 			}
-			if (!dedup_lmdb_expired(
-			        &dl->base, (int64_t)old.first_seen, now)) {
+			if (!dedup_lmdb_expired(&dl->base,
+			        (int64_t)old.first_seen, now)) {
 				recs[i].result = 0; /* first one wins */
 				continue;
 			}
 			/* Past the window: replaced, with its time entry. */
-			if (dedup_lmdb_tkey(
-			        &tk, (int64_t)old.first_seen, &kb) == -1)
+			if (dedup_lmdb_tkey(&tk, (int64_t)old.first_seen,
+			        &kb) == -1)
 				goto toolong;
 			tkv.mv_data = tk.data;
 			tkv.mv_size = tk.len;
@@ -402,8 +403,8 @@ dedup_lmdb_record_txn(struct dedup_lmdb *dl, struct dedup_rec *recs, size_t n,
 			}
 		}
 		v.mv_data = vb;
-		v.mv_size =
-		    dedup_lmdb_encode(vb, recs[i].qid, recs[i].reply, now);
+		v.mv_size = dedup_lmdb_encode(vb, recs[i].qid, recs[i].reply,
+		    now);
 		if ((rc = mdb_put(txn, dl->entries, &k, &v, 0)) != 0) {
 			if (rc == MDB_MAP_FULL)
 				goto hardfull;
@@ -517,8 +518,8 @@ dedup_lmdb_trim(struct dedup_lmdb *dl, bool all_ages, time_t now, size_t limit,
 				finished = true;
 				break;
 			}
-			k.mv_data =
-			    (unsigned char *)tk.mv_data + DEDUP_LMDB_TIME;
+			k.mv_data = (unsigned char *)tk.mv_data +
+			    DEDUP_LMDB_TIME;
 			k.mv_size = tk.mv_size - DEDUP_LMDB_TIME;
 			/*
 			 * Delete the entry only when it is the one this time
@@ -574,8 +575,8 @@ fail:
  * to evict is estimated from pages per entry and refined a few times.
  */
 static int
-dedup_lmdb_make_room(
-    struct dedup_lmdb *dl, size_t need, time_t now, struct sbuf *err)
+dedup_lmdb_make_room(struct dedup_lmdb *dl, size_t need, time_t now,
+    struct sbuf *err)
 {
 	size_t removed = 0, evicted = 0, live, entries, target, evict;
 	MDB_txn *txn;
@@ -637,19 +638,19 @@ dedup_lmdb_record(struct dedup *dd, struct dedup_rec *recs, size_t n,
 }
 
 static int
-dedup_lmdb_expire(
-    struct dedup *dd, time_t now, size_t *removed_out, struct sbuf *err)
+dedup_lmdb_expire(struct dedup *dd, time_t now, size_t *removed_out,
+    struct sbuf *err)
 {
 	*removed_out = 0;
-	return dedup_lmdb_trim(
-	    (struct dedup_lmdb *)dd, false, now, SIZE_MAX, removed_out, err);
+	return dedup_lmdb_trim((struct dedup_lmdb *)dd, false, now, SIZE_MAX,
+	    removed_out, err);
 }
 
 const struct dedup_ops dedup_lmdb_ops = {
-    .name = "lmdb",
-    .open = dedup_lmdb_open,
-    .lookup = dedup_lmdb_lookup,
-    .record = dedup_lmdb_record,
-    .expire = dedup_lmdb_expire,
-    .close = dedup_lmdb_close,
+	.name = "lmdb",
+	.open = dedup_lmdb_open,
+	.lookup = dedup_lmdb_lookup,
+	.record = dedup_lmdb_record,
+	.expire = dedup_lmdb_expire,
+	.close = dedup_lmdb_close,
 };

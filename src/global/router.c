@@ -79,9 +79,10 @@ router_route(const struct conf *conf, const char *mailbox,
 	len = strlen(mailbox);
 	if (at == mailbox || at[1] == '\0' || len > SMTP_PROTO_PATH_MAX)
 		return 0;
-	for (i = 0; i <= len; i++)	/* with the NUL */
+	for (i = 0; i <= len; i++) /* with the NUL */
 		lc[i] = (char)((mailbox[i] >= 'A' && mailbox[i] <= 'Z') ?
-		    mailbox[i] - 'A' + 'a' : mailbox[i]);
+		        mailbox[i] - 'A' + 'a' :
+		        mailbox[i]);
 
 	/* 1. Per-recipient routes, first match in file order. */
 	for (i = 0; i < conf->nroutes && set == NULL; i++) {
@@ -155,7 +156,7 @@ router_rewrite(const struct conf *conf, size_t t, const char *mailbox,
 		for (i = 0; i < tg->nrewrites; i++) {
 			if (strcasecmp(at + 1, tg->rewrite_from[i]) != 0)
 				continue;
-			llen = (size_t)(at - mailbox) + 1;	/* with '@' */
+			llen = (size_t)(at - mailbox) + 1; /* with '@' */
 			dlen = strlen(tg->rewrite_to[i]);
 			if (llen + dlen < outsize) {
 				memcpy(out, mailbox, llen);

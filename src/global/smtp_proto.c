@@ -161,28 +161,28 @@ static const struct {
 	const char *name;
 	enum smtp_proto_verb verb;
 } verbs[] = {
-    {"HELO", SMTP_PROTO_CMD_HELO},
-    {"EHLO", SMTP_PROTO_CMD_EHLO},
-    {"MAIL", SMTP_PROTO_CMD_MAIL},
-    {"RCPT", SMTP_PROTO_CMD_RCPT},
-    {"DATA", SMTP_PROTO_CMD_DATA},
-    {"BDAT", SMTP_PROTO_CMD_BDAT},
-    {"RSET", SMTP_PROTO_CMD_RSET},
-    {"NOOP", SMTP_PROTO_CMD_NOOP},
-    {"QUIT", SMTP_PROTO_CMD_QUIT},
-    {"VRFY", SMTP_PROTO_CMD_VRFY},
-    {"EXPN", SMTP_PROTO_CMD_EXPN},
-    {"HELP", SMTP_PROTO_CMD_HELP},
-    {"STARTTLS", SMTP_PROTO_CMD_STARTTLS},
-    {"AUTH", SMTP_PROTO_CMD_AUTH},
-    {"ETRN", SMTP_PROTO_CMD_ETRN},
-    {"TURN", SMTP_PROTO_CMD_TURN},
-    /* An HTTP request sent to port 25 (cross-protocol attacks). */
-    {"GET", SMTP_PROTO_CMD_HTTP},
-    {"POST", SMTP_PROTO_CMD_HTTP},
-    {"HEAD", SMTP_PROTO_CMD_HTTP},
-    {"PUT", SMTP_PROTO_CMD_HTTP},
-    {"CONNECT", SMTP_PROTO_CMD_HTTP},
+	{ "HELO", SMTP_PROTO_CMD_HELO },
+	{ "EHLO", SMTP_PROTO_CMD_EHLO },
+	{ "MAIL", SMTP_PROTO_CMD_MAIL },
+	{ "RCPT", SMTP_PROTO_CMD_RCPT },
+	{ "DATA", SMTP_PROTO_CMD_DATA },
+	{ "BDAT", SMTP_PROTO_CMD_BDAT },
+	{ "RSET", SMTP_PROTO_CMD_RSET },
+	{ "NOOP", SMTP_PROTO_CMD_NOOP },
+	{ "QUIT", SMTP_PROTO_CMD_QUIT },
+	{ "VRFY", SMTP_PROTO_CMD_VRFY },
+	{ "EXPN", SMTP_PROTO_CMD_EXPN },
+	{ "HELP", SMTP_PROTO_CMD_HELP },
+	{ "STARTTLS", SMTP_PROTO_CMD_STARTTLS },
+	{ "AUTH", SMTP_PROTO_CMD_AUTH },
+	{ "ETRN", SMTP_PROTO_CMD_ETRN },
+	{ "TURN", SMTP_PROTO_CMD_TURN },
+	/* An HTTP request sent to port 25 (cross-protocol attacks). */
+	{ "GET", SMTP_PROTO_CMD_HTTP },
+	{ "POST", SMTP_PROTO_CMD_HTTP },
+	{ "HEAD", SMTP_PROTO_CMD_HTTP },
+	{ "PUT", SMTP_PROTO_CMD_HTTP },
+	{ "CONNECT", SMTP_PROTO_CMD_HTTP },
 };
 
 int
@@ -228,9 +228,9 @@ smtp_proto_parse_command(const char *line, size_t len,
 		kwlen = strlen(kw);
 		if (len - i < kwlen || !ci_eq(line + i, kwlen, kw)) {
 			set_status(st_out, 501, ENH_ARGS,
-			    out->verb == SMTP_PROTO_CMD_MAIL
-			        ? "Syntax: MAIL FROM:<address>"
-			        : "Syntax: RCPT TO:<address>");
+			    out->verb == SMTP_PROTO_CMD_MAIL ?
+			        "Syntax: MAIL FROM:<address>" :
+			        "Syntax: RCPT TO:<address>");
 			return -1;
 		}
 		i += kwlen;
@@ -256,8 +256,8 @@ static int
 path_syntax(struct smtp_proto_status *st, bool rcpt)
 {
 	return path_error(st, rcpt,
-	    rcpt ? "Syntax error in recipient address"
-	         : "Syntax error in sender address");
+	    rcpt ? "Syntax error in recipient address" :
+	           "Syntax error in sender address");
 }
 
 /*
@@ -337,8 +337,8 @@ path_locate(const char *arg, size_t len, bool rcpt, size_t *open_out,
 	while (i < len && arg[i] == ' ')
 		i++;
 	if (i == len || arg[i] != '<')
-		return path_error(
-		    st, rcpt, "Syntax error: address must be enclosed in <>");
+		return path_error(st, rcpt,
+		    "Syntax error: address must be enclosed in <>");
 	*open_out = i;
 	for (i++; i < len; i++) {
 		if (quoted) {
@@ -352,8 +352,8 @@ path_locate(const char *arg, size_t len, bool rcpt, size_t *open_out,
 			break;
 	}
 	if (i >= len)
-		return path_error(
-		    st, rcpt, "Syntax error: unterminated address");
+		return path_error(st, rcpt,
+		    "Syntax error: unterminated address");
 	*end_out = i + 1;
 	if (*end_out < len && arg[*end_out] != ' ')
 		return path_error(st, rcpt, "Syntax error after address");
@@ -431,8 +431,8 @@ path_parse(const char *s, size_t len, bool rcpt, bool smtputf8,
 	memset(out, 0, sizeof(*out));
 	if (len == 0) {
 		if (rcpt)
-			return path_error(
-			    st, true, "Null recipient address not allowed");
+			return path_error(st, true,
+			    "Null recipient address not allowed");
 		out->is_null = true;
 		return 0;
 	}
@@ -503,8 +503,8 @@ path_parse(const char *s, size_t len, bool rcpt, bool smtputf8,
 	memcpy(out->mailbox, mb, mblen);
 	memcpy(out->domain, mb + llen + 1, dlen);
 	for (i = 0; i < dlen; i++)
-		out->domain_lc[i] =
-		    (char)to_lower((unsigned char)out->domain[i]);
+		out->domain_lc[i] = (char)to_lower(
+		    (unsigned char)out->domain[i]);
 	out->domain_literal = literal;
 	return 0;
 }
@@ -527,13 +527,13 @@ static const struct {
 	enum param_id id;
 	bool rcpt; /* RCPT parameter, else MAIL */
 } params[] = {
-    {"SIZE", PARAM_SIZE, false},         /* RFC 1870 */
-    {"BODY", PARAM_BODY, false},         /* RFC 6152 */
-    {"SMTPUTF8", PARAM_SMTPUTF8, false}, /* RFC 6531 */
-    {"RET", PARAM_RET, false},           /* RFC 3461 */
-    {"ENVID", PARAM_ENVID, false},       /* RFC 3461 */
-    {"NOTIFY", PARAM_NOTIFY, true},      /* RFC 3461 */
-    {"ORCPT", PARAM_ORCPT, true},        /* RFC 3461 */
+	{ "SIZE", PARAM_SIZE, false },         /* RFC 1870 */
+	{ "BODY", PARAM_BODY, false },         /* RFC 6152 */
+	{ "SMTPUTF8", PARAM_SMTPUTF8, false }, /* RFC 6531 */
+	{ "RET", PARAM_RET, false },           /* RFC 3461 */
+	{ "ENVID", PARAM_ENVID, false },       /* RFC 3461 */
+	{ "NOTIFY", PARAM_NOTIFY, true },      /* RFC 3461 */
+	{ "ORCPT", PARAM_ORCPT, true },        /* RFC 3461 */
 };
 
 struct param {
@@ -581,8 +581,8 @@ param_next(const char *s, size_t len, size_t *pos, bool rcpt, unsigned *seen,
 		/* esmtp-value = 1*(%d33-60 / %d62-126) */
 		for (i++; i < len && s[i] != ' '; i++) {
 			if (u[i] < 33 || u[i] > 126 || u[i] == '=')
-				return param_error(
-				    st, 501, "Syntax error in parameters");
+				return param_error(st, 501,
+				    "Syntax error in parameters");
 		}
 	}
 	p->vallen = (size_t)(s + i - p->val);
@@ -620,8 +620,8 @@ mail_params(const char *s, size_t len, struct smtp_proto_mail *out,
 		case PARAM_SIZE:
 			/* RFC 1870: size-value ::= 1*20DIGIT */
 			if (p.vallen > 20)
-				return param_error(
-				    st, 501, "Invalid SIZE value");
+				return param_error(st, 501,
+				    "Invalid SIZE value");
 			if (!parse_u64(p.val, p.vallen, &out->size)) {
 				size_t k;
 
@@ -644,13 +644,13 @@ mail_params(const char *s, size_t len, struct smtp_proto_mail *out,
 				out->body = SMTP_PROTO_BODY_8BITMIME;
 			else /* BINARYMIME needs CHUNKING+BINARYMIME: not
 			        offered */
-				return param_error(
-				    st, 555, "Unsupported BODY type");
+				return param_error(st, 555,
+				    "Unsupported BODY type");
 			break;
 		case PARAM_SMTPUTF8:
 			if (p.has_val)
-				return param_error(
-				    st, 501, "SMTPUTF8 takes no value");
+				return param_error(st, 501,
+				    "SMTPUTF8 takes no value");
 			out->smtputf8 = true;
 			break;
 		case PARAM_RET:
@@ -659,14 +659,14 @@ mail_params(const char *s, size_t len, struct smtp_proto_mail *out,
 			else if (ci_eq(p.val, p.vallen, "HDRS"))
 				out->ret = SMTP_PROTO_RET_HDRS;
 			else
-				return param_error(
-				    st, 501, "Invalid RET value");
+				return param_error(st, 501,
+				    "Invalid RET value");
 			break;
 		case PARAM_ENVID:
 			if (p.vallen > SMTP_PROTO_ENVID_MAX ||
 			    !smtp_proto_xtext_valid(p.val, p.vallen))
-				return param_error(
-				    st, 501, "Invalid ENVID value");
+				return param_error(st, 501,
+				    "Invalid ENVID value");
 			memcpy(out->envid, p.val, p.vallen);
 			out->envid[p.vallen] = '\0';
 			break;
@@ -738,14 +738,14 @@ rcpt_params(const char *s, size_t len, struct smtp_proto_rcpt *out,
 		switch (p.id) {
 		case PARAM_NOTIFY:
 			if (!parse_notify(p.val, p.vallen, &out->notify))
-				return param_error(
-				    st, 501, "Invalid NOTIFY value");
+				return param_error(st, 501,
+				    "Invalid NOTIFY value");
 			break;
 		case PARAM_ORCPT:
 			if (p.vallen > SMTP_PROTO_ORCPT_MAX ||
 			    !orcpt_valid(p.val, p.vallen))
-				return param_error(
-				    st, 501, "Invalid ORCPT value");
+				return param_error(st, 501,
+				    "Invalid ORCPT value");
 			memcpy(out->orcpt, p.val, p.vallen);
 			out->orcpt[p.vallen] = '\0';
 			break;
@@ -815,8 +815,8 @@ smtp_proto_xtext_valid(const char *s, size_t len)
 /* HELO/EHLO and BDAT arguments */
 
 int
-smtp_proto_parse_helo(
-    const char *arg, size_t len, struct smtp_proto_status *st_out)
+smtp_proto_parse_helo(const char *arg, size_t len,
+    struct smtp_proto_status *st_out)
 {
 	const unsigned char *p = (const unsigned char *)arg;
 	size_t i;
@@ -985,8 +985,8 @@ data_mid(struct smtp_proto_data *d, char *out, size_t *o, char c)
 }
 
 void
-smtp_proto_data_init(
-    struct smtp_proto_data *d, enum smtp_proto_data_mode mode, bool normalize)
+smtp_proto_data_init(struct smtp_proto_data *d, enum smtp_proto_data_mode mode,
+    bool normalize)
 {
 	memset(d, 0, sizeof(*d));
 	d->mode = mode;
@@ -1036,9 +1036,9 @@ smtp_proto_data_feed(struct smtp_proto_data *d, const char *in, size_t inlen,
 		case DS_CR:
 			if (c == '\n') {
 				data_eol(d, out, &o);
-				d->state = d->mode == SMTP_PROTO_DATA_DOT
-				    ? DS_LINESTART
-				    : DS_MID;
+				d->state = d->mode == SMTP_PROTO_DATA_DOT ?
+				    DS_LINESTART :
+				    DS_MID;
 			} else {
 				data_bare(d, out, &o, '\r');
 				data_mid(d, out, &o, c);
@@ -1055,8 +1055,8 @@ smtp_proto_data_feed(struct smtp_proto_data *d, const char *in, size_t inlen,
 }
 
 void
-smtp_proto_data_finish(
-    struct smtp_proto_data *d, char *out, size_t outcap, size_t *outlen_io)
+smtp_proto_data_finish(struct smtp_proto_data *d, char *out, size_t outcap,
+    size_t *outlen_io)
 {
 	size_t o = *outlen_io;
 
@@ -1106,8 +1106,8 @@ msgid_add(struct smtp_proto_hdrscan *h, unsigned char c)
 	if (h->msgid_len + pend + 1 > SMTP_PROTO_MSGID_MAX)
 		return; /* truncated */
 	if (pend > 0)
-		memmove(
-		    h->msgid + h->msgid_len, h->msgid + h->msgid_len + 1, pend);
+		memmove(h->msgid + h->msgid_len, h->msgid + h->msgid_len + 1,
+		    pend);
 	h->msgid_len += pend;
 	h->name_len = 0;
 	h->msgid[h->msgid_len++] = (char)c;
@@ -1165,8 +1165,8 @@ smtp_proto_hdrscan_init(struct smtp_proto_hdrscan *h)
 }
 
 void
-smtp_proto_hdrscan_feed(
-    struct smtp_proto_hdrscan *h, const char *data, size_t len)
+smtp_proto_hdrscan_feed(struct smtp_proto_hdrscan *h, const char *data,
+    size_t len)
 {
 	const unsigned char *p = (const unsigned char *)data;
 	size_t i;

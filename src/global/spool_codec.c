@@ -18,8 +18,9 @@
 #include "spool_codec.h"
 #include "xmalloc.h"
 
-#define SPOOL_MAGIC		"splitmx-queue-file"
-#define SPOOL_SUM_PLACEHOLDER	"size -------------------- sha256 " \
+#define SPOOL_MAGIC "splitmx-queue-file"
+#define SPOOL_SUM_PLACEHOLDER               \
+	"size -------------------- sha256 " \
 	"----------------------------------------------------------------"
 
 bool
@@ -31,11 +32,10 @@ spool_id_valid(const char *id)
 		return false;
 	for (i = 0; i < SPOOL_ID_LEN; i++)
 		if (!((id[i] >= '0' && id[i] <= '9') ||
-		    (id[i] >= 'A' && id[i] <= 'Z')))
+		        (id[i] >= 'A' && id[i] <= 'Z')))
 			return false;
 	return id[SPOOL_ID_LEN] == '\0';
 }
-
 
 /* "YYYY-MM-DDTHH:MM:SS.uuuuuuZ"; out holds SPOOL_TS_LEN + 1 bytes. */
 void
@@ -47,10 +47,9 @@ spool_time_format(const struct timespec *ts, char *out, size_t outlen)
 	if (gmtime_r(&ts->tv_sec, &tm) == NULL ||
 	    strftime(day, sizeof(day), "%Y-%m-%dT%H:%M:%S", &tm) == 0 ||
 	    snprintf(out, outlen, "%s.%06ldZ", day,
-	    (long)(ts->tv_nsec / 1000)) != SPOOL_TS_LEN)
+	        (long)(ts->tv_nsec / 1000)) != SPOOL_TS_LEN)
 		(void)snprintf(out, outlen, "0000-00-00T00:00:00.000000Z");
 }
-
 
 static int
 spool_digits(const char *s, size_t n, int *out)
@@ -74,9 +73,8 @@ spool_time_parse(const char *s, size_t len, struct timespec *out)
 	int year, mon, mday, hour, min, sec, usec;
 	time_t t;
 
-	if (len != SPOOL_TS_LEN || s[4] != '-' || s[7] != '-' ||
-	    s[10] != 'T' || s[13] != ':' || s[16] != ':' || s[19] != '.' ||
-	    s[26] != 'Z')
+	if (len != SPOOL_TS_LEN || s[4] != '-' || s[7] != '-' || s[10] != 'T' ||
+	    s[13] != ':' || s[16] != ':' || s[19] != '.' || s[26] != 'Z')
 		return -1;
 	if (spool_digits(s, 4, &year) == -1 ||
 	    spool_digits(s + 5, 2, &mon) == -1 ||
@@ -103,7 +101,6 @@ spool_time_parse(const char *s, size_t len, struct timespec *out)
 	return 0;
 }
 
-
 static int
 spool_hdr_kv(struct sbuf *sb, const char *key, const char *value)
 {
@@ -120,8 +117,8 @@ static int
 spool_notify_format(struct sbuf *sb, unsigned notify)
 {
 	static const struct {
-		unsigned	 bit;
-		const char	*name;
+		unsigned bit;
+		const char *name;
 	} map[] = {
 		{ SMTP_PROTO_NOTIFY_NEVER, "NEVER" },
 		{ SMTP_PROTO_NOTIFY_SUCCESS, "SUCCESS" },
@@ -161,17 +158,19 @@ spool_hdr_format(struct sbuf *sb, const char *id,
 	    spool_hdr_kv(sb, "protocol", env->protocol) == -1 ||
 	    spool_hdr_kv(sb, "tls", env->tls) == -1 ||
 	    spool_hdr_kv(sb, "sender",
-	    env->sender != NULL ? env->sender : "") == -1 ||
+	        env->sender != NULL ? env->sender : "") == -1 ||
 	    spool_hdr_kv(sb, "envid", env->envid) == -1)
 		return -1;
 	if (env->ret == SMTP_PROTO_RET_FULL || env->ret == SMTP_PROTO_RET_HDRS)
-		if (spool_hdr_kv(sb, "ret", env->ret == SMTP_PROTO_RET_FULL ?
-		    "FULL" : "HDRS") == -1)
+		if (spool_hdr_kv(sb, "ret",
+		        env->ret == SMTP_PROTO_RET_FULL ? "FULL" : "HDRS") ==
+		    -1)
 			return -1;
 	if (env->body == SMTP_PROTO_BODY_7BIT ||
 	    env->body == SMTP_PROTO_BODY_8BITMIME)
-		if (spool_hdr_kv(sb, "body", env->body ==
-		    SMTP_PROTO_BODY_7BIT ? "7BIT" : "8BITMIME") == -1)
+		if (spool_hdr_kv(sb, "body",
+		        env->body == SMTP_PROTO_BODY_7BIT ? "7BIT" :
+		                                            "8BITMIME") == -1)
 			return -1;
 	if (env->smtputf8 && sbuf_append_str(sb, "smtputf8\n") == -1)
 		return -1;
@@ -180,21 +179,22 @@ spool_hdr_format(struct sbuf *sb, const char *id,
 
 		if (sbuf_append_str(sb, "rcpt ") == -1 ||
 		    sbuf_append_escaped(sb, r->addr, strlen(r->addr), NULL,
-		    false) == -1)
+		        false) == -1)
 			return -1;
-		if (r->notify != 0 && (sbuf_append_str(sb, " notify=") == -1 ||
-		    spool_notify_format(sb, r->notify) == -1))
+		if (r->notify != 0 &&
+		    (sbuf_append_str(sb, " notify=") == -1 ||
+		        spool_notify_format(sb, r->notify) == -1))
 			return -1;
-		if (r->orcpt != NULL && (sbuf_append_str(sb, " orcpt=") == -1 ||
-		    sbuf_append_escaped(sb, r->orcpt, strlen(r->orcpt), NULL,
-		    false) == -1))
+		if (r->orcpt != NULL &&
+		    (sbuf_append_str(sb, " orcpt=") == -1 ||
+		        sbuf_append_escaped(sb, r->orcpt, strlen(r->orcpt),
+		            NULL, false) == -1))
 			return -1;
 		if (sbuf_append_char(sb, '\n') == -1)
 			return -1;
 	}
 	return sbuf_append_str(sb, ".\n");
 }
-
 
 void
 spool_envelope_clear(struct spool_envelope *env)
@@ -239,7 +239,7 @@ static int
 spool_set_str(char **field, const char *v, size_t vlen)
 {
 	if (*field != NULL)
-		return -1;		/* repeated key */
+		return -1; /* repeated key */
 	return (*field = spool_unescape_dup(v, vlen)) == NULL ? -1 : 0;
 }
 
@@ -247,8 +247,8 @@ static int
 spool_parse_notify(const char *v, size_t len, unsigned *out)
 {
 	static const struct {
-		const char	*name;
-		unsigned	 bit;
+		const char *name;
+		unsigned bit;
 	} map[] = {
 		{ "NEVER", SMTP_PROTO_NOTIFY_NEVER },
 		{ "SUCCESS", SMTP_PROTO_NOTIFY_SUCCESS },
@@ -295,14 +295,14 @@ spool_parse_rcpt(struct spool_envelope *env, size_t *alloc, const char *v,
 			first = false;
 		} else if (tlen > 7 && memcmp(tok, "notify=", 7) == 0 &&
 		    !have_notify) {
-			if (spool_parse_notify(tok + 7, tlen - 7,
-			    &r.notify) == -1)
+			if (spool_parse_notify(tok + 7, tlen - 7, &r.notify) ==
+			    -1)
 				goto bad;
 			have_notify = true;
 		} else if (tlen > 6 && memcmp(tok, "orcpt=", 6) == 0 &&
 		    r.orcpt == NULL) {
-			if ((r.orcpt = spool_unescape_dup(tok + 6,
-			    tlen - 6)) == NULL)
+			if ((r.orcpt = spool_unescape_dup(tok + 6, tlen - 6)) ==
+			    NULL)
 				goto bad;
 		} else
 			goto bad;
@@ -355,8 +355,7 @@ spool_hdr_parse(const char *hdr, size_t len, struct spool_envelope *env,
 	/* size %020llu sha256 %64s */
 	nl = memchr(p, '\n', (size_t)(end - p));
 	if (nl == NULL || nl - p != SPOOL_SUM_LEN ||
-	    memcmp(p, "size ", 5) != 0 ||
-	    memcmp(p + 25, " sha256 ", 8) != 0)
+	    memcmp(p, "size ", 5) != 0 || memcmp(p + 25, " sha256 ", 8) != 0)
 		goto badsum;
 	for (i = 5; i < 25; i++) {
 		if (p[i] < '0' || p[i] > '9')
@@ -367,7 +366,7 @@ spool_hdr_parse(const char *hdr, size_t len, struct spool_envelope *env,
 	}
 	for (i = 33; i < SPOOL_SUM_LEN; i++)
 		if (!((p[i] >= '0' && p[i] <= '9') ||
-		    (p[i] >= 'a' && p[i] <= 'f')))
+		        (p[i] >= 'a' && p[i] <= 'f')))
 			goto badsum;
 	memcpy(sha_out, p + 33, 64);
 	sha_out[64] = '\0';
@@ -388,7 +387,7 @@ spool_hdr_parse(const char *hdr, size_t len, struct spool_envelope *env,
 		klen = v != NULL ? (size_t)(v - p) : llen;
 		v = v != NULL ? v + 1 : nl;
 		vlen = (size_t)(nl - v);
-#define KEY(k)	(klen == sizeof(k) - 1 && memcmp(p, k, klen) == 0)
+#define KEY(k) (klen == sizeof(k) - 1 && memcmp(p, k, klen) == 0)
 		if (KEY("id")) {
 			if (id_out[0] != '\0' || vlen != SPOOL_ID_LEN)
 				goto bad;
@@ -426,7 +425,7 @@ spool_hdr_parse(const char *hdr, size_t len, struct spool_envelope *env,
 			have_sender = true;
 		} else if (KEY("prepend")) {
 			while (vlen > 0 && v[vlen - 1] == ' ')
-				vlen--;		/* the padding */
+				vlen--; /* the padding */
 			if (vlen > 0 &&
 			    spool_set_str(&env->prepend, v, vlen) == -1)
 				goto bad;
@@ -478,22 +477,20 @@ spool_hdr_parse(const char *hdr, size_t len, struct spool_envelope *env,
 badsum:
 	sbuf_seterr(err, "no size/sha256 record (uncommitted or damaged)");
 	return -1;
-bad:
-	{
-		struct sbuf key;
+bad : {
+	struct sbuf key;
 
-		sbuf_init(&key, 64);
-		if (sbuf_append_escaped(&key, p, klen > 32 ? 32 : klen, NULL,
-		    true) == -1)
-			sbuf_reset(&key);
-		sbuf_seterr(err, "malformed header line \"%s\"", key.data);
-		sbuf_release(&key);
-	}
+	sbuf_init(&key, 64);
+	if (sbuf_append_escaped(&key, p, klen > 32 ? 32 : klen, NULL, true) ==
+	    -1)
+		sbuf_reset(&key);
+	sbuf_seterr(err, "malformed header line \"%s\"", key.data);
+	sbuf_release(&key);
+}
 fail:
 	spool_envelope_clear(env);
 	return -1;
 }
-
 
 /* The microsecond clock in a valid id's first 11 characters. */
 uint64_t
@@ -503,18 +500,18 @@ spool_id_time(const char *id)
 	int i;
 
 	for (i = 0; i < 11; i++)
-		us = us << 5 | (uint64_t)(id[i] <= '9' ? id[i] - '0' :
-		    id[i] - 'A' + 10);
+		us = us << 5 |
+		    (uint64_t)(id[i] <= '9' ? id[i] - '0' : id[i] - 'A' + 10);
 	return us;
 }
-
 
 void
 spool_hdr_format_sum(char out[SPOOL_SUM_LEN + 1], uint64_t size,
     const char *sha256_hex)
 {
-	(void)snprintf(out, SPOOL_SUM_LEN + 1, "size %020" PRIu64 " sha256 %.64s",
-	    size, sha256_hex);	/* fixed width: exactly SPOOL_SUM_LEN */
+	(void)snprintf(out, SPOOL_SUM_LEN + 1,
+	    "size %020" PRIu64 " sha256 %.64s", size,
+	    sha256_hex); /* fixed width: exactly SPOOL_SUM_LEN */
 }
 
 int
@@ -533,8 +530,9 @@ spool_hdr_end(const char *buf, size_t len, size_t *hlen_out)
 static void
 spool_jrec_esc(struct spool_jrec_out *w, const char *s, size_t len)
 {
-	if (!w->failed && sbuf_append_escaped(w->sb, s, len,
-	    SPOOL_JOURNAL_EXTRA, false) == -1)
+	if (!w->failed &&
+	    sbuf_append_escaped(w->sb, s, len, SPOOL_JOURNAL_EXTRA, false) ==
+	        -1)
 		w->failed = true;
 }
 
@@ -604,16 +602,14 @@ spool_jrec_u64(struct spool_jrec_out *w, const char *key, uint64_t v)
 }
 
 void
-spool_jrec_token(struct spool_jrec_out *w, const char *key,
-    const char *token)
+spool_jrec_token(struct spool_jrec_out *w, const char *key, const char *token)
 {
 	spool_jrec_key(w, key);
 	spool_jrec_raw(w, token);
 }
 
 void
-spool_jrec_envelope(struct spool_jrec_out *w,
-    const struct spool_envelope *env)
+spool_jrec_envelope(struct spool_jrec_out *w, const struct spool_envelope *env)
 {
 	size_t i;
 

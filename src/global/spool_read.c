@@ -23,18 +23,18 @@
 #include "spool_read.h"
 #include "xmalloc.h"
 
-#define SPOOL_READ_CHUNK	(64 * 1024)
+#define SPOOL_READ_CHUNK (64 * 1024)
 
 struct spool_reader {
-	int	dirfd;
-	int	queuefd;
+	int dirfd;
+	int queuefd;
 };
 
 struct spool_content {
-	int		fd;
-	uint64_t	off;		/* where the content starts */
-	uint64_t	size;
-	char		sha[SPOOL_SHA256_HEX + 1];
+	int fd;
+	uint64_t off; /* where the content starts */
+	uint64_t size;
+	char sha[SPOOL_SHA256_HEX + 1];
 };
 
 struct spool_reader *
@@ -49,8 +49,8 @@ spool_reader_open(const char *dir, struct sbuf *err)
 		spool_reader_close(rd);
 		return NULL;
 	}
-	rd->queuefd = openat(rd->dirfd, "queue", O_RDONLY | O_DIRECTORY |
-	    O_NOFOLLOW | O_CLOEXEC);
+	rd->queuefd = openat(rd->dirfd, "queue",
+	    O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 	if (rd->queuefd == -1) {
 		sbuf_seterr(err, "open %s/queue: %s", dir, strerror(errno));
 		spool_reader_close(rd);
@@ -86,7 +86,7 @@ spool_reader_scan(const struct spool_reader *rd, spool_line_cb cb, void *arg,
 
 	fd = openat(rd->dirfd, "journal", O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
 	if (fd == -1) {
-		if (errno == ENOENT)	/* a spool nothing was written to */
+		if (errno == ENOENT) /* a spool nothing was written to */
 			rc = 0;
 		else
 			sbuf_seterr(err, "open journal: %s", strerror(errno));
@@ -127,7 +127,7 @@ spool_reader_scan(const struct spool_reader *rd, spool_line_cb cb, void *arg,
 out:
 	free(buf);
 	sbuf_release(&line);
-	(void)close(fd);	/* read-only */
+	(void)close(fd); /* read-only */
 done:
 	if (stats_out != NULL)
 		*stats_out = st;
@@ -177,23 +177,26 @@ spool_read_header_fd(int fd, struct spool_envelope *env_out,
 		}
 		from = hdr.len >= 2 ? hdr.len - 2 : 0;
 		if (sbuf_append(&hdr, chunk, (size_t)n) == -1) {
-			sbuf_seterr(err, "header buffer");	/* want fits */
+			sbuf_seterr(err, "header buffer"); /* want fits */
 			goto out;
 		}
-		if (spool_hdr_end(hdr.data + from, hdr.len - from, &hlen) == 1) {
+		if (spool_hdr_end(hdr.data + from, hdr.len - from, &hlen) ==
+		    1) {
 			hlen += from;
 			break;
 		}
 	}
-	if (spool_hdr_parse(hdr.data, hlen, env_out, id_out, &size,
-	    sha256_out, err) == -1)
+	if (spool_hdr_parse(hdr.data, hlen, env_out, id_out, &size, sha256_out,
+	        err) == -1)
 		goto out;
 	if ((uint64_t)st.st_size < hlen ||
 	    (uint64_t)st.st_size - hlen != size) {
-		sbuf_seterr(err, "torn file: content is %" PRIu64
+		sbuf_seterr(err,
+		    "torn file: content is %" PRIu64
 		    " octets, header says %" PRIu64,
-		    (uint64_t)st.st_size >= hlen ?
-		    (uint64_t)st.st_size - hlen : 0, size);
+		    (uint64_t)st.st_size >= hlen ? (uint64_t)st.st_size - hlen :
+		                                   0,
+		    size);
 		spool_envelope_clear(env_out);
 		goto out;
 	}
@@ -240,7 +243,7 @@ spool_content_open(const struct spool_reader *rd, const char *id,
 	if ((c = spool_content_openat(rd, id, err)) == NULL)
 		return NULL;
 	if (spool_read_header_fd(c->fd, &env, hid, &c->off, &c->size, c->sha,
-	    err) == -1) {
+	        err) == -1) {
 		spool_content_close(c);
 		return NULL;
 	}
@@ -290,7 +293,7 @@ spool_content_close(struct spool_content *c)
 {
 	if (c == NULL)
 		return;
-	(void)close(c->fd);	/* read-only: nothing to lose */
+	(void)close(c->fd); /* read-only: nothing to lose */
 	free(c);
 }
 
@@ -307,8 +310,7 @@ spool_content_sha256(const struct spool_content *c)
 }
 
 ssize_t
-spool_content_read(struct spool_content *c, uint64_t off, void *buf,
-    size_t len)
+spool_content_read(struct spool_content *c, uint64_t off, void *buf, size_t len)
 {
 	ssize_t r;
 

@@ -21,8 +21,8 @@
 #include "spool_codec.h"
 #include "spool_read.h"
 
-#define SPLITMXCTL_VERSION	"0.1.0"
-#define SPLITMXCTL_CONF		"/etc/splitmx/splitmx.conf"
+#define SPLITMXCTL_VERSION "0.1.0"
+#define SPLITMXCTL_CONF    "/etc/splitmx/splitmx.conf"
 
 static void
 usage(void)
@@ -54,12 +54,12 @@ ctl_check_config(const char *path)
 
 /* Counts of a journal's records, by verb. */
 struct ctl_jcount {
-	uint64_t	records;
-	uint64_t	unparsed;	/* not a record (foreign or damaged) */
-	uint64_t	accepted;
-	uint64_t	removed;
-	uint64_t	delivered;
-	uint64_t	other;
+	uint64_t records;
+	uint64_t unparsed; /* not a record (foreign or damaged) */
+	uint64_t accepted;
+	uint64_t removed;
+	uint64_t delivered;
+	uint64_t other;
 };
 
 static void
@@ -104,19 +104,20 @@ ctl_journal_check(const char *path)
 		return EX_CONFIG;
 	}
 	rd = spool_reader_open(conf->spool_dir, &err);
-	if (rd == NULL || spool_reader_scan(rd, ctl_jcount_cb, &n, &st,
-	    &err) == -1) {
+	if (rd == NULL ||
+	    spool_reader_scan(rd, ctl_jcount_cb, &n, &st, &err) == -1) {
 		(void)fprintf(stderr, "splitmxctl: %s\n", err.data);
 		rc = EX_IOERR;
 		goto out;
 	}
 	(void)printf("%s/journal: %" PRIu64 " records: %" PRIu64
-	    " accepted, %" PRIu64 " delivered, %" PRIu64 " removed, %" PRIu64
-	    " other, %" PRIu64 " not records\n", conf->spool_dir, n.records,
-	    n.accepted, n.delivered, n.removed, n.other, n.unparsed);
+	             " accepted, %" PRIu64 " delivered, %" PRIu64
+	             " removed, %" PRIu64 " other, %" PRIu64 " not records\n",
+	    conf->spool_dir, n.records, n.accepted, n.delivered, n.removed,
+	    n.other, n.unparsed);
 	if (st.torn_tail > 0)
 		(void)printf("torn last record: %" PRIu64 " octets (a crash "
-		    "during a write; the daemon repairs it at start)\n",
+		             "during a write; the daemon repairs it at start)\n",
 		    st.torn_tail);
 	if (st.oversized > 0)
 		(void)printf("oversized lines skipped: %" PRIu64 "\n",

@@ -25,21 +25,21 @@
 #include "sbuf.h"
 #include "xmalloc.h"
 
-#define AUTH_DKIM_EX_SOFTWARE	70	/* sysexits EX_SOFTWARE */
+#define AUTH_DKIM_EX_SOFTWARE 70 /* sysexits EX_SOFTWARE */
 
 struct auth_dkim {
-	DKIM_LIB	*lib;
-	DKIM		*dkim;
-	struct dns_sync	*ds;
-	int		 queries;
-	DKIM_STAT	 feed_status;	/* first non-OK status from feeding */
-	bool		 nosig;		/* header complete, no signatures */
+	DKIM_LIB *lib;
+	DKIM *dkim;
+	struct dns_sync *ds;
+	int queries;
+	DKIM_STAT feed_status; /* first non-OK status from feeding */
+	bool nosig;            /* header complete, no signatures */
 };
 
 /* One query: answered at start, collected at waitreply. */
 struct auth_dkim_q {
-	int	status;		/* DKIM_DNS_* */
-	size_t	len;
+	int status; /* DKIM_DNS_* */
+	size_t len;
 };
 
 const char *
@@ -104,13 +104,13 @@ auth_dkim_dns_start(void *srv, int type, unsigned char *query,
 }
 
 static int
-auth_dkim_dns_waitreply(void *srv, void *qh, struct timeval *to,
-    size_t *bytes, int *error, int *dnssec)
+auth_dkim_dns_waitreply(void *srv, void *qh, struct timeval *to, size_t *bytes,
+    int *error, int *dnssec)
 {
 	struct auth_dkim_q *q = qh;
 
 	(void)srv;
-	(void)to;	/* already answered, within dns_sync's deadline */
+	(void)to; /* already answered, within dns_sync's deadline */
 	if (bytes != NULL)
 		*bytes = q->len;
 	if (error != NULL)
@@ -194,7 +194,7 @@ auth_dkim_feed(struct auth_dkim *ad, const void *data, size_t len)
 	/* dkim_chunk takes u_char *; it does not write to the buffer */
 	st = dkim_chunk(ad->dkim, (u_char *)(uintptr_t)data, len);
 	if (st == DKIM_STAT_NOSIG) {
-		ad->nosig = true;	/* nothing left to verify */
+		ad->nosig = true; /* nothing left to verify */
 		return 0;
 	}
 	if (st != DKIM_STAT_OK) {
@@ -293,22 +293,23 @@ auth_dkim_fill_sig(struct auth_dkim *ad, DKIM_SIGINFO *sig,
 			(void)snprintf(out->comment, sizeof(out->comment),
 			    "body hash did not verify");
 		else if (dkim_sig_geterrorstr(e) != NULL)
-			(void)snprintf(out->comment, sizeof(out->comment),
-			    "%s", dkim_sig_geterrorstr(e));
+			(void)snprintf(out->comment, sizeof(out->comment), "%s",
+			    dkim_sig_geterrorstr(e));
 	}
 	/*
 	 * header.b (RFC 6008): the minimal unique prefix libopendkim picks,
 	 * else the first octets of the b= tag with FWS removed.
 	 */
 	if (dkim_get_sigsubstring(ad->dkim, sig, sub, &sublen) ==
-	    DKIM_STAT_OK && sublen > 0 && sublen < sizeof(sub)) {
+	        DKIM_STAT_OK &&
+	    sublen > 0 && sublen < sizeof(sub)) {
 		sub[sublen] = '\0';
 		auth_dkim_copy(out->b, sizeof(out->b),
 		    (const unsigned char *)sub);
 	} else if ((b = dkim_sig_gettagvalue(sig, false,
-	    (u_char *)(uintptr_t)"b")) != NULL) {
+	                (u_char *)(uintptr_t) "b")) != NULL) {
 		for (i = 0, n = 0; b[i] != '\0' && n + 1 < sizeof(out->b);
-		    i++) {
+		     i++) {
 			if (b[i] > 0x20 && b[i] < 0x7f)
 				out->b[n++] = (char)b[i];
 		}
@@ -350,8 +351,8 @@ auth_dkim_end(struct auth_dkim *ad, struct auth_dkim_result *out)
 		}
 	} else if (ad->feed_status != DKIM_STAT_OK) {
 		out->msg_result = AUTH_DKIM_PERMERROR;
-		(void)snprintf(out->error, sizeof(out->error),
-		    "dkim_chunk: %s", dkim_getresultstr(ad->feed_status));
+		(void)snprintf(out->error, sizeof(out->error), "dkim_chunk: %s",
+		    dkim_getresultstr(ad->feed_status));
 	}
 	out->dns_queries = ad->queries;
 	if (ad->nosig)
@@ -399,7 +400,7 @@ auth_dkim_verify(const char *servers, const void *content, size_t len,
 		return 0;
 	}
 	sbuf_release(&err);
-	(void)auth_dkim_feed(ad, content, len);	/* end reports failures */
+	(void)auth_dkim_feed(ad, content, len); /* end reports failures */
 	n = auth_dkim_end(ad, out);
 	auth_dkim_free(ad);
 	return n;

@@ -18,8 +18,8 @@
 #include "header_fmt.h"
 #include "sbuf.h"
 
-#define AUTH_RESULTS_NAME	"Authentication-Results"
-#define AUTH_RESULTS_B_MIN	8	/* header.b prefix, RFC 6008 */
+#define AUTH_RESULTS_NAME  "Authentication-Results"
+#define AUTH_RESULTS_B_MIN 8 /* header.b prefix, RFC 6008 */
 
 static int
 ar_add_spf(struct sbuf *f, const struct auth_spf_result *spf)
@@ -101,13 +101,13 @@ auth_results_format(struct sbuf *out, const char *authserv_id,
 	if (dkim != NULL && dkim->nsigs == 0) {
 		if ((any && sbuf_append_char(&f, ';') == -1) ||
 		    sbuf_printf(&f, " dkim=%s",
-			auth_dkim_res_str(dkim->msg_result)) == -1)
+		        auth_dkim_res_str(dkim->msg_result)) == -1)
 			goto done;
 		if (dkim->msg_result != AUTH_DKIM_NONE &&
 		    dkim->error[0] != '\0' &&
 		    (sbuf_append_str(&f, " (") == -1 ||
-			header_fmt_append_comment(&f, dkim->error) == -1 ||
-			sbuf_append_char(&f, ')') == -1))
+		        header_fmt_append_comment(&f, dkim->error) == -1 ||
+		        sbuf_append_char(&f, ')') == -1))
 			goto done;
 		any = true;
 	}
@@ -145,8 +145,8 @@ auth_results_received_spf(struct sbuf *out, const struct auth_spf_result *spf)
 	(void)header_fmt_append_value(&f, spf->client_ip);
 	(void)sbuf_append_str(&f, "; envelope-from=");
 	/* always quoted: '@' is not a token character anyway */
-	(void)header_fmt_append_value(&f, spf->mail_from[0] != '\0' ?
-	    spf->mail_from : "<>");
+	(void)header_fmt_append_value(&f,
+	    spf->mail_from[0] != '\0' ? spf->mail_from : "<>");
 	if (spf->helo[0] != '\0') {
 		(void)sbuf_append_str(&f, "; helo=");
 		(void)header_fmt_append_value(&f, spf->helo);
@@ -211,7 +211,7 @@ ar_value_claims(const char *s, size_t i, size_t end, const char *id)
 		}
 	} else {
 		for (; i < end && header_fmt_is_token_char((unsigned char)s[i]);
-		    i++) {
+		     i++) {
 			if (n + 1 >= sizeof(val))
 				return false;
 			val[n++] = s[i];
@@ -257,7 +257,7 @@ auth_results_find_ours(const char *hdr, size_t len, const char *authserv_id,
 				n--;
 			if (n - pos == nlen &&
 			    strncasecmp(hdr + pos, AUTH_RESULTS_NAME, nlen) ==
-				0 &&
+			        0 &&
 			    ar_value_claims(hdr, colon + 1, end, authserv_id)) {
 				if (found < max) {
 					out[found].off = pos;

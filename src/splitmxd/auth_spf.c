@@ -35,16 +35,16 @@
 #include "sbuf.h"
 #include "xmalloc.h"
 
-#define AUTH_SPF_RR_MAX		64	/* records kept per answer */
-#define AUTH_SPF_TXT_MAX	4096	/* one TXT record, strings joined */
-#define AUTH_SPF_EX_SOFTWARE	70	/* sysexits EX_SOFTWARE */
+#define AUTH_SPF_RR_MAX      64   /* records kept per answer */
+#define AUTH_SPF_TXT_MAX     4096 /* one TXT record, strings joined */
+#define AUTH_SPF_EX_SOFTWARE 70   /* sysexits EX_SOFTWARE */
 
 /* State of one check, reached from the DNS layer's hook. */
 struct auth_spf_ctx {
-	struct dns_sync	*ds;
-	int64_t		 deadline_ms;
-	int		 queries;
-	bool		 dns_trouble;	/* a lookup failed temporarily */
+	struct dns_sync *ds;
+	int64_t deadline_ms;
+	int queries;
+	bool dns_trouble; /* a lookup failed temporarily */
 };
 
 static pthread_once_t auth_spf_once = PTHREAD_ONCE_INIT;
@@ -103,7 +103,7 @@ auth_spf_now_ms(void)
 {
 	struct timespec ts;
 
-	(void)clock_gettime(CLOCK_MONOTONIC, &ts);	/* cannot fail */
+	(void)clock_gettime(CLOCK_MONOTONIC, &ts); /* cannot fail */
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
@@ -127,7 +127,7 @@ auth_spf_rr_str(SPF_dns_rr_t *rr, int idx, const char *s, size_t len)
 {
 	if (SPF_dns_rr_buf_realloc(rr, idx, len + 1) != SPF_E_SUCCESS)
 		log_fatalx(AUTH_SPF_EX_SOFTWARE, "libspf2: out of memory");
-	memcpy(rr->rr[idx]->txt, s, len);	/* txt, mx, ptr share storage */
+	memcpy(rr->rr[idx]->txt, s, len); /* txt, mx, ptr share storage */
 	rr->rr[idx]->txt[len] = '\0';
 }
 
@@ -175,7 +175,7 @@ auth_spf_fill_a(SPF_dns_rr_t *rr, const unsigned char *pkt, size_t len)
 			return;
 		for (i = 0; i < n; i++) {
 			if (SPF_dns_rr_buf_realloc(rr, i,
-			    sizeof(struct in_addr)) != SPF_E_SUCCESS)
+			        sizeof(struct in_addr)) != SPF_E_SUCCESS)
 				log_fatalx(AUTH_SPF_EX_SOFTWARE, "spf: oom");
 			rr->rr[i]->a = a4[i].ipaddr;
 		}
@@ -185,7 +185,7 @@ auth_spf_fill_a(SPF_dns_rr_t *rr, const unsigned char *pkt, size_t len)
 			return;
 		for (i = 0; i < n; i++) {
 			if (SPF_dns_rr_buf_realloc(rr, i,
-			    sizeof(struct in6_addr)) != SPF_E_SUCCESS)
+			        sizeof(struct in6_addr)) != SPF_E_SUCCESS)
 				log_fatalx(AUTH_SPF_EX_SOFTWARE, "spf: oom");
 			memcpy(&rr->rr[i]->aaaa, &a6[i].ip6addr,
 			    sizeof(struct in6_addr));
@@ -217,12 +217,13 @@ auth_spf_fill_ptr(SPF_dns_rr_t *rr, const unsigned char *pkt, size_t len)
 	int i, n = 0;
 
 	if (ares_parse_ptr_reply(pkt, (int)len, dummy, sizeof(dummy), AF_INET,
-	    &he) != ARES_SUCCESS)
+	        &he) != ARES_SUCCESS)
 		return;
 	if (he->h_name != NULL)
 		auth_spf_rr_str(rr, n++, he->h_name, strlen(he->h_name));
 	for (i = 0; he->h_aliases != NULL && he->h_aliases[i] != NULL &&
-	    n < AUTH_SPF_RR_MAX; i++) {
+	     n < AUTH_SPF_RR_MAX;
+	     i++) {
 		if (he->h_name != NULL &&
 		    strcmp(he->h_aliases[i], he->h_name) == 0)
 			continue;
@@ -292,7 +293,7 @@ auth_spf_lookup(SPF_dns_server_t *layer, const char *domain, ns_type type,
 	}
 	dns_sync_answer_release(&ans);
 	if (rr->num_rr == 0)
-		rr->herrno = NO_DATA;	/* e.g. only a CNAME came back */
+		rr->herrno = NO_DATA; /* e.g. only a CNAME came back */
 	return rr;
 }
 
@@ -316,7 +317,7 @@ auth_spf_domain_ok(const char *d)
 			continue;
 		}
 		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-		    (c >= '0' && c <= '9') || c == '-' || c == '_'))
+		        (c >= '0' && c <= '9') || c == '-' || c == '_'))
 			return false;
 		if (++label > 63)
 			return false;
@@ -330,8 +331,9 @@ auth_spf_lower_copy(char *dst, size_t size, const char *src)
 	size_t i;
 
 	for (i = 0; i + 1 < size && src[i] != '\0'; i++)
-		dst[i] = (src[i] >= 'A' && src[i] <= 'Z') ? (char)(src[i] + 32)
-							  : src[i];
+		dst[i] = (src[i] >= 'A' && src[i] <= 'Z') ?
+		    (char)(src[i] + 32) :
+		    src[i];
 	dst[i] = '\0';
 }
 
@@ -430,11 +432,9 @@ auth_spf_keep(struct auth_spf_result *out, const char *receiver,
     const char *client_ip, const char *helo, const char *mail_from)
 {
 	(void)snprintf(out->receiver, sizeof(out->receiver), "%s", receiver);
-	(void)snprintf(out->client_ip, sizeof(out->client_ip), "%s",
-	    client_ip);
+	(void)snprintf(out->client_ip, sizeof(out->client_ip), "%s", client_ip);
 	(void)snprintf(out->helo, sizeof(out->helo), "%s", helo);
-	(void)snprintf(out->mail_from, sizeof(out->mail_from), "%s",
-	    mail_from);
+	(void)snprintf(out->mail_from, sizeof(out->mail_from), "%s", mail_from);
 }
 
 /* Peer text reaches the comment: keep it printable and comment-safe. */
@@ -460,9 +460,8 @@ auth_spf_is_loopback(const struct in_addr *a4, const struct in6_addr *a6,
 }
 
 enum auth_spf_res
-auth_spf_check(const char *servers, const char *receiver,
-    const char *client_ip, const char *helo, const char *mail_from,
-    struct auth_spf_result *out)
+auth_spf_check(const char *servers, const char *receiver, const char *client_ip,
+    const char *helo, const char *mail_from, struct auth_spf_result *out)
 {
 	struct auth_spf_ctx ctx;
 	SPF_dns_server_t *layer = NULL;

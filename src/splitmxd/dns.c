@@ -33,63 +33,63 @@
 #include "sbuf.h"
 #include "xmalloc.h"
 
-#define DNS_MX_HOSTS_MAX	16	/* MX hosts considered per domain */
-#define DNS_ADDRS_PER_FAMILY	8	/* addresses kept per host and family */
-#define DNS_ADDRS_MAX		64	/* addresses handed to the caller */
-#define DNS_TIMEOUT_MS		3000	/* first try; c-ares doubles it */
-#define DNS_TRIES		3
-#define DNS_REASON_MAX		256
+#define DNS_MX_HOSTS_MAX     16   /* MX hosts considered per domain */
+#define DNS_ADDRS_PER_FAMILY 8    /* addresses kept per host and family */
+#define DNS_ADDRS_MAX        64   /* addresses handed to the caller */
+#define DNS_TIMEOUT_MS       3000 /* first try; c-ares doubles it */
+#define DNS_TRIES            3
+#define DNS_REASON_MAX       256
 
 struct dns_sock {
-	struct dns		*dns;
-	ares_socket_t		 fd;
-	struct event		*ev;
-	LIST_ENTRY(dns_sock)	 entry;
+	struct dns *dns;
+	ares_socket_t fd;
+	struct event *ev;
+	LIST_ENTRY(dns_sock) entry;
 };
 
 struct dns_req;
 
 /* One name whose A and AAAA records are wanted. */
 struct dns_host {
-	struct dns_req	*req;
-	char		 name[256];
-	unsigned	 pref;
-	int		 pending;	/* queries still out */
-	int		 st_a;		/* ares status of the A query */
-	int		 st_aaaa;
-	struct in_addr	 a4[DNS_ADDRS_PER_FAMILY];
-	struct in6_addr	 a6[DNS_ADDRS_PER_FAMILY];
-	size_t		 n4, n6;
+	struct dns_req *req;
+	char name[256];
+	unsigned pref;
+	int pending; /* queries still out */
+	int st_a;    /* ares status of the A query */
+	int st_aaaa;
+	struct in_addr a4[DNS_ADDRS_PER_FAMILY];
+	struct in6_addr a6[DNS_ADDRS_PER_FAMILY];
+	size_t n4, n6;
 };
 
 struct dns_req {
-	struct dns		*dns;
-	LIST_ENTRY(dns_req)	 entry;
-	dns_addrs_cb		 cb;
-	void			*arg;
-	bool			 mx;		/* an MX lookup */
-	bool			 implicit;	/* no MX: the domain itself */
-	bool			 in_call;	/* still inside dns_lookup_* */
-	char			 domain[256];
-	uint16_t		 port;
-	struct dns_host		*hosts;
-	size_t			 nhosts;
-	size_t			 pending;	/* hosts not yet resolved */
-	enum dns_status		 status;
-	char			 reason[DNS_REASON_MAX];
-	struct dns_addr		*out;
-	size_t			 nout;
-	struct event		*ev;		/* deferred delivery */
+	struct dns *dns;
+	LIST_ENTRY(dns_req) entry;
+	dns_addrs_cb cb;
+	void *arg;
+	bool mx;       /* an MX lookup */
+	bool implicit; /* no MX: the domain itself */
+	bool in_call;  /* still inside dns_lookup_* */
+	char domain[256];
+	uint16_t port;
+	struct dns_host *hosts;
+	size_t nhosts;
+	size_t pending; /* hosts not yet resolved */
+	enum dns_status status;
+	char reason[DNS_REASON_MAX];
+	struct dns_addr *out;
+	size_t nout;
+	struct event *ev; /* deferred delivery */
 };
 
 struct dns {
-	struct event_base		*base;
-	ares_channel			 ch;
-	bool				 have_ch;
-	bool				 destroying;
-	struct event			*timer;
-	LIST_HEAD(, dns_sock)		 socks;
-	LIST_HEAD(, dns_req)		 reqs;
+	struct event_base *base;
+	ares_channel ch;
+	bool have_ch;
+	bool destroying;
+	struct event *timer;
+	LIST_HEAD(, dns_sock) socks;
+	LIST_HEAD(, dns_req) reqs;
 };
 
 static void dns_timer_update(struct dns *dns);
@@ -166,7 +166,7 @@ dns_timer_update(struct dns *dns)
 		return;
 	tvp = ares_timeout(dns->ch, NULL, &tv);
 	if (tvp == NULL)
-		(void)evtimer_del(dns->timer);	/* cannot fail when set up */
+		(void)evtimer_del(dns->timer); /* cannot fail when set up */
 	else if (evtimer_add(dns->timer, tvp) == -1)
 		log_panic("dns: cannot arm the timer");
 }
@@ -205,8 +205,8 @@ dns_new(struct event_base *base, const char *servers, struct sbuf *err)
 	opts.lookups = xstrdup("b");
 	opts.domains = NULL;
 	opts.ndomains = 0;
-	optmask = ARES_OPT_SOCK_STATE_CB | ARES_OPT_TIMEOUTMS |
-	    ARES_OPT_TRIES | ARES_OPT_LOOKUPS | ARES_OPT_DOMAINS;
+	optmask = ARES_OPT_SOCK_STATE_CB | ARES_OPT_TIMEOUTMS | ARES_OPT_TRIES |
+	    ARES_OPT_LOOKUPS | ARES_OPT_DOMAINS;
 	r = ares_init_options(&dns->ch, &opts, optmask);
 	free(opts.lookups);
 	if (r != ARES_SUCCESS) {
@@ -251,8 +251,7 @@ dns_free(struct dns *dns)
 	while ((req = LIST_FIRST(&dns->reqs)) != NULL) {
 		req->status = DNS_CANCELLED;
 		req->nout = 0;
-		dns_req_reason(req,
-		    "DNS lookup cancelled");
+		dns_req_reason(req, "DNS lookup cancelled");
 		req->in_call = false;
 		dns_req_finish(req);
 	}
@@ -346,8 +345,7 @@ dns_req_reason(struct dns_req *req, const char *fmt, ...)
 
 /* Fails req with status and a printf reason (used before any query). */
 static void __attribute__((format(printf, 3, 4)))
-dns_req_fail(struct dns_req *req, enum dns_status status, const char *fmt,
-    ...)
+dns_req_fail(struct dns_req *req, enum dns_status status, const char *fmt, ...)
 {
 	va_list ap;
 
@@ -361,8 +359,7 @@ dns_req_fail(struct dns_req *req, enum dns_status status, const char *fmt,
 static bool
 dns_temp_status(int st)
 {
-	return st != ARES_SUCCESS && st != ARES_ENODATA &&
-	    st != ARES_ENOTFOUND;
+	return st != ARES_SUCCESS && st != ARES_ENODATA && st != ARES_ENOTFOUND;
 }
 
 static void
@@ -427,50 +424,47 @@ dns_req_collect(struct dns_req *req)
 			if (temp_host == NULL) {
 				temp_host = h->name;
 				temp_st = dns_temp_status(h->st_a) ? h->st_a :
-				    h->st_aaaa;
+				                                     h->st_aaaa;
 			}
 		}
 	}
 	if (req->status == DNS_CANCELLED) {
-		dns_req_reason(req,
-		    "DNS lookup cancelled");
+		dns_req_reason(req, "DNS lookup cancelled");
 	} else if (req->nout > 0) {
 		req->status = DNS_OK;
 	} else if (!req->mx || req->implicit) {
 		/* One name: its own verdict. */
 		if (ntemp > 0) {
 			req->status = DNS_TEMPFAIL;
-			dns_req_reason(req,
-			    "address lookup for %s failed: %s", temp_host,
-			    ares_strerror(temp_st));
+			dns_req_reason(req, "address lookup for %s failed: %s",
+			    temp_host, ares_strerror(temp_st));
 		} else if (nx > 0) {
 			req->status = DNS_NXDOMAIN;
-			dns_req_reason(req,
-			    "host or domain name not found: %s",
+			dns_req_reason(req, "host or domain name not found: %s",
 			    req->hosts[0].name);
 		} else {
 			req->status = DNS_NODATA;
 			dns_req_reason(req,
 			    req->implicit ? "no MX and no address records "
-			    "for %s" : "no address records for %s",
+			                    "for %s" :
+			                    "no address records for %s",
 			    req->hosts[0].name);
 		}
 	} else if (nx == req->nhosts) {
 		req->status = DNS_NXDOMAIN;
-		dns_req_reason(req,
-		    "no MX host of %s exists (first: %s)", req->domain,
-		    req->hosts[0].name);
+		dns_req_reason(req, "no MX host of %s exists (first: %s)",
+		    req->domain, req->hosts[0].name);
 	} else {
 		/* Missing or failing MX hosts may come back: try later. */
 		req->status = DNS_TEMPFAIL;
 		if (temp_host != NULL)
 			dns_req_reason(req,
 			    "no usable MX host for %s: address lookup for "
-			    "%s failed: %s", req->domain, temp_host,
-			    ares_strerror(temp_st));
+			    "%s failed: %s",
+			    req->domain, temp_host, ares_strerror(temp_st));
 		else
-			dns_req_reason(req,
-			    "no MX host of %s has an address", req->domain);
+			dns_req_reason(req, "no MX host of %s has an address",
+			    req->domain);
 	}
 	if (req->status != DNS_OK)
 		req->nout = 0;
@@ -557,8 +551,7 @@ dns_req_resolve_hosts(struct dns_req *req)
 		struct dns_host *h = &req->hosts[i];
 
 		h->req = req;
-		ares_query(dns->ch, h->name, ns_c_in, ns_t_a, dns_host_a_cb,
-		    h);
+		ares_query(dns->ch, h->name, ns_c_in, ns_t_a, dns_host_a_cb, h);
 		ares_query(dns->ch, h->name, ns_c_in, ns_t_aaaa,
 		    dns_host_aaaa_cb, h);
 	}
@@ -586,7 +579,8 @@ dns_mx_shuffle(struct dns_host *hosts, size_t n)
 		while (end < n && hosts[end].pref == hosts[start].pref)
 			end++;
 		for (i = end - 1; i > start; i--) {
-			j = start + arc4random_uniform((uint32_t)(i - start + 1));
+			j = start +
+			    arc4random_uniform((uint32_t)(i - start + 1));
 			if (j != i) {
 				tmp = hosts[i];
 				hosts[i] = hosts[j];
@@ -655,7 +649,7 @@ dns_mx_cb(void *arg, int status, int timeouts, unsigned char *abuf, int alen)
 
 		if (len == 0 || strcmp(m->host, ".") == 0 ||
 		    len >= sizeof(req->hosts[0].name))
-			continue;	/* a "." among real MXs is ignored */
+			continue; /* a "." among real MXs is ignored */
 		if (m->host[len - 1] == '.')
 			len--;
 		for (i = 0; i < n; i++) {
@@ -768,8 +762,7 @@ dns_lookup_start(struct dns_req *req, const char *name, const char *port)
 		return true;
 	}
 	if (name[0] == '[') {
-		dns_req_fail(req, DNS_NXDOMAIN, "bad address literal %s",
-		    name);
+		dns_req_fail(req, DNS_NXDOMAIN, "bad address literal %s", name);
 		return true;
 	}
 	return false;
@@ -820,9 +813,9 @@ dns_lookup_host(struct dns *dns, const char *host, const char *port,
 /* ---- reverse lookups ---- */
 
 struct dns_ptr_req {
-	struct dns	*dns;
-	dns_name_cb	 cb;
-	void		*arg;
+	struct dns *dns;
+	dns_name_cb cb;
+	void *arg;
 };
 
 static void

@@ -25,23 +25,23 @@
 #include "sbuf.h"
 #include "xmalloc.h"
 
-#define DNS_SYNC_NAME_MAX	253	/* RFC 1035 2.3.4, without the dot */
-#define DNS_SYNC_EDNS_SIZE	1232	/* no fragmentation (DNS flag day) */
+#define DNS_SYNC_NAME_MAX  253  /* RFC 1035 2.3.4, without the dot */
+#define DNS_SYNC_EDNS_SIZE 1232 /* no fragmentation (DNS flag day) */
 
 struct dns_sync {
-	ares_channel	 ch;
-	unsigned	 timeout_ms;
-	struct pollfd	*pfd;		/* sockets c-ares wants watched */
-	size_t		 npfd;
-	size_t		 cappfd;
+	ares_channel ch;
+	unsigned timeout_ms;
+	struct pollfd *pfd; /* sockets c-ares wants watched */
+	size_t npfd;
+	size_t cappfd;
 };
 
 /* The state of the one query in flight. */
 struct dns_sync_q {
-	bool		 done;
-	int		 ares_status;
-	unsigned char	*pkt;
-	size_t		 len;
+	bool done;
+	int ares_status;
+	unsigned char *pkt;
+	size_t len;
 };
 
 static pthread_once_t dns_sync_once = PTHREAD_ONCE_INIT;
@@ -54,8 +54,7 @@ dns_sync_lib_init(void)
 }
 
 static void
-dns_sync_sock_state_cb(void *data, ares_socket_t fd, int readable,
-    int writable)
+dns_sync_sock_state_cb(void *data, ares_socket_t fd, int readable, int writable)
 {
 	struct dns_sync *ds = data;
 	size_t i;
@@ -106,15 +105,14 @@ dns_sync_new(const char *servers, unsigned timeout_ms, struct sbuf *err)
 	opts.sock_state_cb = dns_sync_sock_state_cb;
 	opts.sock_state_cb_data = ds;
 	/* Two tries, the second twice as long: about the hard deadline. */
-	opts.timeout = (int)(ds->timeout_ms / 3 > 100 ? ds->timeout_ms / 3
-							: 100);
+	opts.timeout = (int)(ds->timeout_ms / 3 > 100 ? ds->timeout_ms / 3 :
+	                                                100);
 	opts.tries = 2;
 	opts.flags = ARES_FLAG_NOSEARCH | ARES_FLAG_EDNS;
 	opts.ednspsz = DNS_SYNC_EDNS_SIZE;
-	opts.lookups = xstrdup("b");	/* DNS only, never /etc/hosts */
-	optmask = ARES_OPT_SOCK_STATE_CB | ARES_OPT_TIMEOUTMS |
-	    ARES_OPT_TRIES | ARES_OPT_FLAGS | ARES_OPT_EDNSPSZ |
-	    ARES_OPT_LOOKUPS;
+	opts.lookups = xstrdup("b"); /* DNS only, never /etc/hosts */
+	optmask = ARES_OPT_SOCK_STATE_CB | ARES_OPT_TIMEOUTMS | ARES_OPT_TRIES |
+	    ARES_OPT_FLAGS | ARES_OPT_EDNSPSZ | ARES_OPT_LOOKUPS;
 	r = ares_init_options(&ds->ch, &opts, optmask);
 	free(opts.lookups);
 	if (r != ARES_SUCCESS) {
@@ -140,7 +138,7 @@ dns_sync_free(struct dns_sync *ds)
 {
 	if (ds == NULL)
 		return;
-	ares_destroy(ds->ch);	/* closes sockets via the state callback */
+	ares_destroy(ds->ch); /* closes sockets via the state callback */
 	free(ds->pfd);
 	free(ds);
 }
@@ -168,7 +166,7 @@ dns_sync_now_ms(void)
 {
 	struct timespec ts;
 
-	(void)clock_gettime(CLOCK_MONOTONIC, &ts);	/* cannot fail */
+	(void)clock_gettime(CLOCK_MONOTONIC, &ts); /* cannot fail */
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
@@ -207,7 +205,7 @@ dns_sync_wait(struct dns_sync *ds, struct dns_sync_q *q, int64_t deadline)
 	while (!q->done) {
 		left = deadline - dns_sync_now_ms();
 		if (left <= 0) {
-			ares_cancel(ds->ch);	/* runs the callback */
+			ares_cancel(ds->ch); /* runs the callback */
 			q->ares_status = ARES_ETIMEOUT;
 			return 0;
 		}
@@ -236,10 +234,11 @@ dns_sync_wait(struct dns_sync *ds, struct dns_sync_q *q, int64_t deadline)
 		}
 		for (i = 0; i < nready; i++) {
 			ares_process_fd(ds->ch,
-			    (ready[i].revents & (POLLIN | POLLERR | POLLHUP))
-				? ready[i].fd : ARES_SOCKET_BAD,
-			    (ready[i].revents & POLLOUT) ? ready[i].fd
-							 : ARES_SOCKET_BAD);
+			    (ready[i].revents & (POLLIN | POLLERR | POLLHUP)) ?
+			        ready[i].fd :
+			        ARES_SOCKET_BAD,
+			    (ready[i].revents & POLLOUT) ? ready[i].fd :
+			                                   ARES_SOCKET_BAD);
 		}
 	}
 	return 0;

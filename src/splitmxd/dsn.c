@@ -18,15 +18,15 @@
 #include "dsn.h"
 #include "sbuf.h"
 
-#define DSN_LINE_SOFT	78	/* RFC 5322 2.1.1: SHOULD */
-#define DSN_LINE_HARD	900	/* well below the 998 MUST, room for indent */
-#define DSN_FIELD_MAX	512	/* one address or host name in a field */
-#define DSN_DIAG_MAX	4096	/* a diagnostic longer than this is cut */
-#define DSN_BOUNDARY_QID 32	/* queue id octets used in the boundary */
+#define DSN_LINE_SOFT    78   /* RFC 5322 2.1.1: SHOULD */
+#define DSN_LINE_HARD    900  /* well below the 998 MUST, room for indent */
+#define DSN_FIELD_MAX    512  /* one address or host name in a field */
+#define DSN_DIAG_MAX     4096 /* a diagnostic longer than this is cut */
+#define DSN_BOUNDARY_QID 32   /* queue id octets used in the boundary */
 
 struct dsn_ctx {
-	struct sbuf	*out;
-	bool		 failed;	/* the cap was reached */
+	struct sbuf *out;
+	bool failed; /* the cap was reached */
 };
 
 static void
@@ -36,8 +36,7 @@ dsn_put(struct dsn_ctx *c, const char *s)
 		c->failed = true;
 }
 
-static void
-dsn_putf(struct dsn_ctx *c, const char *fmt, ...)
+static void dsn_putf(struct dsn_ctx *c, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 
 static void
@@ -155,9 +154,9 @@ static void
 dsn_put_date(struct dsn_ctx *c, time_t t)
 {
 	static const char *const days[] = { "Sun", "Mon", "Tue", "Wed", "Thu",
-	    "Fri", "Sat" };
-	static const char *const months[] = { "Jan", "Feb", "Mar", "Apr",
-	    "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec" };
+		"Fri", "Sat" };
+	static const char *const months[] = { "Jan", "Feb", "Mar", "Apr", "May",
+		"Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec" };
 	struct tm tm;
 
 	if (gmtime_r(&t, &tm) == NULL || tm.tm_wday < 0 || tm.tm_wday > 6 ||
@@ -242,7 +241,7 @@ dsn_boundary_ok(const struct dsn_info *info, const char *b)
 	for (i = 0; i < info->nrcpts; i++) {
 		const struct dsn_rcpt *r = &info->rcpts[i];
 		const char *const fields[] = { r->final_rcpt, r->orcpt,
-		    r->remote_mta, r->diagnostic, r->target };
+			r->remote_mta, r->diagnostic, r->target };
 		size_t f;
 
 		for (f = 0; f < sizeof(fields) / sizeof(fields[0]); f++)
@@ -321,8 +320,8 @@ dsn_header_len(const char *s, size_t len)
 }
 
 static void
-dsn_put_human(struct dsn_ctx *c, const struct dsn_info *info,
-    bool any_failed, bool any_delayed, bool full)
+dsn_put_human(struct dsn_ctx *c, const struct dsn_info *info, bool any_failed,
+    bool any_delayed, bool full)
 {
 	size_t i;
 
@@ -330,17 +329,21 @@ dsn_put_human(struct dsn_ctx *c, const struct dsn_info *info,
 	dsn_put_value(c, info->reporting_mta);
 	dsn_put(c, ".\r\n\r\n");
 	if (any_failed)
-		dsn_put(c, "Your message could not be delivered to one or more "
+		dsn_put(c,
+		    "Your message could not be delivered to one or more "
 		    "recipients.\r\n");
 	else if (any_delayed)
-		dsn_put(c, "Your message has not been delivered to one or more "
+		dsn_put(c,
+		    "Your message has not been delivered to one or more "
 		    "recipients yet.\r\nDelivery will be retried; you do not "
 		    "need to send it again.\r\n");
 	else
-		dsn_put(c, "Your message was delivered to the recipients "
+		dsn_put(c,
+		    "Your message was delivered to the recipients "
 		    "listed below.\r\n");
-	dsn_put(c, full ? "The message is attached below.\r\n" :
-	    "Its headers are attached below.\r\n");
+	dsn_put(c,
+	    full ? "The message is attached below.\r\n" :
+	           "Its headers are attached below.\r\n");
 	dsn_put(c, "\r\nQueue ID: ");
 	dsn_put_value(c, info->queue_id);
 	dsn_put(c, "\r\n");
@@ -389,7 +392,8 @@ dsn_put_status(struct dsn_ctx *c, const struct dsn_info *info)
 	dsn_put(c, "\r\n");
 	for (i = 0; i < info->nrcpts; i++) {
 		const struct dsn_rcpt *r = &info->rcpts[i];
-		const char *st = dsn_status_valid(r->status) ? r->status :
+		const char *st = dsn_status_valid(r->status) ?
+		    r->status :
 		    dsn_action_default_status(r->action);
 
 		dsn_put(c, "\r\n");
@@ -506,7 +510,8 @@ dsn_compose(struct sbuf *out, const struct dsn_info *info)
 	/* RFC 3834 5: keeps auto-responders from answering the bounce. */
 	dsn_put(&c, "Auto-Submitted: auto-replied\r\n");
 	dsn_put(&c, "MIME-Version: 1.0\r\n");
-	dsn_put(&c, "Content-Type: multipart/report; "
+	dsn_put(&c,
+	    "Content-Type: multipart/report; "
 	    "report-type=delivery-status;\r\n\tboundary=\"");
 	dsn_put(&c, boundary);
 	dsn_put(&c, "\"\r\n");
@@ -515,12 +520,14 @@ dsn_compose(struct sbuf *out, const struct dsn_info *info)
 	dsn_put(&c, "\r\nThis is a MIME-encapsulated message.\r\n");
 
 	dsn_putf(&c, "\r\n--%s\r\n", boundary);
-	dsn_put(&c, "Content-Type: text/plain; charset=us-ascii\r\n"
+	dsn_put(&c,
+	    "Content-Type: text/plain; charset=us-ascii\r\n"
 	    "Content-Description: Notification\r\n\r\n");
 	dsn_put_human(&c, info, any_failed, any_delayed, full);
 
 	dsn_putf(&c, "\r\n--%s\r\n", boundary);
-	dsn_put(&c, "Content-Type: message/delivery-status\r\n"
+	dsn_put(&c,
+	    "Content-Type: message/delivery-status\r\n"
 	    "Content-Description: Delivery report\r\n\r\n");
 	dsn_put_status(&c, info);
 
@@ -546,8 +553,7 @@ dsn_status_from_reply(unsigned code, const char *reply, char *buf,
 
 	if (bufsize == 0)
 		return;
-	dflt = code / 100 == 2 ? "2.0.0" : code / 100 == 4 ? "4.0.0" :
-	    "5.0.0";
+	dflt = code / 100 == 2 ? "2.0.0" : code / 100 == 4 ? "4.0.0" : "5.0.0";
 	/* Skip the reply code and its separator ("550 " or "550-"). */
 	if (p[0] >= '0' && p[0] <= '9' && p[1] >= '0' && p[1] <= '9' &&
 	    p[2] >= '0' && p[2] <= '9' &&

@@ -28,13 +28,12 @@
 #include "sbuf.h"
 #include "xmalloc.h"
 
-#define MAILDIR_CHUNK	(64 * 1024)
-#define MAILDIR_HOST_MAX 256	/* escaped host part of the name */
-#define MAILDIR_QID_MAX	64	/* queue id octets used in the name */
-#define MAILDIR_ADDR_MAX 1024	/* one address in a prefix line */
+#define MAILDIR_CHUNK    (64 * 1024)
+#define MAILDIR_HOST_MAX 256  /* escaped host part of the name */
+#define MAILDIR_QID_MAX  64   /* queue id octets used in the name */
+#define MAILDIR_ADDR_MAX 1024 /* one address in a prefix line */
 
-static void
-maildir_errf(struct sbuf *err, const char *fmt, ...)
+static void maildir_errf(struct sbuf *err, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 
 /* Replaces err with the reason; a truncated reason is still a reason. */
@@ -92,8 +91,7 @@ maildir_put_safe(struct sbuf *sb, const char *s, size_t max, bool keep_dots)
  * microsecond by two worker threads.
  */
 static int
-maildir_unique_name(struct sbuf *name, const char *queue_id,
-    struct sbuf *err)
+maildir_unique_name(struct sbuf *name, const char *queue_id, struct sbuf *err)
 {
 	char host[MAILDIR_HOST_MAX + 1];
 	struct timespec ts;
@@ -117,9 +115,9 @@ maildir_unique_name(struct sbuf *name, const char *queue_id,
 	/* POSIX leaves the NUL out when the name was truncated. */
 	host[sizeof(host) - 1] = '\0';
 	if (sbuf_printf(name, "%" PRId64 ".M%06ldP%ldQ", (int64_t)ts.tv_sec,
-	    ts.tv_nsec / 1000, (long)getpid()) == -1 ||
+	        ts.tv_nsec / 1000, (long)getpid()) == -1 ||
 	    maildir_put_safe(name, queue_id != NULL ? queue_id : "",
-	    MAILDIR_QID_MAX, false) == -1 ||
+	        MAILDIR_QID_MAX, false) == -1 ||
 	    sbuf_printf(name, "R%016" PRIx64 ".", rnd) == -1 ||
 	    maildir_put_safe(name, host, MAILDIR_HOST_MAX, true) == -1) {
 		maildir_errf(err, "file name: too long");
@@ -229,15 +227,17 @@ maildir_copy(struct spool_content *src, int dstfd, struct sbuf *err)
 	chunk = xmalloc(MAILDIR_CHUNK);
 	while (done < size) {
 		want = size - done < MAILDIR_CHUNK ? (size_t)(size - done) :
-		    MAILDIR_CHUNK;
+		                                     MAILDIR_CHUNK;
 		n = spool_content_read(src, done, chunk, want);
 		if (n == -1) {
 			maildir_errf(err, "read spool: %s", strerror(errno));
 			goto out;
 		}
 		if (n == 0) {
-			maildir_errf(err, "read spool: file ends at %" PRIu64
-			    " of %" PRIu64 " content octets", done, size);
+			maildir_errf(err,
+			    "read spool: file ends at %" PRIu64 " of %" PRIu64
+			    " content octets",
+			    done, size);
 			goto out;
 		}
 		if (maildir_write_all(dstfd, chunk, (size_t)n) == -1) {
@@ -264,8 +264,8 @@ maildir_put_addr(struct sbuf *sb, const char *addr)
 	for (i = 0; addr[i] != '\0' && i < MAILDIR_ADDR_MAX; i++) {
 		unsigned char c = (unsigned char)addr[i];
 
-		if (sbuf_append_char(sb, c < 0x20 || c == 0x7f ? '?' :
-		    (char)c) == -1)
+		if (sbuf_append_char(sb,
+		        c < 0x20 || c == 0x7f ? '?' : (char)c) == -1)
 			return -1;
 	}
 	return 0;
@@ -292,17 +292,18 @@ maildir_prefix(struct sbuf *pfx, const char *sender, const char *const *rcpts,
 }
 
 int
-maildir_deliver(const char *dir, struct spool_content *src,
-    const char *sender, const char *const *rcpts,
-    size_t nrcpts, const char *queue_id, const char *prepend, struct sbuf *err)
+maildir_deliver(const char *dir, struct spool_content *src, const char *sender,
+    const char *const *rcpts, size_t nrcpts, const char *queue_id,
+    const char *prepend, struct sbuf *err)
 {
 	struct sbuf name, pfx;
 	int tmpdfd = -1, newdfd = -1, fd = -1, rc = -1;
 	bool created = false, renamed = false;
 
 	sbuf_init(&name, 1024);
-	sbuf_init(&pfx, 64 + (nrcpts + 1) * (MAILDIR_ADDR_MAX + 32) +
-	    (prepend != NULL ? strlen(prepend) : 0));
+	sbuf_init(&pfx,
+	    64 + (nrcpts + 1) * (MAILDIR_ADDR_MAX + 32) +
+	        (prepend != NULL ? strlen(prepend) : 0));
 	if (maildir_open_dirs(dir, &tmpdfd, &newdfd, err) == -1)
 		goto out;
 	if (maildir_unique_name(&name, queue_id, err) == -1)
@@ -348,7 +349,7 @@ maildir_deliver(const char *dir, struct spool_content *src,
 	rc = 0;
 out:
 	if (fd != -1)
-		(void)close(fd);	/* already failing; the file goes */
+		(void)close(fd); /* already failing; the file goes */
 	if (rc == -1 && renamed) {
 		/*
 		 * Not known to be durable, and the caller will retry: take it

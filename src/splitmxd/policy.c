@@ -18,24 +18,24 @@
 #include "xmalloc.h"
 
 struct policy {
-	struct policy_stage	*stages;
-	size_t			 nstages;
-	unsigned		 points;	/* any stage's */
+	struct policy_stage *stages;
+	size_t nstages;
+	unsigned points; /* any stage's */
 };
 
 struct policy_req {
-	const struct policy		*pol;
-	enum policy_point		 point;
-	struct policy_ctx		*ctx;
-	policy_done_cb			 done;
-	void				*arg;
-	size_t				 next;		/* stage to run next */
-	bool				 in_run;	/* in policy_run */
-	bool				 in_check;	/* in a check */
-	bool				 answered;	/* the current stage */
-	policy_cancel_fn		 cancel;
-	void				*cancel_arg;
-	struct policy_verdict		 v;
+	const struct policy *pol;
+	enum policy_point point;
+	struct policy_ctx *ctx;
+	policy_done_cb done;
+	void *arg;
+	size_t next;   /* stage to run next */
+	bool in_run;   /* in policy_run */
+	bool in_check; /* in a check */
+	bool answered; /* the current stage */
+	policy_cancel_fn cancel;
+	void *cancel_arg;
+	struct policy_verdict v;
 };
 
 struct policy *
@@ -115,7 +115,7 @@ policy_advance(struct policy_req *req)
 		st->check(req, req->ctx, st->arg);
 		req->in_check = false;
 		if (!req->answered)
-			return false;		/* policy_answer goes on */
+			return false; /* policy_answer goes on */
 		if (req->v.action != POLICY_ACCEPT) {
 			policy_finish(req);
 			return true;
@@ -173,8 +173,8 @@ policy_check_answer(const struct policy_req *req, const char *what)
 }
 
 void
-policy_answer(struct policy_req *req, enum policy_action action,
-    unsigned code, const char *enh, const char *fmt, ...)
+policy_answer(struct policy_req *req, enum policy_action action, unsigned code,
+    const char *enh, const char *fmt, ...)
 {
 	struct policy_verdict *v = &req->v;
 	va_list ap;
@@ -193,7 +193,7 @@ policy_answer(struct policy_req *req, enum policy_action action,
 	req->answered = true;
 	req->cancel = NULL;
 	if (req->in_check)
-		return;			/* policy_advance goes on */
+		return; /* policy_advance goes on */
 	if (action != POLICY_ACCEPT)
 		policy_finish(req);
 	else

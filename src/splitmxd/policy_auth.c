@@ -24,27 +24,27 @@
 #include "xmalloc.h"
 
 struct auth_stage {
-	const struct conf	*conf;
-	struct workers		*workers;
-	char			*hostname;
+	const struct conf *conf;
+	struct workers *workers;
+	char *hostname;
 };
 
 /* One check in flight; the worker sees only its own copies. */
 struct auth_job {
-	struct policy_req	*req;		/* NULL once cancelled */
-	struct policy_ctx	*ctx;
-	bool			 spf_reject;
-	struct spool_msg	*msg;
-	char			*resolvers;
-	char			*receiver;
-	char			*authserv;
-	char			 ip[INET6_ADDRSTRLEN];
-	char			*helo;
-	char			*sender;
-	struct auth_spf_result	 spf;
-	struct auth_dkim_result	 dkim;
-	bool			 signed_msg;	/* has a DKIM-Signature field */
-	struct sbuf		 fields;
+	struct policy_req *req; /* NULL once cancelled */
+	struct policy_ctx *ctx;
+	bool spf_reject;
+	struct spool_msg *msg;
+	char *resolvers;
+	char *receiver;
+	char *authserv;
+	char ip[INET6_ADDRSTRLEN];
+	char *helo;
+	char *sender;
+	struct auth_spf_result spf;
+	struct auth_dkim_result dkim;
+	bool signed_msg; /* has a DKIM-Signature field */
+	struct sbuf fields;
 };
 
 static void
@@ -100,8 +100,7 @@ auth_job_run(void *arg)
 		    err.data);
 	}
 	sbuf_release(&err);
-	(void)auth_results_format(&a->fields, a->authserv, &a->spf,
-	    &a->dkim);
+	(void)auth_results_format(&a->fields, a->authserv, &a->spf, &a->dkim);
 	(void)auth_results_received_spf(&a->fields, &a->spf);
 }
 
@@ -114,13 +113,14 @@ auth_job_done(void *arg)
 	struct policy_ctx *ctx = a->ctx;
 
 	if (req == NULL) {
-		auth_job_free(a);	/* cancelled: nobody waits */
+		auth_job_free(a); /* cancelled: nobody waits */
 		return;
 	}
 	log_info("%s: spf=%s (%s) dkim=%s%s%s", spool_msg_id(a->msg),
 	    auth_spf_res_str(a->spf.result), a->spf.domain,
 	    auth_dkim_res_str(a->dkim.nsigs > 0 ? a->dkim.sigs[0].result :
-	    a->dkim.msg_result), a->dkim.nsigs > 0 ? " d=" : "",
+	                                          a->dkim.msg_result),
+	    a->dkim.nsigs > 0 ? " d=" : "",
 	    a->dkim.nsigs > 0 ? a->dkim.sigs[0].domain : "");
 	(void)sbuf_append(&ctx->prepend, a->fields.data, a->fields.len);
 	if (a->spf.result == AUTH_SPF_FAIL && a->spf_reject) {
@@ -138,7 +138,7 @@ auth_job_cancel(void *arg)
 {
 	struct auth_job *a = arg;
 
-	a->req = NULL;			/* the worker cannot be stopped */
+	a->req = NULL; /* the worker cannot be stopped */
 }
 
 static void
@@ -165,10 +165,10 @@ auth_check(struct policy_req *req, struct policy_ctx *ctx, void *arg)
 	a->spf_reject = conf->spf_reject;
 	a->msg = ctx->msg;
 	a->resolvers = conf->resolvers != NULL ? xstrdup(conf->resolvers) :
-	    NULL;
+	                                         NULL;
 	a->receiver = xstrdup(st->hostname);
-	a->authserv = xstrdup(conf->authserv_id != NULL ? conf->authserv_id :
-	    st->hostname);
+	a->authserv = xstrdup(
+	    conf->authserv_id != NULL ? conf->authserv_id : st->hostname);
 	(void)snprintf(a->ip, sizeof(a->ip), "%s", ctx->client_addr);
 	a->helo = xstrdup(ctx->helo);
 	a->sender = xstrdup(ctx->mail->path.mailbox);
@@ -193,7 +193,7 @@ policy_add_auth(struct policy *p, const struct conf *conf, struct workers *w,
 {
 	struct auth_stage *st = xcalloc(1, sizeof(*st));
 	struct policy_stage ps = { "spf-dkim", POLICY_AT(POLICY_DATA_END),
-	    auth_check, st, auth_stage_free };
+		auth_check, st, auth_stage_free };
 
 	st->conf = conf;
 	st->workers = w;

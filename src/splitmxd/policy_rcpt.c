@@ -22,28 +22,28 @@
 #include "verify.h"
 #include "xmalloc.h"
 
-#define POLICY_ESC_MAX	1100	/* an escaped path in a log line */
+#define POLICY_ESC_MAX 1100 /* an escaped path in a log line */
 
 struct srs_stage {
-	const struct conf	*conf;
-	const struct auth_srs	*srs;
+	const struct conf *conf;
+	const struct auth_srs *srs;
 };
 
 struct recipients_stage {
-	const struct conf	*conf;
+	const struct conf *conf;
 };
 
 struct verify_stage {
-	const struct conf	*conf;
-	struct verify		*verify;
+	const struct conf *conf;
+	struct verify *verify;
 };
 
 /* A probe in flight. */
 struct verify_call {
-	struct policy_req	*req;
-	struct policy_ctx	*ctx;
-	const struct conf	*conf;
-	struct verify_req	*vreq;
+	struct policy_req *req;
+	struct policy_ctx *ctx;
+	const struct conf *conf;
+	struct verify_req *vreq;
 };
 
 /* Escapes peer text for a log line or a reply into buf. */
@@ -86,9 +86,11 @@ srs_check(struct policy_req *req, struct policy_ctx *ctx, void *arg)
 	rcpt_esc(from, sizeof(from), ctx->mail->path.mailbox);
 	sbuf_init(&err, 256);
 	if (auth_srs_reverse(st->srs, rcpt->path.mailbox, time(NULL), out,
-	    sizeof(out), &err) != 0) {
-		policy_set_why(req, "reject: RCPT from %s[%s]: %s; from=<%s> "
-		    "to=<%s>", ctx->client_name, ctx->client_addr,
+	        sizeof(out), &err) != 0) {
+		policy_set_why(req,
+		    "reject: RCPT from %s[%s]: %s; from=<%s> "
+		    "to=<%s>",
+		    ctx->client_name, ctx->client_addr,
 		    err.len > 0 ? err.data : "bad SRS", from, esc);
 		policy_answer(req, POLICY_REJECT, 550, "5.7.1", "<%s>: %s", esc,
 		    err.len > 0 ? err.data : "invalid SRS address");
@@ -119,32 +121,40 @@ recipients_check(struct policy_req *req, struct policy_ctx *ctx, void *arg)
 	}
 	rcpt_esc(esc, sizeof(esc), rcpt->path.mailbox);
 	rcpt_esc(from, sizeof(from), ctx->mail->path.mailbox);
-	dom = rcpt->path.domain_literal ? NULL :
+	dom = rcpt->path.domain_literal ?
+	    NULL :
 	    conf_find_domain(st->conf, rcpt->path.domain_lc);
 	if (dom == NULL) {
-		policy_set_why(req, "reject: RCPT from %s[%s]: relay denied; "
-		    "from=<%s> to=<%s>", ctx->client_name, ctx->client_addr,
-		    from, esc);
+		policy_set_why(req,
+		    "reject: RCPT from %s[%s]: relay denied; "
+		    "from=<%s> to=<%s>",
+		    ctx->client_name, ctx->client_addr, from, esc);
 		policy_answer(req, POLICY_REJECT, 554, "5.7.1",
 		    "<%s>: Relay access denied", esc);
 		return;
 	}
 	/* %-hack, bang paths and quoted @ route mail elsewhere. */
 	if (strpbrk(rcpt->path.local, "%!@") != NULL) {
-		policy_set_why(req, "reject: RCPT from %s[%s]: routing "
+		policy_set_why(req,
+		    "reject: RCPT from %s[%s]: routing "
 		    "characters in local part; from=<%s> to=<%s>",
 		    ctx->client_name, ctx->client_addr, from, esc);
-		policy_answer(req, POLICY_REJECT, 554, "5.7.1", "<%s>: Relay "
-		    "access denied (routing characters in local part)", esc);
+		policy_answer(req, POLICY_REJECT, 554, "5.7.1",
+		    "<%s>: Relay "
+		    "access denied (routing characters in local part)",
+		    esc);
 		return;
 	}
 	if (strcasecmp(rcpt->path.local, "postmaster") != 0 &&
 	    !conf_domain_accepts(dom, rcpt->path.local)) {
-		policy_set_why(req, "reject: RCPT from %s[%s]: unknown user; "
-		    "from=<%s> to=<%s>", ctx->client_name, ctx->client_addr,
-		    from, esc);
-		policy_answer(req, POLICY_REJECT, 550, "5.1.1", "<%s>: "
-		    "Recipient address rejected: User unknown", esc);
+		policy_set_why(req,
+		    "reject: RCPT from %s[%s]: unknown user; "
+		    "from=<%s> to=<%s>",
+		    ctx->client_name, ctx->client_addr, from, esc);
+		policy_answer(req, POLICY_REJECT, 550, "5.1.1",
+		    "<%s>: "
+		    "Recipient address rejected: User unknown",
+		    esc);
 		return;
 	}
 	policy_accept(req);
@@ -163,21 +173,26 @@ verify_answer(struct policy_req *req, const struct policy_ctx *ctx,
 		policy_accept(req);
 		break;
 	case VERIFY_UNKNOWN:
-		policy_set_why(req, "reject: RCPT from %s[%s]: unknown at the "
-		    "target (%s); to=<%s>", ctx->client_name, ctx->client_addr,
-		    reply, esc);
-		policy_answer(req, POLICY_REJECT, 550, "5.1.1", "<%s>: "
-		    "Recipient address rejected: User unknown", esc);
+		policy_set_why(req,
+		    "reject: RCPT from %s[%s]: unknown at the "
+		    "target (%s); to=<%s>",
+		    ctx->client_name, ctx->client_addr, reply, esc);
+		policy_answer(req, POLICY_REJECT, 550, "5.1.1",
+		    "<%s>: "
+		    "Recipient address rejected: User unknown",
+		    esc);
 		break;
 	case VERIFY_TEMPFAIL:
 		if (!conf->verify_tempfail) {
 			policy_accept(req);
 			break;
 		}
-		policy_set_why(req, "defer: RCPT from %s[%s]: verification "
-		    "failed (%s); to=<%s>", ctx->client_name, ctx->client_addr,
-		    reply, esc);
-		policy_answer(req, POLICY_TEMPFAIL, 450, "4.1.1", "<%s>: "
+		policy_set_why(req,
+		    "defer: RCPT from %s[%s]: verification "
+		    "failed (%s); to=<%s>",
+		    ctx->client_name, ctx->client_addr, reply, esc);
+		policy_answer(req, POLICY_TEMPFAIL, 450, "4.1.1",
+		    "<%s>: "
 		    "Recipient address verification failed, try again later",
 		    esc);
 		break;
@@ -230,7 +245,7 @@ verify_check(struct policy_req *req, struct policy_ctx *ctx, void *arg)
 	}
 	t = (size_t)dom->verify_target;
 	if (router_rewrite(st->conf, t, rcpt->path.mailbox, addr,
-	    sizeof(addr)) == -1) {
+	        sizeof(addr)) == -1) {
 		policy_accept(req);
 		return;
 	}
@@ -252,8 +267,8 @@ policy_add_srs(struct policy *p, const struct conf *conf,
     const struct auth_srs *srs)
 {
 	struct srs_stage *st = xcalloc(1, sizeof(*st));
-	struct policy_stage ps = { "srs", POLICY_AT(POLICY_RCPT), srs_check,
-	    st, free };
+	struct policy_stage ps = { "srs", POLICY_AT(POLICY_RCPT), srs_check, st,
+		free };
 
 	st->conf = conf;
 	st->srs = srs;
@@ -265,19 +280,18 @@ policy_add_recipients(struct policy *p, const struct conf *conf)
 {
 	struct recipients_stage *st = xcalloc(1, sizeof(*st));
 	struct policy_stage ps = { "recipients", POLICY_AT(POLICY_RCPT),
-	    recipients_check, st, free };
+		recipients_check, st, free };
 
 	st->conf = conf;
 	policy_add(p, &ps);
 }
 
 void
-policy_add_verify(struct policy *p, const struct conf *conf,
-    struct verify *v)
+policy_add_verify(struct policy *p, const struct conf *conf, struct verify *v)
 {
 	struct verify_stage *st = xcalloc(1, sizeof(*st));
 	struct policy_stage ps = { "verify", POLICY_AT(POLICY_RCPT),
-	    verify_check, st, free };
+		verify_check, st, free };
 
 	st->conf = conf;
 	st->verify = v;

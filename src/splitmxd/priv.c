@@ -14,8 +14,7 @@
 #include "priv.h"
 
 int
-priv_lookup(const char *user, uid_t *uid_out, gid_t *gid_out,
-    struct sbuf *err)
+priv_lookup(const char *user, uid_t *uid_out, gid_t *gid_out, struct sbuf *err)
 {
 	struct passwd *pw;
 
@@ -59,16 +58,17 @@ priv_chown_dir(int dfd, const char *name, uid_t uid, gid_t gid, int depth,
 		return -1;
 	}
 	while ((de = readdir(d)) != NULL) {
-		if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
+		if (strcmp(de->d_name, ".") == 0 ||
+		    strcmp(de->d_name, "..") == 0)
 			continue;
 		if (de->d_type == DT_DIR) {
 			if (priv_chown_dir(dirfd(d), de->d_name, uid, gid,
-			    depth - 1, err) == -1) {
+			        depth - 1, err) == -1) {
 				(void)closedir(d);
 				return -1;
 			}
 		} else if (fchownat(dirfd(d), de->d_name, uid, gid,
-		    AT_SYMLINK_NOFOLLOW) == -1) {
+		               AT_SYMLINK_NOFOLLOW) == -1) {
 			(void)sbuf_printf(err, "chown %s: %s", de->d_name,
 			    strerror(errno));
 			(void)closedir(d);

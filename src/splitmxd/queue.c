@@ -42,9 +42,8 @@
 #include "xmalloc.h"
 #include "queue_int.h"
 
-
 static unsigned queue_hash(const char *id);
-static struct qmsg ** queue_find(struct queue *q, const char *id);
+static struct qmsg **queue_find(struct queue *q, const char *id);
 static void qmsg_free(struct qmsg *m);
 static void queue_journal_done(void *arg, int status);
 static void queue_expire_job(void *arg);
@@ -159,7 +158,8 @@ queue_journal_done(void *arg, int status)
 
 	if (status != 0)
 		log_warnx("%s: delivery records not journaled; they will be "
-		    "repeated after a restart", m->id);
+		          "repeated after a restart",
+		    m->id);
 	m->busy--;
 	m->q->busy--;
 	qmsg_check_done(m);
@@ -180,7 +180,7 @@ queue_add(struct queue *q, const char *id)
 	struct qmsg **pp = queue_find(q, id), *m;
 
 	if (*pp != NULL && !(*pp)->expected_only)
-		return;		/* already known */
+		return; /* already known */
 	if (*pp == NULL) {
 		m = xcalloc(1, sizeof(*m));
 		m->q = q;
@@ -226,7 +226,7 @@ queue_restore_line(struct queue *q, const char *line, size_t len)
 		return;
 	m = *queue_find(q, rec.id);
 	if (m == NULL)
-		return;		/* not in the queue any more */
+		return; /* not in the queue any more */
 	if (spool_jrec_is(&rec, "removed"))
 		m->removed_restored = true;
 	else if (spool_jrec_is(&rec, "bounced"))
@@ -266,7 +266,7 @@ queue_expire_job(void *arg)
 		log_info("duplicate index: %zu entries expired", removed);
 	if (dedup_evicted(q->dedup) > 0)
 		log_warnx("duplicate index full: %llu entries evicted before "
-		    "their window (raise duplicate_max_size)",
+		          "their window (raise duplicate_max_size)",
 		    dedup_evicted(q->dedup));
 	sbuf_release(&err);
 }
@@ -341,7 +341,7 @@ queue_shutdown(struct queue *q)
 	q->stopping = true;
 	for (i = 0; i < q->conf->ntargets; i++)
 		for (qc = LIST_FIRST(&q->targets[i].conns); qc != NULL;
-		    qc = next) {
+		     qc = next) {
 			next = LIST_NEXT(qc, entry);
 			if (qc->ready && qc->d == NULL && qc->bound == NULL)
 				qconn_free(qc);

@@ -39,16 +39,15 @@
 #include "xmalloc.h"
 #include "queue_int.h"
 
-
 static void qconn_idle_cb(evutil_socket_t fd, short what, void *arg);
 static void qconn_done_cb(void *arg, struct smtp_client *c, int status);
 static void qconn_send(struct qconn *qc, struct qdeliv *d);
 static void qconn_start(struct qconn *qc, struct qdeliv *d);
 static void qconn_next(struct qconn *qc);
 static void qconn_open_failed(struct qconn *qc, bool temp, const char *reason);
-static void qconn_open_cb(void *arg, struct smtp_client *c, int status, bool temp,
-    const char *reason);
-static struct qconn * qconn_new(struct qtarget *qt, struct qdeliv *bound);
+static void qconn_open_cb(void *arg, struct smtp_client *c, int status,
+    bool temp, const char *reason);
+static struct qconn *qconn_new(struct qtarget *qt, struct qdeliv *bound);
 static void qtarget_rate_cb(evutil_socket_t fd, short what, void *arg);
 static bool qtarget_rate_ok(struct qtarget *qt);
 
@@ -61,7 +60,7 @@ qconn_free(struct qconn *qc)
 		event_free(qc->idle_timer);
 	if (qc->c != NULL)
 		smtp_client_close(qc->c);
-	else	/* still opening: its callback must never find qc */
+	else /* still opening: its callback must never find qc */
 		smtp_client_open_cancel(qconn_open_cb, qc);
 	free(qc);
 }
@@ -101,7 +100,7 @@ qconn_send(struct qconn *qc, struct qdeliv *d)
 {
 	qdeliv_prepare(d);
 	d->content = qmsg_content(d->msg);
-	d->cmsg.content = d->content;	/* NULL: the client answers 451 */
+	d->cmsg.content = d->content; /* NULL: the client answers 451 */
 	smtp_client_send(qc->c, &d->cmsg, qconn_done_cb, qc);
 }
 
@@ -153,8 +152,8 @@ qconn_open_failed(struct qconn *qc, bool temp, const char *reason)
 	struct qdeliv *d;
 	unsigned code = temp ? 451 : 550;
 
-	(void)snprintf(text, sizeof(text), "%s %.450s", temp ? "4.4.1" :
-	    "5.1.2", reason);
+	(void)snprintf(text, sizeof(text), "%s %.450s",
+	    temp ? "4.4.1" : "5.1.2", reason);
 	log_info("target %s: %s", qt->t->name, reason);
 	if (qc->bound != NULL) {
 		d = qc->bound;
@@ -186,8 +185,8 @@ qconn_open_cb(void *arg, struct smtp_client *c, int status, bool temp,
 	qt->nopening--;
 	if (status != 0) {
 		qc->c = NULL;
-		qconn_open_failed(qc, temp, reason != NULL ? reason :
-		    "connection failed");
+		qconn_open_failed(qc, temp,
+		    reason != NULL ? reason : "connection failed");
 		qtarget_pump(qt);
 		return;
 	}

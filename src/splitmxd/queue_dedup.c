@@ -38,7 +38,6 @@
 #include "xmalloc.h"
 #include "queue_int.h"
 
-
 static void qrecord_job(void *arg);
 static void qrecord_done(void *arg);
 static void qrecord_kick(struct queue *q);
@@ -49,12 +48,12 @@ static void qrecord_kick(struct queue *q);
  * while a batch is being written the next one collects.
  */
 struct qrecord_job {
-	struct queue		*q;
-	struct dedup_rec	*recs;
-	char			**strs;		/* 2 per record */
-	struct qmsg		**msgs;		/* whose busy each record holds */
-	size_t			 n;
-	size_t			 cap;
+	struct queue *q;
+	struct dedup_rec *recs;
+	char **strs;        /* 2 per record */
+	struct qmsg **msgs; /* whose busy each record holds */
+	size_t n;
+	size_t cap;
 };
 
 /*
@@ -138,9 +137,9 @@ qmsg_dedup_apply(struct qmsg *m)
 			    "2.0.0 duplicate of %s", r->dup_of);
 			dups++;
 			log_info("%s: to=<%s> target=%s status=duplicate "
-			    "(first delivered as %s)%s", m->id, r->addr,
-			    d->qt->t->name, r->dup_of, m->returning ?
-			    " loop: the message came back" : "");
+			         "(first delivered as %s)%s",
+			    m->id, r->addr, d->qt->t->name, r->dup_of,
+			    m->returning ? " loop: the message came back" : "");
 			queue_jbegin(&w, &lines, "duplicate", m);
 			spool_jrec_str(&w, "target", d->qt->t->name);
 			spool_jrec_addr(&w, "rcpt", r->orig);
@@ -162,8 +161,8 @@ qrecord_job(void *arg)
 	struct sbuf err;
 
 	sbuf_init(&err, 256);
-	if (dedup_record_many(j->q->dedup, j->recs, j->n, time(NULL),
-	    &err) == -1)
+	if (dedup_record_many(j->q->dedup, j->recs, j->n, time(NULL), &err) ==
+	    -1)
 		log_warnx("duplicate index not updated for %zu deliveries: %s",
 		    j->n, err.data);
 	sbuf_release(&err);
@@ -238,7 +237,7 @@ qdeliv_remember(struct qdeliv *d)
 		memset(rec, 0, sizeof(*rec));
 		j->strs[2 * j->n] = xstrdup(d->rcpts[d->cidx[i]].orig);
 		j->strs[2 * j->n + 1] = xstrdup(d->crcpts[i].reply);
-		rec->key.msgkey = m->msgkey;	/* m lives until done */
+		rec->key.msgkey = m->msgkey; /* m lives until done */
 		rec->key.rcpt = j->strs[2 * j->n];
 		rec->key.target = d->qt->t->name;
 		rec->qid = m->id;

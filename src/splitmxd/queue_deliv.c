@@ -39,7 +39,6 @@
 #include "xmalloc.h"
 #include "queue_int.h"
 
-
 static unsigned queue_backoff(const struct queue *q, unsigned attempts);
 static void qdeliv_ready(struct qdeliv *d);
 static void qdeliv_timer_cb(evutil_socket_t fd, short what, void *arg);
@@ -115,7 +114,8 @@ qdeliv_after_attempt(struct qdeliv *d, const char *reason)
 		return;
 	}
 	d->attempts++;
-	if (now >= d->msg->env.arrival.tv_sec + (time_t)q->conf->queue.lifetime) {
+	if (now >=
+	    d->msg->env.arrival.tv_sec + (time_t)q->conf->queue.lifetime) {
 		sbuf_init(&lines, 1 << 20);
 		for (i = 0; i < d->nrcpts; i++) {
 			struct qrcpt *r = &d->rcpts[i];
@@ -123,12 +123,14 @@ qdeliv_after_attempt(struct qdeliv *d, const char *reason)
 
 			if (r->state != QR_PENDING)
 				continue;
-			(void)snprintf(last, sizeof(last), "%s", r->reply[0] ?
-			    r->reply : reason);
+			(void)snprintf(last, sizeof(last), "%s",
+			    r->reply[0] ? r->reply : reason);
 			r->state = QR_FAILED;
 			r->code = 450;
-			(void)snprintf(r->reply, sizeof(r->reply), "4.4.7 "
-			    "delivery time expired; last: %.400s", last);
+			(void)snprintf(r->reply, sizeof(r->reply),
+			    "4.4.7 "
+			    "delivery time expired; last: %.400s",
+			    last);
 			queue_jbegin(&w, &lines, "failed", d->msg);
 			spool_jrec_str(&w, "target", d->qt->t->name);
 			spool_jrec_addr(&w, "rcpt", r->orig);
@@ -179,8 +181,8 @@ qdeliv_record(struct qdeliv *d)
 		} else
 			verb = "deferred";
 		log_info("%s: to=<%s> target=%s relay=%s status=%s (%s)",
-		    d->msg->id, r->addr, d->qt->t->name, d->peer[0] ?
-		    d->peer : "none", verb, r->reply);
+		    d->msg->id, r->addr, d->qt->t->name,
+		    d->peer[0] ? d->peer : "none", verb, r->reply);
 		queue_jbegin(&w, &lines, verb, d->msg);
 		spool_jrec_str(&w, "target", d->qt->t->name);
 		spool_jrec_addr(&w, "rcpt", r->orig);
@@ -231,8 +233,9 @@ qdeliv_prepare(struct qdeliv *d)
 		struct sbuf err;
 
 		sbuf_init(&err, 256);
-		if (d->srs_sender == NULL && auth_srs_forward(m->q->srs,
-		    m->env.sender, time(NULL), out, sizeof(out), &err) == 0)
+		if (d->srs_sender == NULL &&
+		    auth_srs_forward(m->q->srs, m->env.sender, time(NULL), out,
+		        sizeof(out), &err) == 0)
 			d->srs_sender = xstrdup(out);
 		else if (d->srs_sender == NULL && err.len > 0)
 			log_info("%s: sender not SRS-rewritten: %s", m->id,
@@ -338,7 +341,8 @@ qdeliv_maildir_done(void *arg)
 		d->crcpts[i].code = d->mstatus == 0 ? 250 : 451;
 		(void)snprintf(d->crcpts[i].reply, sizeof(d->crcpts[i].reply),
 		    d->mstatus == 0 ? "2.0.0 delivered to maildir" :
-		    "4.3.0 maildir: %.400s", d->merr.data);
+		                      "4.3.0 maildir: %.400s",
+		    d->merr.data);
 	}
 	(void)snprintf(d->peer, sizeof(d->peer), "maildir");
 	qt->nopen--;
@@ -395,7 +399,8 @@ qmsg_remove(struct qmsg *m, const char *dsn_id)
 	if (m->returning && m->delivered_now == 0 && m->ndelivs > 0) {
 		/* Every target had it: accepted and dropped, never bounced. */
 		log_info("%s: loop: every target already had this message; "
-		    "dropped", m->id);
+		         "dropped",
+		    m->id);
 		queue_jbegin(&w, &lines, "looped", m);
 		queue_jend(&w, m);
 	}
@@ -427,7 +432,7 @@ qmsg_check_done(struct qmsg *m)
 		}
 	}
 	if (m->ndelivs == 0)
-		return;		/* held: no target applies */
+		return; /* held: no target applies */
 	if (m->q->stopping)
 		return;
 	m->finishing = true;

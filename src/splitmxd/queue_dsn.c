@@ -38,11 +38,11 @@
 #include "xmalloc.h"
 #include "queue_int.h"
 
-
 static bool qrcpt_wants_delay_dsn(const struct qrcpt *r);
-static const char * qdsn_keep(struct qdsn_job *j, const char *s);
+static const char *qdsn_keep(struct qdsn_job *j, const char *s);
 static void qdsn_job_free(struct qdsn_job *j);
-static void qdsn_commit_cb(void *arg, int status, const char *id, const char *err);
+static void qdsn_commit_cb(void *arg, int status, const char *id,
+    const char *err);
 static void qdsn_retry_cb(evutil_socket_t fd, short what, void *arg);
 
 /*
@@ -51,30 +51,30 @@ static void qdsn_retry_cb(evutil_socket_t fd, short what, void *arg);
  * loop may be changing.
  */
 struct qdsn_job {
-	struct qmsg		*m;
-	bool			 delayed;	/* a delay warning, not a bounce */
-	struct dsn_rcpt		*dr;
-	size_t			 n;
-	char			**strs;		/* copies the dr point into */
-	size_t			 nstrs;
-	char			(*status)[16];
-	struct sbuf		 out;
-	int			 rc;
+	struct qmsg *m;
+	bool delayed; /* a delay warning, not a bounce */
+	struct dsn_rcpt *dr;
+	size_t n;
+	char **strs; /* copies the dr point into */
+	size_t nstrs;
+	char (*status)[16];
+	struct sbuf out;
+	int rc;
 };
 
 bool
 qrcpt_wants_failure_dsn(const struct qrcpt *r)
 {
-	return r->state == QR_FAILED && (r->notify == 0 ||
-	    (r->notify & SMTP_PROTO_NOTIFY_FAILURE) != 0);
+	return r->state == QR_FAILED &&
+	    (r->notify == 0 || (r->notify & SMTP_PROTO_NOTIFY_FAILURE) != 0);
 }
 
 /* RFC 3461: without NOTIFY the MTA may warn about delays; we do. */
 static bool
 qrcpt_wants_delay_dsn(const struct qrcpt *r)
 {
-	return r->state == QR_PENDING && (r->notify == 0 ||
-	    (r->notify & SMTP_PROTO_NOTIFY_DELAY) != 0);
+	return r->state == QR_PENDING &&
+	    (r->notify == 0 || (r->notify & SMTP_PROTO_NOTIFY_DELAY) != 0);
 }
 
 static const char *
@@ -107,19 +107,21 @@ qdsn_job_new(struct qmsg *m, bool delayed)
 			struct dsn_rcpt *dr = &j->dr[j->n];
 
 			if (delayed ? !qrcpt_wants_delay_dsn(rc) :
-			    !qrcpt_wants_failure_dsn(rc))
+			              !qrcpt_wants_failure_dsn(rc))
 				continue;
 			dsn_status_from_reply(rc->code ? rc->code :
-			    (delayed ? 451 : 550), rc->reply, j->status[j->n],
+			                                 (delayed ? 451 : 550),
+			    rc->reply, j->status[j->n],
 			    sizeof(j->status[j->n]));
 			dr->final_rcpt = qdsn_keep(j, rc->addr);
 			dr->orcpt = qdsn_keep(j, rc->orcpt);
 			dr->action = delayed ? DSN_ACTION_DELAYED :
-			    DSN_ACTION_FAILED;
+			                       DSN_ACTION_FAILED;
 			dr->status = j->status[j->n];
 			dr->remote_mta = d->peer[0] ? qdsn_keep(j, d->peer) :
-			    NULL;
-			dr->diagnostic = rc->reply[0] ? qdsn_keep(j, rc->reply) :
+			                              NULL;
+			dr->diagnostic = rc->reply[0] ?
+			    qdsn_keep(j, rc->reply) :
 			    NULL;
 			dr->target = qdsn_keep(j, d->qt->t->name);
 			j->n++;
@@ -156,7 +158,7 @@ qdsn_compose_job(void *arg)
 	ssize_t r;
 
 	cap = m->size < QUEUE_DSN_RETURN_MAX ? (size_t)m->size :
-	    QUEUE_DSN_RETURN_MAX;
+	                                       QUEUE_DSN_RETURN_MAX;
 	orig = xmalloc(cap + 1);
 	/* Unreadable now: the DSN goes out without the original. */
 	c = spool_content_reopen(spool_reader(m->q->spool), m->id, m->off,
@@ -198,9 +200,9 @@ qdsn_commit_cb(void *arg, int status, const char *id, const char *err)
 	m->busy--;
 	m->q->busy--;
 	if (status != 0) {
-		log_warnx("%s: cannot queue the %s: %s%s", m->id, delayed ?
-		    "delay warning" : "DSN", err != NULL ? err : "error",
-		    delayed ? "" : "; will retry");
+		log_warnx("%s: cannot queue the %s: %s%s", m->id,
+		    delayed ? "delay warning" : "DSN",
+		    err != NULL ? err : "error", delayed ? "" : "; will retry");
 		if (!delayed)
 			m->finishing = false;
 		qmsg_check_done(m);
@@ -262,16 +264,19 @@ qdsn_composed(void *arg)
 	env.protocol = proto;
 	sbuf_init(&err, 256);
 	sm = j->rc == 0 && !m->q->stopping ?
-	    spool_msg_new(m->q->spool, &env, &err) : NULL;
-	if (sm == NULL || spool_msg_append(sm, j->out.data, j->out.len,
-	    &err) == -1) {
+	    spool_msg_new(m->q->spool, &env, &err) :
+	    NULL;
+	if (sm == NULL ||
+	    spool_msg_append(sm, j->out.data, j->out.len, &err) == -1) {
 		bool delayed = j->delayed;
 
 		if (sm != NULL)
 			spool_msg_abort(sm);
-		log_warnx("%s: cannot create the %s: %s", m->id, delayed ?
-		    "delay warning" : "DSN", err.len > 0 ? err.data :
-		    m->q->stopping ? "stopping" : "compose failed");
+		log_warnx("%s: cannot create the %s: %s", m->id,
+		    delayed ? "delay warning" : "DSN",
+		    err.len > 0        ? err.data :
+		        m->q->stopping ? "stopping" :
+		                         "compose failed");
 		sbuf_release(&err);
 		qdsn_job_free(j);
 		if (delayed || m->q->stopping) {
@@ -305,8 +310,8 @@ qmsg_maybe_warn(struct qmsg *m)
 
 	if (q->conf->queue.delay_warning == 0 || m->warned || m->finishing ||
 	    q->stopping || m->env.sender[0] == '\0' ||
-	    time(NULL) < m->env.arrival.tv_sec +
-	    (time_t)q->conf->queue.delay_warning)
+	    time(NULL) <
+	        m->env.arrival.tv_sec + (time_t)q->conf->queue.delay_warning)
 		return;
 	for (i = 0; i < m->ndelivs && !any; i++)
 		for (k = 0; k < m->delivs[i]->nrcpts; k++)

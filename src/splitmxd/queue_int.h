@@ -26,135 +26,145 @@ struct dedup;
 struct dns;
 struct workers;
 
-#define QUEUE_HASH_SIZE		4093
-#define QUEUE_IDLE_SECONDS	5	/* an idle connection is closed after */
-#define QUEUE_DSN_RETURN_MAX	(64 * 1024)
-#define QUEUE_REPLY_MAX		512
+#define QUEUE_HASH_SIZE      4093
+#define QUEUE_IDLE_SECONDS   5 /* an idle connection is closed after */
+#define QUEUE_DSN_RETURN_MAX (64 * 1024)
+#define QUEUE_REPLY_MAX      512
 
 /* QR_DUPLICATE: this target already had this message for this recipient. */
-enum qr_state { QR_PENDING, QR_DELIVERED, QR_FAILED, QR_DUPLICATE };
-enum qd_state { QD_WAIT, QD_READY, QD_ACTIVE, QD_DONE };
+enum qr_state {
+	QR_PENDING,
+	QR_DELIVERED,
+	QR_FAILED,
+	QR_DUPLICATE
+};
+enum qd_state {
+	QD_WAIT,
+	QD_READY,
+	QD_ACTIVE,
+	QD_DONE
+};
 
 struct qmsg;
 struct qtarget;
 
 struct qrcpt {
-	char		*orig;		/* the envelope recipient as received */
-	char		*addr;		/* as this target receives it */
-	unsigned	 notify;
-	char		*orcpt;
-	enum qr_state	 state;
-	unsigned	 code;
-	char		 reply[QUEUE_REPLY_MAX];
-	char		 dup_of[SPOOL_ID_LEN + 1];	/* from the dedup job */
+	char *orig; /* the envelope recipient as received */
+	char *addr; /* as this target receives it */
+	unsigned notify;
+	char *orcpt;
+	enum qr_state state;
+	unsigned code;
+	char reply[QUEUE_REPLY_MAX];
+	char dup_of[SPOOL_ID_LEN + 1]; /* from the dedup job */
 };
 
 struct qdeliv {
-	TAILQ_ENTRY(qdeliv)	 entry;		/* target's ready list */
-	struct qmsg		*msg;
-	struct qtarget		*qt;
-	struct qrcpt		*rcpts;
-	size_t			 nrcpts;
-	enum qd_state		 state;
-	unsigned		 attempts;
-	struct event		*timer;
-	char			 domain[SMTP_PROTO_DOMAIN_MAX + 1]; /* mx "*" */
-	char			 peer[300];	/* where it went last */
-	char			*srs_sender;	/* SRS-rewritten MAIL FROM */
+	TAILQ_ENTRY(qdeliv) entry; /* target's ready list */
+	struct qmsg *msg;
+	struct qtarget *qt;
+	struct qrcpt *rcpts;
+	size_t nrcpts;
+	enum qd_state state;
+	unsigned attempts;
+	struct event *timer;
+	char domain[SMTP_PROTO_DOMAIN_MAX + 1]; /* mx "*" */
+	char peer[300];                         /* where it went last */
+	char *srs_sender;                       /* SRS-rewritten MAIL FROM */
 	/* During a transaction. */
-	struct smtp_client_rcpt	*crcpts;
-	size_t			*cidx;		/* crcpts[i] is rcpts[cidx[i]] */
-	size_t			 ncrcpts;
-	struct smtp_client_msg	 cmsg;
-	struct spool_content	*content;	/* open while it is sent */
-	struct sbuf		 merr;		/* maildir error */
-	int			 mstatus;
+	struct smtp_client_rcpt *crcpts;
+	size_t *cidx; /* crcpts[i] is rcpts[cidx[i]] */
+	size_t ncrcpts;
+	struct smtp_client_msg cmsg;
+	struct spool_content *content; /* open while it is sent */
+	struct sbuf merr;              /* maildir error */
+	int mstatus;
 };
 
 struct restored {
-	struct restored	*next;
-	char		*target;	/* target name */
-	char		*rcpt;		/* the envelope recipient */
-	bool		 delivered;
+	struct restored *next;
+	char *target; /* target name */
+	char *rcpt;   /* the envelope recipient */
+	bool delivered;
 };
 
 struct qmsg {
-	struct qmsg		*hnext;
-	struct queue		*q;
-	char			 id[SPOOL_ID_LEN + 1];
-	bool			 expected_only;	/* restore placeholder */
-	bool			 loaded;
-	bool			 finishing;
-	bool			 removed_restored;
-	bool			 bounced_restored;
-	struct restored		*restored;
-	struct spool_envelope	 env;
-	uint64_t		 off;		/* where the content starts */
-	uint64_t		 size;
-	char			 sha[SPOOL_SHA256_HEX + 1];
-	struct qdeliv		**delivs;
-	size_t			 ndelivs;
-	unsigned		 busy;		/* jobs and journal writes */
+	struct qmsg *hnext;
+	struct queue *q;
+	char id[SPOOL_ID_LEN + 1];
+	bool expected_only; /* restore placeholder */
+	bool loaded;
+	bool finishing;
+	bool removed_restored;
+	bool bounced_restored;
+	struct restored *restored;
+	struct spool_envelope env;
+	uint64_t off; /* where the content starts */
+	uint64_t size;
+	char sha[SPOOL_SHA256_HEX + 1];
+	struct qdeliv **delivs;
+	size_t ndelivs;
+	unsigned busy; /* jobs and journal writes */
 	/* Load job results. */
-	struct sbuf		 lerr;
-	int			 lstatus;
-	bool			 corrupt;
-	bool			 warned;	/* delay warning sent */
-	struct event		*retry_timer;
+	struct sbuf lerr;
+	int lstatus;
+	bool corrupt;
+	bool warned; /* delay warning sent */
+	struct event *retry_timer;
 	/* Duplicates and loops (from the load job). */
-	char			*msgkey;	/* dedup message key, or NULL */
-	bool			 returning;	/* carries an earlier trace */
-	unsigned		 traces;
-	unsigned		 delivered_now;	/* 2xx in this process */
+	char *msgkey;   /* dedup message key, or NULL */
+	bool returning; /* carries an earlier trace */
+	unsigned traces;
+	unsigned delivered_now; /* 2xx in this process */
 };
 
 struct qconn {
-	LIST_ENTRY(qconn)	 entry;
-	struct qtarget		*qt;
-	struct smtp_client	*c;
-	struct qdeliv		*d;		/* transaction in progress */
-	struct qdeliv		*bound;		/* mx "*": its only delivery */
-	struct event		*idle_timer;
-	bool			 ready;
+	LIST_ENTRY(qconn) entry;
+	struct qtarget *qt;
+	struct smtp_client *c;
+	struct qdeliv *d;     /* transaction in progress */
+	struct qdeliv *bound; /* mx "*": its only delivery */
+	struct event *idle_timer;
+	bool ready;
 };
 
 struct qtarget {
-	struct queue			*q;
-	size_t				 idx;
-	const struct conf_target	*t;
-	TAILQ_HEAD(, qdeliv)		 ready;
-	LIST_HEAD(, qconn)		 conns;
-	unsigned			 nopen;		/* conns or maildir jobs */
-	unsigned			 nopening;
-	struct timespec			 next_start;	/* rate limit */
-	struct event			*rate_timer;
-	bool				 per_domain;	/* mx "*" */
+	struct queue *q;
+	size_t idx;
+	const struct conf_target *t;
+	TAILQ_HEAD(, qdeliv) ready;
+	LIST_HEAD(, qconn) conns;
+	unsigned nopen; /* conns or maildir jobs */
+	unsigned nopening;
+	struct timespec next_start; /* rate limit */
+	struct event *rate_timer;
+	bool per_domain; /* mx "*" */
 };
 
 struct queue {
-	struct event_base	*base;
-	const struct conf	*conf;
-	struct spool		*spool;
-	struct workers		*w;
-	struct dns		*dns;
-	struct dedup		*dedup;		/* NULL: duplicates allowed */
-	const struct auth_srs	*srs;		/* NULL: no SRS */
-	struct qrecord_job	*rec_pending;	/* collecting */
-	bool			 rec_inflight;	/* a batch is being written */
-	struct event		*expire_timer;
-	char			*hostname;
-	struct qtarget		*targets;
-	struct qmsg		*hash[QUEUE_HASH_SIZE];
-	unsigned		 nmsgs;
-	unsigned		 busy;
-	bool			 stopping;
+	struct event_base *base;
+	const struct conf *conf;
+	struct spool *spool;
+	struct workers *w;
+	struct dns *dns;
+	struct dedup *dedup;             /* NULL: duplicates allowed */
+	const struct auth_srs *srs;      /* NULL: no SRS */
+	struct qrecord_job *rec_pending; /* collecting */
+	bool rec_inflight;               /* a batch is being written */
+	struct event *expire_timer;
+	char *hostname;
+	struct qtarget *targets;
+	struct qmsg *hash[QUEUE_HASH_SIZE];
+	unsigned nmsgs;
+	unsigned busy;
+	bool stopping;
 };
 
 /* queue.c */
 bool queue_trusted(const struct queue *q, const char *addr);
 void qmsg_unlink(struct qmsg *m);
-void queue_jbegin(struct spool_jrec_out *w, struct sbuf *lines, const char *verb,
-    const struct qmsg *m);
+void queue_jbegin(struct spool_jrec_out *w, struct sbuf *lines,
+    const char *verb, const struct qmsg *m);
 void queue_jend(struct spool_jrec_out *w, const struct qmsg *m);
 void queue_journal(struct qmsg *m, struct sbuf *lines, const char *remove_id);
 

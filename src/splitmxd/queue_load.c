@@ -40,18 +40,19 @@
 #include "xmalloc.h"
 #include "queue_int.h"
 
-
-static struct qdeliv * qmsg_deliv(struct qmsg *m, struct qtarget *qt, const char *domain);
-static const struct restored * qmsg_restored(const struct qmsg *m, const char *target, const char *rcpt);
+static struct qdeliv *qmsg_deliv(struct qmsg *m, struct qtarget *qt,
+    const char *domain);
+static const struct restored *qmsg_restored(const struct qmsg *m,
+    const char *target, const char *rcpt);
 static void qmsg_route(struct qmsg *m);
 static void qload_feed_cb(void *arg, const void *data, size_t len);
 static int qmsg_read(struct qmsg *m);
 
 /* What the checksum pass sees on the way: trace fields, the dedup key. */
 struct qload_feed {
-	struct smtp_proto_hdrscan	 hs;
-	struct dedup_msgkey		*mk;
-	struct sbuf			*kerr;
+	struct smtp_proto_hdrscan hs;
+	struct dedup_msgkey *mk;
+	struct sbuf *kerr;
 };
 
 static struct qdeliv *
@@ -62,8 +63,8 @@ qmsg_deliv(struct qmsg *m, struct qtarget *qt, const char *domain)
 
 	for (i = 0; i < m->ndelivs; i++) {
 		d = m->delivs[i];
-		if (d->qt == qt && (!qt->per_domain ||
-		    strcasecmp(d->domain, domain) == 0))
+		if (d->qt == qt &&
+		    (!qt->per_domain || strcasecmp(d->domain, domain) == 0))
 			return d;
 	}
 	d = xcalloc(1, sizeof(*d));
@@ -102,7 +103,8 @@ qmsg_route(struct qmsg *m)
 	for (i = 0; i < m->env.nrcpts; i++) {
 		const struct spool_rcpt *er = &m->env.rcpts[i];
 
-		n = router_route(q->conf, er->addr, hops, ROUTER_MAX_HOPS, &why);
+		n = router_route(q->conf, er->addr, hops, ROUTER_MAX_HOPS,
+		    &why);
 		if (n == 0)
 			log_warnx("%s: no target for <%s>: held in the queue",
 			    m->id, er->addr);
@@ -120,15 +122,17 @@ qmsg_route(struct qmsg *m)
 			r->orig = xstrdup(er->addr);
 			r->addr = xstrdup(hops[j].rcpt);
 			r->notify = er->notify;
-			r->orcpt = er->orcpt != NULL ? xstrdup(er->orcpt) : NULL;
+			r->orcpt = er->orcpt != NULL ? xstrdup(er->orcpt) :
+			                               NULL;
 			rs = qmsg_restored(m, qt->t->name, er->addr);
 			if (rs != NULL) {
 				r->state = rs->delivered ? QR_DELIVERED :
-				    QR_FAILED;
+				                           QR_FAILED;
 				r->code = rs->delivered ? 250 : 550;
 				(void)snprintf(r->reply, sizeof(r->reply),
-				    "%s before restart", rs->delivered ?
-				    "2.0.0 delivered" : "5.0.0 failed");
+				    "%s before restart",
+				    rs->delivered ? "2.0.0 delivered" :
+				                    "5.0.0 failed");
 			}
 		}
 	}
@@ -141,8 +145,8 @@ qload_feed_cb(void *arg, const void *data, size_t len)
 
 	if (!f->hs.in_body)
 		smtp_proto_hdrscan_feed(&f->hs, data, len);
-	if (f->mk != NULL && dedup_msgkey_feed(f->mk, data, len,
-	    f->kerr) == -1) {
+	if (f->mk != NULL &&
+	    dedup_msgkey_feed(f->mk, data, len, f->kerr) == -1) {
 		dedup_msgkey_free(f->mk);
 		f->mk = NULL;
 	}
@@ -230,16 +234,16 @@ qmsg_load_done(void *arg)
 			queue_jbegin(&w, &lines, "quarantined", m);
 			spool_jrec_str(&w, "reason", m->lerr.data);
 			queue_jend(&w, m);
-			spool_journal_append(m->q->spool, lines.data,
-			    lines.len, NULL, NULL, NULL);
+			spool_journal_append(m->q->spool, lines.data, lines.len,
+			    NULL, NULL, NULL);
 			sbuf_release(&lines);
 		}
 		qmsg_unlink(m);
 		return;
 	}
 	m->loaded = true;
-	m->returning = m->traces >= 2 || queue_trusted(m->q,
-	    m->env.client_addr);
+	m->returning = m->traces >= 2 ||
+	    queue_trusted(m->q, m->env.client_addr);
 	if (m->removed_restored) {
 		/* Finished before a crash; only the unlink was lost. */
 		m->finishing = true;

@@ -43,15 +43,15 @@
 #include "tlsctx.h"
 #include "xmalloc.h"
 
-#define SC_LINE_MAX	2048		/* reply line, without CRLF */
-#define SC_LINES_MAX	100		/* lines in one reply */
-#define SC_CHUNK	(64 * 1024)	/* one pread */
-#define SC_OUT_LOW	(64 * 1024)	/* refill when drained to this */
+#define SC_LINE_MAX  2048        /* reply line, without CRLF */
+#define SC_LINES_MAX 100         /* lines in one reply */
+#define SC_CHUNK     (64 * 1024) /* one pread */
+#define SC_OUT_LOW   (64 * 1024) /* refill when drained to this */
 
 static void sc_read(struct smtp_client *c);
 static bool sc_txn_send_next(struct smtp_client *c);
-static void sc_txn_fail(struct smtp_client *c, unsigned code,
-    const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void sc_txn_fail(struct smtp_client *c, unsigned code, const char *fmt,
+    ...) __attribute__((format(printf, 3, 4)));
 
 /* ---- small helpers ---- */
 
@@ -74,7 +74,7 @@ sc_arm(struct smtp_client *c, unsigned secs, const char *what)
 void
 sc_disarm(struct smtp_client *c)
 {
-	(void)evtimer_del(c->timer);	/* cannot fail on an initialized event */
+	(void)evtimer_del(c->timer); /* cannot fail on an initialized event */
 }
 
 void
@@ -153,7 +153,8 @@ sc_drop(struct smtp_client *c, bool quit)
 			out = bufferevent_get_output(under);
 			/* The socket bev keeps its output's front frozen. */
 			if (fd >= 0 && evbuffer_unfreeze(out, 1) == 0) {
-				/* Best effort: a short or failed write is fine. */
+				/* Best effort: a short or failed write is fine.
+				 */
 				(void)evbuffer_write(out, fd);
 				(void)evbuffer_freeze(out, 1);
 			}
@@ -163,7 +164,7 @@ sc_drop(struct smtp_client *c, bool quit)
 	c->bev = NULL;
 	c->ssl = NULL;
 	c->tls_active = false;
-	c->rlines = 0;		/* a half-read reply dies with its connection */
+	c->rlines = 0; /* a half-read reply dies with its connection */
 }
 
 static void
@@ -236,7 +237,7 @@ sc_txn_fail(struct smtp_client *c, unsigned code, const char *fmt, ...)
 	log_debug("smtp_client: %s: %s", c->peer, reason);
 	for (i = 0; i < m->nrcpts; i++) {
 		if (c->final != NULL && c->final[i])
-			continue;	/* LMTP: already delivered or refused */
+			continue; /* LMTP: already delivered or refused */
 		sc_rcpt_set(&m->rcpts[i], code, "%s", reason);
 	}
 	sc_drop(c, false);
@@ -270,8 +271,7 @@ sc_notify(char *buf, size_t len, unsigned notify)
 		return;
 	}
 	if (notify & SMTP_PROTO_NOTIFY_SUCCESS)
-		(void)snprintf(buf + strlen(buf), len - strlen(buf),
-		    "SUCCESS");
+		(void)snprintf(buf + strlen(buf), len - strlen(buf), "SUCCESS");
 	if (notify & SMTP_PROTO_NOTIFY_FAILURE)
 		(void)snprintf(buf + strlen(buf), len - strlen(buf), "%s%s",
 		    buf[0] != '\0' ? "," : "", "FAILURE");
@@ -294,8 +294,9 @@ sc_write_cmd(struct smtp_client *c, const struct sc_cmd *cmd)
 	case SC_CMD_MAIL:
 		sc_printf(c, "MAIL FROM:<%s>", m->sender);
 		if (c->ext_size)
-			sc_printf(c, " SIZE=%" PRIu64, m->content_size +
-			    (m->prepend != NULL ? strlen(m->prepend) : 0));
+			sc_printf(c, " SIZE=%" PRIu64,
+			    m->content_size +
+			        (m->prepend != NULL ? strlen(m->prepend) : 0));
 		if (c->ext_8bitmime && m->body == SMTP_PROTO_BODY_8BITMIME)
 			sc_printf(c, " BODY=8BITMIME");
 		else if (c->ext_8bitmime && m->body == SMTP_PROTO_BODY_7BIT)
@@ -328,9 +329,8 @@ sc_write_cmd(struct smtp_client *c, const struct sc_cmd *cmd)
 }
 
 /* Answers the transaction locally (nothing sent); cb from the loop. */
-static void
-sc_txn_local(struct smtp_client *c, unsigned code, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
+static void sc_txn_local(struct smtp_client *c, unsigned code, const char *fmt,
+    ...) __attribute__((format(printf, 3, 4)));
 
 static void
 sc_txn_local(struct smtp_client *c, unsigned code, const char *fmt, ...)
@@ -357,8 +357,8 @@ smtp_client_send(struct smtp_client *c, struct smtp_client_msg *m,
 {
 	size_t i, n;
 
-	if (c->msg != NULL || c->state == SC_PENDING || (c->state != SC_IDLE
-	    && c->state != SC_DEAD))
+	if (c->msg != NULL || c->state == SC_PENDING ||
+	    (c->state != SC_IDLE && c->state != SC_DEAD))
 		log_panic("smtp_client_send: %s is busy (state %d)", c->peer,
 		    (int)c->state);
 	c->msg = m;
@@ -378,22 +378,25 @@ smtp_client_send(struct smtp_client *c, struct smtp_client_msg *m,
 		return;
 	}
 	if (m->probe)
-		goto commands;		/* no content: MAIL and RCPT only */
+		goto commands; /* no content: MAIL and RCPT only */
 	/* Never change the bytes: refuse what the peer cannot take. */
 	if (m->smtputf8 && !c->ext_smtputf8) {
-		sc_txn_local(c, 450, "450 4.6.0 target does not offer "
+		sc_txn_local(c, 450,
+		    "450 4.6.0 target does not offer "
 		    "SMTPUTF8");
 		return;
 	}
 	if (m->body == SMTP_PROTO_BODY_8BITMIME && !c->ext_8bitmime) {
-		sc_txn_local(c, 450, "450 4.6.0 target does not offer "
+		sc_txn_local(c, 450,
+		    "450 4.6.0 target does not offer "
 		    "8BITMIME");
 		return;
 	}
 	if (c->ext_size && c->size_max > 0 && m->content_size > c->size_max) {
-		sc_txn_local(c, 552, "552 5.3.4 message size %" PRIu64
-		    " exceeds the limit %" PRIu64 " of %s", m->content_size,
-		    c->size_max, c->peer);
+		sc_txn_local(c, 552,
+		    "552 5.3.4 message size %" PRIu64
+		    " exceeds the limit %" PRIu64 " of %s",
+		    m->content_size, c->size_max, c->peer);
 		return;
 	}
 	if (sc_has_crlf(m->sender) || sc_has_crlf(m->envid)) {
@@ -469,8 +472,7 @@ sc_txn_send_next(struct smtp_client *c)
 
 /* Dot-stuffs buf into out; a line starts after CR or LF (see below). */
 static void
-sc_stuff(struct smtp_client *c, struct evbuffer *out, const char *buf,
-    size_t n)
+sc_stuff(struct smtp_client *c, struct evbuffer *out, const char *buf, size_t n)
 {
 	size_t seg = 0, p = 0, i;
 	const char *dot;
@@ -485,12 +487,12 @@ sc_stuff(struct smtp_client *c, struct evbuffer *out, const char *buf,
 	while (p < n && (dot = memchr(buf + p, '.', n - p)) != NULL) {
 		i = (size_t)(dot - buf);
 		at_bol = i == 0 ? c->bol :
-		    (buf[i - 1] == '\n' || buf[i - 1] == '\r');
+		                  (buf[i - 1] == '\n' || buf[i - 1] == '\r');
 		if (at_bol) {
 			if (evbuffer_add(out, buf + seg, i - seg) == -1 ||
 			    evbuffer_add(out, ".", 1) == -1)
 				log_fatalx(70, "smtp_client: out of memory");
-			seg = i;	/* the dot itself goes with the rest */
+			seg = i; /* the dot itself goes with the rest */
 		}
 		p = i + 1;
 	}
@@ -518,12 +520,12 @@ sc_content_fill(struct smtp_client *c)
 	while (c->left > 0 && evbuffer_get_length(out) < SC_OUT_HIGH) {
 		want = c->left < SC_CHUNK ? (size_t)c->left : SC_CHUNK;
 		/* XXX page-cache read on the loop thread; see the top. */
-		r = spool_content_read(c->msg->content, c->off, c->chunk,
-		    want);
+		r = spool_content_read(c->msg->content, c->off, c->chunk, want);
 		if (r <= 0) {
-			sc_txn_fail(c, 451, "451 4.3.0 error reading queue "
-			    "file: %s", r == 0 ? "file truncated" :
-			    strerror(errno));
+			sc_txn_fail(c, 451,
+			    "451 4.3.0 error reading queue "
+			    "file: %s",
+			    r == 0 ? "file truncated" : strerror(errno));
 			return;
 		}
 		sc_stuff(c, out, c->chunk, (size_t)r);
@@ -551,7 +553,7 @@ sc_content_start(struct smtp_client *c)
 {
 	struct smtp_client_msg *m = c->msg;
 
-	c->off = 0;	/* content octets */
+	c->off = 0; /* content octets */
 	c->left = m->content_size;
 	c->sent = 0;
 	c->bol = true;
@@ -602,8 +604,7 @@ sc_txn_reply(struct smtp_client *c)
 		/* Everyone gets the MAIL reply; later replies are noise. */
 		for (i = 0; i < m->nrcpts; i++) {
 			if (!c->final[i]) {
-				sc_rcpt_set(&m->rcpts[i], code, "%s",
-				    c->rtext);
+				sc_rcpt_set(&m->rcpts[i], code, "%s", c->rtext);
 				c->final[i] = true;
 			}
 		}
@@ -646,7 +647,8 @@ sc_txn_reply(struct smtp_client *c)
 				if (code / 100 == 2 || code / 100 == 3)
 					sc_rcpt_set(&m->rcpts[i], 451,
 					    "451 4.5.0 unexpected reply to "
-					    "DATA: %s", c->rtext);
+					    "DATA: %s",
+					    c->rtext);
 				else
 					sc_rcpt_set(&m->rcpts[i], code, "%s",
 					    c->rtext);
@@ -684,8 +686,10 @@ sc_dot_reply(struct smtp_client *c)
 		if (!c->accepted[i] || c->final[i])
 			continue;
 		if (code / 100 == 3) {
-			sc_txn_fail(c, 451, "451 4.5.0 unexpected reply to "
-			    "end of data: %s", c->rtext);
+			sc_txn_fail(c, 451,
+			    "451 4.5.0 unexpected reply to "
+			    "end of data: %s",
+			    c->rtext);
 			return;
 		}
 		sc_rcpt_set(&m->rcpts[i], code, "%s", c->rtext);
@@ -723,8 +727,10 @@ sc_handle_reply(struct smtp_client *c)
 		if (code / 100 == 4 || code / 100 == 5)
 			sc_txn_fail(c, code, "%s", c->rtext);
 		else
-			sc_txn_fail(c, 451, "451 4.5.0 unexpected reply "
-			    "during data: %s", c->rtext);
+			sc_txn_fail(c, 451,
+			    "451 4.5.0 unexpected reply "
+			    "during data: %s",
+			    c->rtext);
 		return;
 	case SC_DOT:
 		sc_dot_reply(c);
@@ -756,7 +762,7 @@ sc_text_append(struct smtp_client *c, const char *s, size_t len)
 		unsigned char ch = (unsigned char)s[i];
 
 		c->rtext[c->rlen++] = (ch >= 0x20 && ch < 0x7f) ? (char)ch :
-		    '?';
+		                                                  '?';
 	}
 	c->rtext[c->rlen] = '\0';
 }
@@ -790,8 +796,7 @@ sc_reply_line(struct smtp_client *c, const char *line, size_t len)
 		sc_text_append(c, " ", 1);
 		sc_text_append(c, line + 4, len - 4);
 	}
-	if (c->state == SC_EHLO && c->rlines > 0 && code / 100 == 2 &&
-	    len > 4)
+	if (c->state == SC_EHLO && c->rlines > 0 && code / 100 == 2 && len > 4)
 		sc_ehlo_line(c, line + 4, len - 4);
 	if (++c->rlines > SC_LINES_MAX)
 		return -1;
@@ -851,7 +856,8 @@ sc_read(struct smtp_client *c)
 			return;
 		}
 		if (evbuffer_remove(in, line, (size_t)eol.pos) !=
-		    (int)eol.pos || evbuffer_drain(in, eol_len) == -1)
+		        (int)eol.pos ||
+		    evbuffer_drain(in, eol_len) == -1)
 			log_panic("smtp_client: evbuffer_remove failed");
 		line[eol.pos] = '\0';
 		r = sc_reply_line(c, line, (size_t)eol.pos);
@@ -899,14 +905,18 @@ sc_lost(struct smtp_client *c, const char *why)
 		    why);
 		return;
 	case SC_BANNER:
-		sc_fail_addr(c, false, false, "lost connection with %s while "
-		    "receiving the initial server greeting: %s", c->peer, why);
+		sc_fail_addr(c, false, false,
+		    "lost connection with %s while "
+		    "receiving the initial server greeting: %s",
+		    c->peer, why);
 		return;
 	case SC_EHLO:
 	case SC_HELO:
 	case SC_STARTTLS:
-		sc_fail_addr(c, false, false, "lost connection with %s after "
-		    "%s: %s", c->peer, c->timeout_what, why);
+		sc_fail_addr(c, false, false,
+		    "lost connection with %s after "
+		    "%s: %s",
+		    c->peer, c->timeout_what, why);
 		return;
 	case SC_HANDSHAKE:
 		sc_tls_failed(c, why);
@@ -914,9 +924,13 @@ sc_lost(struct smtp_client *c, const char *why)
 	case SC_TXN:
 	case SC_CONTENT:
 	case SC_DOT:
-		sc_txn_fail(c, 451, "451 4.4.2 lost connection with %s after "
-		    "%s: %s", c->peer, c->state == SC_CONTENT ? "DATA" :
-		    c->state == SC_DOT ? "END-OF-MESSAGE" : c->timeout_what,
+		sc_txn_fail(c, 451,
+		    "451 4.4.2 lost connection with %s after "
+		    "%s: %s",
+		    c->peer,
+		    c->state == SC_CONTENT ? "DATA" :
+		        c->state == SC_DOT ? "END-OF-MESSAGE" :
+		                             c->timeout_what,
 		    why);
 		return;
 	case SC_IDLE:
@@ -947,7 +961,7 @@ sc_event_cb(struct bufferevent *bev, short what, void *arg)
 			c->state = SC_BANNER;
 			sc_arm(c, sc_secs(c->target->timeout_command, 300),
 			    "CONNECT");
-			sc_read(c);	/* the banner may be in already */
+			sc_read(c); /* the banner may be in already */
 		} else if (c->state == SC_HANDSHAKE) {
 			sc_tls_up(c);
 			if (!c->freeing && c->bev != NULL)
@@ -1020,8 +1034,10 @@ sc_timer_cb(evutil_socket_t fd, short what, void *arg)
 		    c->peer);
 		break;
 	case SC_BANNER:
-		sc_fail_addr(c, false, false, "timeout after CONNECT to %s "
-		    "(no greeting)", c->peer);
+		sc_fail_addr(c, false, false,
+		    "timeout after CONNECT to %s "
+		    "(no greeting)",
+		    c->peer);
 		break;
 	case SC_EHLO:
 	case SC_HELO:
@@ -1037,7 +1053,8 @@ sc_timer_cb(evutil_socket_t fd, short what, void *arg)
 	case SC_DOT:
 		sc_txn_fail(c, 451, "451 4.4.2 timeout after %s to %s",
 		    c->state == SC_CONTENT ? "DATA (sending content)" :
-		    c->timeout_what, c->peer);
+		                             c->timeout_what,
+		    c->peer);
 		break;
 	default:
 		break;
@@ -1054,12 +1071,12 @@ smtp_client_close(struct smtp_client *c)
 		return;
 	if (c->freeing)
 		return;
-	sc_drop(c, c->state == SC_IDLE);	/* QUIT only between transactions */
+	sc_drop(c, c->state == SC_IDLE); /* QUIT only between transactions */
 	c->state = SC_DEAD;
 	c->open_cb = NULL;
 	c->done_cb = NULL;
 	sc_disarm(c);
-	(void)evtimer_del(c->defer);	/* no callback after close */
+	(void)evtimer_del(c->defer); /* no callback after close */
 	c->freeing = true;
 	if (c->depth == 0)
 		sc_free(c);

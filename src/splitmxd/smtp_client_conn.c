@@ -39,7 +39,7 @@
 #include "tlsctx.h"
 #include "xmalloc.h"
 
-#define SC_ADDRS_MAX	32		/* addresses tried per connection */
+#define SC_ADDRS_MAX 32 /* addresses tried per connection */
 
 /* Clients whose open callback has not run (smtp_client_open_cancel). */
 static LIST_HEAD(, smtp_client) sc_opening = LIST_HEAD_INITIALIZER(sc_opening);
@@ -64,12 +64,16 @@ sc_set_peer(struct smtp_client *c)
 		(void)snprintf(c->peer, sizeof(c->peer), "%s", a->host);
 	else if (a->sa.ss_family == AF_INET6)
 		(void)snprintf(c->peer, sizeof(c->peer), "%s[%s]:%u", a->host,
-		    a->text, (unsigned)ntohs(((const struct sockaddr_in6 *)
-		    (const void *)&a->sa)->sin6_port));
+		    a->text,
+		    (unsigned)ntohs(
+		        ((const struct sockaddr_in6 *)(const void *)&a->sa)
+		            ->sin6_port));
 	else
 		(void)snprintf(c->peer, sizeof(c->peer), "%s[%s]:%u", a->host,
-		    a->text, (unsigned)ntohs(((const struct sockaddr_in *)
-		    (const void *)&a->sa)->sin_port));
+		    a->text,
+		    (unsigned)ntohs(
+		        ((const struct sockaddr_in *)(const void *)&a->sa)
+		            ->sin_port));
 }
 
 static void
@@ -102,13 +106,12 @@ sc_open_fail(struct smtp_client *c)
 	c->open_cb = NULL;
 	c->freeing = true;
 	sc_unopening(c);
-	if (cb != NULL)		/* NULL: abandoned meanwhile */
+	if (cb != NULL) /* NULL: abandoned meanwhile */
 		cb(c->open_arg, NULL, -1, temp, c->last_err);
 }
 
 void
-sc_fail_addr(struct smtp_client *c, bool perm, bool quit, const char *fmt,
-    ...)
+sc_fail_addr(struct smtp_client *c, bool perm, bool quit, const char *fmt, ...)
 {
 	va_list ap;
 
@@ -170,8 +173,8 @@ sc_ehlo_line(struct smtp_client *c, const char *kw, size_t len)
 				num[m] = '\0';
 				errno = 0;
 				v = strtoull(num, &end, 10);
-				if (errno == 0 && *end == '\0' && num[0] >= '0'
-				    && num[0] <= '9')
+				if (errno == 0 && *end == '\0' &&
+				    num[0] >= '0' && num[0] <= '9')
 					c->size_max = v;
 			}
 		}
@@ -248,8 +251,7 @@ sc_start_tls(struct smtp_client *c)
 	    BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
 	if (tbev == NULL) {
 		SSL_free(ssl);
-		sc_fail_addr(c, false, false, "%s: cannot set up TLS",
-		    c->peer);
+		sc_fail_addr(c, false, false, "%s: cannot set up TLS", c->peer);
 		return;
 	}
 	/*
@@ -276,9 +278,10 @@ sc_tls_up(struct smtp_client *c)
 	if (c->target->tls == CONF_TLS_VERIFY) {
 		sbuf_init(&err, 256);
 		if (tlsctx_client_check_peer(c->ssl, &err) == -1) {
-			sc_fail_addr(c, false, true, "TLS certificate "
-			    "verification failed for %s: %s", c->peer,
-			    err.data);
+			sc_fail_addr(c, false, true,
+			    "TLS certificate "
+			    "verification failed for %s: %s",
+			    c->peer, err.data);
 			sbuf_release(&err);
 			return;
 		}
@@ -287,7 +290,7 @@ sc_tls_up(struct smtp_client *c)
 	c->tls_active = true;
 	tlsctx_summary(c->ssl, tls, sizeof(tls));
 	log_debug("smtp_client: TLS with %s: %s", c->peer, tls);
-	sc_send_ehlo(c);	/* RFC 3207 4.2: forget what was said before */
+	sc_send_ehlo(c); /* RFC 3207 4.2: forget what was said before */
 }
 
 void
@@ -296,7 +299,8 @@ sc_tls_failed(struct smtp_client *c, const char *why)
 	if (c->target->tls == CONF_TLS_MAY && !c->tls_retried) {
 		/* Opportunistic: try this address again in plaintext. */
 		log_debug("smtp_client: TLS handshake with %s failed (%s); "
-		    "retrying without TLS", c->peer, why);
+		          "retrying without TLS",
+		    c->peer, why);
 		sc_disarm(c);
 		sc_drop(c, false);
 		c->notls = true;
@@ -324,21 +328,23 @@ sc_bound_socket(struct smtp_client *c, const struct dns_addr *a)
 	if (src == NULL || fam == AF_UNIX)
 		return -1;
 	memset(&ss, 0, sizeof(ss));
-	if (fam == AF_INET && inet_pton(AF_INET, src,
-	    &((struct sockaddr_in *)(void *)&ss)->sin_addr) == 1)
+	if (fam == AF_INET &&
+	    inet_pton(AF_INET, src,
+	        &((struct sockaddr_in *)(void *)&ss)->sin_addr) == 1)
 		len = sizeof(struct sockaddr_in);
-	else if (fam == AF_INET6 && inet_pton(AF_INET6, src,
-	    &((struct sockaddr_in6 *)(void *)&ss)->sin6_addr) == 1)
+	else if (fam == AF_INET6 &&
+	    inet_pton(AF_INET6, src,
+	        &((struct sockaddr_in6 *)(void *)&ss)->sin6_addr) == 1)
 		len = sizeof(struct sockaddr_in6);
 	else
-		return -1;	/* other family: the kernel chooses */
+		return -1; /* other family: the kernel chooses */
 	ss.ss_family = (sa_family_t)fam;
 	fd = socket(fam, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (fd == -1)
 		return -1;
 	if (bind(fd, (struct sockaddr *)(void *)&ss, len) == -1) {
 		log_warn("smtp_client: bind to %s", src);
-		(void)close(fd);	/* fresh socket: nothing to lose */
+		(void)close(fd); /* fresh socket: nothing to lose */
 		return -1;
 	}
 	return fd;
@@ -349,21 +355,21 @@ sc_connect(struct smtp_client *c)
 {
 	const struct dns_addr *a;
 
-	for (; c->cur < c->naddrs; c->cur++, c->notls = false,
-	    c->tls_retried = false) {
+	for (; c->cur < c->naddrs;
+	     c->cur++, c->notls = false, c->tls_retried = false) {
 		a = &c->addrs[c->cur];
 		sc_set_peer(c);
 		c->bev = bufferevent_socket_new(c->base, sc_bound_socket(c, a),
 		    BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
 		if (c->bev == NULL)
 			log_fatalx(70, "smtp_client: bufferevent_socket_new");
-		bufferevent_setcb(c->bev, sc_read_cb, sc_write_cb,
-		    sc_event_cb, c);
+		bufferevent_setcb(c->bev, sc_read_cb, sc_write_cb, sc_event_cb,
+		    c);
 		if (bufferevent_enable(c->bev, EV_READ | EV_WRITE) == -1)
 			log_panic("smtp_client: bufferevent_enable failed");
 		if (bufferevent_socket_connect(c->bev,
-		    (const struct sockaddr *)(const void *)&a->sa,
-		    (int)a->salen) == 0) {
+		        (const struct sockaddr *)(const void *)&a->sa,
+		        (int)a->salen) == 0) {
 			c->state = SC_CONNECT;
 			sc_arm(c, sc_secs(c->target->timeout_connect, 30),
 			    "CONNECT");
@@ -403,7 +409,7 @@ sc_dns_cb(void *arg, enum dns_status status, const char *reason,
 		 */
 		c->perm_dns = c->target->mx != NULL &&
 		    (status == DNS_NXDOMAIN || status == DNS_NODATA ||
-		    status == DNS_NULLMX);
+		        status == DNS_NULLMX);
 		(void)snprintf(c->last_err, sizeof(c->last_err), "%s",
 		    reason != NULL ? reason : "DNS lookup failed");
 		sc_open_fail(c);
@@ -424,8 +430,9 @@ smtp_client_open(const struct smtp_client_params *p, smtp_client_open_cb cb,
 	c->dns = p->dns;
 	c->target = t;
 	c->lmtp = t->type == CONF_TARGET_LMTP;
-	c->helo = xstrdup(p->helo != NULL ? p->helo :
-	    (t->helo != NULL ? t->helo : "localhost"));
+	c->helo = xstrdup(p->helo != NULL ?
+	        p->helo :
+	        (t->helo != NULL ? t->helo : "localhost"));
 	c->open_cb = cb;
 	c->open_arg = arg;
 	LIST_INSERT_HEAD(&sc_opening, c, opening_entry);
@@ -453,8 +460,8 @@ smtp_client_open(const struct smtp_client_params *p, smtp_client_open_cb cb,
 		sun->sun_family = AF_UNIX;
 		memcpy(sun->sun_path, t->socket, strlen(t->socket) + 1);
 		c->addrs[0].salen = sizeof(*sun);
-		(void)snprintf(c->addrs[0].host, sizeof(c->addrs[0].host),
-		    "%s", t->socket);
+		(void)snprintf(c->addrs[0].host, sizeof(c->addrs[0].host), "%s",
+		    t->socket);
 		(void)snprintf(c->addrs[0].text, sizeof(c->addrs[0].text),
 		    "unix");
 		/* Connecting can fail at once: never call back from here. */
@@ -497,7 +504,7 @@ sc_abandon(struct smtp_client *c)
 	sc_unopening(c);
 	c->open_cb = NULL;
 	if (c->dns_pending)
-		return;		/* dns_ owes us a callback: free c there */
+		return; /* dns_ owes us a callback: free c there */
 	sc_disarm(c);
 	(void)evtimer_del(c->defer);
 	sc_drop(c, false);
@@ -558,9 +565,8 @@ sc_open_reply(struct smtp_client *c)
 			    "HELO");
 			return;
 		}
-		sc_fail_addr(c, code / 100 == 5, true,
-		    "%s refused %s: %s", c->peer,
-		    c->lmtp ? "LHLO" : "EHLO", c->rtext);
+		sc_fail_addr(c, code / 100 == 5, true, "%s refused %s: %s",
+		    c->peer, c->lmtp ? "LHLO" : "EHLO", c->rtext);
 		return;
 	case SC_HELO:
 		if (code / 100 == 2) {
@@ -579,11 +585,11 @@ sc_open_reply(struct smtp_client *c)
 			sc_open_done(c);
 			return;
 		}
-		sc_fail_addr(c, false, true, "%s refused STARTTLS: %s",
-		    c->peer, c->rtext);
+		sc_fail_addr(c, false, true, "%s refused STARTTLS: %s", c->peer,
+		    c->rtext);
 		return;
 	default:
-		log_panic("smtp_client: %s: opening reply in state %d",
-		    c->peer, (int)c->state);
+		log_panic("smtp_client: %s: opening reply in state %d", c->peer,
+		    (int)c->state);
 	}
 }

@@ -23,116 +23,125 @@ struct bufferevent;
 struct dns_addr;
 struct event;
 
-#define SC_OUT_HIGH	(256 * 1024)	/* stop filling above this */
-#define SC_REASON_MAX	640
-#define SC_PEER_MAX	352	/* host[256] + [addr[64]]:port */
+#define SC_OUT_HIGH   (256 * 1024) /* stop filling above this */
+#define SC_REASON_MAX 640
+#define SC_PEER_MAX   352 /* host[256] + [addr[64]]:port */
 
 enum sc_state {
-	SC_RESOLVE,		/* waiting for dns_ */
-	SC_CONNECT,		/* TCP/UNIX connect in progress */
-	SC_BANNER,		/* waiting for the greeting */
-	SC_EHLO,		/* EHLO or LHLO sent */
-	SC_HELO,		/* HELO sent (EHLO refused) */
-	SC_STARTTLS,		/* STARTTLS sent */
-	SC_HANDSHAKE,		/* TLS handshake */
-	SC_IDLE,		/* ready for a transaction */
-	SC_PENDING,		/* transaction answered locally, cb deferred */
-	SC_TXN,			/* waiting for RSET/MAIL/RCPT/DATA replies */
-	SC_CONTENT,		/* streaming the message */
-	SC_DOT,			/* waiting for the reply(ies) to "." */
-	SC_DEAD,		/* connection gone; only close remains */
+	SC_RESOLVE,   /* waiting for dns_ */
+	SC_CONNECT,   /* TCP/UNIX connect in progress */
+	SC_BANNER,    /* waiting for the greeting */
+	SC_EHLO,      /* EHLO or LHLO sent */
+	SC_HELO,      /* HELO sent (EHLO refused) */
+	SC_STARTTLS,  /* STARTTLS sent */
+	SC_HANDSHAKE, /* TLS handshake */
+	SC_IDLE,      /* ready for a transaction */
+	SC_PENDING,   /* transaction answered locally, cb deferred */
+	SC_TXN,       /* waiting for RSET/MAIL/RCPT/DATA replies */
+	SC_CONTENT,   /* streaming the message */
+	SC_DOT,       /* waiting for the reply(ies) to "." */
+	SC_DEAD,      /* connection gone; only close remains */
 };
 
-enum sc_cmd_kind { SC_CMD_RSET, SC_CMD_MAIL, SC_CMD_RCPT, SC_CMD_DATA };
+enum sc_cmd_kind {
+	SC_CMD_RSET,
+	SC_CMD_MAIL,
+	SC_CMD_RCPT,
+	SC_CMD_DATA
+};
 
 struct sc_cmd {
-	enum sc_cmd_kind	kind;
-	size_t			rcpt;		/* SC_CMD_RCPT */
+	enum sc_cmd_kind kind;
+	size_t rcpt; /* SC_CMD_RCPT */
 };
 
-enum sc_defer { SC_DEFER_NONE, SC_DEFER_CONNECT, SC_DEFER_OPEN_FAIL,
-    SC_DEFER_DONE };
+enum sc_defer {
+	SC_DEFER_NONE,
+	SC_DEFER_CONNECT,
+	SC_DEFER_OPEN_FAIL,
+	SC_DEFER_DONE
+};
 
 struct smtp_client {
-	struct event_base		*base;
-	struct dns			*dns;
-	const struct conf_target	*target;
-	bool				 lmtp;
-	char				*helo;
-	char				 peer[SC_PEER_MAX];
+	struct event_base *base;
+	struct dns *dns;
+	const struct conf_target *target;
+	bool lmtp;
+	char *helo;
+	char peer[SC_PEER_MAX];
 
-	smtp_client_open_cb		 open_cb;
-	void				*open_arg;
-	LIST_ENTRY(smtp_client)		 opening_entry;	/* until open_cb */
-	bool				 opening;
-	bool				 dns_pending;	/* sc_dns_cb will run */
-	smtp_client_done_cb		 done_cb;
-	void				*done_arg;
+	smtp_client_open_cb open_cb;
+	void *open_arg;
+	LIST_ENTRY(smtp_client) opening_entry; /* until open_cb */
+	bool opening;
+	bool dns_pending; /* sc_dns_cb will run */
+	smtp_client_done_cb done_cb;
+	void *done_arg;
 
-	struct dns_addr			*addrs;
-	size_t				 naddrs;
-	size_t				 cur;
-	bool				 notls;		/* this attempt: no TLS */
-	bool				 tls_retried;	/* cur fell back already */
+	struct dns_addr *addrs;
+	size_t naddrs;
+	size_t cur;
+	bool notls;       /* this attempt: no TLS */
+	bool tls_retried; /* cur fell back already */
 
-	struct bufferevent		*bev;
-	SSL				*ssl;		/* owned by bev */
-	bool				 tls_active;
-	enum sc_state			 state;
-	struct event			*timer;
-	const char			*timeout_what;
-	struct event			*defer;
-	enum sc_defer			 defer_kind;
-	int				 defer_status;
-	unsigned			 depth;		/* entry points on stack */
-	bool				 freeing;
+	struct bufferevent *bev;
+	SSL *ssl; /* owned by bev */
+	bool tls_active;
+	enum sc_state state;
+	struct event *timer;
+	const char *timeout_what;
+	struct event *defer;
+	enum sc_defer defer_kind;
+	int defer_status;
+	unsigned depth; /* entry points on stack */
+	bool freeing;
 
 	/* The reply being read. */
-	unsigned			 rcode;
-	unsigned			 rlines;
-	char				 rtext[SMTP_CLIENT_REPLY_MAX];
-	size_t				 rlen;
+	unsigned rcode;
+	unsigned rlines;
+	char rtext[SMTP_CLIENT_REPLY_MAX];
+	size_t rlen;
 
 	/* What EHLO offered. */
-	bool				 ext_pipelining;
-	bool				 ext_size;
-	uint64_t			 size_max;	/* 0: no limit */
-	bool				 ext_8bitmime;
-	bool				 ext_smtputf8;
-	bool				 ext_dsn;
-	bool				 ext_starttls;
-	bool				 ext_chunking;
+	bool ext_pipelining;
+	bool ext_size;
+	uint64_t size_max; /* 0: no limit */
+	bool ext_8bitmime;
+	bool ext_smtputf8;
+	bool ext_dsn;
+	bool ext_starttls;
+	bool ext_chunking;
 
 	/* Why the last address failed (for the open callback). */
-	char				 last_err[SC_REASON_MAX];
-	bool				 last_perm;	/* it was a 5xx */
-	bool				 any_temp;	/* some address failed 4xx */
-	bool				 perm_dns;
+	char last_err[SC_REASON_MAX];
+	bool last_perm; /* it was a 5xx */
+	bool any_temp;  /* some address failed 4xx */
+	bool perm_dns;
 
 	/* The transaction. */
-	struct smtp_client_msg		*msg;
-	struct sc_cmd			*cmds;
-	size_t				 ncmds;
-	size_t				 nsent;
-	size_t				 nrecv;
-	bool				 pipelined;
-	bool				 mail_ok;
-	bool				*accepted;	/* RCPT got 2xx */
-	bool				*final;		/* has its final reply */
-	size_t				 naccepted;
-	size_t				 nfinal;	/* LMTP replies after "." */
-	bool				 dummy_dot;	/* "." sent with no rcpts */
-	bool				 need_rset;
-	bool				 broken;	/* no more transactions */
-	unsigned			 ntrans;
+	struct smtp_client_msg *msg;
+	struct sc_cmd *cmds;
+	size_t ncmds;
+	size_t nsent;
+	size_t nrecv;
+	bool pipelined;
+	bool mail_ok;
+	bool *accepted; /* RCPT got 2xx */
+	bool *final;    /* has its final reply */
+	size_t naccepted;
+	size_t nfinal;  /* LMTP replies after "." */
+	bool dummy_dot; /* "." sent with no rcpts */
+	bool need_rset;
+	bool broken; /* no more transactions */
+	unsigned ntrans;
 
 	/* Content streaming (msg->content, read at off). */
-	uint64_t			 off;
-	uint64_t			 left;
-	uint64_t			 sent;
-	bool				 bol;		/* next byte starts a line */
-	unsigned char			 tail[2];	/* last content bytes */
-	char				*chunk;
+	uint64_t off;
+	uint64_t left;
+	uint64_t sent;
+	bool bol;              /* next byte starts a line */
+	unsigned char tail[2]; /* last content bytes */
+	char *chunk;
 };
 
 /* ---- smtp_client.c: helpers ---- */
@@ -171,8 +180,8 @@ void sc_connect(struct smtp_client *c);
 /* Every address failed: calls the open callback with -1, frees c. */
 void sc_open_fail(struct smtp_client *c);
 /* This address failed (perm: with a 5xx): note why, try the next. */
-void sc_fail_addr(struct smtp_client *c, bool perm, bool quit,
-    const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+void sc_fail_addr(struct smtp_client *c, bool perm, bool quit, const char *fmt,
+    ...) __attribute__((format(printf, 4, 5)));
 /* A complete reply in SC_BANNER, SC_EHLO, SC_HELO or SC_STARTTLS. */
 void sc_open_reply(struct smtp_client *c);
 /* One EHLO line after the first: note the extension it names. */

@@ -220,9 +220,9 @@ static void
 session_log_disconnect(struct session *s)
 {
 	log_info("%s: disconnect from %s[%s] commands=%u accepted=%u "
-	    "errors=%u%s%s", s->sid, s->name, s->addr, s->ncommands,
-	    s->naccepted, s->errors, s->tls_active ? " tls=" : "",
-	    s->tls_active ? s->tls_summary : "");
+	         "errors=%u%s%s",
+	    s->sid, s->name, s->addr, s->ncommands, s->naccepted, s->errors,
+	    s->tls_active ? " tls=" : "", s->tls_active ? s->tls_summary : "");
 }
 
 static void
@@ -284,9 +284,9 @@ session_finish(struct session *s)
 	if (s->bev != NULL) {
 		if (s->flush_on_close &&
 		    evbuffer_get_length(bufferevent_get_output(s->bev)) > 0)
-			return;		/* the write callback comes back */
+			return; /* the write callback comes back */
 		if (s->flush_on_close && session_tls_draining(s))
-			return;		/* the drain timer comes back */
+			return; /* the drain timer comes back */
 		bufferevent_free(s->bev);
 		s->bev = NULL;
 		session_log_disconnect(s);
@@ -295,14 +295,14 @@ session_finish(struct session *s)
 		srv->nsessions--;
 	}
 	if (s->pending > 0)
-		return;			/* the spool callback comes back */
+		return; /* the spool callback comes back */
 	if (s->drain_timer != NULL)
 		event_free(s->drain_timer);
 	if (s->lookup_timer != NULL)
 		event_free(s->lookup_timer);
 	if (s->lookup != NULL)
-		s->lookup->s = NULL;	/* its callback frees it */
-	policy_cancel(s->preq);		/* e.g. a recipient probe */
+		s->lookup->s = NULL; /* its callback frees it */
+	policy_cancel(s->preq);      /* e.g. a recipient probe */
 	s->preq = NULL;
 	session_tx_reset(s);
 	sbuf_release(&s->pctx.prepend);
@@ -343,8 +343,7 @@ session_policy_run(struct session *s, enum policy_point point,
 	struct policy_req *req;
 
 	s->presume = resume;
-	req = policy_run(s->srv->policy, point, &s->pctx, session_policy_cb,
-	    s);
+	req = policy_run(s->srv->policy, point, &s->pctx, session_policy_cb, s);
 	if (req != NULL)
 		s->preq = req;
 }
@@ -364,8 +363,9 @@ session_policy_quarantine(struct session *s, const struct policy_verdict *v,
 {
 	/* XXX the queue's held state comes with the milter issue. */
 	log_warnx("%s: XXX quarantine asked by policy stage %s from %s[%s]: "
-	    "the queue cannot hold messages yet (comes with the milter "
-	    "issue); answered %u", s->sid, v->stage, s->name, s->addr, code);
+	          "the queue cannot hold messages yet (comes with the milter "
+	          "issue); answered %u",
+	    s->sid, v->stage, s->name, s->addr, code);
 }
 
 /*
@@ -416,8 +416,10 @@ session_connect_verdict(struct session *s, const struct policy_verdict *v)
 		break;
 	case POLICY_QUARANTINE:
 		session_policy_quarantine(s, v, 421);
-		session_reply(s, 421, "4.3.0", "%s Error: service not "
-		    "available", s->srv->hostname);
+		session_reply(s, 421, "4.3.0",
+		    "%s Error: service not "
+		    "available",
+		    s->srv->hostname);
 		session_close(s, true);
 		break;
 	}
@@ -457,8 +459,8 @@ session_cmd_starttls(struct session *s, const struct smtp_proto_command *cmd)
 	in = bufferevent_get_input(s->bev);
 	if (evbuffer_get_length(in) > 0) {
 		log_info("%s: discarding %zu octets pipelined after STARTTLS "
-		    "from %s[%s]", s->sid, evbuffer_get_length(in), s->name,
-		    s->addr);
+		         "from %s[%s]",
+		    s->sid, evbuffer_get_length(in), s->name, s->addr);
 		(void)evbuffer_drain(in, evbuffer_get_length(in));
 	}
 	session_reply(s, 220, "2.0.0", "Ready to start TLS");
@@ -480,7 +482,8 @@ session_cmd_starttls(struct session *s, const struct smtp_proto_command *cmd)
 	s->bev = tls;
 	bufferevent_setcb(tls, session_read_cb, session_write_cb,
 	    session_event_cb, s);
-	(void)bufferevent_setwatermark(tls, EV_READ, 0, SMTP_SERVER_READ_HIGHWAT);
+	(void)bufferevent_setwatermark(tls, EV_READ, 0,
+	    SMTP_SERVER_READ_HIGHWAT);
 	(void)bufferevent_enable(tls, EV_READ | EV_WRITE);
 	/* RFC 3207 4.2: forget everything learned before the handshake. */
 	session_tx_reset(s);
@@ -580,29 +583,31 @@ session_event_cb(struct bufferevent *bev, short what, void *arg)
 		s->tls_active = true;
 		tlsctx_describe(ssl, s->tls_desc, sizeof(s->tls_desc));
 		tlsctx_summary(ssl, s->tls_summary, sizeof(s->tls_summary));
-		log_info("%s: TLS established from %s[%s]: %s", s->sid,
-		    s->name, s->addr, s->tls_desc);
+		log_info("%s: TLS established from %s[%s]: %s", s->sid, s->name,
+		    s->addr, s->tls_desc);
 		s->state = SESSION_CMD;
 		session_set_timeout(s, s->srv->conf->limits.timeout_command);
 		session_process(s);
 	} else if (what & BEV_EVENT_TIMEOUT) {
 		log_info("%s: timeout after %s from %s[%s]", s->sid,
 		    s->state == SESSION_DATA || s->state == SESSION_BDAT ?
-		    "DATA" : s->state == SESSION_TLS ? "STARTTLS" : "command",
+		        "DATA" :
+		        s->state == SESSION_TLS ? "STARTTLS" :
+		                                  "command",
 		    s->name, s->addr);
 		if (s->state != SESSION_TLS && !(what & BEV_EVENT_WRITING)) {
 			session_reply(s, 421, "4.4.2",
 			    "%s Error: timeout exceeded", s->srv->hostname);
 			session_close(s, true);
 		} else
-			session_close(s, false);	/* a stuck flush ends too */
+			session_close(s, false); /* a stuck flush ends too */
 	} else if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR)) {
 		if (s->state == SESSION_DATA || s->state == SESSION_BDAT)
 			log_info("%s: lost connection after DATA from %s[%s]",
 			    s->sid, s->name, s->addr);
 		else if (s->state == SESSION_TLS)
-			log_info("%s: TLS handshake failed with %s[%s]",
-			    s->sid, s->name, s->addr);
+			log_info("%s: TLS handshake failed with %s[%s]", s->sid,
+			    s->name, s->addr);
 		session_close(s, false);
 	}
 	session_finish(s);
@@ -612,10 +617,11 @@ static void
 session_fill_addr(const struct sockaddr *sa, char *addr, size_t addrsize,
     char *port, size_t portsize)
 {
-	if (getnameinfo(sa, sa->sa_family == AF_INET6 ?
-	    sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in),
-	    addr, (socklen_t)addrsize, port, (socklen_t)portsize,
-	    NI_NUMERICHOST | NI_NUMERICSERV) != 0) {
+	if (getnameinfo(sa,
+	        sa->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6) :
+	                                    sizeof(struct sockaddr_in),
+	        addr, (socklen_t)addrsize, port, (socklen_t)portsize,
+	        NI_NUMERICHOST | NI_NUMERICSERV) != 0) {
 		(void)snprintf(addr, addrsize, "unknown");
 		(void)snprintf(port, portsize, "0");
 	}
@@ -636,12 +642,13 @@ session_lookup_done(struct session *s, const char *name)
 	if (name != NULL) {
 		for (p = name; *p != '\0'; p++)
 			if (!(*p == '.' || *p == '-' || *p == '_' ||
-			    (*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'z') ||
-			    (*p >= 'A' && *p <= 'Z')))
+			        (*p >= '0' && *p <= '9') ||
+			        (*p >= 'a' && *p <= 'z') ||
+			        (*p >= 'A' && *p <= 'Z')))
 				break;
 		/* A PTR that names an address is not a name. */
-		if (*p == '\0' && p != name && inet_pton(AF_INET, name,
-		    &(struct in_addr){ 0 }) != 1)
+		if (*p == '\0' && p != name &&
+		    inet_pton(AF_INET, name, &(struct in_addr){ 0 }) != 1)
 			(void)snprintf(s->name, sizeof(s->name), "%s", name);
 	}
 	log_info("%s: connect from %s[%s] on %s", s->sid, s->name, s->addr,
@@ -653,8 +660,8 @@ session_lookup_done(struct session *s, const char *name)
 }
 
 static void
-session_lookup_forward_cb(void *arg, enum dns_status status,
-    const char *reason, const struct dns_addr *addrs, size_t naddrs)
+session_lookup_forward_cb(void *arg, enum dns_status status, const char *reason,
+    const struct dns_addr *addrs, size_t naddrs)
 {
 	struct session_lookup *lk = arg;
 	struct session *s = lk->s;
@@ -696,8 +703,8 @@ session_lookup_ptr_cb(void *arg, enum dns_status status, const char *name)
 	(void)snprintf(lk->name, sizeof(lk->name), "%s", name);
 	if (lk->name[len - 1] == '.')
 		lk->name[len - 1] = '\0';
-	dns_lookup_host(s->srv->dns, lk->name, "25",
-	    session_lookup_forward_cb, lk);
+	dns_lookup_host(s->srv->dns, lk->name, "25", session_lookup_forward_cb,
+	    lk);
 }
 
 static void
@@ -801,8 +808,9 @@ listener_accept_cb(struct evconnlistener *evl, evutil_socket_t fd,
 		    s->addr, cport, s->local);
 		log_info("%s: refused %s[%s]: too many connections%s", s->sid,
 		    s->name, s->addr, refuse_ip ? " from this address" : "");
-		session_reply(s, 421, "4.7.0", "%s Error: too many connections%s",
-		    srv->hostname, refuse_ip ? " from your address" : "");
+		session_reply(s, 421, "4.7.0",
+		    "%s Error: too many connections%s", srv->hostname,
+		    refuse_ip ? " from your address" : "");
 		session_close(s, true);
 		session_finish(s);
 		return;
@@ -873,14 +881,16 @@ smtp_server_new(struct event_base *base, const struct conf *conf,
 			goto fail;
 		}
 		lst->evl = evconnlistener_new_bind(base, listener_accept_cb,
-		    lst, LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE |
-		    LEV_OPT_CLOSE_ON_EXEC | LEV_OPT_DISABLED, 511, res->ai_addr,
-		    (int)res->ai_addrlen);
+		    lst,
+		    LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE |
+		        LEV_OPT_CLOSE_ON_EXEC | LEV_OPT_DISABLED,
+		    511, res->ai_addr, (int)res->ai_addrlen);
 		freeaddrinfo(res);
 		if (lst->evl == NULL) {
 			(void)sbuf_printf(err, "cannot listen on %s: %s",
-			    lst->desc, evutil_socket_error_to_string(
-			    EVUTIL_SOCKET_ERROR()));
+			    lst->desc,
+			    evutil_socket_error_to_string(
+			        EVUTIL_SOCKET_ERROR()));
 			goto fail;
 		}
 		evconnlistener_set_error_cb(lst->evl, listener_error_cb);
@@ -935,8 +945,7 @@ server_policy_build(struct smtp_server *srv)
 	if (srv->verify != NULL)
 		policy_add_verify(srv->policy, conf, srv->verify);
 	if (conf->auth_checks && srv->workers != NULL)
-		policy_add_auth(srv->policy, conf, srv->workers,
-		    srv->hostname);
+		policy_add_auth(srv->policy, conf, srv->workers, srv->hostname);
 }
 
 void
@@ -966,8 +975,7 @@ server_grace_cb(evutil_socket_t fd, short what, void *arg)
 
 	(void)fd;
 	(void)what;
-	log_info("shutdown grace expired: closing %u sessions",
-	    srv->nsessions);
+	log_info("shutdown grace expired: closing %u sessions", srv->nsessions);
 	for (s = TAILQ_FIRST(&srv->sessions); s != NULL; s = next) {
 		next = TAILQ_NEXT(s, entry);
 		session_close(s, false);

@@ -45,10 +45,12 @@ cmd_helo_verdict(struct session *s, const struct policy_verdict *v)
 		return;
 	}
 	out = bufferevent_get_output(s->bev);
-	(void)evbuffer_add_printf(out, "250-%s\r\n250-PIPELINING\r\n"
+	(void)evbuffer_add_printf(out,
+	    "250-%s\r\n250-PIPELINING\r\n"
 	    "250-SIZE %" PRIu64 "\r\n250-8BITMIME\r\n"
 	    "250-ENHANCEDSTATUSCODES\r\n250-DSN\r\n250-SMTPUTF8\r\n%s"
-	    "250 CHUNKING\r\n", s->srv->hostname, conf->limits.message_size,
+	    "250 CHUNKING\r\n",
+	    s->srv->hostname, conf->limits.message_size,
 	    s->lst->tls != NULL && !s->tls_active ? "250-STARTTLS\r\n" : "");
 }
 
@@ -107,9 +109,9 @@ cmd_mail(struct session *s, const struct smtp_proto_command *cmd)
 	if (s->mail.has_size &&
 	    s->mail.size > s->srv->conf->limits.message_size) {
 		log_info("%s: reject: MAIL from %s[%s]: SIZE=%" PRIu64
-		    " too large; from=<%s>", s->sid, s->name, s->addr,
-		    s->mail.size, session_esc(esc, sizeof(esc),
-		    s->mail.path.mailbox));
+		         " too large; from=<%s>",
+		    s->sid, s->name, s->addr, s->mail.size,
+		    session_esc(esc, sizeof(esc), s->mail.path.mailbox));
 		session_error(s, 552, "5.3.4",
 		    "Error: message size exceeds fixed limit");
 		return;
@@ -167,8 +169,8 @@ cmd_rcpt(struct session *s, const struct smtp_proto_command *cmd)
 		session_reply(s, 452, "4.5.3", "Error: too many recipients");
 		return;
 	}
-	if (smtp_proto_parse_rcpt(cmd->arg, cmd->arglen, s->mail.smtputf8,
-	    rcpt, &st) == -1) {
+	if (smtp_proto_parse_rcpt(cmd->arg, cmd->arglen, s->mail.smtputf8, rcpt,
+	        &st) == -1) {
 		session_status(s, &st);
 		return;
 	}
@@ -226,11 +228,13 @@ session_command(struct session *s, const char *line, size_t len)
 		if (cmd.arglen == 0)
 			session_error(s, 501, "5.5.4", "Syntax: VRFY address");
 		else
-			session_reply(s, 252, "2.0.0", "Cannot VRFY user, but "
+			session_reply(s, 252, "2.0.0",
+			    "Cannot VRFY user, but "
 			    "will accept message and attempt delivery");
 		break;
 	case SMTP_PROTO_CMD_HELP:
-		session_reply(s, 214, "2.0.0", "Commands: EHLO HELO MAIL RCPT "
+		session_reply(s, 214, "2.0.0",
+		    "Commands: EHLO HELO MAIL RCPT "
 		    "DATA BDAT RSET NOOP QUIT VRFY HELP STARTTLS");
 		break;
 	case SMTP_PROTO_CMD_STARTTLS:
@@ -240,12 +244,13 @@ session_command(struct session *s, const char *line, size_t len)
 	case SMTP_PROTO_CMD_AUTH:
 	case SMTP_PROTO_CMD_ETRN:
 	case SMTP_PROTO_CMD_TURN:
-		session_error(s, 502, "5.5.1", "Error: command not implemented");
+		session_error(s, 502, "5.5.1",
+		    "Error: command not implemented");
 		break;
 	case SMTP_PROTO_CMD_HTTP:
 		log_info("%s: HTTP request from %s[%s]: dropped", s->sid,
 		    s->name, s->addr);
-		session_close(s, true);	/* the banner may still be queued */
+		session_close(s, true); /* the banner may still be queued */
 		break;
 	case SMTP_PROTO_CMD_UNKNOWN:
 	default:

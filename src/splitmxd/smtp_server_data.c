@@ -77,8 +77,9 @@ session_write_received(struct session *s, struct sbuf *err)
 static void
 session_start_decoder(struct session *s)
 {
-	smtp_proto_data_init(&s->dec, s->state == SESSION_BDAT ?
-	    SMTP_PROTO_DATA_RAW : SMTP_PROTO_DATA_DOT,
+	smtp_proto_data_init(&s->dec,
+	    s->state == SESSION_BDAT ? SMTP_PROTO_DATA_RAW :
+	                               SMTP_PROTO_DATA_DOT,
 	    s->srv->conf->limits.bare_newline == CONF_NEWLINE_NORMALIZE);
 	smtp_proto_hdrscan_init(&s->hs);
 }
@@ -91,7 +92,7 @@ session_start_content(struct session *s)
 	char proto[16];
 
 	if (s->tx_error == TX_DISCARD) {
-		session_start_decoder(s);	/* read, kept nowhere */
+		session_start_decoder(s); /* read, kept nowhere */
 		return 0;
 	}
 	memset(&env, 0, sizeof(env));
@@ -107,16 +108,16 @@ session_start_content(struct session *s)
 	env.client_addr = s->addr;
 	env.client_name = s->name;
 	env.helo = s->helo;
-	(void)snprintf(proto, sizeof(proto), "%s%s", s->esmtp ? "ESMTP" :
-	    "SMTP", s->tls_active ? "S" : "");
+	(void)snprintf(proto, sizeof(proto), "%s%s",
+	    s->esmtp ? "ESMTP" : "SMTP", s->tls_active ? "S" : "");
 	env.protocol = proto;
 	env.tls = s->tls_active ? s->tls_summary : NULL;
 
 	s->msg = spool_msg_new(s->srv->spool, &env, &s->tx_err);
 	if (s->msg == NULL || session_write_received(s, &s->tx_err) == -1) {
 		log_warnx("%s: cannot spool message from %s[%s]: %s", s->sid,
-		    s->name, s->addr, s->tx_err.len > 0 ? s->tx_err.data :
-		    "unknown error");
+		    s->name, s->addr,
+		    s->tx_err.len > 0 ? s->tx_err.data : "unknown error");
 		if (s->msg != NULL) {
 			spool_msg_abort(s->msg);
 			s->msg = NULL;
@@ -170,7 +171,7 @@ session_decode(struct session *s, struct evbuffer *in, uint64_t limit,
 			size_t outlen = 0, used = 0;
 
 			if (smtp_proto_data_feed(&s->dec, p, left, out,
-			    sizeof(out), &outlen, &used) == 1)
+			        sizeof(out), &outlen, &used) == 1)
 				*done = true;
 			if (outlen > 0)
 				session_content(s, out, outlen);
@@ -211,12 +212,13 @@ session_end_content(struct session *s)
 	} else if (s->tx_error == TX_TOO_BIG ||
 	    s->dec.out_total > lim->message_size) {
 		log_info("%s: reject: message from %s[%s] larger than %" PRIu64
-		    " octets", s->sid, s->name, s->addr, lim->message_size);
+		         " octets",
+		    s->sid, s->name, s->addr, lim->message_size);
 		session_reply(s, 552, "5.3.4",
 		    "Error: message exceeds fixed maximum message size");
 	} else if (s->dec.nul) {
-		log_info("%s: reject: NUL octet in message from %s[%s]",
-		    s->sid, s->name, s->addr);
+		log_info("%s: reject: NUL octet in message from %s[%s]", s->sid,
+		    s->name, s->addr);
 		session_reply(s, 554, "5.6.0",
 		    "Error: message contains NUL characters");
 	} else if ((s->dec.bare_lf || s->dec.bare_cr) &&
@@ -227,7 +229,8 @@ session_end_content(struct session *s)
 		    "Error: message contains bare CR or LF characters");
 	} else if (s->hs.received > lim->max_received) {
 		log_info("%s: reject: %u Received headers (loop?) from "
-		    "%s[%s]", s->sid, s->hs.received, s->name, s->addr);
+		         "%s[%s]",
+		    s->sid, s->hs.received, s->name, s->addr);
 		session_reply(s, 554, "5.4.6",
 		    "Error: too many hops (mail loop?)");
 	} else if (s->tx_error == TX_DISCARD) {
@@ -236,8 +239,8 @@ session_end_content(struct session *s)
 		session_reply(s, 250, "2.0.0", "Ok: discarded");
 	} else if (s->tx_error == TX_WRITE || s->msg == NULL) {
 		log_warnx("%s: cannot store message from %s[%s]: %s", s->sid,
-		    s->name, s->addr, s->tx_err.len > 0 ? s->tx_err.data :
-		    "error");
+		    s->name, s->addr,
+		    s->tx_err.len > 0 ? s->tx_err.data : "error");
 		session_reply(s, 452, "4.3.1",
 		    "Error: insufficient system storage");
 	} else {
@@ -284,9 +287,10 @@ session_data_verdict(struct session *s, const struct policy_verdict *v)
 	case POLICY_ACCEPT:
 		if (s->pctx.prepend.len > 0 &&
 		    spool_msg_set_prepend(s->msg, s->pctx.prepend.data,
-		    s->pctx.prepend.len) == -1)
+		        s->pctx.prepend.len) == -1)
 			log_warnx("%s: authentication results too long to "
-			    "keep", spool_msg_id(s->msg));
+			          "keep",
+			    spool_msg_id(s->msg));
 		session_commit(s);
 		return;
 	case POLICY_DISCARD:
@@ -299,7 +303,7 @@ session_data_verdict(struct session *s, const struct policy_verdict *v)
 		session_policy_refuse(s, v, false);
 		break;
 	}
-	session_tx_reset(s);		/* aborts s->msg */
+	session_tx_reset(s); /* aborts s->msg */
 	s->state = SESSION_CMD;
 	(void)bufferevent_enable(s->bev, EV_READ);
 }
@@ -316,18 +320,19 @@ session_log_accepted(struct session *s, const char *id)
 		if ((i > 0 && sbuf_append_char(&to, ',') == -1) ||
 		    sbuf_append_char(&to, '<') == -1 ||
 		    sbuf_append_escaped(&to, s->rcpts[i].addr,
-		    strlen(s->rcpts[i].addr), ",", false) == -1 ||
+		        strlen(s->rcpts[i].addr), ",", false) == -1 ||
 		    sbuf_append_char(&to, '>') == -1) {
 			(void)sbuf_printf(&to, ",...");
 			break;
 		}
 	}
 	log_info("%s: accepted from=<%s> size=%" PRIu64 " nrcpt=%zu to=%s "
-	    "msgid=%s client=%s[%s] helo=%s listener=%s%s%s", id,
-	    session_esc(from, sizeof(from), s->mail.path.mailbox),
+	         "msgid=%s client=%s[%s] helo=%s listener=%s%s%s",
+	    id, session_esc(from, sizeof(from), s->mail.path.mailbox),
 	    s->stored_size, s->nrcpts, to.data,
 	    s->hs.has_msgid ? session_esc(msgid, sizeof(msgid), s->hs.msgid) :
-	    "none", s->name, s->addr, session_esc(helo, sizeof(helo), s->helo),
+	                      "none",
+	    s->name, s->addr, session_esc(helo, sizeof(helo), s->helo),
 	    s->local, s->tls_active ? " tls=" : "",
 	    s->tls_active ? s->tls_summary : "");
 	sbuf_release(&to);
@@ -416,9 +421,10 @@ session_cmd_bdat(struct session *s, const struct smtp_proto_command *cmd)
 	uint64_t size;
 	bool last;
 
-	if (smtp_proto_parse_bdat(cmd->arg, cmd->arglen, &size, &last,
-	    &st) == -1) {
-		/* The chunk length is unknown, so its octets cannot be skipped. */
+	if (smtp_proto_parse_bdat(cmd->arg, cmd->arglen, &size, &last, &st) ==
+	    -1) {
+		/* The chunk length is unknown, so its octets cannot be skipped.
+		 */
 		session_reply(s, st.code, st.enhanced, "%s", st.text);
 		session_close(s, true);
 		return;
@@ -429,7 +435,7 @@ session_cmd_bdat(struct session *s, const struct smtp_proto_command *cmd)
 	s->state = SESSION_BDAT;
 	session_set_timeout(s, s->srv->conf->limits.timeout_data);
 	if (s->bdat_active)
-		return;			/* next chunk of the same message */
+		return; /* next chunk of the same message */
 	s->bdat_active = true;
 	if (!s->has_mail)
 		s->tx_error = TX_NO_MAIL;
@@ -468,4 +474,3 @@ session_bdat_chunk_done(struct session *s)
 	session_reply(s, 250, "2.0.0", "%" PRIu64 " octets received",
 	    s->bdat_chunk);
 }
-

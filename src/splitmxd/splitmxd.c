@@ -36,37 +36,37 @@
 #include "workers.h"
 #include "xmalloc.h"
 
-#define SPLITMXD_VERSION	"0.1.0"
+#define SPLITMXD_VERSION "0.1.0"
 
 struct splitmxd {
 	/* From the command line. */
-	const char		*conf_path;
-	bool			 foreground;
-	bool			 check_only;
+	const char *conf_path;
+	bool foreground;
+	bool check_only;
 
-	struct conf		*conf;
-	uid_t			 uid;		/* run-as user, when set */
-	gid_t			 gid;
-	struct auth_srs		*srs;
-	struct sbuf		 err;
-	char			 hostname[256];
+	struct conf *conf;
+	uid_t uid; /* run-as user, when set */
+	gid_t gid;
+	struct auth_srs *srs;
+	struct sbuf err;
+	char hostname[256];
 
-	struct event_base	*base;
-	struct smtp_server	*server;
-	struct workers		*workers;	/* the spool's */
-	struct workers		*queue_workers;
-	struct workers		*auth_workers;	/* SPF and DKIM */
-	struct spool		*spool;
-	struct dedup		*dedup;
-	struct dns		*dns;
-	struct verify		*verify;
-	struct queue		*queue;
-	struct event		*sigs[3];
-	struct event		*drain;		/* waits for deliveries */
-	struct timespec		 stop_at;
-	bool			 stopping;
-	char			**recovered;	/* ids found at start-up */
-	size_t			 nrecovered;
+	struct event_base *base;
+	struct smtp_server *server;
+	struct workers *workers; /* the spool's */
+	struct workers *queue_workers;
+	struct workers *auth_workers; /* SPF and DKIM */
+	struct spool *spool;
+	struct dedup *dedup;
+	struct dns *dns;
+	struct verify *verify;
+	struct queue *queue;
+	struct event *sigs[3];
+	struct event *drain; /* waits for deliveries */
+	struct timespec stop_at;
+	bool stopping;
+	char **recovered; /* ids found at start-up */
+	size_t nrecovered;
 };
 
 static void
@@ -95,7 +95,8 @@ drain_cb(evutil_socket_t fd, short what, void *arg)
 	if (queue_busy(d->queue) == 0 || now.tv_sec >= d->stop_at.tv_sec) {
 		if (queue_busy(d->queue) > 0)
 			log_info("leaving %u deliveries unfinished; they are "
-			    "retried at the next start", queue_busy(d->queue));
+			         "retried at the next start",
+			    queue_busy(d->queue));
 		(void)event_base_loopbreak(d->base);
 		return;
 	}
@@ -141,7 +142,7 @@ signal_cb(evutil_socket_t sig, short what, void *arg)
 	(void)what;
 	if (sig == SIGHUP) {
 		log_info("SIGHUP: configuration reload is not supported yet; "
-		    "restart to apply changes");
+		         "restart to apply changes");
 		return;
 	}
 	if (d->stopping) {
@@ -151,7 +152,8 @@ signal_cb(evutil_socket_t sig, short what, void *arg)
 	}
 	d->stopping = true;
 	log_info("stopping on signal %d: no new connections, finishing "
-	    "messages in progress", (int)sig);
+	         "messages in progress",
+	    (int)sig);
 	smtp_server_shutdown(d->server, shutdown_done, d);
 }
 
@@ -189,8 +191,10 @@ srs_load(const struct conf *conf, struct sbuf *err)
 	if (!wanted && conf->srs_domain == NULL)
 		return NULL;
 	if (conf->srs_domain == NULL || conf->srs_secret_file == NULL) {
-		(void)sbuf_printf(err, "%s: SRS needs srs_domain and "
-		    "srs_secret_file", conf->path);
+		(void)sbuf_printf(err,
+		    "%s: SRS needs srs_domain and "
+		    "srs_secret_file",
+		    conf->path);
 		return NULL;
 	}
 	if ((f = fopen(conf->srs_secret_file, "re")) == NULL) {
@@ -199,11 +203,13 @@ srs_load(const struct conf *conf, struct sbuf *err)
 		return NULL;
 	}
 	n = fgets(secret, sizeof(secret), f) != NULL ? strcspn(secret, "\r\n") :
-	    0;
-	(void)fclose(f);	/* read-only */
+	                                               0;
+	(void)fclose(f); /* read-only */
 	if (n < 16) {
-		(void)sbuf_printf(err, "%s: the SRS secret must be at least 16 "
-		    "octets on the first line", conf->srs_secret_file);
+		(void)sbuf_printf(err,
+		    "%s: the SRS secret must be at least 16 "
+		    "octets on the first line",
+		    conf->srs_secret_file);
 		return NULL;
 	}
 	memset(&p, 0, sizeof(p));
@@ -388,7 +394,7 @@ recover_spool(struct splitmxd *d)
 		log_fatalx(EX_IOERR, "spool recovery: %s", d->err.data);
 	/* Per-target states of the recovered messages, oldest first. */
 	if (spool_reader_scan(spool_reader(d->spool), restore_cb, d, NULL,
-	    &d->err) == -1)
+	        &d->err) == -1)
 		log_fatalx(EX_IOERR, "journal: %s", d->err.data);
 	for (k = 0; k < d->nrecovered; k++) {
 		queue_add(d->queue, d->recovered[k]);
@@ -397,8 +403,8 @@ recover_spool(struct splitmxd *d)
 	free(d->recovered);
 	d->recovered = NULL;
 	log_info("spool %s: %u messages queued, %u incomplete removed, "
-	    "%u quarantined", d->conf->spool_dir, rec.queued, rec.removed_tmp,
-	    rec.quarantined);
+	         "%u quarantined",
+	    d->conf->spool_dir, rec.queued, rec.removed_tmp, rec.quarantined);
 }
 
 /* Signals, the session's helpers, and then connections are accepted. */

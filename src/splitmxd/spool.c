@@ -38,7 +38,6 @@
 #include "xmalloc.h"
 #include "spool_int.h"
 
-
 static int spool_open_subdir(int dirfd, const char *name, bool *created,
     struct sbuf *err);
 static void spool_close_fd(int *fdp, const char *what);
@@ -199,8 +198,7 @@ spool_chdir(struct spool *sp, struct sbuf *err)
 }
 
 static int
-spool_open_subdir(int dirfd, const char *name, bool *created,
-    struct sbuf *err)
+spool_open_subdir(int dirfd, const char *name, bool *created, struct sbuf *err)
 {
 	int fd;
 
@@ -210,8 +208,8 @@ spool_open_subdir(int dirfd, const char *name, bool *created,
 		sbuf_seterr(err, "mkdir %s: %s", name, strerror(errno));
 		return -1;
 	}
-	fd = openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW |
-	    O_CLOEXEC);
+	fd = openat(dirfd, name,
+	    O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 	if (fd == -1)
 		sbuf_seterr(err, "open %s: %s", name, strerror(errno));
 	return fd;
@@ -284,12 +282,12 @@ spool_open(const char *dir, struct workers *w, struct sbuf *err)
 		sbuf_seterr(err, "open %s: %s", dir, strerror(errno));
 		goto fail;
 	}
-	if ((sp->tmpfd = spool_open_subdir(sp->dirfd, "tmp", &created,
-	    err)) == -1 ||
+	if ((sp->tmpfd = spool_open_subdir(sp->dirfd, "tmp", &created, err)) ==
+	        -1 ||
 	    (sp->queuefd = spool_open_subdir(sp->dirfd, "queue", &created,
-	    err)) == -1 ||
+	         err)) == -1 ||
 	    (sp->corruptfd = spool_open_subdir(sp->dirfd, "corrupt", &created,
-	    err)) == -1)
+	         err)) == -1)
 		goto fail;
 	if (fstat(sp->tmpfd, &tst) == -1 || fstat(sp->queuefd, &qst) == -1) {
 		sbuf_seterr(err, "fstat: %s", strerror(errno));
@@ -301,16 +299,17 @@ spool_open(const char *dir, struct workers *w, struct sbuf *err)
 		goto fail;
 	}
 
-	sp->journalfd = openat(sp->dirfd, "journal", O_RDWR | O_APPEND |
-	    O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0640);
+	sp->journalfd = openat(sp->dirfd, "journal",
+	    O_RDWR | O_APPEND | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0640);
 	if (sp->journalfd == -1) {
 		sbuf_seterr(err, "open journal: %s", strerror(errno));
 		goto fail;
 	}
 	/* One daemon per spool: the lock dies with the process. */
 	if (flock(sp->journalfd, LOCK_EX | LOCK_NB) == -1) {
-		sbuf_seterr(err, "%s: %s", dir, errno == EWOULDBLOCK ?
-		    "in use by another process" : strerror(errno));
+		sbuf_seterr(err, "%s: %s", dir,
+		    errno == EWOULDBLOCK ? "in use by another process" :
+		                           strerror(errno));
 		goto fail;
 	}
 	if (fstat(sp->journalfd, &tst) == -1) {
@@ -336,8 +335,7 @@ spool_open(const char *dir, struct workers *w, struct sbuf *err)
 		}
 	} else
 		created = true;
-	if (created && (fsync(sp->journalfd) == -1 ||
-	    fsync(sp->dirfd) == -1)) {
+	if (created && (fsync(sp->journalfd) == -1 || fsync(sp->dirfd) == -1)) {
 		sbuf_seterr(err, "fsync %s: %s", dir, strerror(errno));
 		goto fail;
 	}
@@ -354,7 +352,7 @@ spool_open(const char *dir, struct workers *w, struct sbuf *err)
 		goto fail;
 	}
 	if ((rc = pthread_create(&sp->committer, NULL, spool_committer_main,
-	    sp)) != 0) {
+	         sp)) != 0) {
 		sbuf_seterr(err, "pthread_create: %s", strerror(rc));
 		goto fail;
 	}

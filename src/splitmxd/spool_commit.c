@@ -37,7 +37,6 @@
 #include "xmalloc.h"
 #include "spool_int.h"
 
-
 static void spool_commit_done(void *arg);
 static void spool_reopen_queue(struct spool *sp);
 static void spool_commit_batch(struct spool *sp, struct spool_msg *batch);
@@ -66,8 +65,7 @@ spool_journal_discard(struct sbuf *sb, const char *ts, const char *verb,
  * report success for data that is gone) and breaks the spool.
  */
 int
-spool_journal_write(struct spool *sp, const struct sbuf *sb,
-    struct sbuf *why)
+spool_journal_write(struct spool *sp, const struct sbuf *sb, struct sbuf *why)
 {
 	if (sb->len == 0)
 		return 0;
@@ -144,8 +142,10 @@ spool_commit_batch(struct spool *sp, struct spool_msg *batch)
 			spool_msg_fail(m, "%s", sp->broken_why);
 		start = sp->jbuf.len;
 		/* jline is the whole record but its time stamp. */
-		if (!m->failed && (sbuf_printf(&sp->jbuf, "%s ", ts) == -1 ||
-		    sbuf_append(&sp->jbuf, m->jline.data, m->jline.len) == -1)) {
+		if (!m->failed &&
+		    (sbuf_printf(&sp->jbuf, "%s ", ts) == -1 ||
+		        sbuf_append(&sp->jbuf, m->jline.data, m->jline.len) ==
+		            -1)) {
 			sbuf_truncate(&sp->jbuf, start);
 			spool_msg_fail(m, "journal batch too large");
 		}
@@ -169,11 +169,12 @@ spool_commit_batch(struct spool *sp, struct spool_msg *batch)
 	for (m = batch; m != NULL; m = m->next) {
 		if (m->failed)
 			continue;
-		if (sp->queuefd == -1 || spool_rename_noreplace(sp->tmpfd,
-		    m->id, sp->queuefd, m->id) == -1) {
+		if (sp->queuefd == -1 ||
+		    spool_rename_noreplace(sp->tmpfd, m->id, sp->queuefd,
+		        m->id) == -1) {
 			spool_msg_fail(m, "rename into queue: %s",
 			    sp->queuefd == -1 ? "no queue directory" :
-			    strerror(errno));
+			                        strerror(errno));
 			spool_unlink_tmp(sp, m->id);
 			continue;
 		}
@@ -277,8 +278,8 @@ spool_committer_main(void *arg)
 
 	spool_lock(sp);
 	for (;;) {
-		while (sp->cq_head == NULL && sp->jq_head == NULL &&
-		    !sp->stopping)
+		while (
+		    sp->cq_head == NULL && sp->jq_head == NULL && !sp->stopping)
 			spool_check(pthread_cond_wait(&sp->cq_cond, &sp->mtx),
 			    "pthread_cond_wait");
 		if (sp->cq_head == NULL && sp->jq_head == NULL)
@@ -350,12 +351,12 @@ spool_sync_job(void *arg)
 	if (!msg->failed) {
 		spool_hdr_format_sum(sum, msg->size, msg->sha_hex);
 		if (spool_pwrite_all(msg->fd, sum, SPOOL_SUM_LEN,
-		    (off_t)SPOOL_LINE1_LEN) == -1)
+		        (off_t)SPOOL_LINE1_LEN) == -1)
 			spool_msg_fail(msg, "write: %s", strerror(errno));
 	}
 	if (!msg->failed && msg->prepend.len > 0 &&
 	    spool_pwrite_all(msg->fd, msg->prepend.data, msg->prepend.len,
-	    (off_t)SPOOL_PREPEND_OFF) == -1)
+	        (off_t)SPOOL_PREPEND_OFF) == -1)
 		spool_msg_fail(msg, "write: %s", strerror(errno));
 	if (!msg->failed && fsync(msg->fd) == -1)
 		spool_msg_fail(msg, "fsync: %s", strerror(errno));

@@ -18,101 +18,101 @@
 
 #include "spool.h"
 
-#define SPOOL_BUF_SIZE		(64 * 1024)	/* content write buffer */
-#define SPOOL_JBATCH_MAX	((size_t)1 << 40) /* bounded by batch size */
-#define SPOOL_ERR_LEN		256
+#define SPOOL_BUF_SIZE   (64 * 1024)       /* content write buffer */
+#define SPOOL_JBATCH_MAX ((size_t)1 << 40) /* bounded by batch size */
+#define SPOOL_ERR_LEN    256
 /*
  * Creating a file can wait for the filesystem journal (ext4 under commit
  * load: a median of 250 us, tens of ms behind a commit, measured here).
  * With spool_set_precreate, workers create tmp files ahead of need and
  * spool_msg_new only takes one.
  */
-#define SPOOL_POOL_MAX		4096
-#define SPOOL_POOL_JOBS		2	/* refill jobs at once */
+#define SPOOL_POOL_MAX  4096
+#define SPOOL_POOL_JOBS 2 /* refill jobs at once */
 struct spool_file {
-	int	fd;
-	char	id[SPOOL_ID_LEN + 1];
+	int fd;
+	char id[SPOOL_ID_LEN + 1];
 };
 
 struct spool {
-	char			*dir;
-	struct workers		*w;
-	int			 dirfd;
-	int			 tmpfd;
-	int			 queuefd;	/* committer, recovery */
-	int			 corruptfd;
-	int			 journalfd;	/* committer, recovery */
-	struct spool_reader	*rd;		/* the read side, any thread */
-	EVP_MD			*md;
+	char *dir;
+	struct workers *w;
+	int dirfd;
+	int tmpfd;
+	int queuefd; /* committer, recovery */
+	int corruptfd;
+	int journalfd;           /* committer, recovery */
+	struct spool_reader *rd; /* the read side, any thread */
+	EVP_MD *md;
 
-	pthread_mutex_t		 pool_mtx;	/* everything down to started */
-	uint64_t		 last_us;	/* id clock, strictly rising */
-	uint32_t		 id_seq;	/* id tail, random start */
-	struct spool_file	*pool;		/* FIFO ring of pool_max */
-	unsigned		 pool_max;	/* 0: no pre-creation */
-	unsigned		 pool_low;	/* refill below this */
-	unsigned		 pool_head;
-	unsigned		 pool_n;
-	unsigned		 pool_creating;
-	unsigned		 pool_jobs;	/* refill jobs queued */
-	bool			 pool_failing;	/* last creation failed */
-	bool			 started;	/* tmp/ in use: no recovery */
+	pthread_mutex_t pool_mtx; /* everything down to started */
+	uint64_t last_us;         /* id clock, strictly rising */
+	uint32_t id_seq;          /* id tail, random start */
+	struct spool_file *pool;  /* FIFO ring of pool_max */
+	unsigned pool_max;        /* 0: no pre-creation */
+	unsigned pool_low;        /* refill below this */
+	unsigned pool_head;
+	unsigned pool_n;
+	unsigned pool_creating;
+	unsigned pool_jobs; /* refill jobs queued */
+	bool pool_failing;  /* last creation failed */
+	bool started;       /* tmp/ in use: no recovery */
 
-	pthread_t		 committer;
-	bool			 committer_started;
-	pthread_mutex_t		 mtx;		/* cq_*, stopping, inflight 0 */
-	pthread_cond_t		 cq_cond;	/* committer: work or stop */
-	pthread_cond_t		 idle_cond;	/* spool_close: inflight 0 */
-	struct spool_msg	*cq_head;
-	struct spool_msg	**cq_tail;
-	struct spool_jq	*jq_head;	/* delivery records */
-	struct spool_jq	**jq_tail;
-	bool			 stopping;
-	atomic_uint		 inflight;	/* jobs that use sp */
-	atomic_uint		 pending;	/* commits not yet decided */
+	pthread_t committer;
+	bool committer_started;
+	pthread_mutex_t mtx;      /* cq_*, stopping, inflight 0 */
+	pthread_cond_t cq_cond;   /* committer: work or stop */
+	pthread_cond_t idle_cond; /* spool_close: inflight 0 */
+	struct spool_msg *cq_head;
+	struct spool_msg **cq_tail;
+	struct spool_jq *jq_head; /* delivery records */
+	struct spool_jq **jq_tail;
+	bool stopping;
+	atomic_uint inflight; /* jobs that use sp */
+	atomic_uint pending;  /* commits not yet decided */
 
 	/* Committer thread (or recovery, before any commit) only. */
-	uint64_t		 journal_off;
-	struct sbuf		 jbuf;
+	uint64_t journal_off;
+	struct sbuf jbuf;
 
 	/* Set once, never cleared: the spool refuses new mail. */
-	atomic_bool		 broken;
-	char			 broken_why[SPOOL_ERR_LEN];
+	atomic_bool broken;
+	char broken_why[SPOOL_ERR_LEN];
 };
 
 struct spool_msg {
-	struct spool_msg	*next;		/* committer queue */
-	struct spool		*sp;		/* not used on completion */
-	char			 id[SPOOL_ID_LEN + 1];
-	int			 fd;
-	uint64_t		 size;		/* content octets */
-	uint64_t		 content_off;	/* where the content starts */
-	EVP_MD_CTX		*sha;
-	char			 sha_hex[65];
-	unsigned char		*buf;
-	size_t			 buflen;
-	bool			 failed;	/* sticky */
-	bool			 journaled;	/* accepted record durable */
-	bool			 renamed;	/* now queue/ID */
-	char			 err[SPOOL_ERR_LEN];
-	char			*sender;	/* for the accepted record */
-	struct sbuf		 jenv;		/* its envelope fields */
-	struct sbuf		 jline;		/* whole record, no timestamp */
-	struct sbuf		 prepend;	/* escaped, for line 3 */
-	spool_commit_cb		 cb;
-	void			*cbarg;
+	struct spool_msg *next; /* committer queue */
+	struct spool *sp;       /* not used on completion */
+	char id[SPOOL_ID_LEN + 1];
+	int fd;
+	uint64_t size;        /* content octets */
+	uint64_t content_off; /* where the content starts */
+	EVP_MD_CTX *sha;
+	char sha_hex[65];
+	unsigned char *buf;
+	size_t buflen;
+	bool failed;    /* sticky */
+	bool journaled; /* accepted record durable */
+	bool renamed;   /* now queue/ID */
+	char err[SPOOL_ERR_LEN];
+	char *sender;        /* for the accepted record */
+	struct sbuf jenv;    /* its envelope fields */
+	struct sbuf jline;   /* whole record, no timestamp */
+	struct sbuf prepend; /* escaped, for line 3 */
+	spool_commit_cb cb;
+	void *cbarg;
 };
 
 /* Journal records from the queue (delivery states), group-committed. */
 struct spool_jq {
-	struct spool_jq	*next;
-	struct spool		*sp;
-	char			*data;		/* complete '\n'-ended lines */
-	size_t			 len;
-	char			 remove_id[SPOOL_ID_LEN + 1];	/* "" none */
-	int			 status;
-	spool_done_cb		 cb;
-	void			*cbarg;
+	struct spool_jq *next;
+	struct spool *sp;
+	char *data; /* complete '\n'-ended lines */
+	size_t len;
+	char remove_id[SPOOL_ID_LEN + 1]; /* "" none */
+	int status;
+	spool_done_cb cb;
+	void *cbarg;
 };
 
 /* spool.c */
@@ -126,7 +126,8 @@ void spool_now(char *out, size_t outlen);
 int spool_write_all(int fd, const void *data, size_t len);
 int spool_pwrite_all(int fd, const void *data, size_t len, off_t off);
 void spool_unlink_tmp(struct spool *sp, const char *id);
-int spool_rename_noreplace(int fromfd, const char *from, int tofd, const char *to);
+int spool_rename_noreplace(int fromfd, const char *from, int tofd,
+    const char *to);
 void spool_inflight_done(struct spool *sp, unsigned n);
 
 /* spool_commit.c */
@@ -134,7 +135,7 @@ void spool_journal_discard(struct sbuf *sb, const char *ts, const char *verb,
     const char *id, const char *reason);
 int spool_journal_write(struct spool *sp, const struct sbuf *sb,
     struct sbuf *why);
-void * spool_committer_main(void *arg);
+void *spool_committer_main(void *arg);
 void spool_sync_job(void *arg);
 void spool_abort_job(void *arg);
 

@@ -36,10 +36,10 @@
 #include "xmalloc.h"
 #include "spool_int.h"
 
-
 static void spool_new_id(struct spool *sp, char id[SPOOL_ID_LEN + 1]);
 static int spool_create_tmp(struct spool *sp, char id[SPOOL_ID_LEN + 1]);
-static bool spool_pool_take(struct spool *sp, struct spool_msg *msg, bool *refill_out);
+static bool spool_pool_take(struct spool *sp, struct spool_msg *msg,
+    bool *refill_out);
 
 static const char spool_b32[] = "0123456789ABCDEFGHIJKLMNOPQRSTUV";
 
@@ -116,8 +116,8 @@ spool_create_tmp(struct spool *sp, char id[SPOOL_ID_LEN + 1])
 		spool_pool_lock(sp);
 		spool_new_id(sp, id);
 		spool_pool_unlock(sp);
-		fd = openat(sp->tmpfd, id, O_RDWR | O_CREAT | O_EXCL |
-		    O_NOFOLLOW | O_CLOEXEC, 0600);
+		fd = openat(sp->tmpfd, id,
+		    O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
 		if (fd != -1 || errno != EEXIST)
 			break;
 	}
@@ -356,8 +356,8 @@ spool_msg_commit(struct spool_msg *msg, const char *message_id,
 		log_panic("spool: commit without workers");
 	msg->cb = cb;
 	msg->cbarg = arg;
-	if (!msg->failed && (EVP_DigestFinal_ex(msg->sha, md, &mdlen) != 1 ||
-	    mdlen != 32))
+	if (!msg->failed &&
+	    (EVP_DigestFinal_ex(msg->sha, md, &mdlen) != 1 || mdlen != 32))
 		spool_msg_fail(msg, "SHA-256 finalization failed");
 	if (!msg->failed) {
 		for (i = 0; i < mdlen; i++) {

@@ -36,12 +36,12 @@
 #include "xmalloc.h"
 #include "spool_int.h"
 
-
 static int spool_cmp_names(const void *a, const void *b);
-static int spool_list_dir(int dirfd, const char *what, char ***names_out, size_t *n_out,
-    struct sbuf *err);
+static int spool_list_dir(int dirfd, const char *what, char ***names_out,
+    size_t *n_out, struct sbuf *err);
 static void spool_free_names(char **names, size_t n);
-static int spool_move_corrupt(struct spool *sp, const char *name, struct sbuf *dest);
+static int spool_move_corrupt(struct spool *sp, const char *name,
+    struct sbuf *dest);
 
 int
 spool_quarantine(struct spool *sp, const char *id)
@@ -77,10 +77,11 @@ spool_list_dir(int dirfd, const char *what, char ***names_out, size_t *n_out,
 	int fd;
 
 	if ((fd = openat(dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC)) ==
-	    -1 || (d = fdopendir(fd)) == NULL) {
+	        -1 ||
+	    (d = fdopendir(fd)) == NULL) {
 		sbuf_seterr(err, "open %s: %s", what, strerror(errno));
 		if (fd != -1)
-			(void)close(fd);	/* read-only */
+			(void)close(fd); /* read-only */
 		return -1;
 	}
 	for (;;) {
@@ -101,7 +102,7 @@ spool_list_dir(int dirfd, const char *what, char ***names_out, size_t *n_out,
 		while (n > 0)
 			free(names[--n]);
 		free(names);
-		(void)closedir(d);	/* read-only */
+		(void)closedir(d); /* read-only */
 		return -1;
 	}
 	if (closedir(d) == -1)
@@ -130,10 +131,10 @@ spool_move_corrupt(struct spool *sp, const char *name, struct sbuf *dest)
 	for (i = 0; i < 1000; i++) {
 		sbuf_reset(dest);
 		if ((i == 0 ? sbuf_append_str(dest, name) :
-		    sbuf_printf(dest, "%s.%d", name, i)) == -1)
+		              sbuf_printf(dest, "%s.%d", name, i)) == -1)
 			return -1;
 		if (spool_rename_noreplace(sp->queuefd, name, sp->corruptfd,
-		    dest->data) == 0)
+		        dest->data) == 0)
 			return 0;
 		if (errno != EEXIST)
 			return -1;
@@ -180,11 +181,11 @@ spool_recover(struct spool *sp, spool_found_cb found, void *arg,
 	for (i = 0; i < n; i++) {
 		sbuf_reset(&ename);
 		if (sbuf_append_escaped(&ename, names[i], strlen(names[i]),
-		    NULL, true) == -1)
+		        NULL, true) == -1)
 			sbuf_reset(&ename);
 		empty = fstatat(sp->tmpfd, names[i], &fst,
-		    AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(fst.st_mode) &&
-		    fst.st_size == 0;
+		            AT_SYMLINK_NOFOLLOW) == 0 &&
+		    S_ISREG(fst.st_mode) && fst.st_size == 0;
 		if (unlinkat(sp->tmpfd, names[i], 0) == -1) {
 			log_warn("spool: cannot remove tmp/%s", ename.data);
 			continue;
@@ -211,17 +212,17 @@ spool_recover(struct spool *sp, spool_found_cb found, void *arg,
 		bad = true;
 		sbuf_reset(&ename);
 		if (sbuf_append_escaped(&ename, names[i], strlen(names[i]),
-		    NULL, true) == -1)
+		        NULL, true) == -1)
 			sbuf_reset(&ename);
 		memset(&env, 0, sizeof(env));
 		if (!spool_id_valid(names[i]))
 			sbuf_seterr(&why, "not a queue id");
-		else if ((fd = openat(sp->queuefd, names[i], O_RDONLY |
-		    O_NOFOLLOW | O_CLOEXEC)) == -1)
+		else if ((fd = openat(sp->queuefd, names[i],
+		              O_RDONLY | O_NOFOLLOW | O_CLOEXEC)) == -1)
 			sbuf_seterr(&why, "open: %s", strerror(errno));
 		else {
-			if (spool_read_header_fd(fd, &env, id, &off, &size,
-			    sha, &why) == 0) {
+			if (spool_read_header_fd(fd, &env, id, &off, &size, sha,
+			        &why) == 0) {
 				if (strcmp(id, names[i]) == 0)
 					bad = false;
 				else {
@@ -229,7 +230,7 @@ spool_recover(struct spool *sp, spool_found_cb found, void *arg,
 					spool_envelope_clear(&env);
 				}
 			}
-			(void)close(fd);	/* read-only */
+			(void)close(fd); /* read-only */
 		}
 		if (!bad) {
 			/* Keep new ids above every queued one (clock steps). */
@@ -257,8 +258,8 @@ spool_recover(struct spool *sp, spool_found_cb found, void *arg,
 		    why.data);
 		st.quarantined++;
 	}
-	if (qchanged && (fsync(sp->corruptfd) == -1 ||
-	    fsync(sp->queuefd) == -1)) {
+	if (qchanged &&
+	    (fsync(sp->corruptfd) == -1 || fsync(sp->queuefd) == -1)) {
 		sbuf_seterr(err, "fsync corrupt/queue: %s", strerror(errno));
 		goto out;
 	}

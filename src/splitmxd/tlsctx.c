@@ -28,7 +28,7 @@
 #include "tlsctx.h"
 #include "xmalloc.h"
 
-#define TLSCTX_EX_SOFTWARE	70	/* sysexits EX_SOFTWARE */
+#define TLSCTX_EX_SOFTWARE 70 /* sysexits EX_SOFTWARE */
 
 static void
 tlsctx_add_error(struct sbuf *err, const char *what, const char *file)
@@ -42,14 +42,14 @@ tlsctx_add_error(struct sbuf *err, const char *what, const char *file)
 }
 
 SSL_CTX *
-tlsctx_server_new(const char *cert_file, const char *key_file,
-    struct sbuf *err)
+tlsctx_server_new(const char *cert_file, const char *key_file, struct sbuf *err)
 {
 	SSL_CTX *ctx;
 
 	ctx = SSL_CTX_new(TLS_server_method());
 	if (ctx == NULL) {
-		tlsctx_add_error(err, "cannot create TLS context for", cert_file);
+		tlsctx_add_error(err, "cannot create TLS context for",
+		    cert_file);
 		return NULL;
 	}
 	if (SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION) != 1) {
@@ -57,8 +57,9 @@ tlsctx_server_new(const char *cert_file, const char *key_file,
 		goto fail;
 	}
 	/* Renegotiation is a DoS lever and SMTP never needs it. */
-	SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION |
-	    SSL_OP_CIPHER_SERVER_PREFERENCE | SSL_OP_NO_COMPRESSION);
+	SSL_CTX_set_options(ctx,
+	    SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE |
+	        SSL_OP_NO_COMPRESSION);
 	if (SSL_CTX_use_certificate_chain_file(ctx, cert_file) != 1) {
 		tlsctx_add_error(err, "cannot load certificate", cert_file);
 		goto fail;
@@ -97,11 +98,11 @@ tlsctx_summary(SSL *ssl, char *buf, size_t bufsize)
 /* ---- per-target client contexts ---- */
 
 struct tlsctx_client {
-	const struct conf_target	*target;
-	enum conf_tls_policy		 policy;
-	char				*ca, *cert, *key;
-	SSL_CTX				*ctx;
-	struct tlsctx_client		*next;
+	const struct conf_target *target;
+	enum conf_tls_policy policy;
+	char *ca, *cert, *key;
+	SSL_CTX *ctx;
+	struct tlsctx_client *next;
 };
 
 static struct tlsctx_client *tlsctx_clients;
@@ -176,7 +177,7 @@ tlsctx_client_ctx(const struct conf_target *t, struct sbuf *err)
 	if (t->tls == CONF_TLS_VERIFY) {
 		if (t->tls_ca != NULL) {
 			if (SSL_CTX_load_verify_locations(ctx, t->tls_ca,
-			    NULL) != 1) {
+			        NULL) != 1) {
 				tlsctx_strerror(ERR_peek_last_error(), ebuf,
 				    sizeof(ebuf));
 				(void)sbuf_seterr(err,
@@ -193,8 +194,8 @@ tlsctx_client_ctx(const struct conf_target *t, struct sbuf *err)
 		const char *key = t->tls_key != NULL ? t->tls_key : t->tls_cert;
 
 		if (SSL_CTX_use_certificate_chain_file(ctx, t->tls_cert) != 1 ||
-		    SSL_CTX_use_PrivateKey_file(ctx, key,
-		    SSL_FILETYPE_PEM) != 1 ||
+		    SSL_CTX_use_PrivateKey_file(ctx, key, SSL_FILETYPE_PEM) !=
+		        1 ||
 		    SSL_CTX_check_private_key(ctx) != 1) {
 			tlsctx_strerror(ERR_peek_last_error(), ebuf,
 			    sizeof(ebuf));
@@ -239,7 +240,8 @@ tlsctx_is_ip(const char *name, char *ip, size_t iplen)
 	} else {
 		memcpy(ip, name, len + 1);
 	}
-	return inet_pton(AF_INET, ip, b) == 1 || inet_pton(AF_INET6, ip, b) == 1;
+	return inet_pton(AF_INET, ip, b) == 1 ||
+	    inet_pton(AF_INET6, ip, b) == 1;
 }
 
 SSL *
@@ -257,8 +259,8 @@ tlsctx_client_new(const struct conf_target *t, const char *name,
 	if (ssl == NULL)
 		log_fatalx(TLSCTX_EX_SOFTWARE, "tlsctx: SSL_new failed");
 	if (tlsctx_is_ip(name, ip, sizeof(ip))) {
-		if (t->tls == CONF_TLS_VERIFY && X509_VERIFY_PARAM_set1_ip_asc(
-		    SSL_get0_param(ssl), ip) != 1)
+		if (t->tls == CONF_TLS_VERIFY &&
+		    X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), ip) != 1)
 			goto badname;
 	} else {
 		char sni[256];
@@ -266,7 +268,7 @@ tlsctx_client_new(const struct conf_target *t, const char *name,
 		/* SNI (the macro wants a mutable string). */
 		(void)snprintf(sni, sizeof(sni), "%s", name);
 		if (SSL_set_tlsext_host_name(ssl, sni) != 1)
-			ERR_clear_error();	/* not a usable SNI: go without */
+			ERR_clear_error(); /* not a usable SNI: go without */
 		if (t->tls == CONF_TLS_VERIFY) {
 			SSL_set_hostflags(ssl,
 			    X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);

@@ -23,48 +23,48 @@
 #include "verify.h"
 #include "xmalloc.h"
 
-#define VERIFY_HASH_SIZE	4093
-#define VERIFY_CACHE_MAX	100000	/* entries; the cache is reset beyond */
-#define VERIFY_IDLE_SECONDS	30
+#define VERIFY_HASH_SIZE    4093
+#define VERIFY_CACHE_MAX    100000 /* entries; the cache is reset beyond */
+#define VERIFY_IDLE_SECONDS 30
 
 struct verify_entry {
-	struct verify_entry	*next;
-	size_t			 target;
-	char			*rcpt;		/* lower-cased */
-	enum verify_verdict	 verdict;
-	time_t			 expires;
+	struct verify_entry *next;
+	size_t target;
+	char *rcpt; /* lower-cased */
+	enum verify_verdict verdict;
+	time_t expires;
 };
 
 struct verify_req {
-	TAILQ_ENTRY(verify_req)	 entry;
-	struct vtarget		*vt;
-	char			*rcpt;
-	verify_cb		 cb;
-	void			*arg;
-	bool			 cancelled;
+	TAILQ_ENTRY(verify_req) entry;
+	struct vtarget *vt;
+	char *rcpt;
+	verify_cb cb;
+	void *arg;
+	bool cancelled;
 };
 
 struct vtarget {
-	struct verify			*v;
-	size_t				 idx;
-	TAILQ_HEAD(, verify_req)	 waiting;
-	struct smtp_client		*c;
-	bool				 opening;
-	bool				 busy;		/* a probe in flight */
-	struct verify_req		*cur;
-	struct smtp_client_rcpt		 crcpt;
-	struct smtp_client_msg		 cmsg;
-	struct event			*idle;
+	struct verify *v;
+	size_t idx;
+	TAILQ_HEAD(, verify_req) waiting;
+	struct smtp_client *c;
+	bool opening;
+	bool busy; /* a probe in flight */
+	struct verify_req *cur;
+	struct smtp_client_rcpt crcpt;
+	struct smtp_client_msg cmsg;
+	struct event *idle;
 };
 
 struct verify {
-	struct event_base	*base;
-	const struct conf	*conf;
-	struct dns		*dns;
-	char			*hostname;
-	struct vtarget		*targets;
-	struct verify_entry	*hash[VERIFY_HASH_SIZE];
-	size_t			 nentries;
+	struct event_base *base;
+	const struct conf *conf;
+	struct dns *dns;
+	char *hostname;
+	struct vtarget *targets;
+	struct verify_entry *hash[VERIFY_HASH_SIZE];
+	size_t nentries;
 };
 
 static void vtarget_next(struct vtarget *);
@@ -114,7 +114,7 @@ verify_cached(struct verify *v, size_t target, const char *rcpt,
 
 	while ((e = *pp) != NULL) {
 		if (e->expires <= now) {
-			*pp = e->next;	/* expired: drop while walking */
+			*pp = e->next; /* expired: drop while walking */
 			free(e->rcpt);
 			free(e);
 			v->nentries--;
@@ -200,7 +200,8 @@ vtarget_done_cb(void *arg, struct smtp_client *c, int status)
 	char reply[SMTP_CLIENT_REPLY_MAX];
 
 	verdict = code >= 200 && code < 300 ? VERIFY_OK :
-	    code >= 500 && code < 600 ? VERIFY_UNKNOWN : VERIFY_TEMPFAIL;
+	    code >= 500 && code < 600       ? VERIFY_UNKNOWN :
+	                                      VERIFY_TEMPFAIL;
 	(void)snprintf(reply, sizeof(reply), "%s", vt->crcpt.reply);
 	/*
 	 * Decide about the connection before answering: the answer may
@@ -279,9 +280,10 @@ vtarget_next(struct vtarget *vt)
 		p.dns = vt->v->dns;
 		p.target = &vt->v->conf->targets[vt->idx];
 		p.helo = p.target->helo != NULL ? p.target->helo :
-		    vt->v->hostname;
+		                                  vt->v->hostname;
 		p.rcpt_domain = strrchr(r->rcpt, '@') != NULL ?
-		    strrchr(r->rcpt, '@') + 1 : NULL;
+		    strrchr(r->rcpt, '@') + 1 :
+		    NULL;
 		vt->opening = true;
 		smtp_client_open(&p, vtarget_open_cb, vt);
 		return;
@@ -321,7 +323,7 @@ void
 verify_cancel(struct verify_req *r)
 {
 	if (r != NULL)
-		r->cancelled = true;	/* freed when its turn comes */
+		r->cancelled = true; /* freed when its turn comes */
 }
 
 struct verify *

@@ -26,33 +26,33 @@
 #include "xmalloc.h"
 
 struct workers_item {
-	struct workers_item	*next;
-	workers_job_fn		 job;	/* NULL for a posted completion */
-	workers_done_cb		 done;
-	void			*arg;
+	struct workers_item *next;
+	workers_job_fn job; /* NULL for a posted completion */
+	workers_done_cb done;
+	void *arg;
 };
 
 struct workers_list {
-	struct workers_item	*head;
-	struct workers_item	**tail;
-	unsigned		 n;
+	struct workers_item *head;
+	struct workers_item **tail;
+	unsigned n;
 };
 
 struct workers {
-	struct event_base	*base;
-	struct event		*ev;
-	int			 efd;
-	pthread_t		*threads;
-	unsigned		 nthreads;
+	struct event_base *base;
+	struct event *ev;
+	int efd;
+	pthread_t *threads;
+	unsigned nthreads;
 
-	pthread_mutex_t		 job_mtx;	/* jobs, running, stopping */
-	pthread_cond_t		 job_cond;
-	struct workers_list	 jobs;
-	unsigned		 running;
-	bool			 stopping;
+	pthread_mutex_t job_mtx; /* jobs, running, stopping */
+	pthread_cond_t job_cond;
+	struct workers_list jobs;
+	unsigned running;
+	bool stopping;
 
-	pthread_mutex_t		 done_mtx;	/* done */
-	struct workers_list	 done;
+	pthread_mutex_t done_mtx; /* done */
+	struct workers_list done;
 };
 
 static void
@@ -179,7 +179,8 @@ workers_main(void *arg)
 	for (;;) {
 		while (w->jobs.head == NULL && !w->stopping)
 			workers_check(pthread_cond_wait(&w->job_cond,
-			    &w->job_mtx), "pthread_cond_wait");
+			                  &w->job_mtx),
+			    "pthread_cond_wait");
 		/* Stopping threads still finish every queued job first. */
 		if ((it = workers_list_pop(&w->jobs)) == NULL)
 			break;
@@ -224,8 +225,8 @@ workers_new(struct event_base *base, unsigned nthreads)
 
 	if ((w->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) == -1)
 		log_fatal(EX_OSERR, "workers: eventfd");
-	w->ev = event_new(base, w->efd, EV_READ | EV_PERSIST,
-	    workers_event_cb, w);
+	w->ev = event_new(base, w->efd, EV_READ | EV_PERSIST, workers_event_cb,
+	    w);
 	if (w->ev == NULL || event_add(w->ev, NULL) == -1)
 		log_fatalx(EX_SOFTWARE, "workers: cannot watch the eventfd");
 
@@ -237,7 +238,7 @@ workers_new(struct event_base *base, unsigned nthreads)
 	w->threads = xcalloc(nthreads, sizeof(*w->threads));
 	for (i = 0; i < nthreads; i++)
 		if ((rc = pthread_create(&w->threads[i], NULL, workers_main,
-		    w)) != 0)
+		         w)) != 0)
 			log_fatalx(EX_OSERR, "workers: pthread_create: %s",
 			    strerror(rc));
 	workers_check(pthread_sigmask(SIG_SETMASK, &saved, NULL),

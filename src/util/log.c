@@ -41,11 +41,16 @@ log_facility_from_name(const char *name)
 		const char *name;
 		int facility;
 	} map[] = {
-		{ "mail", LOG_MAIL }, { "daemon", LOG_DAEMON },
-		{ "user", LOG_USER }, { "local0", LOG_LOCAL0 },
-		{ "local1", LOG_LOCAL1 }, { "local2", LOG_LOCAL2 },
-		{ "local3", LOG_LOCAL3 }, { "local4", LOG_LOCAL4 },
-		{ "local5", LOG_LOCAL5 }, { "local6", LOG_LOCAL6 },
+		{ "mail", LOG_MAIL },
+		{ "daemon", LOG_DAEMON },
+		{ "user", LOG_USER },
+		{ "local0", LOG_LOCAL0 },
+		{ "local1", LOG_LOCAL1 },
+		{ "local2", LOG_LOCAL2 },
+		{ "local3", LOG_LOCAL3 },
+		{ "local4", LOG_LOCAL4 },
+		{ "local5", LOG_LOCAL5 },
+		{ "local6", LOG_LOCAL6 },
 		{ "local7", LOG_LOCAL7 },
 	};
 	size_t i;
@@ -60,8 +65,8 @@ static void __attribute__((format(printf, 3, 0)))
 log_vemit(enum log_level level, int saved_errno, const char *fmt, va_list ap)
 {
 	static const int prio[] = { LOG_DEBUG, LOG_INFO, LOG_WARNING, LOG_ERR };
-	static const char *const tag[] = { "debug: ", "", "warning: ",
-	    "error: " };
+	static const char *const tag[] = { "debug: ", "",
+		"warning: ", "error: " };
 	char msg[4096];
 	int n;
 
@@ -88,14 +93,14 @@ log_vemit(enum log_level level, int saved_errno, const char *fmt, va_list ap)
 		syslog(prio[level], "%s%s", tag[level], msg);
 }
 
-#define LOG_FN(name, level, with_errno)					\
-	void name(const char *fmt, ...)					\
-	{								\
-		int saved = with_errno ? errno : 0;			\
-		va_list ap;						\
-		va_start(ap, fmt);					\
-		log_vemit(level, saved, fmt, ap);			\
-		va_end(ap);						\
+#define LOG_FN(name, level, with_errno)             \
+	void name(const char *fmt, ...)             \
+	{                                           \
+		int saved = with_errno ? errno : 0; \
+		va_list ap;                         \
+		va_start(ap, fmt);                  \
+		log_vemit(level, saved, fmt, ap);   \
+		va_end(ap);                         \
 	}
 
 LOG_FN(log_debug, LOG_LEVEL_DEBUG, 0)

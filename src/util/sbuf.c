@@ -209,7 +209,7 @@ sbuf_vseterr(struct sbuf *err, const char *fmt, va_list ap)
 		n = (int)err->cap;
 	if (sbuf_reserve(err, (size_t)n) == -1)
 		return -1;
-	(void)vsnprintf(err->data, (size_t)n + 1, fmt, ap);	/* cut: fine */
+	(void)vsnprintf(err->data, (size_t)n + 1, fmt, ap); /* cut: fine */
 	err->len = (size_t)n;
 	return -1;
 }

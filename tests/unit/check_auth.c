@@ -39,8 +39,8 @@
 #include "header_fmt.h"
 #include "sbuf.h"
 
-#define RECEIVER	"mx.splitmx.test"
-#define PYTHON		"/usr/bin/python3"
+#define RECEIVER "mx.splitmx.test"
+#define PYTHON   "/usr/bin/python3"
 
 static char tdir[64];
 static pid_t dnsmasq_pid = -1, servfail_pid = -1;
@@ -145,19 +145,21 @@ dkim_txt_arg(const char *name)
 	b64len = (size_t)n;
 	sbuf_init(&txt, 4096);
 	ck_assert_int_eq(sbuf_printf(&txt, "v=DKIM1; k=rsa; p=%s", b64), 0);
-	ck_assert_uint_gt(txt.len, 255);	/* proves the split matters */
+	ck_assert_uint_gt(txt.len, 255); /* proves the split matters */
 	{
 		struct sbuf a;
 
 		sbuf_init(&a, 8192);
 		ck_assert_int_eq(sbuf_printf(&a, "--txt-record=%s", name), 0);
 		for (off = 0; off < txt.len; off += 255) {
-			size_t chunk = txt.len - off > 255 ? 255 : txt.len - off;
+			size_t chunk = txt.len - off > 255 ? 255 :
+			                                     txt.len - off;
 
 			ck_assert_int_eq(sbuf_append_char(&a, ','), 0);
 			for (i = 0; i < chunk; i++)
 				ck_assert_int_eq(sbuf_append_char(&a,
-				    txt.data[off + i]), 0);
+				                     txt.data[off + i]),
+				    0);
 		}
 		arg = strdup(a.data);
 		sbuf_release(&a);
@@ -225,12 +227,11 @@ peers_start(void)
 	    sfport);
 	(void)snprintf(logf, sizeof(logf), "%s/dnsmasq.log", tdir);
 	{
-		const char *const argv[] = {
-			"/usr/sbin/dnsmasq", "--no-daemon", "--conf-file=/dev/null",
-			"--no-resolv", "--no-hosts", portarg,
-			"--listen-address=127.0.0.1", "--bind-interfaces",
-			"--pid-file=", "--log-facility=-", "--local=/test/",
-			sfarg,
+		const char *const argv[] = { "/usr/sbin/dnsmasq", "--no-daemon",
+			"--conf-file=/dev/null", "--no-resolv", "--no-hosts",
+			portarg, "--listen-address=127.0.0.1",
+			"--bind-interfaces", "--pid-file=", "--log-facility=-",
+			"--local=/test/", sfarg,
 			"--txt-record=pass.test,v=spf1 ip4:192.0.2.10 -all",
 			"--txt-record=fail.test,v=spf1 -all",
 			"--txt-record=soft.test,v=spf1 ~all",
@@ -250,9 +251,7 @@ peers_start(void)
 			"--txt-record=twice.test,v=spf1 +all",
 			"--txt-record=incnone.test,v=spf1 include:nospf.test -all",
 			"--txt-record=inctf.test,v=spf1 include:tf.test -all",
-			dkimarg,
-			NULL
-		};
+			dkimarg, NULL };
 		dnsmasq_pid = spawn(argv, logf);
 	}
 	free(dkimarg);
@@ -270,7 +269,8 @@ peers_stop(void)
 		/* the directory holds only files this fixture wrote */
 		(void)snprintf(cmd, sizeof(cmd), "%s/", tdir);
 		{
-			const char *const argv[] = { "/bin/rm", "-rf", cmd, NULL };
+			const char *const argv[] = { "/bin/rm", "-rf", cmd,
+				NULL };
 			pid_t pid = fork();
 			int st;
 
@@ -334,7 +334,7 @@ START_TEST(test_dns_sync_timeout)
 	long ms;
 	int fd;
 
-	fd = socket(AF_INET, SOCK_DGRAM, 0);	/* bound, never read */
+	fd = socket(AF_INET, SOCK_DGRAM, 0); /* bound, never read */
 	memset(&sin, 0, sizeof(sin));
 	sin.sin_family = AF_INET;
 	sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
@@ -362,62 +362,62 @@ END_TEST
 /* ---- SPF ---- */
 
 static const struct {
-	const char	*ip;
-	const char	*helo;
-	const char	*from;
+	const char *ip;
+	const char *helo;
+	const char *from;
 	enum auth_spf_res want;
-	const char	*domain;
-	const char	*identity;
+	const char *domain;
+	const char *identity;
 } spf_cases[] = {
 	{ "192.0.2.10", "mail.pass.test", "alice@pass.test", AUTH_SPF_PASS,
-	  "pass.test", "mailfrom" },
+	    "pass.test", "mailfrom" },
 	{ "198.51.100.7", "mail.pass.test", "alice@pass.test", AUTH_SPF_FAIL,
-	  "pass.test", "mailfrom" },
+	    "pass.test", "mailfrom" },
 	{ "192.0.2.10", "h.fail.test", "bob@FAIL.test", AUTH_SPF_FAIL,
-	  "fail.test", "mailfrom" },
+	    "fail.test", "mailfrom" },
 	{ "192.0.2.10", "h", "bob@soft.test", AUTH_SPF_SOFTFAIL, "soft.test",
-	  "mailfrom" },
+	    "mailfrom" },
 	{ "192.0.2.10", "h", "bob@neutral.test", AUTH_SPF_NEUTRAL,
-	  "neutral.test", "mailfrom" },
+	    "neutral.test", "mailfrom" },
 	{ "192.0.2.10", "h", "bob@nospf.test", AUTH_SPF_NONE, "nospf.test",
-	  "mailfrom" },
+	    "mailfrom" },
 	{ "192.0.2.10", "h", "bob@nxdomain.test", AUTH_SPF_NONE,
-	  "nxdomain.test", "mailfrom" },
+	    "nxdomain.test", "mailfrom" },
 	{ "192.0.2.10", "h", "bob@inc.test", AUTH_SPF_PASS, "inc.test",
-	  "mailfrom" },
+	    "mailfrom" },
 	{ "203.0.113.5", "h", "bob@inc.test", AUTH_SPF_FAIL, "inc.test",
-	  "mailfrom" },
+	    "mailfrom" },
 	{ "192.0.2.20", "h", "bob@amx.test", AUTH_SPF_PASS, "amx.test",
-	  "mailfrom" },
+	    "mailfrom" },
 	{ "192.0.2.21", "h", "bob@amx.test", AUTH_SPF_PASS, "amx.test",
-	  "mailfrom" },
+	    "mailfrom" },
 	{ "192.0.2.22", "h", "bob@amx.test", AUTH_SPF_FAIL, "amx.test",
-	  "mailfrom" },
+	    "mailfrom" },
 	{ "2001:db8::1", "h", "bob@v6.test", AUTH_SPF_PASS, "v6.test",
-	  "mailfrom" },
+	    "mailfrom" },
 	{ "2001:db9::1", "h", "bob@v6.test", AUTH_SPF_FAIL, "v6.test",
-	  "mailfrom" },
-	{ "::ffff:192.0.2.10", "h", "bob@pass.test", AUTH_SPF_PASS,
-	  "pass.test", "mailfrom" },
+	    "mailfrom" },
+	{ "::ffff:192.0.2.10", "h", "bob@pass.test", AUTH_SPF_PASS, "pass.test",
+	    "mailfrom" },
 	{ "192.0.2.30", "h", "bob@split.test", AUTH_SPF_PASS, "split.test",
-	  "mailfrom" },
+	    "mailfrom" },
 	{ "192.0.2.10", "h", "bob@tf.test", AUTH_SPF_TEMPERROR, "tf.test",
-	  "mailfrom" },
-	{ "192.0.2.10", "h", "bob@inctf.test", AUTH_SPF_TEMPERROR,
-	  "inctf.test", "mailfrom" },
+	    "mailfrom" },
+	{ "192.0.2.10", "h", "bob@inctf.test", AUTH_SPF_TEMPERROR, "inctf.test",
+	    "mailfrom" },
 	{ "192.0.2.10", "h", "bob@perm.test", AUTH_SPF_PERMERROR, "perm.test",
-	  "mailfrom" },
-	{ "192.0.2.10", "h", "bob@twice.test", AUTH_SPF_PERMERROR,
-	  "twice.test", "mailfrom" },
+	    "mailfrom" },
+	{ "192.0.2.10", "h", "bob@twice.test", AUTH_SPF_PERMERROR, "twice.test",
+	    "mailfrom" },
 	{ "192.0.2.10", "h", "bob@incnone.test", AUTH_SPF_PERMERROR,
-	  "incnone.test", "mailfrom" },
+	    "incnone.test", "mailfrom" },
 	/* null sender: the HELO identity (RFC 7208 2.4) */
 	{ "192.0.2.10", "pass.test", "", AUTH_SPF_PASS, "pass.test", "helo" },
 	{ "192.0.2.10", "fail.test", "", AUTH_SPF_FAIL, "fail.test", "helo" },
 	/* no usable domain, loopback client: not evaluated */
 	{ "192.0.2.10", "[192.0.2.10]", "", AUTH_SPF_NONE, "", "helo" },
 	{ "127.0.0.1", "h", "bob@fail.test", AUTH_SPF_NONE, "fail.test",
-	  "mailfrom" },
+	    "mailfrom" },
 };
 
 /* The Received-SPF field for r, formatted into sb (reset first). */
@@ -438,15 +438,15 @@ START_TEST(test_spf_table)
 	got = auth_spf_check(servers, RECEIVER, spf_cases[_i].ip,
 	    spf_cases[_i].helo, spf_cases[_i].from, &r);
 	ck_assert_msg(got == spf_cases[_i].want,
-	    "case %d (%s from %s): got %s want %s (%s)", _i,
-	    spf_cases[_i].from, spf_cases[_i].ip, auth_spf_res_str(got),
+	    "case %d (%s from %s): got %s want %s (%s)", _i, spf_cases[_i].from,
+	    spf_cases[_i].ip, auth_spf_res_str(got),
 	    auth_spf_res_str(spf_cases[_i].want), r.comment);
 	ck_assert_int_eq(r.result, got);
 	ck_assert_str_eq(r.domain, spf_cases[_i].domain);
 	ck_assert_str_eq(r.identity, spf_cases[_i].identity);
 	sbuf_init(&rs, 4096);
-	ck_assert_msg(strncmp(rspf(&rs, &r), "Received-SPF: ", 14) == 0,
-	    "%s", rs.data);
+	ck_assert_msg(strncmp(rspf(&rs, &r), "Received-SPF: ", 14) == 0, "%s",
+	    rs.data);
 	sbuf_release(&rs);
 	ck_assert_int_le(r.dns_queries, 20);
 }
@@ -479,7 +479,8 @@ START_TEST(test_spf_headers)
 
 	sbuf_init(&rs, 4096);
 	ck_assert_int_eq(auth_spf_check(servers, RECEIVER, "192.0.2.10",
-	    "mail.pass.test", "alice@pass.test", &r), AUTH_SPF_PASS);
+	                     "mail.pass.test", "alice@pass.test", &r),
+	    AUTH_SPF_PASS);
 	ck_assert_str_eq(rspf(&rs, &r),
 	    "Received-SPF: pass (mx.splitmx.test: domain of alice@pass.test designates\r\n"
 	    "\t192.0.2.10 as permitted sender) client-ip=192.0.2.10;\r\n"
@@ -496,7 +497,8 @@ START_TEST(test_spf_headers)
 
 	/* null sender, fail: helo identity and smtp.helo */
 	ck_assert_int_eq(auth_spf_check(servers, RECEIVER, "192.0.2.10",
-	    "fail.test", "", &r), AUTH_SPF_FAIL);
+	                     "fail.test", "", &r),
+	    AUTH_SPF_FAIL);
 	ck_assert_str_eq(rspf(&rs, &r),
 	    "Received-SPF: fail (mx.splitmx.test: domain of postmaster@fail.test does not\r\n"
 	    "\tdesignate 192.0.2.10 as permitted sender) client-ip=192.0.2.10;\r\n"
@@ -508,15 +510,16 @@ START_TEST(test_spf_headers)
 
 	/* temperror */
 	ck_assert_int_eq(auth_spf_check(servers, RECEIVER, "192.0.2.10", "h",
-	    "bob@tf.test", &r), AUTH_SPF_TEMPERROR);
+	                     "bob@tf.test", &r),
+	    AUTH_SPF_TEMPERROR);
 	ck_assert_str_eq(rspf(&rs, &r),
 	    "Received-SPF: temperror (mx.splitmx.test: temporary DNS error checking\r\n"
 	    "\ttf.test) client-ip=192.0.2.10; envelope-from=\"bob@tf.test\"; helo=h;\r\n"
 	    "\treceiver=mx.splitmx.test; identity=mailfrom;\r\n");
 
 	/* hostile sender text is quoted, never raw CR/LF */
-	(void)auth_spf_check(servers, RECEIVER, "192.0.2.10",
-	    "h\r\nX-Evil: 1", "a\"b\r\n(x)@pass.test", &r);
+	(void)auth_spf_check(servers, RECEIVER, "192.0.2.10", "h\r\nX-Evil: 1",
+	    "a\"b\r\n(x)@pass.test", &r);
 	ck_assert_ptr_null(strstr(rspf(&rs, &r), "\r\nX-Evil"));
 	assert_folded(rspf(&rs, &r));
 	sbuf_release(&rs);
@@ -547,18 +550,20 @@ make_message(size_t *len_out)
 
 	sbuf_init(&m, 1 << 16);
 	ck_assert_int_eq(sbuf_append_str(&m,
-	    "From: Alice <alice@example.test>\r\n"
-	    "To: bob@dest.test\r\n"
-	    "Subject: a folded\r\n"
-	    "  subject line\twith tabs\r\n"
-	    "Date: Mon, 1 Jan 2024 00:00:00 +0000\r\n"
-	    "Message-ID: <m1@example.test>\r\n"
-	    "MIME-Version: 1.0\r\n"
-	    "Content-Type: text/plain; charset=utf-8\r\n"
-	    "Content-Transfer-Encoding: 8bit\r\n"
-	    "\r\n"
-	    "Gr\xc3\xbc\xc3\x9f" "e aus K\xc3\xb6ln  \r\n"
-	    "\r\n"), 0);
+	                     "From: Alice <alice@example.test>\r\n"
+	                     "To: bob@dest.test\r\n"
+	                     "Subject: a folded\r\n"
+	                     "  subject line\twith tabs\r\n"
+	                     "Date: Mon, 1 Jan 2024 00:00:00 +0000\r\n"
+	                     "Message-ID: <m1@example.test>\r\n"
+	                     "MIME-Version: 1.0\r\n"
+	                     "Content-Type: text/plain; charset=utf-8\r\n"
+	                     "Content-Transfer-Encoding: 8bit\r\n"
+	                     "\r\n"
+	                     "Gr\xc3\xbc\xc3\x9f"
+	                     "e aus K\xc3\xb6ln  \r\n"
+	                     "\r\n"),
+	    0);
 	for (i = 0; i < 990; i++)
 		ck_assert_int_eq(sbuf_append_char(&m, (char)('a' + i % 26)), 0);
 	ck_assert_int_eq(sbuf_append_str(&m, "\r\n.leading dot\r\n\r\n"), 0);
@@ -638,7 +643,8 @@ START_TEST(test_dkim_pass)
 	ck_assert_ptr_nonnull(ad);
 	for (off = 0; off < slen; off += 7)
 		ck_assert_int_eq(auth_dkim_feed(ad, signed_msg + off,
-		    slen - off < 7 ? slen - off : 7), 0);
+		                     slen - off < 7 ? slen - off : 7),
+		    0);
 	ck_assert_uint_eq(auth_dkim_end(ad, &r), 1);
 	ck_assert_int_eq(r.sigs[0].result, AUTH_DKIM_PASS);
 	auth_dkim_free(ad);
@@ -659,7 +665,7 @@ START_TEST(test_dkim_fail_tampered)
 	    "relaxed/relaxed", &slen);
 	p = strstr(signed_msg, "aus K");
 	ck_assert_ptr_nonnull(p);
-	p[0] = 'A';	/* one body byte */
+	p[0] = 'A'; /* one body byte */
 	ck_assert_uint_eq(auth_dkim_verify(servers, signed_msg, slen, &r), 1);
 	ck_assert_int_eq(r.sigs[0].result, AUTH_DKIM_FAIL);
 	ck_assert_str_eq(r.sigs[0].comment, "body hash did not verify");
@@ -704,8 +710,8 @@ START_TEST(test_dkim_nokey_servfail_unsigned)
 	free(signed_msg);
 
 	/* key lookup SERVFAILs -> temperror */
-	signed_msg = sign_message(msg, len, "sel", "tf.test",
-	    "relaxed/relaxed", &slen);
+	signed_msg = sign_message(msg, len, "sel", "tf.test", "relaxed/relaxed",
+	    &slen);
 	ck_assert_uint_eq(auth_dkim_verify(servers, signed_msg, slen, &r), 1);
 	ck_assert_msg(r.sigs[0].result == AUTH_DKIM_TEMPERROR, "%s %s",
 	    auth_dkim_res_str(r.sigs[0].result), r.sigs[0].comment);
@@ -732,8 +738,9 @@ START_TEST(test_dkim_auth_results)
 	    "relaxed/relaxed", &slen);
 	ck_assert_uint_eq(auth_dkim_verify(servers, signed_msg, slen, &r), 1);
 	ck_assert_int_eq(auth_spf_check(servers, RECEIVER, "192.0.2.10",
-	    "mail.pass.test", "alice@pass.test", &spf), AUTH_SPF_PASS);
-	spf.comment[0] = '\0';	/* keep the expected line short */
+	                     "mail.pass.test", "alice@pass.test", &spf),
+	    AUTH_SPF_PASS);
+	spf.comment[0] = '\0'; /* keep the expected line short */
 	sbuf_init(&ar, 4096);
 	sbuf_init(&want, 4096);
 	ck_assert_int_eq(auth_results_format(&ar, RECEIVER, &spf, &r), 0);
@@ -789,16 +796,21 @@ START_TEST(test_find_ours)
 	off1 = (size_t)(strstr(hdr, "Authentication-Results: mx") - hdr);
 	off2 = (size_t)(strstr(hdr, "authentication-results :") - hdr);
 	ck_assert_uint_eq(rr[0].off, off1);
-	ck_assert_uint_eq(rr[0].len, strlen("Authentication-Results: "
-	    "mx.splitmx.test; spf=pass\r\n\tsmtp.mailfrom=forged.test\r\n"));
+	ck_assert_uint_eq(rr[0].len,
+	    strlen(
+	        "Authentication-Results: "
+	        "mx.splitmx.test; spf=pass\r\n\tsmtp.mailfrom=forged.test\r\n"));
 	ck_assert_uint_eq(rr[1].off, off2);
-	ck_assert_uint_eq(rr[1].len, strlen("authentication-results : (c) "
-	    "\"MX.SPLITMX.TEST\" 1; none\r\n"));
+	ck_assert_uint_eq(rr[1].len,
+	    strlen("authentication-results : (c) "
+	           "\"MX.SPLITMX.TEST\" 1; none\r\n"));
 	/* max smaller than the count: count still complete */
+	ck_assert_uint_eq(auth_results_find_ours(hdr, sizeof(hdr) - 1, RECEIVER,
+	                      rr, 1),
+	    2);
 	ck_assert_uint_eq(auth_results_find_ours(hdr, sizeof(hdr) - 1,
-	    RECEIVER, rr, 1), 2);
-	ck_assert_uint_eq(auth_results_find_ours(hdr, sizeof(hdr) - 1,
-	    "nobody.test", rr, 4), 0);
+	                      "nobody.test", rr, 4),
+	    0);
 }
 END_TEST
 
@@ -823,7 +835,8 @@ START_TEST(test_value_and_fold)
 	(void)snprintf(line, sizeof(line), "X-Test: a \"%s\" b",
 	    "q q q q q q q q q q q q q q q q q q q q q q q q q q q q q q q q q q q q q");
 	ck_assert_int_eq(header_fmt_fold(&sb, line, strlen(line)), 0);
-	ck_assert_str_eq(sb.data, "X-Test: a\r\n\t\"q q q q q q q q q q q q q q "
+	ck_assert_str_eq(sb.data,
+	    "X-Test: a\r\n\t\"q q q q q q q q q q q q q q "
 	    "q q q q q q q q q q q q q q q q q q q q q q q\" b\r\n");
 	sbuf_release(&sb);
 }

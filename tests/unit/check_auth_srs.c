@@ -35,18 +35,18 @@
  * which must leave it empty ("no reason") is seen to reset it; ERR_EMPTY
  * and ERR_SET are the checks that replace "err is NULL" / "err is not".
  */
-#define ERR_CAP 256
+#define ERR_CAP     256
 #define ERR_FILL(e) ((void)sbuf_seterr((e), "untouched"))
-#define ERR_EMPTY(e)                                                           \
-	do {                                                                   \
-		ck_assert_uint_eq((e)->len, 0);                                \
-		ck_assert_str_eq((e)->data, "");                               \
+#define ERR_EMPTY(e)                             \
+	do {                                     \
+		ck_assert_uint_eq((e)->len, 0);  \
+		ck_assert_str_eq((e)->data, ""); \
 	} while (0)
-#define ERR_SET(e)                                                             \
-	do {                                                                   \
-		ck_assert_uint_gt((e)->len, 0);                                \
-		ck_assert_uint_eq(strlen((e)->data), (e)->len);                \
-		ck_assert_str_ne((e)->data, "untouched");                      \
+#define ERR_SET(e)                                              \
+	do {                                                    \
+		ck_assert_uint_gt((e)->len, 0);                 \
+		ck_assert_uint_eq(strlen((e)->data), (e)->len); \
+		ck_assert_str_ne((e)->data, "untouched");       \
 	} while (0)
 
 static struct auth_srs *
@@ -98,8 +98,8 @@ fwd_ok(const struct auth_srs *srs, const char *sender, time_t now, char *out,
 }
 
 static void
-rev_ok(
-    const struct auth_srs *srs, const char *addr, time_t now, const char *want)
+rev_ok(const struct auth_srs *srs, const char *addr, time_t now,
+    const char *want)
 {
 	char out[AUTH_SRS_ADDR_BUFSIZE];
 	struct sbuf err;
@@ -189,8 +189,8 @@ ref_srs0(const char *secret, time_t now, char sep, const char *local,
 	char tt[3], msg[1024], h[5];
 
 	ref_tt(now, tt);
-	ck_assert_int_lt(
-	    snprintf(msg, sizeof(msg), "%s%s%s", tt, domain, local),
+	ck_assert_int_lt(snprintf(msg, sizeof(msg), "%s%s%s", tt, domain,
+	                     local),
 	    (int)sizeof(msg));
 	ref_hash(secret, strlen(secret), msg, h);
 	ck_assert_int_lt(snprintf(out, outsize, "SRS0%c%s=%s=%s=%s@%s", sep, h,
@@ -252,13 +252,13 @@ static const struct {
 	const char *local;
 	const char *domain;
 } kat[] = {
-    {SECRET, NOW, '=', "alice", "example.com"},
-    {SECRET, NOW, '=', "Mixed.Case", "Sub.Example.ORG"},
-    {"k", 0, '=', "x", "y.z"},              /* day 0: "AA" */
-    {"k", 1023 * DAY, '-', "x", "y.z"},     /* day 1023: "77" */
-    {"k", 1024 * DAY + 5, '+', "x", "y.z"}, /* wraps to "AA" */
-    {"another secret", NOW + 37 * DAY, '=', "a+b=c", "d-e.example"},
-    {"s", NOW, '=', "o'neil_{x}", "[192.0.2.1]"},
+	{ SECRET, NOW, '=', "alice", "example.com" },
+	{ SECRET, NOW, '=', "Mixed.Case", "Sub.Example.ORG" },
+	{ "k", 0, '=', "x", "y.z" },              /* day 0: "AA" */
+	{ "k", 1023 * DAY, '-', "x", "y.z" },     /* day 1023: "77" */
+	{ "k", 1024 * DAY + 5, '+', "x", "y.z" }, /* wraps to "AA" */
+	{ "another secret", NOW + 37 * DAY, '=', "a+b=c", "d-e.example" },
+	{ "s", NOW, '=', "o'neil_{x}", "[192.0.2.1]" },
 };
 
 START_TEST(test_kat_reference)
@@ -268,12 +268,12 @@ START_TEST(test_kat_reference)
 	char sender[AUTH_SRS_ADDR_BUFSIZE];
 
 	srs = mk_full(kat[_i].secret, SRSDOM, 0, kat[_i].sep, false);
-	snprintf(
-	    sender, sizeof(sender), "%s@%s", kat[_i].local, kat[_i].domain);
+	snprintf(sender, sizeof(sender), "%s@%s", kat[_i].local,
+	    kat[_i].domain);
 	ref_srs0(kat[_i].secret, kat[_i].now, kat[_i].sep, kat[_i].local,
 	    kat[_i].domain, SRSDOM, want, sizeof(want));
-	ck_assert_str_eq(
-	    fwd_ok(srs, sender, kat[_i].now, out, sizeof(out)), want);
+	ck_assert_str_eq(fwd_ok(srs, sender, kat[_i].now, out, sizeof(out)),
+	    want);
 	rev_ok(srs, out, kat[_i].now, sender);
 	auth_srs_free(srs);
 }
@@ -352,8 +352,8 @@ START_TEST(test_python_crosscheck)
 	line[len] = '\0';
 
 	srs = mk("py-cross-secret", SRSDOM);
-	ck_assert_str_eq(
-	    fwd_ok(srs, "John.Doe@Legacy.Example.COM", NOW, out, sizeof(out)),
+	ck_assert_str_eq(fwd_ok(srs, "John.Doe@Legacy.Example.COM", NOW, out,
+	                     sizeof(out)),
 	    line);
 	auth_srs_free(srs);
 }
@@ -364,11 +364,11 @@ END_TEST
 START_TEST(test_roundtrip_srs0)
 {
 	static const char *senders[] = {
-	    "alice@example.com",
-	    "Bob.Smith@Example.ORG",
-	    "a=b=c@x.test",
-	    "plus+tag@sub.domain.example",
-	    "x@y",
+		"alice@example.com",
+		"Bob.Smith@Example.ORG",
+		"a=b=c@x.test",
+		"plus+tag@sub.domain.example",
+		"x@y",
 	};
 	struct auth_srs *srs = mk(SECRET, SRSDOM);
 	char out[AUTH_SRS_ADDR_BUFSIZE];
@@ -434,10 +434,10 @@ END_TEST
 START_TEST(test_pseudo_srs_wrapped)
 {
 	static const char *senders[] = {
-	    "SRS1=x@hop.test",        /* no host / rest */
-	    "SRS1=h=host=X@hop.test", /* rest lacks a separator */
-	    "SRS0=@hop.test",         /* nothing after the tag */
-	    "SRS0x@hop.test",
+		"SRS1=x@hop.test",        /* no host / rest */
+		"SRS1=h=host=X@hop.test", /* rest lacks a separator */
+		"SRS0=@hop.test",         /* nothing after the tag */
+		"SRS0x@hop.test",
 	};
 	struct auth_srs *srs = mk(SECRET, SRSDOM);
 	char out[AUTH_SRS_ADDR_BUFSIZE];
@@ -563,8 +563,9 @@ START_TEST(test_future)
 	out[5] = out[5] == 'A' || out[5] == 'a' ? 'B' : 'A';
 	rev_fail(srs, out, NOW - 2 * DAY, ERR_FORGED);
 
-	ck_assert_int_eq(
-	    auth_srs_reverse(srs, out, (time_t)-1, tmp, sizeof(tmp), &err), -1);
+	ck_assert_int_eq(auth_srs_reverse(srs, out, (time_t)-1, tmp,
+	                     sizeof(tmp), &err),
+	    -1);
 	ck_assert_str_eq(err.data, "SRS: invalid arguments");
 	sbuf_release(&err);
 	auth_srs_free(srs);
@@ -609,8 +610,8 @@ START_TEST(test_forged)
 	rev_fail(srs, tmp, NOW, ERR_FORGED);
 
 	rev_fail(other, out, NOW, ERR_FORGED);
-	rev_fail(
-	    srs, "SRS0=AAAA=G3=bank.example=victim@" SRSDOM, NOW, ERR_FORGED);
+	rev_fail(srs, "SRS0=AAAA=G3=bank.example=victim@" SRSDOM, NOW,
+	    ERR_FORGED);
 	rev_fail(srs, "SRS1=AAAA=hop1.test==abcd=G3=orig.test=bob@" SRSDOM, NOW,
 	    ERR_FORGED);
 
@@ -625,8 +626,8 @@ START_TEST(test_srs1_forged_host)
 	char out[AUTH_SRS_ADDR_BUFSIZE];
 	char *p;
 
-	fwd_ok(
-	    srs, "SRS0=abcd=G3=orig.test=bob@hop1.test", NOW, out, sizeof(out));
+	fwd_ok(srs, "SRS0=abcd=G3=orig.test=bob@hop1.test", NOW, out,
+	    sizeof(out));
 	p = strstr(out, "hop1.test");
 	ck_assert_ptr_nonnull(p);
 	p[3] = '9'; /* redirect the bounce to hop9.test */
@@ -638,35 +639,35 @@ END_TEST
 /* --- malformed input ------------------------------------------------- */
 
 static const char *malformed[] = {
-    "SRS0=@" SRSDOM,
-    "SRS0=uQR/@" SRSDOM,
-    "SRS0=uQR/=G3@" SRSDOM,
-    "SRS0=uQR/=G3=Example.COM@" SRSDOM,         /* no local part */
-    "SRS0=uQR/=G3=Example.COM=@" SRSDOM,        /* empty local */
-    "SRS0=uQR/=G3==Alice@" SRSDOM,              /* empty domain */
-    "SRS0=uQR=G3=Example.COM=Alice@" SRSDOM,    /* 3-char hash */
-    "SRS0=uQR/x=G3=Example.COM=Alice@" SRSDOM,  /* 5-char hash */
-    "SRS0=uQ!/=G3=Example.COM=Alice@" SRSDOM,   /* not base64 */
-    "SRS0=uQR/=G=Example.COM=Alice@" SRSDOM,    /* 1-char TT */
-    "SRS0=uQR/=G3X=Example.COM=Alice@" SRSDOM,  /* 3-char TT */
-    "SRS0=uQR/=G1=Example.COM=Alice@" SRSDOM,   /* '1' not base32 */
-    "SRS0=uQR/=G3=Example.COM=Alice",           /* no domain part */
-    "SRS0=uQR/=G3=Example.COM=Alice@",          /* empty domain part */
-    "SRS0=uQR/=G3=Exa mple.COM=Alice@" SRSDOM,  /* space */
-    "SRS0=uQR/=G3=Example.COM=Al\tice@" SRSDOM, /* control */
-    "SRS0=uQR/=G3=a@b=Alice@" SRSDOM,           /* '@' in domain */
-    "SRS1=@" SRSDOM,
-    "SRS1=Tszd@" SRSDOM,
-    "SRS1=Tszd=hop1.test@" SRSDOM,
-    "SRS1=Tszd=hop1.test=@" SRSDOM,
-    "SRS1=Tszd=hop1.test==@" SRSDOM,             /* rest is just "=" */
-    "SRS1=Tszd=hop1.test=Xabcd=G3=o=b@" SRSDOM,  /* rest w/o sep */
-    "SRS1=Tszd==hop1.test==abcd=G3=o=b@" SRSDOM, /* empty host */
-    "SRS1==hop1.test==abcd=G3=o=b@" SRSDOM,      /* empty hash */
-    "SRS1=Tsz=hop1.test==abcd=G3=o=b@" SRSDOM,   /* short hash */
-    "SRS1=Tszd=hop1.test==abcd=G3=o=b",          /* no domain part */
-    "SRS0=",
-    "SRS1-",
+	"SRS0=@" SRSDOM,
+	"SRS0=uQR/@" SRSDOM,
+	"SRS0=uQR/=G3@" SRSDOM,
+	"SRS0=uQR/=G3=Example.COM@" SRSDOM,         /* no local part */
+	"SRS0=uQR/=G3=Example.COM=@" SRSDOM,        /* empty local */
+	"SRS0=uQR/=G3==Alice@" SRSDOM,              /* empty domain */
+	"SRS0=uQR=G3=Example.COM=Alice@" SRSDOM,    /* 3-char hash */
+	"SRS0=uQR/x=G3=Example.COM=Alice@" SRSDOM,  /* 5-char hash */
+	"SRS0=uQ!/=G3=Example.COM=Alice@" SRSDOM,   /* not base64 */
+	"SRS0=uQR/=G=Example.COM=Alice@" SRSDOM,    /* 1-char TT */
+	"SRS0=uQR/=G3X=Example.COM=Alice@" SRSDOM,  /* 3-char TT */
+	"SRS0=uQR/=G1=Example.COM=Alice@" SRSDOM,   /* '1' not base32 */
+	"SRS0=uQR/=G3=Example.COM=Alice",           /* no domain part */
+	"SRS0=uQR/=G3=Example.COM=Alice@",          /* empty domain part */
+	"SRS0=uQR/=G3=Exa mple.COM=Alice@" SRSDOM,  /* space */
+	"SRS0=uQR/=G3=Example.COM=Al\tice@" SRSDOM, /* control */
+	"SRS0=uQR/=G3=a@b=Alice@" SRSDOM,           /* '@' in domain */
+	"SRS1=@" SRSDOM,
+	"SRS1=Tszd@" SRSDOM,
+	"SRS1=Tszd=hop1.test@" SRSDOM,
+	"SRS1=Tszd=hop1.test=@" SRSDOM,
+	"SRS1=Tszd=hop1.test==@" SRSDOM,             /* rest is just "=" */
+	"SRS1=Tszd=hop1.test=Xabcd=G3=o=b@" SRSDOM,  /* rest w/o sep */
+	"SRS1=Tszd==hop1.test==abcd=G3=o=b@" SRSDOM, /* empty host */
+	"SRS1==hop1.test==abcd=G3=o=b@" SRSDOM,      /* empty hash */
+	"SRS1=Tsz=hop1.test==abcd=G3=o=b@" SRSDOM,   /* short hash */
+	"SRS1=Tszd=hop1.test==abcd=G3=o=b",          /* no domain part */
+	"SRS0=",
+	"SRS1-",
 };
 
 START_TEST(test_malformed)
@@ -695,13 +696,13 @@ END_TEST
 START_TEST(test_not_srs)
 {
 	static const char *addrs[] = {
-	    "alice@example.com",
-	    "SRS2=x@y",
-	    "SRS0@y",
-	    "SRS",
-	    "",
-	    "srs0",
-	    "xSRS0=uQR/=G3=Example.COM=Alice@srs.relay.test",
+		"alice@example.com",
+		"SRS2=x@y",
+		"SRS0@y",
+		"SRS",
+		"",
+		"srs0",
+		"xSRS0=uQR/=G3=Example.COM=Alice@srs.relay.test",
 	};
 	struct auth_srs *srs = mk(SECRET, SRSDOM);
 	char out[AUTH_SRS_ADDR_BUFSIZE];
@@ -726,13 +727,13 @@ END_TEST
 START_TEST(test_forward_malformed_sender)
 {
 	static const char *senders[] = {
-	    "noat",
-	    "@d.test",
-	    "l@",
-	    "a b@c.test",
-	    "l@d=x.test",
-	    "l\r\n@d.test",
-	    "l@d.test\x7f",
+		"noat",
+		"@d.test",
+		"l@",
+		"a b@c.test",
+		"l@d=x.test",
+		"l\r\n@d.test",
+		"l@d.test\x7f",
 	};
 	struct auth_srs *srs = mk(SECRET, SRSDOM);
 	char out[AUTH_SRS_ADDR_BUFSIZE];
@@ -771,13 +772,14 @@ START_TEST(test_null_sender)
 	sbuf_init(&err, ERR_CAP);
 	ERR_FILL(&err);
 	out[0] = 'x';
-	ck_assert_int_eq(
-	    auth_srs_forward(srs, "", NOW, out, sizeof(out), &err), 1);
+	ck_assert_int_eq(auth_srs_forward(srs, "", NOW, out, sizeof(out), &err),
+	    1);
 	ERR_EMPTY(&err);
 	ck_assert_str_eq(out, "");
 	ERR_FILL(&err);
-	ck_assert_int_eq(
-	    auth_srs_forward(srs, "<>", NOW, out, sizeof(out), &err), 1);
+	ck_assert_int_eq(auth_srs_forward(srs, "<>", NOW, out, sizeof(out),
+	                     &err),
+	    1);
 	ERR_EMPTY(&err);
 	sbuf_release(&err);
 	auth_srs_free(srs);
@@ -787,11 +789,11 @@ END_TEST
 START_TEST(test_own_domain)
 {
 	static const char *senders[] = {
-	    "postmaster@srs.relay.test",
-	    "x@SRS.Relay.TEST",
-	    "x@srs.relay.test.",
-	    "SRS0=uQR/=G3=Example.COM=Alice@srs.relay.test",
-	    "SRS1=Tszd=hop1.test==abcd=G3=orig.test=bob@srs.relay.test",
+		"postmaster@srs.relay.test",
+		"x@SRS.Relay.TEST",
+		"x@srs.relay.test.",
+		"SRS0=uQR/=G3=Example.COM=Alice@srs.relay.test",
+		"SRS1=Tszd=hop1.test==abcd=G3=orig.test=bob@srs.relay.test",
 	};
 	struct auth_srs *srs = mk(SECRET, SRSDOM);
 	char out[AUTH_SRS_ADDR_BUFSIZE];
@@ -833,8 +835,8 @@ START_TEST(test_rotation)
 	ERR_EMPTY(&err);
 
 	fwd_ok(old, "u@d.test", NOW, s_old, sizeof(s_old));
-	fwd_ok(
-	    old, "SRS0=abcd=G3=o.test=u@hop1.test", NOW, s_cur, sizeof(s_cur));
+	fwd_ok(old, "SRS0=abcd=G3=o.test=u@hop1.test", NOW, s_cur,
+	    sizeof(s_cur));
 	rev_ok(cur, s_old, NOW + DAY, "u@d.test");
 	rev_ok(cur, s_cur, NOW + DAY, "SRS0=abcd=G3=o.test=u@hop1.test");
 	rev_fail(cur_only, s_old, NOW + DAY, ERR_FORGED);
@@ -842,8 +844,8 @@ START_TEST(test_rotation)
 
 	/* New addresses are signed with the first secret only. */
 	fwd_ok(cur, "u@d.test", NOW, s_cur, sizeof(s_cur));
-	ref_srs0(
-	    "new secret", NOW, '=', "u", "d.test", SRSDOM, want, sizeof(want));
+	ref_srs0("new secret", NOW, '=', "u", "d.test", SRSDOM, want,
+	    sizeof(want));
 	ck_assert_str_eq(s_cur, want);
 	rev_fail(old, s_cur, NOW, ERR_FORGED);
 
@@ -890,8 +892,9 @@ START_TEST(test_limits)
 	/* One more octet: left alone under the default. */
 	build(sender, 28, "abcdefghij.example.test");
 	sbuf_reset(&err);
-	ck_assert_int_eq(
-	    auth_srs_forward(strict, sender, NOW, out, sizeof(out), &err), 1);
+	ck_assert_int_eq(auth_srs_forward(strict, sender, NOW, out, sizeof(out),
+	                     &err),
+	    1);
 	ERR_SET(&err);
 	ck_assert_ptr_nonnull(strstr(err.data, "64"));
 	ck_assert_str_eq(out, "");
@@ -903,8 +906,9 @@ START_TEST(test_limits)
 	memcpy(dom + 200, ".test", 6); /* 205-octet domain */
 	build(sender, 21, dom);        /* 13+205+1+21+1+14 = 255 */
 	sbuf_reset(&err);
-	ck_assert_int_eq(
-	    auth_srs_forward(lax, sender, NOW, out, sizeof(out), &err), 1);
+	ck_assert_int_eq(auth_srs_forward(lax, sender, NOW, out, sizeof(out),
+	                     &err),
+	    1);
 	ERR_SET(&err);
 	ck_assert_ptr_nonnull(strstr(err.data, "path limit"));
 	build(sender, 20, dom); /* exactly 254 */
@@ -917,16 +921,18 @@ START_TEST(test_limits)
 	memset(sender + 64 + 1, 'e', 300);
 	memcpy(sender + 64 + 1 + 300, ".test", 6);
 	sbuf_reset(&err);
-	ck_assert_int_eq(
-	    auth_srs_forward(lax, sender, NOW, out, sizeof(out), &err), 1);
+	ck_assert_int_eq(auth_srs_forward(lax, sender, NOW, out, sizeof(out),
+	                     &err),
+	    1);
 	ERR_SET(&err);
 
 	/* SRS1 is bound by the same limits. */
 	build(sender, 40, "abcdefghij.example.test"); /* SRS1: 70 */
 	memcpy(sender, "SRS0=abcd=G3=", 13);
 	sbuf_reset(&err);
-	ck_assert_int_eq(
-	    auth_srs_forward(strict, sender, NOW, out, sizeof(out), &err), 1);
+	ck_assert_int_eq(auth_srs_forward(strict, sender, NOW, out, sizeof(out),
+	                     &err),
+	    1);
 	ERR_SET(&err);
 
 	sbuf_release(&err);
@@ -946,13 +952,13 @@ START_TEST(test_small_output)
 	fwd_ok(srs, "Alice@Example.COM", NOW, out, sizeof(out));
 	n = strlen(out); /* 45 */
 	sbuf_reset(&err);
-	ck_assert_int_eq(
-	    auth_srs_forward(srs, "Alice@Example.COM", NOW, small, n, &err),
+	ck_assert_int_eq(auth_srs_forward(srs, "Alice@Example.COM", NOW, small,
+	                     n, &err),
 	    -1);
 	ERR_SET(&err);
 	ck_assert_str_eq(small, "");
-	ck_assert_int_eq(
-	    auth_srs_forward(srs, "Alice@Example.COM", NOW, small, n + 1, &err),
+	ck_assert_int_eq(auth_srs_forward(srs, "Alice@Example.COM", NOW, small,
+	                     n + 1, &err),
 	    0);
 	ck_assert_str_eq(small, out);
 
@@ -964,13 +970,16 @@ START_TEST(test_small_output)
 	ck_assert_str_eq(small, "Alice@Example.COM");
 
 	ck_assert_int_eq(auth_srs_forward(srs, "a@b", NOW, small, 0, &err), -1);
-	ck_assert_int_eq(
-	    auth_srs_forward(srs, NULL, NOW, out, sizeof(out), &err), -1);
+	ck_assert_int_eq(auth_srs_forward(srs, NULL, NOW, out, sizeof(out),
+	                     &err),
+	    -1);
 	ck_assert_int_eq(auth_srs_forward(srs, "a@b", NOW, NULL, 10, NULL), -1);
-	ck_assert_int_eq(
-	    auth_srs_forward(NULL, "a@b", NOW, out, sizeof(out), NULL), -1);
-	ck_assert_int_eq(
-	    auth_srs_reverse(srs, NULL, NOW, out, sizeof(out), &err), -1);
+	ck_assert_int_eq(auth_srs_forward(NULL, "a@b", NOW, out, sizeof(out),
+	                     NULL),
+	    -1);
+	ck_assert_int_eq(auth_srs_reverse(srs, NULL, NOW, out, sizeof(out),
+	                     &err),
+	    -1);
 	sbuf_release(&err);
 	auth_srs_free(srs);
 }
@@ -1029,18 +1038,18 @@ static const struct {
 	const char *s;
 	bool srs;
 } is_srs_tab[] = {
-    {"SRS0=x", true},
-    {"SRS1=x", true},
-    {"srs0+x", true},
-    {"sRs1-", true},
-    {"SRS0", false},
-    {"SRS2=x", false},
-    {"SRS0x", false},
-    {"SRS", false},
-    {"", false},
-    {" SRS0=x", false},
-    {"SRS0@x", false},
-    {"SRS0=uQR/=G3=Example.COM=Alice@srs.relay.test", true},
+	{ "SRS0=x", true },
+	{ "SRS1=x", true },
+	{ "srs0+x", true },
+	{ "sRs1-", true },
+	{ "SRS0", false },
+	{ "SRS2=x", false },
+	{ "SRS0x", false },
+	{ "SRS", false },
+	{ "", false },
+	{ " SRS0=x", false },
+	{ "SRS0@x", false },
+	{ "SRS0=uQR/=G3=Example.COM=Alice@srs.relay.test", true },
 };
 
 START_TEST(test_is_srs)
@@ -1061,8 +1070,8 @@ START_TEST(test_stateless)
 	sbuf_init(&err, ERR_CAP);
 	fwd_ok(srs, "u@d.test", NOW, a, sizeof(a));
 	rev_fail(srs, "SRS0=AAAA=G3=d.test=u@x", NOW, ERR_FORGED);
-	ck_assert_int_eq(
-	    auth_srs_forward(srs, "bad", NOW, b, sizeof(b), &err), -1);
+	ck_assert_int_eq(auth_srs_forward(srs, "bad", NOW, b, sizeof(b), &err),
+	    -1);
 	fwd_ok(srs, "u@d.test", NOW, b, sizeof(b));
 	ck_assert_str_eq(a, b);
 	sbuf_release(&err);
@@ -1087,18 +1096,22 @@ START_TEST(test_err_sbuf)
 
 	/* A reason replaces the previous one; success leaves err empty. */
 	ERR_FILL(&err);
-	ck_assert_int_eq(
-	    auth_srs_forward(srs, "bad", NOW, out, sizeof(out), &err), -1);
+	ck_assert_int_eq(auth_srs_forward(srs, "bad", NOW, out, sizeof(out),
+	                     &err),
+	    -1);
 	ck_assert_str_eq(err.data, "malformed sender address");
-	ck_assert_int_eq(
-	    auth_srs_reverse(srs, "u@d.test", NOW, out, sizeof(out), &err), 1);
+	ck_assert_int_eq(auth_srs_reverse(srs, "u@d.test", NOW, out,
+	                     sizeof(out), &err),
+	    1);
 	ck_assert_str_eq(err.data, "not an SRS address");
-	ck_assert_int_eq(
-	    auth_srs_forward(srs, "u@d.test", NOW, out, sizeof(out), &err), 0);
+	ck_assert_int_eq(auth_srs_forward(srs, "u@d.test", NOW, out,
+	                     sizeof(out), &err),
+	    0);
 	ERR_EMPTY(&err);
 	ERR_FILL(&err);
-	ck_assert_int_eq(
-	    auth_srs_reverse(srs, out, NOW, back, sizeof(back), &err), 0);
+	ck_assert_int_eq(auth_srs_reverse(srs, out, NOW, back, sizeof(back),
+	                     &err),
+	    0);
 	ERR_EMPTY(&err);
 	ck_assert_str_eq(back, "u@d.test");
 	ERR_FILL(&err);
@@ -1129,23 +1142,27 @@ START_TEST(test_err_sbuf)
 	p.domain = "";
 	ck_assert_ptr_null(auth_srs_new(&p, &small));
 	ck_assert_str_eq(small.data, "SRS do");
-	ck_assert_int_eq(
-	    auth_srs_forward(srs, "bad", NOW, out, sizeof(out), &none), -1);
+	ck_assert_int_eq(auth_srs_forward(srs, "bad", NOW, out, sizeof(out),
+	                     &none),
+	    -1);
 	ERR_EMPTY(&none);
 
 	/* NULL err: the same answers, no detail. */
-	ck_assert_int_eq(
-	    auth_srs_forward(srs, "u@d.test", NOW, out, sizeof(out), NULL), 0);
-	ck_assert_int_eq(
-	    auth_srs_reverse(srs, out, NOW, back, sizeof(back), NULL), 0);
+	ck_assert_int_eq(auth_srs_forward(srs, "u@d.test", NOW, out,
+	                     sizeof(out), NULL),
+	    0);
+	ck_assert_int_eq(auth_srs_reverse(srs, out, NOW, back, sizeof(back),
+	                     NULL),
+	    0);
 	ck_assert_str_eq(back, "u@d.test");
-	ck_assert_int_eq(
-	    auth_srs_forward(srs, "", NOW, out, sizeof(out), NULL), 1);
-	ck_assert_int_eq(
-	    auth_srs_forward(srs, "\"q\"@d.test", NOW, out, sizeof(out), NULL),
+	ck_assert_int_eq(auth_srs_forward(srs, "", NOW, out, sizeof(out), NULL),
 	    1);
-	ck_assert_int_eq(
-	    auth_srs_reverse(srs, "u@d.test", NOW, out, sizeof(out), NULL), 1);
+	ck_assert_int_eq(auth_srs_forward(srs, "\"q\"@d.test", NOW, out,
+	                     sizeof(out), NULL),
+	    1);
+	ck_assert_int_eq(auth_srs_reverse(srs, "u@d.test", NOW, out,
+	                     sizeof(out), NULL),
+	    1);
 	ck_assert_int_eq(auth_srs_reverse(srs, "SRS0=AAAA=G3=d.test=u@x", NOW,
 	                     out, sizeof(out), NULL),
 	    -1);
@@ -1205,8 +1222,9 @@ START_TEST(test_threads)
 		args[i].srs = srs;
 		args[i].id = i;
 		args[i].bad = 0;
-		ck_assert_int_eq(
-		    pthread_create(&tid[i], NULL, thread_main, &args[i]), 0);
+		ck_assert_int_eq(pthread_create(&tid[i], NULL, thread_main,
+		                     &args[i]),
+		    0);
 	}
 	for (i = 0; i < 4; i++) {
 		ck_assert_int_eq(pthread_join(tid[i], NULL), 0);
@@ -1224,8 +1242,8 @@ auth_srs_suite(void)
 
 	tc = tcase_create("known_answers");
 	tcase_add_test(tc, test_kat_literal);
-	tcase_add_loop_test(
-	    tc, test_kat_reference, 0, (int)(sizeof(kat) / sizeof(kat[0])));
+	tcase_add_loop_test(tc, test_kat_reference, 0,
+	    (int)(sizeof(kat) / sizeof(kat[0])));
 	tcase_add_test(tc, test_kat_tt_edges);
 	tcase_add_test(tc, test_kat_srs1_reference);
 	tcase_add_test(tc, test_python_crosscheck);

@@ -20,7 +20,7 @@
 #include "log.h"
 #include "sbuf.h"
 
-#define ERR_CAP	4096
+#define ERR_CAP 4096
 
 static struct conf *
 parse(const char *text, const char *file, struct sbuf *err)
@@ -234,23 +234,25 @@ START_TEST(test_syntax)
 	/* The last line is an unknown directive: stop there, line 6. */
 	conf = parse(text, "s.conf", &err);
 	ck_assert_ptr_null(conf);
-	ck_assert_str_eq(err.data, "s.conf:6: unknown directive "
+	ck_assert_str_eq(err.data,
+	    "s.conf:6: unknown directive "
 	    "'limits2_is_a_comment_on_the_next_line_only'");
 	sbuf_release(&err);
 
-	conf = parse_ok(
-	    ";;  \t\r\n"
-	    "hostname \"mx.example.com\"; workers 2 # comment ; workers 3\r\n"
-	    "spool_dir \"/var/spool/with space/q\\\"uote\\\\#x\"\n"
-	    "listen 0.0.0.0:25;listen [2001:db8::1]:2525\n"
-	    "limits { }\n"
-	    "log {\n}\n"
-	    "domain \"example.com\" {\n"
-	    "  recipients \"a b\" x#y\n"
-	    "}\n"
-	    "domain example.net {recipients c}\n"
-	    "domain example.org {\n"
-	    "}", "s.conf");
+	conf =
+	    parse_ok(";;  \t\r\n"
+	             "hostname \"mx.example.com\"; workers 2 # comment ; workers 3\r\n"
+	             "spool_dir \"/var/spool/with space/q\\\"uote\\\\#x\"\n"
+	             "listen 0.0.0.0:25;listen [2001:db8::1]:2525\n"
+	             "limits { }\n"
+	             "log {\n}\n"
+	             "domain \"example.com\" {\n"
+	             "  recipients \"a b\" x#y\n"
+	             "}\n"
+	             "domain example.net {recipients c}\n"
+	             "domain example.org {\n"
+	             "}",
+	        "s.conf");
 	ck_assert_str_eq(conf->hostname, "mx.example.com");
 	ck_assert_uint_eq(conf->workers, 2);
 	ck_assert_str_eq(conf->spool_dir, "/var/spool/with space/q\"uote\\#x");
@@ -271,9 +273,9 @@ END_TEST
 START_TEST(test_size_and_duration_units)
 {
 	static const struct {
-		const char	*text;
-		uint64_t	 size;
-		unsigned	 timeout;
+		const char *text;
+		uint64_t size;
+		unsigned timeout;
 	} cases[] = {
 		{ "message_size 1; timeout_data 1", 1, 1 },
 		{ "message_size 1k; timeout_data 1s", 1024, 1 },
@@ -289,8 +291,10 @@ START_TEST(test_size_and_duration_units)
 	for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
 		struct conf *conf;
 
-		(void)snprintf(text, sizeof(text), "listen *:25\n"
-		    "domain example.com\nlimits { %s }\n", cases[i].text);
+		(void)snprintf(text, sizeof(text),
+		    "listen *:25\n"
+		    "domain example.com\nlimits { %s }\n",
+		    cases[i].text);
 		conf = parse_ok(text, "u.conf");
 		ck_assert_uint_eq(conf->limits.message_size, cases[i].size);
 		ck_assert_uint_eq(conf->limits.timeout_data, cases[i].timeout);
@@ -304,9 +308,10 @@ START_TEST(test_tls_inherit)
 	struct conf *conf;
 
 	conf = parse_ok("listen *:25\n"
-	    "listen *:26 { tls_cert own.pem; tls_key own.key }\n"
-	    "domain example.com\n"
-	    "tls_key tls/k.pem\ntls_cert tls/c.pem\n", "/etc/x/s.conf");
+	                "listen *:26 { tls_cert own.pem; tls_key own.key }\n"
+	                "domain example.com\n"
+	                "tls_key tls/k.pem\ntls_cert tls/c.pem\n",
+	    "/etc/x/s.conf");
 	ck_assert_str_eq(conf->listeners[0].tls_cert, "/etc/x/tls/c.pem");
 	ck_assert_str_eq(conf->listeners[0].tls_key, "/etc/x/tls/k.pem");
 	ck_assert_str_eq(conf->listeners[1].tls_cert, "/etc/x/own.pem");
@@ -322,8 +327,8 @@ START_TEST(test_relative_paths)
 	    "listen *:25 { tls_cert c.pem; tls_key /abs/k.pem }\n"
 	    "domain example.com { recipients_file lists/users.txt }\n";
 	static const struct {
-		const char	*file;
-		const char	*spool, *cert, *list;
+		const char *file;
+		const char *spool, *cert, *list;
 	} cases[] = {
 		{ "/etc/splitmx/splitmx.conf", "/etc/splitmx/../spool",
 		    "/etc/splitmx/c.pem", "/etc/splitmx/lists/users.txt" },
@@ -582,8 +587,10 @@ END_TEST
 
 START_TEST(test_delivery_defaults)
 {
-	struct conf *conf = parse_ok("listen *:25\ndomain example.com\n"
-	    "target t { type smtp; host mx.example.com }\n", "d.conf");
+	struct conf *conf =
+	    parse_ok("listen *:25\ndomain example.com\n"
+	             "target t { type smtp; host mx.example.com }\n",
+	        "d.conf");
 	const struct conf_target *t = &conf->targets[0];
 
 	ck_assert_ptr_null(conf->resolvers);
@@ -603,9 +610,11 @@ START_TEST(test_delivery_defaults)
 	conf_free(conf);
 
 	/* delay_warning 0 is "off"; retry_initial may equal retry_max. */
-	conf = parse_ok("listen *:25\ndomain example.com\n"
-	    "queue {\n retry_max 10m\n retry_initial 600\n delay_warning 0\n"
-	    "}\n", "d.conf");
+	conf =
+	    parse_ok("listen *:25\ndomain example.com\n"
+	             "queue {\n retry_max 10m\n retry_initial 600\n delay_warning 0\n"
+	             "}\n",
+	        "d.conf");
 	ck_assert_uint_eq(conf->queue.retry_initial, 600);
 	ck_assert_uint_eq(conf->queue.delay_warning, 0);
 	conf_free(conf);
@@ -616,12 +625,12 @@ END_TEST
  * Invalid configs: each yields exactly one "t.conf:LINE: ..." message.
  */
 
-#define OK_TAIL	"listen *:25\ndomain example.com\n"
+#define OK_TAIL "listen *:25\ndomain example.com\n"
 
 static const struct {
-	const char	*text;
-	int		 line;
-	const char	*phrase;
+	const char *text;
+	int line;
+	const char *phrase;
 } bad[] = {
 	{ OK_TAIL "lissten *:26\n", 3,
 	    "unknown directive 'lissten' (did you mean 'listen'?)" },
@@ -724,7 +733,8 @@ static const struct {
 	{ OK_TAIL "domain example.org {\n recipients\n}\n", 4,
 	    "domain: wrong number of arguments for 'recipients'" },
 	{ OK_TAIL "domain example.org { recipients_file a; "
-	    "recipients_file b }\n", 3, "duplicate 'recipients_file'" },
+	          "recipients_file b }\n",
+	    3, "duplicate 'recipients_file'" },
 	{ "listen *:25\ndomain exa_mple.com\n", 2,
 	    "'exa_mple.com' is not a domain name" },
 	{ "listen *:25\ndomain *\n", 2, "'*' is not a domain name" },
@@ -753,25 +763,25 @@ static const struct {
 	{ OK_TAIL "target x {\n host a.example\n}\n", 3,
 	    "target 'x': missing 'type' (smtp, lmtp or maildir)" },
 	{ OK_TAIL "target x {\n type smtp\n host a.example\n"
-	    " mx example.com\n}\n", 6,
-	    "target 'x': 'host' (line 5) and 'mx' cannot both be given" },
+	          " mx example.com\n}\n",
+	    6, "target 'x': 'host' (line 5) and 'mx' cannot both be given" },
 	{ OK_TAIL "target x {\n type lmtp\n socket /run/l\n"
-	    " host 10.0.0.1\n}\n", 6,
-	    "'socket' (line 5) and 'host' cannot both be given" },
+	          " host 10.0.0.1\n}\n",
+	    6, "'socket' (line 5) and 'host' cannot both be given" },
 	{ OK_TAIL "target x {\n type lmtp\n mx example.com\n}\n", 5,
 	    "target 'x': 'mx' is only valid for type smtp" },
 	{ OK_TAIL "target x {\n type smtp; host h.example\n"
-	    " socket /run/l\n}\n", 5,
-	    "'host' (line 4) and 'socket' cannot both be given" },
+	          " socket /run/l\n}\n",
+	    5, "'host' (line 4) and 'socket' cannot both be given" },
 	{ OK_TAIL "target x {\n type smtp; mx example.com\n"
-	    " path /var/mail\n}\n", 5,
-	    "target 'x': 'path' is only valid for type maildir" },
+	          " path /var/mail\n}\n",
+	    5, "target 'x': 'path' is only valid for type maildir" },
 	{ OK_TAIL "target x {\n type maildir; path /m\n tls may\n"
-	    " helo a.example\n}\n", 5,
-	    "target 'x': 'tls' is only valid for types smtp and lmtp" },
+	          " helo a.example\n}\n",
+	    5, "target 'x': 'tls' is only valid for types smtp and lmtp" },
 	{ OK_TAIL "target x {\n path /m\n timeout_data 5m\n"
-	    " type maildir\n}\n", 5,
-	    "'timeout_data' is only valid for types smtp and lmtp" },
+	          " type maildir\n}\n",
+	    5, "'timeout_data' is only valid for types smtp and lmtp" },
 	{ OK_TAIL "target x {\n type lmtp; socket /s\n port 24\n}\n", 5,
 	    "'port' is only valid for type smtp" },
 	{ OK_TAIL "target x {\n type smtp\n}\n", 3,
@@ -780,22 +790,22 @@ static const struct {
 	    "type lmtp needs 'host' or 'socket'" },
 	{ OK_TAIL "target x { type maildir }\n", 3,
 	    "type maildir needs 'path'" },
-	{ OK_TAIL "target x {\n type smtp; host h.example\n port 26\n}\n",
-	    5, "'port' goes with 'mx' only (write 'host NAME:PORT')" },
-	{ OK_TAIL "target x {\n type smtp; host h.example\n tls maybe\n}\n",
-	    5, "target 'x': 'tls' must be none, may, encrypt or verify, "
+	{ OK_TAIL "target x {\n type smtp; host h.example\n port 26\n}\n", 5,
+	    "'port' goes with 'mx' only (write 'host NAME:PORT')" },
+	{ OK_TAIL "target x {\n type smtp; host h.example\n tls maybe\n}\n", 5,
+	    "target 'x': 'tls' must be none, may, encrypt or verify, "
 	    "got 'maybe'" },
 	{ OK_TAIL "target x {\n type smtp; host h.example\n"
-	    " tls_cert c.pem\n}\n", 5,
-	    "target 'x': tls_cert is set but tls_key is not" },
+	          " tls_cert c.pem\n}\n",
+	    5, "target 'x': tls_cert is set but tls_key is not" },
 	{ OK_TAIL "target x {\n type smtp; host h.example\n\n"
-	    " tls_key c.key\n}\n", 6, "tls_key is set but tls_cert is not" },
+	          " tls_key c.key\n}\n",
+	    6, "tls_key is set but tls_cert is not" },
 	{ OK_TAIL "target x {\n type smtpd\n}\n", 4,
 	    "'type' must be smtp, lmtp or maildir, got 'smtpd'" },
 	{ OK_TAIL "target x { type smtp; host ::1 }\n", 3,
 	    "an IPv6 address must be in brackets" },
-	{ OK_TAIL "target x { type smtp; host [::1 }\n", 3,
-	    "missing the ']'" },
+	{ OK_TAIL "target x { type smtp; host [::1 }\n", 3, "missing the ']'" },
 	{ OK_TAIL "target x { type smtp; host [::g]:25 }\n", 3,
 	    "'::g' is not an IPv6 address" },
 	{ OK_TAIL "target x { type smtp; host 10.0.0.256 }\n", 3,
@@ -819,7 +829,8 @@ static const struct {
 	{ OK_TAIL "target x { type smtp; mx *; helo \"not a name\" }\n", 3,
 	    "'helo' needs a host name" },
 	{ OK_TAIL "target x {\n type smtp; mx *\n"
-	    " rewrite example.com @x.example\n}\n", 5,
+	          " rewrite example.com @x.example\n}\n",
+	    5,
 	    "target 'x': 'rewrite' needs '@' and a domain name on both "
 	    "sides (rewrite @FROM @TO), got 'example.com'" },
 	{ OK_TAIL "target x { type smtp; mx *; rewrite @a.example b }\n", 3,
@@ -828,16 +839,17 @@ static const struct {
 	    "got '@'" },
 	{ OK_TAIL "target x { type smtp; mx *; rewrite @a.example }\n", 3,
 	    "wrong number of arguments for 'rewrite'" },
-	{ OK_TAIL "target x {\n type smtp; mx *\n rewrite @A.example @b.example\n"
-	    " rewrite @a.example @c.example\n}\n", 6,
-	    "'rewrite' of '@a.example' is given twice" },
+	{ OK_TAIL
+	    "target x {\n type smtp; mx *\n rewrite @A.example @b.example\n"
+	    " rewrite @a.example @c.example\n}\n",
+	    6, "'rewrite' of '@a.example' is given twice" },
 	{ OK_TAIL "target x { type smtp; mx *; socket /x }\n", 3,
 	    "'mx' (line 3) and 'socket' cannot both be given" },
 	{ OK_TAIL "target x { type smtp; mx *; type lmtp }\n", 3,
 	    "duplicate 'type'" },
 	{ OK_TAIL "target x { type maildir; path /a }\n\n"
-	    "target x { type maildir; path /b }\n", 5,
-	    "target: duplicate target 'x' (first at line 3)" },
+	          "target x { type maildir; path /b }\n",
+	    5, "target: duplicate target 'x' (first at line 3)" },
 	{ OK_TAIL "target -x { type maildir; path /a }\n", 3,
 	    "target: '-x' is not a valid name" },
 	{ OK_TAIL "target x\n", 3, "'target' needs a '{' on the same line" },
@@ -848,80 +860,84 @@ static const struct {
 	{ OK_TAIL "type smtp\n", 3,
 	    "directive 'type' is not allowed outside a target block" },
 	{ OK_TAIL "target x {\n type lmtp\n socket /a/very/long/path/that/"
-	    "goes/on/and/on/and/on/well/past/the/limit/of/a/unix/socket/"
-	    "address/in/linux/sun_path.sock\n}\n", 5,
-	    "'socket' path is longer than 107 bytes" },
+	          "goes/on/and/on/and/on/well/past/the/limit/of/a/unix/socket/"
+	          "address/in/linux/sun_path.sock\n}\n",
+	    5, "'socket' path is longer than 107 bytes" },
 
 	/* Target references, resolved after the parse. */
 	{ "listen *:25\ntarget cloud { type maildir; path /m }\n"
-	    "domain example.com {\n targets clowd\n}\n", 4,
-	    "domain: unknown target 'clowd' (did you mean 'cloud'?)" },
+	  "domain example.com {\n targets clowd\n}\n",
+	    4, "domain: unknown target 'clowd' (did you mean 'cloud'?)" },
 	{ "listen *:25\ndomain example.com {\n\n targets legacy\n}\n", 4,
 	    "domain: unknown target 'legacy' (no target blocks are defined)" },
 	{ "listen *:25\ndomain example.com\n"
-	    "target legacy { type maildir; path /l }\n"
-	    "wave w1 {\n targets legacy\n targets x\n}\n", 6,
-	    "wave 'w1': duplicate 'targets' (first at line 5)" },
+	  "target legacy { type maildir; path /l }\n"
+	  "wave w1 {\n targets legacy\n targets x\n}\n",
+	    6, "wave 'w1': duplicate 'targets' (first at line 5)" },
 	{ "listen *:25\ndomain example.com\n"
-	    "wave w1 {\n targets legacy zzz\n}\n"
-	    "target legacy { type maildir; path /l }\n", 4,
-	    "wave 'w1': unknown target 'zzz'" },
+	  "wave w1 {\n targets legacy zzz\n}\n"
+	  "target legacy { type maildir; path /l }\n",
+	    4, "wave 'w1': unknown target 'zzz'" },
 	{ "listen *:25\ndomain example.com\n"
-	    "target cloud { type maildir; path /c }\n"
-	    "route *@example.com cloud\n"
-	    "route bob@example.com cluod\n", 5,
-	    "route: unknown target 'cluod' (did you mean 'cloud'?)" },
+	  "target cloud { type maildir; path /c }\n"
+	  "route *@example.com cloud\n"
+	  "route bob@example.com cluod\n",
+	    5, "route: unknown target 'cluod' (did you mean 'cloud'?)" },
 	{ "listen *:25\ndomain example.com\ndefault_target bounce\n", 3,
 	    "default_target: unknown target 'bounce'" },
 	{ "listen *:25\ndomain example.com {\n verify_recipients l\n}\n", 3,
 	    "domain: verify_recipients: unknown target 'l'" },
 	{ "listen *:25\ntarget a { type maildir; path /a }\n"
-	    "domain example.com {\n verify_recipients a\n}\n", 4,
+	  "domain example.com {\n verify_recipients a\n}\n",
+	    4,
 	    "verify_recipients needs an smtp or lmtp target, 'a' is a "
 	    "maildir" },
 	{ "listen *:25\ndomain example.com\n"
-	    "target legacy { type maildir; path /l }\n"
-	    "wave w1 {\n state dual\n}\n", 5,
-	    "wave 'w1': state 'dual' needs a target named 'cloud'" },
+	  "target legacy { type maildir; path /l }\n"
+	  "wave w1 {\n state dual\n}\n",
+	    5, "wave 'w1': state 'dual' needs a target named 'cloud'" },
 	{ "listen *:25\ndomain example.com\n"
-	    "wave w1 { state cloud }\n", 3,
-	    "wave 'w1': state 'cloud' needs a target named 'cloud'" },
+	  "wave w1 { state cloud }\n",
+	    3, "wave 'w1': state 'cloud' needs a target named 'cloud'" },
 	{ "listen *:25\ndomain example.com\n"
-	    "target legacy { type maildir; path /l }\n"
-	    "target cloud { type maildir; path /c }\n"
-	    "wave w1 {\n state cloud\n targets legacy\n}\n", 7,
+	  "target legacy { type maildir; path /l }\n"
+	  "target cloud { type maildir; path /c }\n"
+	  "wave w1 {\n state cloud\n targets legacy\n}\n",
+	    7,
 	    "wave 'w1': 'state' (line 6) and 'targets' cannot both be given" },
 	{ "listen *:25\ndomain example.com\n"
-	    "wave w1 {\n targets legacy\n state cloud\n}\n", 5,
-	    "'targets' (line 4) and 'state' cannot both be given" },
+	  "wave w1 {\n targets legacy\n state cloud\n}\n",
+	    5, "'targets' (line 4) and 'state' cannot both be given" },
 	{ "listen *:25\ndomain example.com\n"
-	    "wave w1 {\n members a@example.com\n}\n", 3,
+	  "wave w1 {\n members a@example.com\n}\n",
+	    3,
 	    "wave 'w1': needs 'state' (legacy, dual or cloud) or 'targets'" },
 	{ "listen *:25\ndomain example.com\nwave w1 { state hybrid }\n", 3,
 	    "'state' must be legacy, dual or cloud, got 'hybrid'" },
 	{ "listen *:25\ndomain example.com\n"
-	    "wave w1 { state cloud; members bob }\n", 3,
-	    "wave 'w1': member 'bob' is not a full address (local@domain)" },
+	  "wave w1 { state cloud; members bob }\n",
+	    3, "wave 'w1': member 'bob' is not a full address (local@domain)" },
 	{ "listen *:25\ndomain example.com\n"
-	    "wave w1 { state cloud; members @example.com }\n", 3,
-	    "member '@example.com' has an empty local part" },
+	  "wave w1 { state cloud; members @example.com }\n",
+	    3, "member '@example.com' has an empty local part" },
 	{ "listen *:25\ndomain example.com\n"
-	    "wave w1 { state cloud; members bob@exa_mple.com }\n", 3,
-	    "has no valid domain after the last '@'" },
+	  "wave w1 { state cloud; members bob@exa_mple.com }\n",
+	    3, "has no valid domain after the last '@'" },
 	{ "listen *:25\ndomain example.com\n"
-	    "wave w1 { state cloud; members "
-	    "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
-	    "@example.com }\n", 3, "local part longer than 64 octets" },
+	  "wave w1 { state cloud; members "
+	  "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+	  "@example.com }\n",
+	    3, "local part longer than 64 octets" },
 	{ "listen *:25\ndomain example.com\n"
-	    "wave w1 { state cloud }\nwave w1 { state cloud }\n", 4,
-	    "wave: duplicate wave 'w1' (first at line 3)" },
+	  "wave w1 { state cloud }\nwave w1 { state cloud }\n",
+	    4, "wave: duplicate wave 'w1' (first at line 3)" },
 	{ "listen *:25\ndomain example.com\n"
-	    "target a { type maildir; path /a }\n"
-	    "domain example.org {\n targets a a\n}\n", 5,
-	    "domain: target 'a' is listed twice" },
+	  "target a { type maildir; path /a }\n"
+	  "domain example.org {\n targets a a\n}\n",
+	    5, "domain: target 'a' is listed twice" },
 	{ "listen *:25\ndomain example.com\n"
-	    "route x@example.com a b c d e f g h i j k l m n o p q\n", 3,
-	    "route: at most 16 targets in one set, got 17" },
+	  "route x@example.com a b c d e f g h i j k l m n o p q\n",
+	    3, "route: at most 16 targets in one set, got 17" },
 	{ "listen *:25\ndomain example.com\nroute x@example.com a a\n", 3,
 	    "route: target 'a' is listed twice" },
 	{ "listen *:25\ndomain example.com\nroute example.com a\n", 3,
@@ -964,9 +980,9 @@ static const struct {
 	{ OK_TAIL "resolvers 1.1.1.1\nresolvers 8.8.8.8\n", 4,
 	    "duplicate 'resolvers' (first at line 3)" },
 	{ OK_TAIL "resolvers 1.1.1.1 1.1.1.2 1.1.1.3 1.1.1.4 1.1.1.5 1.1.1.6 "
-	    "1.1.1.7 1.1.1.8 1.1.1.9 1.1.1.10 1.1.1.11 1.1.1.12 1.1.1.13 "
-	    "1.1.1.14 1.1.1.15 1.1.1.16 1.1.1.17\n", 3,
-	    "'resolvers' takes at most 16 addresses" },
+	          "1.1.1.7 1.1.1.8 1.1.1.9 1.1.1.10 1.1.1.11 1.1.1.12 1.1.1.13 "
+	          "1.1.1.14 1.1.1.15 1.1.1.16 1.1.1.17\n",
+	    3, "'resolvers' takes at most 16 addresses" },
 	{ OK_TAIL "default_target a\ndefault_target b\n", 4,
 	    "duplicate 'default_target'" },
 };
@@ -1066,7 +1082,8 @@ START_TEST(test_many_domains)
 	ck_assert_int_eq(sbuf_append_str(&text, "domain D7.example\n"), 0);
 	conf = parse(text.data, "many.conf", &err);
 	ck_assert_ptr_null(conf);
-	ck_assert_str_eq(err.data, "many.conf:20002: domain: duplicate domain "
+	ck_assert_str_eq(err.data,
+	    "many.conf:20002: domain: duplicate domain "
 	    "'d7.example' (first at line 9)");
 	sbuf_release(&err);
 	sbuf_release(&text);
@@ -1085,13 +1102,18 @@ START_TEST(test_many_targets)
 	 */
 	sbuf_init(&text, 4 * 1024 * 1024);
 	ck_assert_int_eq(sbuf_append_str(&text,
-	    "listen *:25\ndomain example.com\n"), 0);
+	                     "listen *:25\ndomain example.com\n"),
+	    0);
 	for (i = 0; i < 20000; i++)
 		ck_assert_int_eq(sbuf_printf(&text,
-		    "route u%zu@example.com t%zu\n", i, 19999 - i), 0);
+		                     "route u%zu@example.com t%zu\n", i,
+		                     19999 - i),
+		    0);
 	for (i = 0; i < 20000; i++)
 		ck_assert_int_eq(sbuf_printf(&text,
-		    "target t%zu { type maildir; path /m/%zu }\n", i, i), 0);
+		                     "target t%zu { type maildir; path /m/%zu }\n",
+		                     i, i),
+		    0);
 	conf = parse_ok(text.data, "many.conf");
 	ck_assert_uint_eq(conf->ntargets, 20000);
 	ck_assert_uint_eq(conf->nroutes, 20000);
@@ -1100,19 +1122,23 @@ START_TEST(test_many_targets)
 	ck_assert_int_eq(conf_target_index(conf, "t12345"), 12345);
 	conf_free(conf);
 	ck_assert_int_eq(sbuf_append_str(&text,
-	    "target t7 { type maildir; path /x }\n"), 0);
+	                     "target t7 { type maildir; path /x }\n"),
+	    0);
 	conf = parse(text.data, "many.conf", &err);
 	ck_assert_ptr_null(conf);
-	ck_assert_str_eq(err.data, "many.conf:40003: target: duplicate "
+	ck_assert_str_eq(err.data,
+	    "many.conf:40003: target: duplicate "
 	    "target 't7' (first at line 20010)");
 	sbuf_release(&err);
-	sbuf_truncate(&text, text.len - strlen(
-	    "target t7 { type maildir; path /x }\n"));
+	sbuf_truncate(&text,
+	    text.len - strlen("target t7 { type maildir; path /x }\n"));
 	ck_assert_int_eq(sbuf_append_str(&text,
-	    "route late@example.com t20000\n"), 0);
+	                     "route late@example.com t20000\n"),
+	    0);
 	conf = parse(text.data, "many.conf", &err);
 	ck_assert_ptr_null(conf);
-	ck_assert_str_eq(err.data, "many.conf:40003: route: unknown target "
+	ck_assert_str_eq(err.data,
+	    "many.conf:40003: route: unknown target "
 	    "'t20000' (did you mean 't2000'?)");
 	sbuf_release(&err);
 	sbuf_release(&text);
@@ -1126,11 +1152,12 @@ END_TEST
 START_TEST(test_find_domain)
 {
 	struct conf *conf = parse_ok("listen *:25\n"
-	    "domain example.com\n"
-	    "domain *.example.com\n"
-	    "domain *.eu.example.com\n"
-	    "domain *.org\n"
-	    "domain Legacy.Example.NET\n", "f.conf");
+	                             "domain example.com\n"
+	                             "domain *.example.com\n"
+	                             "domain *.eu.example.com\n"
+	                             "domain *.org\n"
+	                             "domain Legacy.Example.NET\n",
+	    "f.conf");
 	const struct conf_domain *d;
 
 	d = conf_find_domain(conf, "example.com");
@@ -1171,12 +1198,14 @@ END_TEST
 
 START_TEST(test_accepts)
 {
-	struct conf *conf = parse_ok("listen *:25\n"
-	    "domain example.com {\n"
-	    "  recipients alice Bob@Example.COM postmaster \"sales-*\"\n"
-	    "  recipients \"j?hn\" \"[xy]z\" \"lit\\\\*\"\n"
-	    "}\n"
-	    "domain example.org\n", "a.conf");
+	struct conf *conf =
+	    parse_ok("listen *:25\n"
+	             "domain example.com {\n"
+	             "  recipients alice Bob@Example.COM postmaster \"sales-*\"\n"
+	             "  recipients \"j?hn\" \"[xy]z\" \"lit\\\\*\"\n"
+	             "}\n"
+	             "domain example.org\n",
+	        "a.conf");
 	const struct conf_domain *com = conf_find_domain(conf, "example.com");
 	const struct conf_domain *org = conf_find_domain(conf, "example.org");
 	struct conf_domain hand;
@@ -1229,7 +1258,8 @@ START_TEST(test_accepts_many)
 
 	sbuf_init(&text, 1024 * 1024);
 	ck_assert_int_eq(sbuf_append_str(&text,
-	    "listen *:25\ndomain example.com {\n recipients"), 0);
+	                     "listen *:25\ndomain example.com {\n recipients"),
+	    0);
 	for (i = 0; i < 5000; i++)
 		ck_assert_int_eq(sbuf_printf(&text, " user%zu", i * 7 % 5000),
 		    0);
@@ -1255,7 +1285,7 @@ END_TEST
 START_TEST(test_load)
 {
 	static const char *const names[] = { "splitmx.conf", "users.txt",
-	    "bad.txt", "two.txt", NULL };
+		"bad.txt", "two.txt", NULL };
 	char conf_path[128], path[128], want[256];
 	struct conf *conf;
 	const struct conf_domain *d;
@@ -1270,7 +1300,8 @@ START_TEST(test_load)
 	    "ops-*\t# the operations team\n"
 	    "a#b\n"
 	    "#commented-out\n"
-	    "last-line-without-newline", path, sizeof(path));
+	    "last-line-without-newline",
+	    path, sizeof(path));
 	write_file("splitmx.conf",
 	    "spool_dir q\n"
 	    "listen 127.0.0.1:2525\n"
@@ -1307,7 +1338,8 @@ START_TEST(test_load)
 	    conf_path, sizeof(conf_path));
 	(void)snprintf(want, sizeof(want),
 	    "%s:4: pattern 'Dave@example.com' is not in domain "
-	    "'example.org'", path);
+	    "'example.org'",
+	    path);
 	conf = conf_load(conf_path, &err);
 	ck_assert_ptr_null(conf);
 	ck_assert_str_eq(err.data, want);
@@ -1335,8 +1367,8 @@ START_TEST(test_load)
 	/* An empty file makes an empty list: nobody is accepted. */
 	write_file("two.txt", "# nobody yet\n", path, sizeof(path));
 	sbuf_reset(&err);
-	ck_assert_int_eq(conf_load_recipients(&conf->domains[0], path,
-	    &err), 0);
+	ck_assert_int_eq(conf_load_recipients(&conf->domains[0], path, &err),
+	    0);
 	ck_assert_uint_eq(conf->domains[0].nrecipients, 1);
 	conf_free(conf);
 	conf = parse_ok("listen *:25\ndomain example.net\n", "l.conf");
@@ -1359,7 +1391,8 @@ START_TEST(test_load_errors)
 
 	sbuf_init(&err, ERR_CAP);
 	ck_assert_ptr_null(conf_load("/nonexistent/splitmx.conf", &err));
-	ck_assert_str_eq(err.data, "/nonexistent/splitmx.conf: cannot open: "
+	ck_assert_str_eq(err.data,
+	    "/nonexistent/splitmx.conf: cannot open: "
 	    "No such file or directory");
 
 	mk_tmpdir();
@@ -1370,20 +1403,27 @@ START_TEST(test_load_errors)
 	ck_assert_str_eq(err.data, want);
 
 	/* Parse errors name the path as given; missing recipient files. */
-	write_file("a.conf", "listen *:25\n\ndomain example.com {\n"
+	write_file("a.conf",
+	    "listen *:25\n\ndomain example.com {\n"
 	    "  recipients_file nope.txt\n}\nlimits { errors x }\n",
 	    conf_path, sizeof(conf_path));
 	sbuf_reset(&err);
 	ck_assert_ptr_null(conf_load(conf_path, &err));
-	(void)snprintf(want, sizeof(want), "%s:6: limits: 'errors' needs a "
-	    "positive number, got 'x'", conf_path);
+	(void)snprintf(want, sizeof(want),
+	    "%s:6: limits: 'errors' needs a "
+	    "positive number, got 'x'",
+	    conf_path);
 	ck_assert_str_eq(err.data, want);
-	write_file("a.conf", "listen *:25\n\ndomain example.com {\n"
-	    "  recipients_file nope.txt\n}\n", conf_path, sizeof(conf_path));
+	write_file("a.conf",
+	    "listen *:25\n\ndomain example.com {\n"
+	    "  recipients_file nope.txt\n}\n",
+	    conf_path, sizeof(conf_path));
 	sbuf_reset(&err);
 	ck_assert_ptr_null(conf_load(conf_path, &err));
-	(void)snprintf(want, sizeof(want), "%s/nope.txt: cannot open: No such "
-	    "file or directory", tmpdir);
+	(void)snprintf(want, sizeof(want),
+	    "%s/nope.txt: cannot open: No such "
+	    "file or directory",
+	    tmpdir);
 	ck_assert_str_eq(err.data, want);
 
 	sbuf_release(&err);
@@ -1394,7 +1434,7 @@ END_TEST
 START_TEST(test_load_members)
 {
 	static const char *const names[] = { "splitmx.conf", "wave1.txt",
-	    "bad.txt", NULL };
+		"bad.txt", NULL };
 	char conf_path[128], path[128], want[256];
 	const struct conf_wave *w;
 	struct conf *conf;
@@ -1409,7 +1449,8 @@ START_TEST(test_load_members)
 	    "a#b@example.com\n"
 	    "bob@example.com\n"
 	    "#eve@example.com\n"
-	    "last@example.org", path, sizeof(path));
+	    "last@example.org",
+	    path, sizeof(path));
 	write_file("splitmx.conf",
 	    "listen 127.0.0.1:2525\n"
 	    "domain example.com\n"
@@ -1450,27 +1491,34 @@ START_TEST(test_load_members)
 	    conf_path, sizeof(conf_path));
 	conf = conf_load(conf_path, &err);
 	ck_assert_ptr_null(conf);
-	(void)snprintf(want, sizeof(want), "%s:4: address 'bob' is not a "
-	    "full address (local@domain)", path);
+	(void)snprintf(want, sizeof(want),
+	    "%s:4: address 'bob' is not a "
+	    "full address (local@domain)",
+	    path);
 	ck_assert_str_eq(err.data, want);
 
 	/* A bad file leaves the wave as it was. */
 	write_file("bad.txt", "x@example.com\ny@example.com z@example.com\n",
 	    path, sizeof(path));
 	conf = parse_ok("listen *:25\ndomain example.com\n"
-	    "target cloud { type maildir; path /c }\n"
-	    "wave w { state cloud; members q@example.com }\n", "l.conf");
+	                "target cloud { type maildir; path /c }\n"
+	                "wave w { state cloud; members q@example.com }\n",
+	    "l.conf");
 	sbuf_reset(&err);
 	ck_assert_int_eq(conf_load_members(&conf->waves[0], path, &err), -1);
-	(void)snprintf(want, sizeof(want), "%s:2: expected one address per "
-	    "line, got 'y@example.com z@example.com'", path);
+	(void)snprintf(want, sizeof(want),
+	    "%s:2: expected one address per "
+	    "line, got 'y@example.com z@example.com'",
+	    path);
 	ck_assert_str_eq(err.data, want);
 	ck_assert_uint_eq(conf->waves[0].nmembers, 1);
 	ck_assert(!conf_wave_has(&conf->waves[0], "x@example.com"));
 	sbuf_reset(&err);
 	ck_assert_int_eq(conf_load_members(&conf->waves[0],
-	    "/nonexistent/members.txt", &err), -1);
-	ck_assert_str_eq(err.data, "/nonexistent/members.txt: cannot open: "
+	                     "/nonexistent/members.txt", &err),
+	    -1);
+	ck_assert_str_eq(err.data,
+	    "/nonexistent/members.txt: cannot open: "
 	    "No such file or directory");
 	conf_free(conf);
 
@@ -1483,8 +1531,10 @@ START_TEST(test_load_members)
 	    conf_path, sizeof(conf_path));
 	sbuf_reset(&err);
 	ck_assert_ptr_null(conf_load(conf_path, &err));
-	(void)snprintf(want, sizeof(want), "%s/nope.txt: cannot open: No such "
-	    "file or directory", tmpdir);
+	(void)snprintf(want, sizeof(want),
+	    "%s/nope.txt: cannot open: No such "
+	    "file or directory",
+	    tmpdir);
 	ck_assert_str_eq(err.data, want);
 
 	sbuf_release(&err);
@@ -1496,7 +1546,7 @@ END_TEST
 START_TEST(test_example_config)
 {
 	static const char *const where[] = { "etc/splitmx.conf",
-	    "../etc/splitmx.conf", "../../etc/splitmx.conf" };
+		"../etc/splitmx.conf", "../../etc/splitmx.conf" };
 	const struct conf_domain *d;
 	struct conf *conf = NULL;
 	struct sbuf err;
@@ -1538,10 +1588,10 @@ START_TEST(test_example_config)
 	ck_assert_int_ge(cloud, 0);
 	ck_assert_int_eq(conf->targets[legacy].type, CONF_TARGET_MAILDIR);
 	ck_assert_int_eq(conf->targets[cloud].type, CONF_TARGET_MAILDIR);
-	ck_assert_ptr_nonnull(strstr(conf->targets[legacy].path,
-	    "etc/../spool/maildir/legacy"));
-	ck_assert_ptr_nonnull(strstr(conf->targets[cloud].path,
-	    "etc/../spool/maildir/cloud"));
+	ck_assert_ptr_nonnull(
+	    strstr(conf->targets[legacy].path, "etc/../spool/maildir/legacy"));
+	ck_assert_ptr_nonnull(
+	    strstr(conf->targets[cloud].path, "etc/../spool/maildir/cloud"));
 	ck_assert_uint_eq(d->ntargets, 1);
 	ck_assert_uint_eq(d->targets[0], (size_t)legacy);
 	d = conf_find_domain(conf, "example.com");

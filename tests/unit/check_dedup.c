@@ -89,7 +89,7 @@ assert_different_key(const char *a, const char *b)
 static struct dedup *
 open_db(size_t map_size, time_t window)
 {
-	struct dedup_conf conf = {dbdir, map_size, window};
+	struct dedup_conf conf = { dbdir, map_size, window };
 	struct sbuf err;
 	struct dedup *dd;
 
@@ -233,14 +233,14 @@ START_TEST(test_msgkey_hash_canonical)
 	assert_different_key(msg_a, subject_case);
 	assert_different_key(msg_a, two_to);
 	/* Whitespace inside a body line is content. */
-	assert_different_key(
-	    "From: a\r\n\r\nx y\r\n", "From: a\r\n\r\nx  y\r\n");
+	assert_different_key("From: a\r\n\r\nx y\r\n",
+	    "From: a\r\n\r\nx  y\r\n");
 	/* An absent header differs from an empty one. */
-	assert_different_key(
-	    "From: a\r\n\r\nx", "From: a\r\nSubject:\r\n\r\nx");
+	assert_different_key("From: a\r\n\r\nx",
+	    "From: a\r\nSubject:\r\n\r\nx");
 	/* Empty line inside the body counts, trailing ones do not. */
-	assert_different_key(
-	    "From: a\r\n\r\nx\r\ny", "From: a\r\n\r\nx\r\n\r\ny");
+	assert_different_key("From: a\r\n\r\nx\r\ny",
+	    "From: a\r\n\r\nx\r\n\r\ny");
 	assert_same_key("From: a\r\n\r\nx\r\n", "From: a\r\n\r\nx\r\n\r\n\r\n");
 }
 END_TEST
@@ -260,15 +260,16 @@ assert_split_invariant(const char *content)
 
 		ck_assert_ptr_nonnull(mk);
 		if (cut <= len) {
-			ck_assert_int_eq(
-			    dedup_msgkey_feed(mk, content, cut, &err), 0);
+			ck_assert_int_eq(dedup_msgkey_feed(mk, content, cut,
+			                     &err),
+			    0);
 			ck_assert_int_eq(dedup_msgkey_feed(mk, content + cut,
 			                     len - cut, &err),
 			    0);
 		} else {
 			for (i = 0; i < len; i++)
-				ck_assert_int_eq(
-				    dedup_msgkey_feed(mk, content + i, 1, &err),
+				ck_assert_int_eq(dedup_msgkey_feed(mk,
+				                     content + i, 1, &err),
 				    0);
 		}
 		sbuf_reset(&out);
@@ -305,7 +306,7 @@ END_TEST
 
 START_TEST(test_record_lookup_first_wins)
 {
-	struct dedup_key key = {"m:<1@x>", "Bob@Example.ORG", "cloud"};
+	struct dedup_key key = { "m:<1@x>", "Bob@Example.ORG", "cloud" };
 	struct dedup_entry ent;
 	struct sbuf err;
 	struct dedup *dd = open_db(0, 0);
@@ -315,8 +316,9 @@ START_TEST(test_record_lookup_first_wins)
 	qid_of(1, q1);
 	qid_of(2, q2);
 	ck_assert_int_eq(dedup_lookup(dd, &key, T0, &ent, &err), 0);
-	ck_assert_int_eq(
-	    dedup_record(dd, &key, q1, "250 2.0.0 Ok: queued", T0, &err), 1);
+	ck_assert_int_eq(dedup_record(dd, &key, q1, "250 2.0.0 Ok: queued", T0,
+	                     &err),
+	    1);
 	ck_assert_int_eq(dedup_lookup(dd, &key, T0 + 5, &ent, &err), 1);
 	ck_assert_str_eq(ent.qid, q1);
 	ck_assert_int_eq((long long)ent.first_seen, (long long)T0);
@@ -330,8 +332,9 @@ START_TEST(test_record_lookup_first_wins)
 	ck_assert_int_eq(dedup_lookup(dd, &key, T0 + 20, NULL, &err), 1);
 	/* Bad arguments are errors, not crashes. */
 	ck_assert_int_eq(dedup_record(dd, &key, "short", NULL, T0, &err), -1);
-	ck_assert_int_eq(
-	    dedup_record(dd, &key, "q000000000000001", NULL, T0, &err), -1);
+	ck_assert_int_eq(dedup_record(dd, &key, "q000000000000001", NULL, T0,
+	                     &err),
+	    -1);
 	ck_assert_int_eq(dedup_record(dd, NULL, q1, NULL, T0, &err), -1);
 	key.msgkey = "x:<1@x>";
 	ck_assert_int_eq(dedup_lookup(dd, &key, T0, &ent, &err), -1);
@@ -347,7 +350,7 @@ END_TEST
 
 START_TEST(test_reply_is_cut)
 {
-	struct dedup_key key = {"m:<r@x>", "bob@example.org", "cloud"};
+	struct dedup_key key = { "m:<r@x>", "bob@example.org", "cloud" };
 	struct dedup_entry ent;
 	char reply[DEDUP_REPLY_MAX + 50], q[17];
 	struct sbuf err;
@@ -367,7 +370,7 @@ END_TEST
 
 START_TEST(test_rcpt_and_target_independent)
 {
-	struct dedup_key base = {"m:<2@x>", "bob@example.org", "cloud"};
+	struct dedup_key base = { "m:<2@x>", "bob@example.org", "cloud" };
 	struct dedup_key k;
 	struct dedup_entry ent;
 	struct sbuf err;
@@ -412,7 +415,7 @@ END_TEST
 START_TEST(test_long_key_hashed)
 {
 	char msgkey[DEDUP_MSGKEY_MAX + 1], rcpt[300], q[17];
-	struct dedup_key k = {msgkey, rcpt, "cloud"};
+	struct dedup_key k = { msgkey, rcpt, "cloud" };
 	struct dedup_entry ent;
 	struct sbuf err;
 	struct dedup *dd = open_db(0, 0);
@@ -434,8 +437,8 @@ START_TEST(test_long_key_hashed)
 	{
 		size_t removed = 0;
 
-		ck_assert_int_eq(
-		    dedup_expire(dd, T0 + WEEK, &removed, &err), 0);
+		ck_assert_int_eq(dedup_expire(dd, T0 + WEEK, &removed, &err),
+		    0);
 		ck_assert_uint_eq(removed, 1);
 	}
 	ck_assert_int_eq(dedup_lookup(dd, &k, T0, &ent, &err), 0);
@@ -446,7 +449,7 @@ END_TEST
 
 START_TEST(test_window)
 {
-	struct dedup_key key = {"m:<w@x>", "bob@example.org", "cloud"};
+	struct dedup_key key = { "m:<w@x>", "bob@example.org", "cloud" };
 	struct dedup_entry ent;
 	struct sbuf err;
 	struct dedup *dd = open_db(0, 0);
@@ -468,8 +471,9 @@ START_TEST(test_window)
 	{
 		size_t removed = 0;
 
-		ck_assert_int_eq(
-		    dedup_expire(dd, T0 + 2 * WEEK, &removed, &err), 0);
+		ck_assert_int_eq(dedup_expire(dd, T0 + 2 * WEEK, &removed,
+		                     &err),
+		    0);
 		ck_assert_uint_eq(removed, 1);
 	}
 	dedup_close(dd);
@@ -487,7 +491,7 @@ END_TEST
 
 START_TEST(test_expire_removes)
 {
-	struct dedup_key k = {"m:<e@x>", NULL, "cloud"};
+	struct dedup_key k = { "m:<e@x>", NULL, "cloud" };
 	struct dedup_entry ent;
 	struct sbuf err;
 	struct dedup *dd = open_db(0, 1000);
@@ -576,8 +580,8 @@ END_TEST
 
 START_TEST(test_reopen_persists)
 {
-	struct dedup_key key = {
-	    "h:0123456789abcdef", "bob@example.org", "cloud"};
+	struct dedup_key key = { "h:0123456789abcdef", "bob@example.org",
+		"cloud" };
 	struct dedup_entry ent;
 	struct sbuf err;
 	struct dedup *dd = open_db(0, 0);
@@ -585,8 +589,8 @@ START_TEST(test_reopen_persists)
 
 	sbuf_init(&err, 256);
 	qid_of(42, q);
-	ck_assert_int_eq(
-	    dedup_record(dd, &key, q, "250 queued as X", T0, &err), 1);
+	ck_assert_int_eq(dedup_record(dd, &key, q, "250 queued as X", T0, &err),
+	    1);
 	dedup_close(dd); /* no expire, no explicit sync */
 	dd = open_db(0, 0);
 	ck_assert_int_eq(dedup_lookup(dd, &key, T0 + 3600, &ent, &err), 1);
@@ -606,8 +610,8 @@ END_TEST
 static void
 sigkill_child(int wfd)
 {
-	struct dedup_conf conf = {dbdir, 0, 0};
-	struct dedup_key k = {"m:<kill@x>", NULL, "cloud"};
+	struct dedup_conf conf = { dbdir, 0, 0 };
+	struct dedup_key k = { "m:<kill@x>", NULL, "cloud" };
 	struct sbuf err;
 	struct dedup *dd;
 	char rcpt[64], q[17];
@@ -629,7 +633,7 @@ sigkill_child(int wfd)
 
 START_TEST(test_sigkill_durability)
 {
-	struct dedup_key k = {"m:<kill@x>", NULL, "cloud"};
+	struct dedup_key k = { "m:<kill@x>", NULL, "cloud" };
 	struct dedup_entry ent;
 	struct sbuf err;
 	struct dedup *dd;
@@ -687,7 +691,7 @@ END_TEST
 START_TEST(test_map_full)
 {
 	const size_t map = 256 * 1024;
-	struct dedup_key k = {"m:<full@x>", NULL, "cloud"};
+	struct dedup_key k = { "m:<full@x>", NULL, "cloud" };
 	struct dedup_rec *big;
 	struct dedup_entry ent;
 	struct sbuf err;
@@ -738,14 +742,16 @@ START_TEST(test_map_full)
 		}
 		unsigned long long before = dedup_evicted(dd);
 
-		ck_assert_int_eq(
-		    dedup_record_many(dd, big, 5000, T0 + 6000, &err), -1);
+		ck_assert_int_eq(dedup_record_many(dd, big, 5000, T0 + 6000,
+		                     &err),
+		    -1);
 		ck_assert_uint_gt(err.len, 0);
 		/* Hopeless: nothing was evicted for it either. */
 		ck_assert_uint_eq(dedup_evicted(dd), before);
 		ck_assert_int_eq(big[0].result, -1);
-		ck_assert_int_eq(
-		    dedup_lookup(dd, &big[0].key, T0 + 6000, &ent, &err), 0);
+		ck_assert_int_eq(dedup_lookup(dd, &big[0].key, T0 + 6000, &ent,
+		                     &err),
+		    0);
 	}
 	free(big);
 	/* And the index still works. */
@@ -774,7 +780,7 @@ static void *
 thread_main(void *p)
 {
 	struct thread_arg *ta = p;
-	struct dedup_key k = {"m:<threads@x>", NULL, "cloud"};
+	struct dedup_key k = { "m:<threads@x>", NULL, "cloud" };
 	struct dedup_entry ent;
 	struct sbuf err;
 	char rcpt[64], q[17];
@@ -801,7 +807,7 @@ thread_main(void *p)
 
 START_TEST(test_threads)
 {
-	struct dedup_key k = {"m:<threads@x>", NULL, "cloud"};
+	struct dedup_key k = { "m:<threads@x>", NULL, "cloud" };
 	struct thread_arg ta[THREADS];
 	pthread_t tid[THREADS];
 	struct dedup_entry ent;
@@ -809,15 +815,16 @@ START_TEST(test_threads)
 	struct sbuf err;
 	struct dedup *dd = open_db(0, 0);
 	char rcpt[64], q[17];
-	unsigned i, wins[THREADS] = {0};
+	unsigned i, wins[THREADS] = { 0 };
 
 	sbuf_init(&err, 256);
 	for (i = 0; i < THREADS; i++) {
 		ta[i].dd = dd;
 		ta[i].id = i;
 		ta[i].failures = 0;
-		ck_assert_int_eq(
-		    pthread_create(&tid[i], NULL, thread_main, &ta[i]), 0);
+		ck_assert_int_eq(pthread_create(&tid[i], NULL, thread_main,
+		                     &ta[i]),
+		    0);
 	}
 	for (i = 0; i < THREADS; i++) {
 		ck_assert_int_eq(pthread_join(tid[i], NULL), 0);
@@ -847,7 +854,7 @@ END_TEST
 
 START_TEST(test_open_errors)
 {
-	struct dedup_conf conf = {"/nonexistent/dir/db", 0, 0};
+	struct dedup_conf conf = { "/nonexistent/dir/db", 0, 0 };
 	struct sbuf err;
 
 	sbuf_init(&err, 256);

@@ -30,7 +30,7 @@
 #include "dns.h"
 #include "sbuf.h"
 
-#define MAXRES	16
+#define MAXRES 16
 
 static char tdir[64];
 static pid_t dnsmasq_pid = -1, servfail_pid = -1;
@@ -91,10 +91,18 @@ peers_start(void)
 	(void)snprintf(logf, sizeof(logf), "%s/dnsmasq.log", tdir);
 	{
 		const char *const argv[] = {
-			"dnsmasq", "-k", "--conf-file=/dev/null", "--no-resolv",
-			"--no-hosts", portarg, "--listen-address=127.0.0.1",
-			"--bind-interfaces", "--pid-file=", "--log-facility=-",
-			"--local=/test/", sfarg,
+			"dnsmasq",
+			"-k",
+			"--conf-file=/dev/null",
+			"--no-resolv",
+			"--no-hosts",
+			portarg,
+			"--listen-address=127.0.0.1",
+			"--bind-interfaces",
+			"--pid-file=",
+			"--log-facility=-",
+			"--local=/test/",
+			sfarg,
 			"--host-record=mail.mx.test,127.0.0.1",
 			"--mx-host=mx.test,mail.mx.test,10",
 			"--host-record=a.pref.test,127.0.0.2",
@@ -165,16 +173,16 @@ teardown(void)
 }
 
 struct res {
-	int		 calls;
-	bool		 in_call;	/* set while dns_lookup_* runs */
-	bool		 sync;		/* callback ran inside the call */
-	enum dns_status	 status;
-	char		 reason[512];
-	struct dns_addr	 addrs[MAXRES];
-	size_t		 naddrs;
+	int calls;
+	bool in_call; /* set while dns_lookup_* runs */
+	bool sync;    /* callback ran inside the call */
+	enum dns_status status;
+	char reason[512];
+	struct dns_addr addrs[MAXRES];
+	size_t naddrs;
 	/* a lookup to start from inside the callback */
-	bool		 chain;
-	struct res	*chained;
+	bool chain;
+	struct res *chained;
 };
 
 static void
@@ -438,9 +446,9 @@ START_TEST(test_host_errors)
 END_TEST
 
 static const struct {
-	const char	*in;
-	int		 family;
-	const char	*text;
+	const char *in;
+	int family;
+	const char *text;
 } literals[] = {
 	{ "127.0.0.1", AF_INET, "127.0.0.1" },
 	{ "[192.0.2.7]", AF_INET, "192.0.2.7" },
@@ -477,7 +485,7 @@ START_TEST(test_cancel)
 	memset(r, 0, sizeof(r));
 	dns_lookup_mx(dns, "mx.test", "25", res_cb, &r[0]);
 	dns_lookup_host(dns, "dual.test", "25", res_cb, &r[1]);
-	dns_lookup_host(dns, "127.0.0.1", "25", res_cb, &r[2]);	/* deferred */
+	dns_lookup_host(dns, "127.0.0.1", "25", res_cb, &r[2]); /* deferred */
 	dns_lookup_mx(dns, "pref.test", "25", res_cb, &r[3]);
 	dns_free(dns);
 	dns = NULL;

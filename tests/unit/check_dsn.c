@@ -13,32 +13,31 @@
 #include "dsn.h"
 #include "sbuf.h"
 
-#define T_NOW		((time_t)1700000000)	/* Tue, 14 Nov 2023 22:13:20 */
-#define T_ARRIVAL	((time_t)1699990000)
+#define T_NOW     ((time_t)1700000000) /* Tue, 14 Nov 2023 22:13:20 */
+#define T_ARRIVAL ((time_t)1699990000)
 
-static const char orig_msg[] =
-    "Received: from client.example.org\r\n"
-    "From: Alice <alice@example.org>\r\n"
-    "To: bob@example.net\r\n"
-    "Subject: hello\r\n"
-    "\r\n"
-    "Body line one\r\n"
-    "Body line two\r\n";
+static const char orig_msg[] = "Received: from client.example.org\r\n"
+                               "From: Alice <alice@example.org>\r\n"
+                               "To: bob@example.net\r\n"
+                               "Subject: hello\r\n"
+                               "\r\n"
+                               "Body line one\r\n"
+                               "Body line two\r\n";
 
 /* ---- a small MIME reader ---- */
 
 struct t_part {
-	const char	*hdr;	/* header section, without the empty line */
-	size_t		 hdrlen;
-	const char	*body;
-	size_t		 bodylen;
+	const char *hdr; /* header section, without the empty line */
+	size_t hdrlen;
+	const char *body;
+	size_t bodylen;
 };
 
 struct t_msg {
-	struct t_part	 top;
-	char		 boundary[128];
-	struct t_part	 parts[8];
-	size_t		 nparts;
+	struct t_part top;
+	char boundary[128];
+	struct t_part parts[8];
+	size_t nparts;
 };
 
 static void
@@ -72,13 +71,15 @@ t_field(const char *hdr, size_t len, const char *name, char *out,
 				for (; j < end && o + 1 < outsize; j++)
 					out[o++] = hdr[j];
 				/* Continuation lines start with WSP. */
-				if (end + 2 < len && (hdr[end + 2] == ' ' ||
-				    hdr[end + 2] == '\t')) {
+				if (end + 2 < len &&
+				    (hdr[end + 2] == ' ' ||
+				        hdr[end + 2] == '\t')) {
 					j = end + 2;
 					eol = memmem(hdr + j, len - j, "\r\n",
 					    2);
 					end = eol != NULL ?
-					    (size_t)(eol - hdr) : len;
+					    (size_t)(eol - hdr) :
+					    len;
 				} else
 					break;
 			}
@@ -103,8 +104,8 @@ t_parse(const char *s, size_t len, struct t_msg *m)
 
 	memset(m, 0, sizeof(*m));
 	t_split(s, len, &m->top);
-	ck_assert(t_field(m->top.hdr, m->top.hdrlen, "Content-Type", ct,
-	    sizeof(ct)));
+	ck_assert(
+	    t_field(m->top.hdr, m->top.hdrlen, "Content-Type", ct, sizeof(ct)));
 	ck_assert_ptr_nonnull(strstr(ct, "multipart/report"));
 	ck_assert_ptr_nonnull(strstr(ct, "report-type=delivery-status"));
 	b = strstr(ct, "boundary=\"");
@@ -112,7 +113,7 @@ t_parse(const char *s, size_t len, struct t_msg *m)
 	b += 10;
 	blen = strcspn(b, "\"");
 	ck_assert_uint_gt(blen, 0);
-	ck_assert_uint_le(blen, 70);	/* RFC 2046 5.1.1 */
+	ck_assert_uint_le(blen, 70); /* RFC 2046 5.1.1 */
 	memcpy(m->boundary, b, blen);
 	m->boundary[blen] = '\0';
 	(void)snprintf(delim, sizeof(delim), "\r\n--%s", m->boundary);
@@ -149,8 +150,7 @@ t_part_type(const struct t_part *p, const char *type)
 
 /* Returns the idx-th blank-line separated block of a delivery-status. */
 static bool
-t_block(const struct t_part *p, size_t idx, const char **blk,
-    size_t *blklen)
+t_block(const struct t_part *p, size_t idx, const char **blk, size_t *blklen)
 {
 	const char *s = p->body, *end = p->body + p->bodylen, *e;
 	size_t i;
@@ -161,7 +161,7 @@ t_block(const struct t_part *p, size_t idx, const char **blk,
 			/* Keep the CRLF that ends the block's last line. */
 			*blk = s;
 			*blklen = e != NULL ? (size_t)(e - s) + 2 :
-			    (size_t)(end - s);
+			                      (size_t)(end - s);
 			return true;
 		}
 		if (e == NULL)
@@ -264,8 +264,8 @@ START_TEST(test_failed_two_rcpts)
 
 	ck_assert_uint_eq(m.nparts, 3);
 	ck_assert(t_part_type(&m.parts[0], "text/plain"));
-	ck_assert(t_field(m.parts[0].hdr, m.parts[0].hdrlen, "Content-Type",
-	    v, sizeof(v)));
+	ck_assert(t_field(m.parts[0].hdr, m.parts[0].hdrlen, "Content-Type", v,
+	    sizeof(v)));
 	ck_assert_ptr_nonnull(strstr(v, "charset=us-ascii"));
 	ck_assert(t_part_type(&m.parts[1], "message/delivery-status"));
 	ck_assert(t_part_type(&m.parts[2], "text/rfc822-headers"));
@@ -275,8 +275,8 @@ START_TEST(test_failed_two_rcpts)
 	    "<bob@example.net> (target corp): failed", 39));
 	ck_assert_ptr_nonnull(memmem(m.parts[0].body, m.parts[0].bodylen,
 	    "<carol@example.net> (target archive): failed", 44));
-	ck_assert_ptr_nonnull(memmem(m.parts[0].body, m.parts[0].bodylen,
-	    "user unknown", 12));
+	ck_assert_ptr_nonnull(
+	    memmem(m.parts[0].body, m.parts[0].bodylen, "user unknown", 12));
 
 	/* Per-message block. */
 	ck_assert(t_block(&m.parts[1], 0, &blk, &blen));
@@ -306,8 +306,8 @@ START_TEST(test_failed_two_rcpts)
 	/* Headers only: up to and including the empty line, no body. */
 	ck_assert_uint_eq(m.parts[2].bodylen,
 	    strstr(orig_msg, "\r\n\r\n") - orig_msg + 4);
-	ck_assert_int_eq(memcmp(m.parts[2].body, orig_msg,
-	    m.parts[2].bodylen), 0);
+	ck_assert_int_eq(memcmp(m.parts[2].body, orig_msg, m.parts[2].bodylen),
+	    0);
 	sbuf_release(&out);
 }
 END_TEST
@@ -315,7 +315,7 @@ END_TEST
 START_TEST(test_delayed_and_delivered)
 {
 	struct dsn_rcpt r = { "bob@example.net", NULL, DSN_ACTION_DELAYED,
-	    "4.4.1", "mx1.example.net", "421 4.4.1 try later", "corp" };
+		"4.4.1", "mx1.example.net", "421 4.4.1 try later", "corp" };
 	struct dsn_info info;
 	struct sbuf out;
 	struct t_msg m;
@@ -335,8 +335,8 @@ START_TEST(test_delayed_and_delivered)
 	ck_assert(t_block(&m.parts[1], 1, &blk, &blen));
 	t_expect(blk, blen, "Action", "delayed");
 	t_expect(blk, blen, "Status", "4.4.1");
-	ck_assert_ptr_nonnull(memmem(m.parts[0].body, m.parts[0].bodylen,
-	    "delayed", 7));
+	ck_assert_ptr_nonnull(
+	    memmem(m.parts[0].body, m.parts[0].bodylen, "delayed", 7));
 
 	r.action = DSN_ACTION_DELIVERED;
 	r.status = "2.0.0";
@@ -368,7 +368,7 @@ END_TEST
 START_TEST(test_return_full_and_over_cap)
 {
 	struct dsn_rcpt r = { "bob@example.net", NULL, DSN_ACTION_FAILED,
-	    "5.7.1", NULL, "554 5.7.1 rejected", "corp" };
+		"5.7.1", NULL, "554 5.7.1 rejected", "corp" };
 	struct dsn_info info;
 	struct sbuf out;
 	struct t_msg m;
@@ -383,7 +383,8 @@ START_TEST(test_return_full_and_over_cap)
 	ck_assert(t_part_type(&m.parts[2], "message/rfc822"));
 	ck_assert_uint_eq(m.parts[2].bodylen, sizeof(orig_msg) - 1);
 	ck_assert_int_eq(memcmp(m.parts[2].body, orig_msg,
-	    sizeof(orig_msg) - 1), 0);
+	                     sizeof(orig_msg) - 1),
+	    0);
 
 	/* Too big for return_max: headers only after all. */
 	info.return_max = 40;
@@ -395,8 +396,8 @@ START_TEST(test_return_full_and_over_cap)
 	/* ...and the header section itself cut at a line end within 40. */
 	ck_assert_uint_eq(m.parts[2].bodylen,
 	    strlen("Received: from client.example.org\r\n"));
-	ck_assert_int_eq(memcmp(m.parts[2].body, orig_msg,
-	    m.parts[2].bodylen), 0);
+	ck_assert_int_eq(memcmp(m.parts[2].body, orig_msg, m.parts[2].bodylen),
+	    0);
 	sbuf_release(&out);
 }
 END_TEST
@@ -404,7 +405,7 @@ END_TEST
 START_TEST(test_boundary_collision)
 {
 	struct dsn_rcpt r = { "bob@example.net", NULL, DSN_ACTION_FAILED,
-	    "5.1.1", NULL, "550 5.1.1 no", "corp" };
+		"5.1.1", NULL, "550 5.1.1 no", "corp" };
 	struct dsn_info info;
 	struct sbuf out, evil;
 	struct t_msg m;
@@ -419,17 +420,19 @@ START_TEST(test_boundary_collision)
 
 	/* An original that contains the boundary we would pick. */
 	sbuf_init(&evil, 4096);
-	ck_assert_int_eq(sbuf_printf(&evil, "Subject: trap\r\n\r\n--%s\r\n"
-	    "Content-Type: text/plain\r\n\r\nfake\r\n--%s--\r\n", first,
-	    first), 0);
+	ck_assert_int_eq(sbuf_printf(&evil,
+	                     "Subject: trap\r\n\r\n--%s\r\n"
+	                     "Content-Type: text/plain\r\n\r\nfake\r\n--%s--\r\n",
+	                     first, first),
+	    0);
 	info.orig = evil.data;
 	info.orig_len = evil.len;
 	sbuf_reset(&out);
 	ck_assert_int_eq(dsn_compose(&out, &info), 0);
 	t_parse(out.data, out.len, &m);
 	ck_assert_str_ne(m.boundary, first);
-	ck_assert_ptr_null(memmem(evil.data, evil.len, m.boundary,
-	    strlen(m.boundary)));
+	ck_assert_ptr_null(
+	    memmem(evil.data, evil.len, m.boundary, strlen(m.boundary)));
 	ck_assert_uint_eq(m.nparts, 3);
 	ck_assert(t_part_type(&m.parts[2], "message/rfc822"));
 	ck_assert_uint_eq(m.parts[2].bodylen, evil.len);
@@ -442,19 +445,21 @@ END_TEST
 START_TEST(test_long_diagnostic_folded)
 {
 	struct dsn_rcpt r = { "bob@example.net", NULL, DSN_ACTION_FAILED,
-	    "5.0.0", "mx1.example.net", NULL, "corp" };
+		"5.0.0", "mx1.example.net", NULL, "corp" };
 	struct dsn_info info;
 	struct sbuf out, diag;
 	struct t_msg m;
 	const char *blk;
 	const char *want = "smtp; 550-5.0.0 first 550 5.0.0 evil X-Injected: "
-	    "yes word word";
+	                   "yes word word";
 	size_t blen, i, j;
 	char v[8192];
 
 	sbuf_init(&diag, 8192);
-	ck_assert_int_eq(sbuf_append_str(&diag, "550-5.0.0 first\r\n550 5.0.0 "
-	    "evil\r\nX-Injected: yes\x01\x7f "), 0);
+	ck_assert_int_eq(sbuf_append_str(&diag,
+	                     "550-5.0.0 first\r\n550 5.0.0 "
+	                     "evil\r\nX-Injected: yes\x01\x7f "),
+	    0);
 	for (i = 0; i < 200; i++)
 		ck_assert_int_eq(sbuf_append_str(&diag, "word "), 0);
 	/* A 2000-octet run with no space to fold at. */
@@ -477,8 +482,8 @@ START_TEST(test_long_diagnostic_folded)
 	ck_assert(strncmp(v, want, strlen(want)) == 0);
 	ck_assert_ptr_nonnull(strstr(v, "word zzzz"));
 	for (i = 0; v[i] != '\0'; i++)
-		ck_assert((unsigned char)v[i] >= 0x20 &&
-		    (unsigned char)v[i] < 0x7f);
+		ck_assert(
+		    (unsigned char)v[i] >= 0x20 && (unsigned char)v[i] < 0x7f);
 	/* No header line was smuggled in. */
 	ck_assert_ptr_null(memmem(out.data, out.len, "\r\nX-Injected", 12));
 	t_expect(blk, blen, "Action", "failed");
@@ -492,7 +497,7 @@ END_TEST
 START_TEST(test_cap_reached)
 {
 	struct dsn_rcpt r = { "bob@example.net", NULL, DSN_ACTION_FAILED,
-	    "5.1.1", NULL, "550 5.1.1 no", "corp" };
+		"5.1.1", NULL, "550 5.1.1 no", "corp" };
 	struct dsn_info info;
 	struct sbuf out;
 	size_t full;
@@ -519,11 +524,12 @@ END_TEST
 START_TEST(test_python_email_parser)
 {
 	struct dsn_rcpt r = { "bob@example.net", "rfc822;bob@example.net",
-	    DSN_ACTION_FAILED, "5.1.1", "mx1.example.net",
-	    "550 5.1.1 user unknown", "corp" };
+		DSN_ACTION_FAILED, "5.1.1", "mx1.example.net",
+		"550 5.1.1 user unknown", "corp" };
 	struct dsn_info info;
 	struct sbuf out, cmd;
-	char path[] = "/tmp/check_dsn_XXXXXX", opath[] = "/tmp/check_dsn_oXXXXXX";
+	char path[] = "/tmp/check_dsn_XXXXXX",
+	     opath[] = "/tmp/check_dsn_oXXXXXX";
 	char res[64];
 	FILE *fp;
 	int fd, ofd, st;
@@ -541,12 +547,14 @@ START_TEST(test_python_email_parser)
 	ck_assert_int_eq(close(ofd), 0);
 
 	sbuf_init(&cmd, 4096);
-	ck_assert_int_eq(sbuf_printf(&cmd, "/usr/bin/python3 -c \"import "
-	    "email,sys; m=email.message_from_binary_file(open(sys.argv[1],"
-	    "'rb')); assert m.get_content_type()=='multipart/report'; "
-	    "parts=m.get_payload(); assert parts[1].get_content_type()=="
-	    "'message/delivery-status'; print('ok')\" %s >%s 2>&1", path,
-	    opath), 0);
+	ck_assert_int_eq(sbuf_printf(&cmd,
+	                     "/usr/bin/python3 -c \"import "
+	                     "email,sys; m=email.message_from_binary_file(open(sys.argv[1],"
+	                     "'rb')); assert m.get_content_type()=='multipart/report'; "
+	                     "parts=m.get_payload(); assert parts[1].get_content_type()=="
+	                     "'message/delivery-status'; print('ok')\" %s >%s 2>&1",
+	                     path, opath),
+	    0);
 	st = system(cmd.data);
 	fp = fopen(opath, "r");
 	ck_assert_ptr_nonnull(fp);
@@ -563,9 +571,9 @@ START_TEST(test_python_email_parser)
 END_TEST
 
 static const struct {
-	unsigned	 code;
-	const char	*reply;
-	const char	*want;
+	unsigned code;
+	const char *reply;
+	const char *want;
 } status_table[] = {
 	{ 550, "550 5.1.1 user unknown", "5.1.1" },
 	{ 550, "550-5.7.1 policy\r\n550 5.7.1 more", "5.7.1" },

@@ -38,8 +38,8 @@ END_TEST
 /* ---- values ---- */
 
 static const struct {
-	const char	*in;
-	const char	*want;
+	const char *in;
+	const char *want;
 } values[] = {
 	{ "example.test", "example.test" },
 	{ "a+b_c-1", "a+b_c-1" },
@@ -72,12 +72,12 @@ END_TEST
 /* ---- comments ---- */
 
 static const struct {
-	const char	*in;
-	const char	*want;
+	const char *in;
+	const char *want;
 } comments[] = {
 	{ "", "" },
 	{ "mx.test: domain of a@b.test designates 192.0.2.1",
-	  "mx.test: domain of a@b.test designates 192.0.2.1" },
+	    "mx.test: domain of a@b.test designates 192.0.2.1" },
 	{ "x(y)\\z", "x\\(y\\)\\\\z" },
 	{ "say \"hi\"", "say hi" },
 	{ "a\r\nb\tc\x7f\x80\xff", "abc" },
@@ -147,8 +147,8 @@ END_TEST
 /* ---- folding ---- */
 
 static const struct {
-	const char	*in;
-	const char	*want;
+	const char *in;
+	const char *want;
 } folds[] = {
 	{ "", "\r\n" },
 	{ "X: a b", "X: a b\r\n" },
@@ -157,18 +157,18 @@ static const struct {
 	/* the fold point is a space outside a quoted-string */
 	{ "X-Test: a \"q q q q q q q q q q q q q q q q q q q q q q q q q q "
 	  "q q q q q q q q q q q\" b",
-	  "X-Test: a\r\n\t\"q q q q q q q q q q q q q q q q q q q q q q q q "
-	  "q q q q q q q q q q q q q\" b\r\n" },
+	    "X-Test: a\r\n\t\"q q q q q q q q q q q q q q q q q q q q q q q q "
+	    "q q q q q q q q q q q q q\" b\r\n" },
 	/* an escaped quote does not end the quoted-string */
 	{ "X-Test: \"a \\\" b b b b b b b b b b b b b b b b b b b b b b b b b b"
 	  " b b b b b b b b b b\" c",
-	  "X-Test:\r\n\t\"a \\\" b b b b b b b b b b b b b b b b b b b b b b b "
-	  "b b b b b b b b b b b b b\"\r\n\tc\r\n" },
+	    "X-Test:\r\n\t\"a \\\" b b b b b b b b b b b b b b b b b b b b b b b "
+	    "b b b b b b b b b b b b b\"\r\n\tc\r\n" },
 	/* outside quotes a backslash escapes nothing: the space folds */
 	{ "X-Test: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
 	  "aaaaaaaaa\\ b",
-	  "X-Test: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
-	  "aaaaaaaaa\\\r\n\tb\r\n" },
+	    "X-Test: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+	    "aaaaaaaaa\\\r\n\tb\r\n" },
 };
 
 START_TEST(test_fold_table)
@@ -177,7 +177,8 @@ START_TEST(test_fold_table)
 
 	sbuf_init(&sb, 1024);
 	ck_assert_int_eq(header_fmt_fold(&sb, folds[_i].in,
-	    strlen(folds[_i].in)), 0);
+	                     strlen(folds[_i].in)),
+	    0);
 	ck_assert_str_eq(sb.data, folds[_i].want);
 	sbuf_release(&sb);
 }

@@ -22,7 +22,7 @@
 #include "spool_read.h"
 #include "sbuf.h"
 
-#define T_ID	"0000000000000001"
+#define T_ID "0000000000000001"
 
 static char t_base[] = "/tmp/check_maildir_XXXXXX";
 static char t_md[256];
@@ -177,12 +177,12 @@ teardown(void)
 START_TEST(test_deliver_prefix_and_content)
 {
 	static const char *const rcpts[] = { "bob@example.net",
-	    "carol@example.net" };
+		"carol@example.net" };
 	const char *content = "From: a@example.org\r\nSubject: x\r\n\r\n"
-	    "body\r\n";
+	                      "body\r\n";
 	const char *pfx = "Return-Path: <alice@example.org>\r\n"
-	    "Delivered-To: bob@example.net\r\n"
-	    "Delivered-To: carol@example.net\r\n";
+	                  "Delivered-To: bob@example.net\r\n"
+	                  "Delivered-To: carol@example.net\r\n";
 	struct sbuf err;
 	char name[256], path[512], sub[300];
 	struct spool_content *src;
@@ -191,8 +191,9 @@ START_TEST(test_deliver_prefix_and_content)
 
 	src = t_write_src(content, strlen(content));
 	sbuf_init(&err, 256);
-	ck_assert_int_eq(maildir_deliver(t_md, src, "alice@example.org",
-	    rcpts, 2, "4F2A9C0B1D", NULL, &err), 0);
+	ck_assert_int_eq(maildir_deliver(t_md, src, "alice@example.org", rcpts,
+	                     2, "4F2A9C0B1D", NULL, &err),
+	    0);
 	ck_assert_int_eq(t_count("new", name, sizeof(name)), 1);
 	ck_assert_int_eq(t_count("tmp", NULL, 0), 0);
 	ck_assert_int_eq(t_count("cur", NULL, 0), 0);
@@ -229,8 +230,9 @@ START_TEST(test_deliver_large_content)
 		content[i] = (char)('a' + (i * 7 + i / 1000) % 26);
 	src = t_write_src(content, size);
 	sbuf_init(&err, 256);
-	ck_assert_int_eq(maildir_deliver(t_md, src, "", rcpts, 1,
-	    "Q1", NULL, &err), 0);
+	ck_assert_int_eq(maildir_deliver(t_md, src, "", rcpts, 1, "Q1", NULL,
+	                     &err),
+	    0);
 	ck_assert_int_eq(t_count("new", name, sizeof(name)), 1);
 	(void)snprintf(sub, sizeof(sub), "new/%s", name);
 	t_path(path, sizeof(path), t_md, sub);
@@ -254,8 +256,8 @@ START_TEST(test_missing_source)
 	sbuf_init(&err, 256);
 	rd = spool_reader_open(t_spool, &err);
 	ck_assert_ptr_nonnull(rd);
-	ck_assert_ptr_null(spool_content_open(rd, "0000000000000009", NULL,
-	    &err));
+	ck_assert_ptr_null(
+	    spool_content_open(rd, "0000000000000009", NULL, &err));
 	ck_assert_uint_gt(err.len, 0);
 	ck_assert_ptr_nonnull(strstr(err.data, "No such file"));
 	spool_reader_close(rd);
@@ -276,15 +278,17 @@ START_TEST(test_short_source)
 	src = t_write_src(content, strlen(content));
 	ck_assert_int_eq(truncate(t_src, (off_t)(t_hdrlen + 3)), 0);
 	sbuf_init(&err, 256);
-	ck_assert_int_eq(maildir_deliver(t_md, src, "a@b", rcpts, 1, "Q1",
-	    NULL, &err), -1);
+	ck_assert_int_eq(maildir_deliver(t_md, src, "a@b", rcpts, 1, "Q1", NULL,
+	                     &err),
+	    -1);
 	ck_assert_ptr_nonnull(strstr(err.data, "read spool"));
 	ck_assert_int_eq(t_count("new", NULL, 0), 0);
 	ck_assert_int_eq(t_count("tmp", NULL, 0), 0);
 	/* Nothing left of the content at all is short too. */
 	ck_assert_int_eq(truncate(t_src, 0), 0);
-	ck_assert_int_eq(maildir_deliver(t_md, src, "a@b", rcpts, 1, "Q1",
-	    NULL, &err), -1);
+	ck_assert_int_eq(maildir_deliver(t_md, src, "a@b", rcpts, 1, "Q1", NULL,
+	                     &err),
+	    -1);
 	ck_assert_int_eq(t_count("new", NULL, 0), 0);
 	ck_assert_int_eq(t_count("tmp", NULL, 0), 0);
 	spool_content_close(src);
@@ -306,9 +310,11 @@ START_TEST(test_distinct_names)
 	src = t_write_src(content, strlen(content));
 	sbuf_init(&err, 256);
 	ck_assert_int_eq(maildir_deliver(t_md, src, "a@b", rcpts, 1, "SAME",
-	    NULL, &err), 0);
+	                     NULL, &err),
+	    0);
 	ck_assert_int_eq(maildir_deliver(t_md, src, "a@b", rcpts, 1, "SAME",
-	    NULL, &err), 0);
+	                     NULL, &err),
+	    0);
 	ck_assert_int_eq(t_count("new", NULL, 0), 2);
 	t_path(path, sizeof(path), t_md, "new");
 	d = opendir(path);
@@ -340,8 +346,9 @@ START_TEST(test_hostile_names)
 
 	src = t_write_src(content, strlen(content));
 	sbuf_init(&err, 256);
-	ck_assert_int_eq(maildir_deliver(t_md, src, "a@b", rcpts, 1,
-	    "../x:2,S", NULL, &err), 0);
+	ck_assert_int_eq(maildir_deliver(t_md, src, "a@b", rcpts, 1, "../x:2,S",
+	                     NULL, &err),
+	    0);
 	ck_assert_int_eq(t_count("new", name, sizeof(name)), 1);
 	ck_assert_ptr_null(strchr(name, ':'));
 	ck_assert_ptr_null(strchr(name, '/'));

@@ -22,21 +22,21 @@
 #include "smtp_proto.h"
 
 enum tmode {
-	T_NOW,		/* answers inside its check */
-	T_LATER,	/* keeps req; the test answers it */
+	T_NOW,   /* answers inside its check */
+	T_LATER, /* keeps req; the test answers it */
 };
 
 struct tstage {
-	const char		*name;
-	enum tmode		 mode;
-	enum policy_action	 action;
-	unsigned		 code;
-	const char		*enh;
-	struct policy_req	*req;		/* T_LATER: pending */
-	int			 cancelled;
+	const char *name;
+	enum tmode mode;
+	enum policy_action action;
+	unsigned code;
+	const char *enh;
+	struct policy_req *req; /* T_LATER: pending */
+	int cancelled;
 };
 
-static char calls[256];		/* stage names in call order */
+static char calls[256]; /* stage names in call order */
 static int ndone;
 static struct policy_verdict last;
 
@@ -88,7 +88,7 @@ static void
 add(struct policy *p, struct tstage *t, unsigned points)
 {
 	struct policy_stage ps = { t->name, points,
-	    t->mode == T_LATER ? tcheck_later : tcheck, t, NULL };
+		t->mode == T_LATER ? tcheck_later : tcheck, t, NULL };
 
 	policy_add(p, &ps);
 }
@@ -114,8 +114,8 @@ START_TEST(test_empty)
 	ck_assert(!last.async);
 	ck_assert_ptr_null(last.stage);
 	/* No chain at all is an empty one. */
-	ck_assert_ptr_null(policy_run(NULL, POLICY_CONNECT, &ctx, done_cb,
-	    NULL));
+	ck_assert_ptr_null(
+	    policy_run(NULL, POLICY_CONNECT, &ctx, done_cb, NULL));
 	ck_assert_int_eq(ndone, 2);
 	policy_free(p);
 	policy_free(NULL);
@@ -156,9 +156,9 @@ END_TEST
 
 /* Each verdict other than ACCEPT ends the run with its reply. */
 static const struct {
-	enum policy_action	 action;
-	unsigned		 code;
-	const char		*enh;
+	enum policy_action action;
+	unsigned code;
+	const char *enh;
 } firsts[] = {
 	{ POLICY_REJECT, 550, "5.7.1" },
 	{ POLICY_TEMPFAIL, 451, "4.3.0" },
@@ -170,8 +170,7 @@ START_TEST(test_first_refusal_wins)
 {
 	struct tstage a = { "a", T_NOW, POLICY_ACCEPT, 0, NULL, NULL, 0 };
 	struct tstage b = { "b", T_NOW, POLICY_ACCEPT, 0, NULL, NULL, 0 };
-	struct tstage c = { "c", T_NOW, POLICY_REJECT, 554, "5.7.1", NULL,
-	    0 };
+	struct tstage c = { "c", T_NOW, POLICY_REJECT, 554, "5.7.1", NULL, 0 };
 	struct policy *p = policy_new();
 	struct policy_ctx ctx;
 
@@ -188,8 +187,8 @@ START_TEST(test_first_refusal_wins)
 	ck_assert_int_eq(ndone, 1);
 	ck_assert_int_eq(last.action, firsts[_i].action);
 	ck_assert_uint_eq(last.code, firsts[_i].code);
-	ck_assert_str_eq(last.enh, firsts[_i].enh != NULL ?
-	    firsts[_i].enh : "");
+	ck_assert_str_eq(last.enh,
+	    firsts[_i].enh != NULL ? firsts[_i].enh : "");
 	ck_assert_str_eq(last.text, "text b");
 	ck_assert_str_eq(last.why, "why b");
 	ck_assert_str_eq(last.stage, "b");
@@ -204,7 +203,7 @@ START_TEST(test_async)
 	struct tstage b = { "b", T_LATER, POLICY_ACCEPT, 0, NULL, NULL, 0 };
 	struct tstage c = { "c", T_LATER, POLICY_ACCEPT, 0, NULL, NULL, 0 };
 	struct tstage d = { "d", T_NOW, POLICY_TEMPFAIL, 450, "4.1.1", NULL,
-	    0 };
+		0 };
 	struct policy *p = policy_new();
 	struct policy_ctx ctx;
 	struct policy_req *req;
@@ -249,8 +248,8 @@ START_TEST(test_async_refusal)
 	add(p, &a, POLICY_AT(POLICY_DATA_END));
 	add(p, &b, POLICY_AT(POLICY_DATA_END));
 	reset();
-	ck_assert_ptr_nonnull(policy_run(p, POLICY_DATA_END, &ctx, done_cb,
-	    NULL));
+	ck_assert_ptr_nonnull(
+	    policy_run(p, POLICY_DATA_END, &ctx, done_cb, NULL));
 	policy_set_why(a.req, "reject: %s", "later");
 	policy_answer(a.req, POLICY_REJECT, 550, "5.7.23", "SPF %s", "no");
 	ck_assert_str_eq(calls, "a");
@@ -300,8 +299,8 @@ again_cb(void *arg, const struct policy_verdict *v)
 	(void)v;
 	ndone++;
 	if (again_left-- > 0)
-		ck_assert_ptr_null(policy_run(again_pol, POLICY_MAIL, ctx,
-		    again_cb, ctx));
+		ck_assert_ptr_null(
+		    policy_run(again_pol, POLICY_MAIL, ctx, again_cb, ctx));
 }
 
 START_TEST(test_reentry)
@@ -314,8 +313,8 @@ START_TEST(test_reentry)
 	add(again_pol, &a, POLICY_AT(POLICY_MAIL));
 	again_left = 3;
 	reset();
-	ck_assert_ptr_null(policy_run(again_pol, POLICY_MAIL, &ctx, again_cb,
-	    &ctx));
+	ck_assert_ptr_null(
+	    policy_run(again_pol, POLICY_MAIL, &ctx, again_cb, &ctx));
 	ck_assert_int_eq(ndone, 4);
 	ck_assert_str_eq(calls, "aaaa");
 	policy_free(again_pol);
@@ -339,8 +338,7 @@ panic_teardown(void)
 /* A REJECT needs a 5xx code: a 4xx one is a stage bug. */
 START_TEST(test_panic_bad_code)
 {
-	struct tstage a = { "a", T_NOW, POLICY_REJECT, 450, "4.7.1", NULL,
-	    0 };
+	struct tstage a = { "a", T_NOW, POLICY_REJECT, 450, "4.7.1", NULL, 0 };
 	struct policy_ctx ctx;
 
 	memset(&ctx, 0, sizeof(ctx));
@@ -360,8 +358,8 @@ twice_check(struct policy_req *req, struct policy_ctx *ctx, void *arg)
 
 START_TEST(test_panic_twice)
 {
-	struct policy_stage ps = { "twice", POLICY_AT(POLICY_RCPT),
-	    twice_check, NULL, NULL };
+	struct policy_stage ps = { "twice", POLICY_AT(POLICY_RCPT), twice_check,
+		NULL, NULL };
 	struct policy_ctx ctx;
 
 	memset(&ctx, 0, sizeof(ctx));
@@ -431,19 +429,20 @@ run_rcpt(const char *rcpt_arg, struct policy_ctx *ctx,
 	    0);
 	ctx->mail = mail;
 	ck_assert_int_eq(smtp_proto_parse_rcpt(rcpt_arg, strlen(rcpt_arg),
-	    false, &ctx->rcpt, &st), 0);
+	                     false, &ctx->rcpt, &st),
+	    0);
 	reset();
 	ck_assert_ptr_null(policy_run(pol, POLICY_RCPT, ctx, done_cb, NULL));
 	ck_assert_int_eq(ndone, 1);
 }
 
 static const struct {
-	const char		*rcpt;
-	enum policy_action	 action;
-	unsigned		 code;
-	const char		*enh;
-	const char		*text;
-	const char		*why;
+	const char *rcpt;
+	enum policy_action action;
+	unsigned code;
+	const char *enh;
+	const char *text;
+	const char *why;
 } rcases[] = {
 	{ "<alice@example.com>", POLICY_ACCEPT, 0, "", "", "" },
 	{ "<Sales-EU@example.com>", POLICY_ACCEPT, 0, "", "", "" },
@@ -468,8 +467,8 @@ static const struct {
 	    "reject: RCPT from client.test[192.0.2.1]: routing characters in "
 	    "local part; from=<s@client.test> "
 	    "to=<alice%foreign.example@example.com>" },
-	{ "<SRS0=AKeP=JW=sender.test=sender@srs.mx.test>", POLICY_REJECT,
-	    550, "5.7.1", NULL, NULL },
+	{ "<SRS0=AKeP=JW=sender.test=sender@srs.mx.test>", POLICY_REJECT, 550,
+	    "5.7.1", NULL, NULL },
 };
 
 START_TEST(test_rcpt_table)
@@ -498,7 +497,8 @@ START_TEST(test_rcpt_srs)
 	char addr[AUTH_SRS_ADDR_BUFSIZE], arg[AUTH_SRS_ADDR_BUFSIZE + 2];
 
 	ck_assert_int_eq(auth_srs_forward(srs, "someone@elsewhere.test",
-	    time(NULL), addr, sizeof(addr), NULL), 0);
+	                     time(NULL), addr, sizeof(addr), NULL),
+	    0);
 	(void)snprintf(arg, sizeof(arg), "<%s>", addr);
 	run_rcpt(arg, &ctx, &mail);
 	ck_assert_int_eq(last.action, POLICY_ACCEPT);

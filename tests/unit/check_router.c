@@ -76,21 +76,19 @@ teardown(void)
 }
 
 struct rcase {
-	const char	*mailbox;
-	const char	*why;
-	size_t		 n;
-	const char	*target[3];
-	const char	*rcpt[3];
+	const char *mailbox;
+	const char *why;
+	size_t n;
+	const char *target[3];
+	const char *rcpt[3];
 };
 
 static const struct rcase cases[] = {
 	/* Domain default sets, with the cloud target's rewrite. */
-	{ "alice@example.com", "domain example.com", 2,
-	    { "legacy", "cloud" },
+	{ "alice@example.com", "domain example.com", 2, { "legacy", "cloud" },
 	    { "alice@example.com", "alice@example.mail.onmicrosoft.com" } },
 	/* Matching ignores case; the address keeps the bytes received. */
-	{ "ALICE@EXAMPLE.COM", "domain example.com", 2,
-	    { "legacy", "cloud" },
+	{ "ALICE@EXAMPLE.COM", "domain example.com", 2, { "legacy", "cloud" },
 	    { "ALICE@EXAMPLE.COM", "ALICE@example.mail.onmicrosoft.com" } },
 	{ "u@example.org", "domain example.org", 1, { "legacy" },
 	    { "u@example.org" } },
@@ -116,17 +114,16 @@ static const struct rcase cases[] = {
 	{ "\"john doe\"@example.com", "domain example.com", 2,
 	    { "legacy", "cloud" },
 	    { "\"john doe\"@example.com",
-	    "\"john doe\"@example.mail.onmicrosoft.com" } },
+	        "\"john doe\"@example.mail.onmicrosoft.com" } },
 	/* The domain starts after the last '@'. */
 	{ "\"a@b\"@example.org", "domain example.org", 1, { "legacy" },
 	    { "\"a@b\"@example.org" } },
 	{ "\"a@example.org\"@example.com", "domain example.com", 2,
 	    { "legacy", "cloud" },
 	    { "\"a@example.org\"@example.com",
-	    "\"a@example.org\"@example.mail.onmicrosoft.com" } },
+	        "\"a@example.org\"@example.mail.onmicrosoft.com" } },
 	/* Routes beat waves and domains; wildcards; first route wins. */
-	{ "ceo@example.com", "route ceo@example.com", 2,
-	    { "cloud", "archive" },
+	{ "ceo@example.com", "route ceo@example.com", 2, { "cloud", "archive" },
 	    { "ceo@example.mail.onmicrosoft.com", "ceo@example.com" } },
 	{ "shared-hr@example.com", "route shared-*@example.com", 2,
 	    { "archive", "legacy" },
@@ -137,13 +134,12 @@ static const struct rcase cases[] = {
 	{ "shared-@example.com", "route shared-*@example.com", 2,
 	    { "archive", "legacy" },
 	    { "shared-@example.com", "shared-@example.com" } },
-	{ "shared@example.com", "domain example.com", 2,
-	    { "legacy", "cloud" },
+	{ "shared@example.com", "domain example.com", 2, { "legacy", "cloud" },
 	    { "shared@example.com", "shared@example.mail.onmicrosoft.com" } },
 	{ "zoe@legacy-only.example.com", "route *@legacy-only.example.com", 1,
 	    { "legacy" }, { "zoe@legacy-only.example.com" } },
-	{ "Bob-1@example.org", "route [ab]ob-?@example.org", 1,
-	    { "archive" }, { "Bob-1@example.org" } },
+	{ "Bob-1@example.org", "route [ab]ob-?@example.org", 1, { "archive" },
+	    { "Bob-1@example.org" } },
 	{ "bob-12@example.org", "domain example.org", 1, { "legacy" },
 	    { "bob-12@example.org" } },
 	/* A wave member whose domain is not ours is still routed. */
@@ -152,10 +148,10 @@ static const struct rcase cases[] = {
 	/* Bare postmaster: the first configured domain. */
 	{ "postmaster", "domain example.com", 2, { "legacy", "cloud" },
 	    { "postmaster@example.com",
-	    "postmaster@example.mail.onmicrosoft.com" } },
+	        "postmaster@example.mail.onmicrosoft.com" } },
 	{ "PostMaster", "domain example.com", 2, { "legacy", "cloud" },
 	    { "PostMaster@example.com",
-	    "PostMaster@example.mail.onmicrosoft.com" } },
+	        "PostMaster@example.mail.onmicrosoft.com" } },
 	/* Our domain without targets: held, and the domain says why. */
 	{ "u@held.example", "domain held.example", 0, { NULL }, { NULL } },
 	{ "u@HELD.example", "domain held.example", 0, { NULL }, { NULL } },
@@ -182,22 +178,22 @@ START_TEST(test_table)
 	ck_assert_msg(why != NULL, "%s: no why", c->mailbox);
 	ck_assert_msg(strcmp(why, c->why) == 0, "%s: why '%s', want '%s'",
 	    c->mailbox, why, c->why);
-	ck_assert_msg(n == c->n, "%s: %zu hops, want %zu", c->mailbox, n,
-	    c->n);
+	ck_assert_msg(n == c->n, "%s: %zu hops, want %zu", c->mailbox, n, c->n);
 	for (k = 0; k < n; k++) {
 		ck_assert_msg(out[k].target < conf->ntargets, "%s: hop %zu",
 		    c->mailbox, k);
 		ck_assert_msg(strcmp(conf->targets[out[k].target].name,
-		    c->target[k]) == 0, "%s: hop %zu to %s, want %s",
-		    c->mailbox, k, conf->targets[out[k].target].name,
-		    c->target[k]);
+		                  c->target[k]) == 0,
+		    "%s: hop %zu to %s, want %s", c->mailbox, k,
+		    conf->targets[out[k].target].name, c->target[k]);
 		ck_assert_msg(strcmp(out[k].rcpt, c->rcpt[k]) == 0,
 		    "%s: hop %zu rcpt '%s', want '%s'", c->mailbox, k,
 		    out[k].rcpt, c->rcpt[k]);
 	}
 	/* Pure: the same question gets the same answer. */
 	ck_assert_uint_eq(router_route(conf, c->mailbox, out, ROUTER_MAX_HOPS,
-	    NULL), c->n);
+	                      NULL),
+	    c->n);
 }
 END_TEST
 
@@ -212,8 +208,7 @@ START_TEST(test_why_points_into_conf)
 	(void)router_route(conf, "dave@example.com", out, ROUTER_MAX_HOPS,
 	    &why);
 	ck_assert_ptr_eq(why, conf->waves[0].label);
-	(void)router_route(conf, "ceo@example.com", out, ROUTER_MAX_HOPS,
-	    &why);
+	(void)router_route(conf, "ceo@example.com", out, ROUTER_MAX_HOPS, &why);
 	ck_assert_ptr_eq(why, conf->routes[1].label);
 }
 END_TEST
@@ -227,24 +222,26 @@ START_TEST(test_default_target)
 
 	sbuf_init(&text, 8192);
 	ck_assert_int_eq(sbuf_append_str(&text, router_conf), 0);
-	ck_assert_int_eq(sbuf_append_str(&text, "default_target bounces\n"),
-	    0);
+	ck_assert_int_eq(sbuf_append_str(&text, "default_target bounces\n"), 0);
 	c = parse_conf(text.data);
-	ck_assert_uint_eq(router_route(c, "u@other.test", out,
-	    ROUTER_MAX_HOPS, &why), 1);
+	ck_assert_uint_eq(router_route(c, "u@other.test", out, ROUTER_MAX_HOPS,
+	                      &why),
+	    1);
 	ck_assert_str_eq(why, "default_target");
 	ck_assert_str_eq(c->targets[out[0].target].name, "bounces");
 	ck_assert_str_eq(out[0].rcpt, "u@other.test");
 	/* Only for domains that are not ours: held mail stays held. */
 	ck_assert_uint_eq(router_route(c, "u@held.example", out,
-	    ROUTER_MAX_HOPS, &why), 0);
+	                      ROUTER_MAX_HOPS, &why),
+	    0);
 	ck_assert_str_eq(why, "domain held.example");
 	ck_assert_uint_eq(router_route(c, "alice@example.com", out,
-	    ROUTER_MAX_HOPS, &why), 2);
+	                      ROUTER_MAX_HOPS, &why),
+	    2);
 	ck_assert_str_eq(why, "domain example.com");
 	/* Still nothing for what is not an address. */
-	ck_assert_uint_eq(router_route(c, "alice", out, ROUTER_MAX_HOPS,
-	    &why), 0);
+	ck_assert_uint_eq(router_route(c, "alice", out, ROUTER_MAX_HOPS, &why),
+	    0);
 	ck_assert_str_eq(why, "none");
 	conf_free(c);
 	sbuf_release(&text);
@@ -258,22 +255,24 @@ START_TEST(test_postmaster_skips_wildcards)
 	const char *why;
 
 	c = parse_conf("listen *:25\n"
-	    "target a { type maildir; path /a }\n"
-	    "target b { type maildir; path /b }\n"
-	    "domain *.example.net { targets a }\n"
-	    "domain Example.ORG { targets b }\n");
+	               "target a { type maildir; path /a }\n"
+	               "target b { type maildir; path /b }\n"
+	               "domain *.example.net { targets a }\n"
+	               "domain Example.ORG { targets b }\n");
 	ck_assert_uint_eq(router_route(c, "postmaster", out, ROUTER_MAX_HOPS,
-	    &why), 1);
+	                      &why),
+	    1);
 	ck_assert_str_eq(why, "domain example.org");
 	ck_assert_str_eq(out[0].rcpt, "postmaster@example.org");
 	conf_free(c);
 
 	/* Only wildcard domains: nowhere to send it. */
 	c = parse_conf("listen *:25\n"
-	    "target a { type maildir; path /a }\n"
-	    "domain *.example.net { targets a }\n");
+	               "target a { type maildir; path /a }\n"
+	               "domain *.example.net { targets a }\n");
 	ck_assert_uint_eq(router_route(c, "postmaster", out, ROUTER_MAX_HOPS,
-	    &why), 0);
+	                      &why),
+	    0);
 	ck_assert_str_eq(why, "none");
 	conf_free(c);
 }
@@ -285,18 +284,19 @@ START_TEST(test_max)
 	const char *why;
 
 	memset(out, 0, sizeof(out));
-	ck_assert_uint_eq(router_route(conf, "alice@example.com", out, 1,
-	    &why), 1);
+	ck_assert_uint_eq(router_route(conf, "alice@example.com", out, 1, &why),
+	    1);
 	ck_assert_str_eq(conf->targets[out[0].target].name, "legacy");
 	ck_assert_str_eq(why, "domain example.com");
 	/* Nothing is written past max. */
 	ck_assert_uint_eq(out[1].target, 0);
 	ck_assert_str_eq(out[1].rcpt, "");
-	ck_assert_uint_eq(router_route(conf, "alice@example.com", out, 0,
-	    &why), 0);
+	ck_assert_uint_eq(router_route(conf, "alice@example.com", out, 0, &why),
+	    0);
 	ck_assert_str_eq(why, "domain example.com");
 	ck_assert_uint_eq(router_route(conf, "alice@example.com", NULL, 5,
-	    &why), 0);
+	                      &why),
+	    0);
 }
 END_TEST
 
@@ -306,14 +306,16 @@ START_TEST(test_null_args)
 	const char *why = NULL;
 
 	ck_assert_uint_eq(router_route(NULL, "alice@example.com", out,
-	    ROUTER_MAX_HOPS, &why), 0);
+	                      ROUTER_MAX_HOPS, &why),
+	    0);
 	ck_assert_str_eq(why, "none");
 	why = NULL;
-	ck_assert_uint_eq(router_route(conf, NULL, out, ROUTER_MAX_HOPS,
-	    &why), 0);
+	ck_assert_uint_eq(router_route(conf, NULL, out, ROUTER_MAX_HOPS, &why),
+	    0);
 	ck_assert_str_eq(why, "none");
 	ck_assert_uint_eq(router_route(conf, "alice@example.com", out,
-	    ROUTER_MAX_HOPS, NULL), 2);
+	                      ROUTER_MAX_HOPS, NULL),
+	    2);
 }
 END_TEST
 
@@ -344,13 +346,15 @@ START_TEST(test_long_addresses)
 	memcpy(mailbox + SMTP_PROTO_PATH_MAX - 16, "@sub.example.com", 17);
 	ck_assert_uint_eq(strlen(mailbox), SMTP_PROTO_PATH_MAX);
 	ck_assert_uint_eq(router_route(conf, mailbox, out, ROUTER_MAX_HOPS,
-	    &why), 1);
+	                      &why),
+	    1);
 	memcpy(want, mailbox, sizeof(want));
 	ck_assert_str_eq(out[0].rcpt, want);
 	memset(mailbox, 'c', sizeof(mailbox));
 	memcpy(mailbox + SMTP_PROTO_PATH_MAX - 15, "@sub.example.com", 17);
 	ck_assert_uint_eq(router_route(conf, mailbox, out, ROUTER_MAX_HOPS,
-	    &why), 0);
+	                      &why),
+	    0);
 	ck_assert_str_eq(why, "none");
 }
 END_TEST
@@ -362,49 +366,63 @@ START_TEST(test_rewrite)
 	char out[64];
 
 	ck_assert_int_eq(router_rewrite(conf, (size_t)cloud, "a@Example.COM",
-	    out, sizeof(out)), 0);
+	                     out, sizeof(out)),
+	    0);
 	ck_assert_str_eq(out, "a@example.mail.onmicrosoft.com");
 	ck_assert_int_eq(router_rewrite(conf, (size_t)cloud,
-	    "a@sub.example.com", out, sizeof(out)), 0);
+	                     "a@sub.example.com", out, sizeof(out)),
+	    0);
 	ck_assert_str_eq(out, "a@sub.onmicrosoft.example");
 	/* Not a rewritten domain, or a target without rewrites. */
 	ck_assert_int_eq(router_rewrite(conf, (size_t)cloud,
-	    "a@x.sub.example.com", out, sizeof(out)), 0);
+	                     "a@x.sub.example.com", out, sizeof(out)),
+	    0);
 	ck_assert_str_eq(out, "a@x.sub.example.com");
 	ck_assert_int_eq(router_rewrite(conf, (size_t)legacy, "a@example.com",
-	    out, sizeof(out)), 0);
+	                     out, sizeof(out)),
+	    0);
 	ck_assert_str_eq(out, "a@example.com");
 	/* No '@', or an index that names no target: unchanged. */
-	ck_assert_int_eq(router_rewrite(conf, (size_t)cloud, "postmaster",
-	    out, sizeof(out)), 0);
+	ck_assert_int_eq(router_rewrite(conf, (size_t)cloud, "postmaster", out,
+	                     sizeof(out)),
+	    0);
 	ck_assert_str_eq(out, "postmaster");
 	ck_assert_int_eq(router_rewrite(conf, 99, "a@example.com", out,
-	    sizeof(out)), 0);
+	                     sizeof(out)),
+	    0);
 	ck_assert_str_eq(out, "a@example.com");
 	ck_assert_int_eq(router_rewrite(NULL, 0, "a@example.com", out,
-	    sizeof(out)), 0);
+	                     sizeof(out)),
+	    0);
 	ck_assert_str_eq(out, "a@example.com");
 	/* The rewrite does not fit, the original does: -1, original. */
 	ck_assert_int_eq(router_rewrite(conf, (size_t)cloud, "a@example.com",
-	    out, 20), -1);
+	                     out, 20),
+	    -1);
 	ck_assert_str_eq(out, "a@example.com");
 	/* The exact fit: 30 octets and the NUL. */
 	ck_assert_int_eq(router_rewrite(conf, (size_t)cloud, "a@example.com",
-	    out, 31), 0);
+	                     out, 31),
+	    0);
 	ck_assert_str_eq(out, "a@example.mail.onmicrosoft.com");
 	ck_assert_int_eq(router_rewrite(conf, (size_t)cloud, "a@example.com",
-	    out, 30), -1);
+	                     out, 30),
+	    -1);
 	ck_assert_str_eq(out, "a@example.com");
 	/* Nothing fits. */
 	ck_assert_int_eq(router_rewrite(conf, (size_t)legacy, "a@example.com",
-	    out, 5), -1);
+	                     out, 5),
+	    -1);
 	ck_assert_str_eq(out, "");
 	ck_assert_int_eq(router_rewrite(conf, (size_t)legacy, "a@example.com",
-	    NULL, 5), -1);
+	                     NULL, 5),
+	    -1);
 	ck_assert_int_eq(router_rewrite(conf, (size_t)legacy, "a@example.com",
-	    out, 0), -1);
+	                     out, 0),
+	    -1);
 	ck_assert_int_eq(router_rewrite(conf, (size_t)legacy, NULL, out,
-	    sizeof(out)), -1);
+	                     sizeof(out)),
+	    -1);
 	ck_assert_str_eq(out, "");
 }
 END_TEST
@@ -444,7 +462,8 @@ START_TEST(test_hand_built)
 	c.default_target = -1;
 
 	ck_assert_uint_eq(router_route(&c, "a@example.com", out,
-	    ROUTER_MAX_HOPS, &why), 2);
+	                      ROUTER_MAX_HOPS, &why),
+	    2);
 	ck_assert_str_eq(why, "domain");
 	ck_assert_uint_eq(out[0].target, 1);
 	ck_assert_uint_eq(out[1].target, 0);
@@ -458,7 +477,8 @@ START_TEST(test_hand_built)
 	c.waves = &wave;
 	c.nwaves = 1;
 	ck_assert_uint_eq(router_route(&c, "M@example.com", out,
-	    ROUTER_MAX_HOPS, &why), 1);
+	                      ROUTER_MAX_HOPS, &why),
+	    1);
 	ck_assert_str_eq(why, "wave");
 	ck_assert_uint_eq(out[0].target, 1);
 
@@ -468,14 +488,16 @@ START_TEST(test_hand_built)
 	c.routes = &route;
 	c.nroutes = 1;
 	ck_assert_uint_eq(router_route(&c, "M@example.com", out,
-	    ROUTER_MAX_HOPS, &why), 1);
+	                      ROUTER_MAX_HOPS, &why),
+	    1);
 	ck_assert_str_eq(why, "route");
 	ck_assert_uint_eq(out[0].target, 0);
 
 	/* A default_target past the end gives no hop. */
 	c.default_target = 5;
 	ck_assert_uint_eq(router_route(&c, "a@example.net", out,
-	    ROUTER_MAX_HOPS, &why), 0);
+	                      ROUTER_MAX_HOPS, &why),
+	    0);
 	ck_assert_str_eq(why, "default_target");
 }
 END_TEST
@@ -488,8 +510,8 @@ router_suite(void)
 
 	tc = tcase_create("route");
 	tcase_add_checked_fixture(tc, setup, teardown);
-	tcase_add_loop_test(tc, test_table, 0, sizeof(cases) /
-	    sizeof(cases[0]));
+	tcase_add_loop_test(tc, test_table, 0,
+	    sizeof(cases) / sizeof(cases[0]));
 	tcase_add_test(tc, test_why_points_into_conf);
 	tcase_add_test(tc, test_default_target);
 	tcase_add_test(tc, test_postmaster_skips_wildcards);

@@ -60,8 +60,9 @@ START_TEST(test_escape_round_trip)
 
 	sbuf_init(&esc, 256);
 	sbuf_init(&back, 256);
-	ck_assert_int_eq(sbuf_append_escaped(&esc, raw, sizeof(raw) - 1, ",=",
-	    false), 0);
+	ck_assert_int_eq(sbuf_append_escaped(&esc, raw, sizeof(raw) - 1,
+	                     ",=", false),
+	    0);
 	ck_assert_str_eq(esc.data,
 	    "a\\x20b\\x5cc\\x0d\\x0a\\x7f\\x2c\\x3d\xc3\xa9");
 	ck_assert_int_eq(sbuf_append_unescaped(&back, esc.data, esc.len), 0);
@@ -79,14 +80,15 @@ END_TEST
 START_TEST(test_unescape_rejects_malformed)
 {
 	static const char *const bad[] = { "\\", "\\x", "\\x4", "\\y41",
-	    "\\x4g", "ab\\" };
+		"\\x4g", "ab\\" };
 	struct sbuf sb;
 	size_t i;
 
 	sbuf_init(&sb, 64);
 	for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 		ck_assert_int_eq(sbuf_append_unescaped(&sb, bad[i],
-		    strlen(bad[i])), -1);
+		                     strlen(bad[i])),
+		    -1);
 		ck_assert_uint_eq(sb.len, 0);
 	}
 	sbuf_release(&sb);

@@ -42,9 +42,9 @@
 #include "smtp_proto.h"
 #include "xmalloc.h"
 
-#define CAPTURE_PY	"tests/unit/data/aiosmtpd_capture.py"
-#define MAXRCPT		8
-#define DEADLINE	25
+#define CAPTURE_PY "tests/unit/data/aiosmtpd_capture.py"
+#define MAXRCPT    8
+#define DEADLINE   25
 
 static char tdir[64];
 static char cert[128], key[128], lmtp_sock[96], sink_out[128];
@@ -160,9 +160,9 @@ start_silent(void)
 		pids[npids++] = pid;
 		return;
 	}
-	signal(SIGTERM, SIG_DFL);	/* not Check's group-killing handler */
+	signal(SIGTERM, SIG_DFL); /* not Check's group-killing handler */
 	for (;;)
-		(void)accept(fd, NULL, NULL);	/* keep them open, silent */
+		(void)accept(fd, NULL, NULL); /* keep them open, silent */
 }
 
 /* A child that greets with 554 and waits for the client to leave. */
@@ -237,9 +237,10 @@ peers_start(void)
 	(void)snprintf(sink_out, sizeof(sink_out), "%s/sink.out", tdir);
 	{
 		const char *const argv[] = { "openssl", "req", "-x509",
-			"-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost",
-			"-addext", "subjectAltName=DNS:localhost", "-days", "2",
-			"-keyout", key, "-out", cert, NULL };
+			"-newkey", "rsa:2048", "-nodes", "-subj",
+			"/CN=localhost", "-addext",
+			"subjectAltName=DNS:localhost", "-days", "2", "-keyout",
+			key, "-out", cert, NULL };
 
 		ck_assert_int_eq(run_wait(argv), 0);
 	}
@@ -283,15 +284,17 @@ peers_start(void)
 	(void)snprintf(sp[2], sizeof(sp[2]), "%d", p_broken);
 	{
 		const char *const a[] = { "--port", sp[0], "--dsn",
-			"--smtputf8", "--size", "1000000",
-			"--reply", "rej@dest.test=550 5.1.1 <rej@dest.test>: no such user",
+			"--smtputf8", "--size", "1000000", "--reply",
+			"rej@dest.test=550 5.1.1 <rej@dest.test>: no such user",
 			"--reply", "later@dest.test=451 4.2.0 try again later",
-			"--mail-reply", "badsender@src.test=550 5.7.1 sender refused",
-			"--data-reply", "datafail@dest.test=554 5.6.0 content rejected",
-			"--stall", "stall@dest.test",
-			"--drop", "drop@dest.test",
-			"--reply", "multi@dest.test=550-5.1.1 first line\r\n"
-			    "550-5.1.1 middle line\r\n550 5.1.1 last line",
+			"--mail-reply",
+			"badsender@src.test=550 5.7.1 sender refused",
+			"--data-reply",
+			"datafail@dest.test=554 5.6.0 content rejected",
+			"--stall", "stall@dest.test", "--drop",
+			"drop@dest.test", "--reply",
+			"multi@dest.test=550-5.1.1 first line\r\n"
+			"550-5.1.1 middle line\r\n550 5.1.1 last line",
 			NULL };
 
 		start_capture("plain", a);
@@ -387,8 +390,7 @@ dup0(const char *s)
 }
 
 static struct conf_target *
-tgt_new(enum conf_target_type type, const char *host, const char *mx,
-    int port)
+tgt_new(enum conf_target_type type, const char *host, const char *mx, int port)
 {
 	struct conf_target *t = xcalloc(1, sizeof(*t));
 	char p[16];
@@ -447,13 +449,13 @@ run_for(int ms)
 }
 
 struct openres {
-	int			 calls;
-	bool			 in_call;
-	bool			 sync;
-	struct smtp_client	*c;
-	int			 status;
-	bool			 temp;
-	char			 reason[1024];
+	int calls;
+	bool in_call;
+	bool sync;
+	struct smtp_client *c;
+	int status;
+	bool temp;
+	char reason[1024];
 };
 
 static void
@@ -503,13 +505,13 @@ open_target(const struct conf_target *t, const char *helo,
  * would be), read through the spool's read side as the queue does.
  */
 struct msg {
-	char			 path[160];
-	struct spool_content	*c;
-	struct smtp_client_msg	 m;
-	struct smtp_client_rcpt	 r[MAXRCPT];
+	char path[160];
+	struct spool_content *c;
+	struct smtp_client_msg m;
+	struct smtp_client_rcpt r[MAXRCPT];
 };
 
-#define JUNK	"JUNK\r\n."
+#define JUNK "JUNK\r\n."
 
 static void
 msg_init(struct msg *mb, const char *sender, const void *content, size_t len,
@@ -541,7 +543,7 @@ msg_init(struct msg *mb, const char *sender, const void *content, size_t len,
 	ck_assert_msg(mb->c != NULL, "%s", err.data);
 	spool_reader_close(rd);
 	sbuf_release(&err);
-	ck_assert_int_eq(write(fd, "TRAILER", 7), 7);	/* not content */
+	ck_assert_int_eq(write(fd, "TRAILER", 7), 7); /* not content */
 	close(fd);
 	mb->m.content = mb->c;
 	mb->m.content_size = len;
@@ -562,9 +564,9 @@ msg_done(struct msg *mb)
 }
 
 struct sendres {
-	int	calls;
-	int	status;
-	bool	close_in_cb;
+	int calls;
+	int status;
+	bool close_in_cb;
 };
 
 static void
@@ -585,7 +587,7 @@ send_msg(struct smtp_client *c, struct msg *mb)
 
 	memset(&r, 0, sizeof(r));
 	smtp_client_send(c, &mb->m, done_cb, &r);
-	ck_assert_int_eq(r.calls, 0);	/* never from inside the call */
+	ck_assert_int_eq(r.calls, 0); /* never from inside the call */
 	run_until(&r.calls, 1);
 	ck_assert_int_eq(r.calls, 1);
 	return r.status;
@@ -673,12 +675,12 @@ captured(const char *dir, const char *sender, int n)
 	return s != NULL;
 }
 
-#define ASSERT_HAS(hay, needle) \
+#define ASSERT_HAS(hay, needle)                                                \
 	ck_assert_msg(strstr((hay), (needle)) != NULL, "\"%s\" not in \"%s\"", \
 	    (needle), (hay))
-#define ASSERT_PREFIX(s, p) \
-	ck_assert_msg(strncmp((s), (p), strlen(p)) == 0, "\"%s\" lacks \"%s\"", \
-	    (s), (p))
+#define ASSERT_PREFIX(s, p)                              \
+	ck_assert_msg(strncmp((s), (p), strlen(p)) == 0, \
+	    "\"%s\" lacks \"%s\"", (s), (p))
 
 static const char simple[] = "Subject: test\r\n\r\nHello.\r\n";
 
@@ -756,8 +758,8 @@ END_TEST
 
 /* Appends to a growing test buffer. */
 struct tbuf {
-	char	*d;
-	size_t	 len, cap;
+	char *d;
+	size_t len, cap;
 };
 
 static void
@@ -806,7 +808,7 @@ START_TEST(test_dotstuff_exact)
 
 	tb_str(&b, ".starts with a dot\r\n");
 	tb_str(&b, "..two dots\r\n");
-	tb_str(&b, ".\r\n");			/* alone: must not end DATA */
+	tb_str(&b, ".\r\n"); /* alone: must not end DATA */
 	tb_str(&b, "Subject: dots\r\n\r\n");
 	tb_str(&b, "caf\xc3\xa9 \xff\xfe\x80 8-bit\r\n");
 	memset(longline, 'L', sizeof(longline) - 1);
@@ -1006,7 +1008,8 @@ START_TEST(test_dsn_params)
 	ck_assert_uint_eq(mb.r[0].code, 250);
 	env = env_of("plain", "dsn@src.test", 1);
 	ASSERT_HAS(env, "dsn_mail: RET=HDRS ENVID=QQ+2B123\n");
-	ASSERT_HAS(env, "dsn_rcpt: NOTIFY=SUCCESS,FAILURE "
+	ASSERT_HAS(env,
+	    "dsn_rcpt: NOTIFY=SUCCESS,FAILURE "
 	    "ORCPT=rfc822;orig@dest.test\n");
 	ASSERT_HAS(env, "dsn_rcpt: NOTIFY=NEVER\n");
 	ASSERT_HAS(env, "dsn_rcpt: NOTIFY=FAILURE,DELAY\n");
@@ -1021,7 +1024,7 @@ START_TEST(test_smtputf8)
 {
 	static const char *const rc[] = { "j\xc3\xb6rg@dest.test", NULL };
 	static const char body[] = "Subject: gr\xc3\xbc\xc3\x9f\x65\r\n\r\n"
-	    "\xc3\xa4\r\n";
+	                           "\xc3\xa4\r\n";
 	struct conf_target *t = tgt_new(CONF_TARGET_SMTP, "127.0.0.1", NULL,
 	    p_plain);
 	struct openres o;
@@ -1156,7 +1159,7 @@ START_TEST(test_helo_fallback)
 	ck_assert_uint_eq(mb.r[0].code, 250);
 	env = env_of("plain", "helo@src.test", 1);
 	ASSERT_HAS(env, "helo: noehlo.test");
-	ASSERT_HAS(env, "mail_options: \n");	/* no ESMTP parameters */
+	ASSERT_HAS(env, "mail_options: \n"); /* no ESMTP parameters */
 	free(env);
 	smtp_client_close(c);
 	msg_done(&mb);
@@ -1180,7 +1183,8 @@ START_TEST(test_multiline_reply)
 	ck_assert_int_eq(send_msg(c, &mb), 0);
 	ck_assert_uint_eq(mb.r[0].code, 550);
 	/* All lines, joined after one code. */
-	ck_assert_str_eq(mb.r[0].reply, "550 5.1.1 first line 5.1.1 middle "
+	ck_assert_str_eq(mb.r[0].reply,
+	    "550 5.1.1 first line 5.1.1 middle "
 	    "line 5.1.1 last line");
 	ck_assert_uint_eq(mb.r[1].code, 250);
 	smtp_client_close(c);
@@ -1241,8 +1245,7 @@ START_TEST(test_mx_delivery)
 	char peer[64], sender[64];
 
 	/* 0: explicit MX domain; 1: "*" (the recipient's domain). */
-	t = tgt_new(CONF_TARGET_SMTP, NULL, _i == 0 ? "mx.test" : "*",
-	    p_plain);
+	t = tgt_new(CONF_TARGET_SMTP, NULL, _i == 0 ? "mx.test" : "*", p_plain);
 	c = open_target(t, "mx.test", _i == 0 ? NULL : "dest.test", &o);
 	ck_assert_msg(c != NULL, "%s", o.reason);
 	(void)snprintf(peer, sizeof(peer), "mail.mx.test[127.0.0.1]:%d",
@@ -1279,16 +1282,16 @@ START_TEST(test_mx_second_host)
 END_TEST
 
 static const struct {
-	const char	*host;		/* fixed host, or NULL */
-	const char	*mx;		/* MX domain, or NULL */
-	bool		 temp;
-	const char	*reason;
+	const char *host; /* fixed host, or NULL */
+	const char *mx;   /* MX domain, or NULL */
+	bool temp;
+	const char *reason;
 } open_failures[] = {
 	{ NULL, "nx.test", false, "nx.test" },
 	{ NULL, "nullmx.test", false, "null MX" },
 	{ NULL, "fail.test", true, "fail.test" },
-	{ "nx.test", NULL, true, "nx.test" },	/* a fixed host: retry */
-	{ "127.0.0.1", NULL, true, "refused" },	/* the closed port */
+	{ "nx.test", NULL, true, "nx.test" },   /* a fixed host: retry */
+	{ "127.0.0.1", NULL, true, "refused" }, /* the closed port */
 };
 
 START_TEST(test_open_failures)
@@ -1370,7 +1373,7 @@ START_TEST(test_close_mid_transaction)
 	run_for(300);
 	smtp_client_close(c);
 	run_for(300);
-	ck_assert_int_eq(r.calls, 0);	/* no callback after close */
+	ck_assert_int_eq(r.calls, 0); /* no callback after close */
 	msg_done(&mb);
 	tgt_free(t);
 }
@@ -1419,8 +1422,8 @@ START_TEST(test_open_cancel)
 	p.helo = "cancel.test";
 	smtp_client_open(&p, open_cb, &o);
 	if (_i == 0 || _i == 4)
-		run_for(200);	/* connected, waiting for the banner */
-	smtp_client_open_cancel(open_cb, &other);	/* not that one */
+		run_for(200); /* connected, waiting for the banner */
+	smtp_client_open_cancel(open_cb, &other); /* not that one */
 	if (_i == 4)
 		smtp_client_shutdown();
 	else
@@ -1435,13 +1438,13 @@ END_TEST
 /* ---- TLS ---- */
 
 static const struct {
-	int			 peer;		/* 0 plain, 1 tls, 2 broken */
-	enum conf_tls_policy	 policy;
-	int			 ca;		/* tls_ca: 1 our cert, 2 bad */
-	const char		*name;		/* tls_name */
-	const char		*mx;		/* deliver via this MX */
-	int			 want_tls;	/* 1/0 delivered, -1 fails */
-	const char		*reason;
+	int peer; /* 0 plain, 1 tls, 2 broken */
+	enum conf_tls_policy policy;
+	int ca;           /* tls_ca: 1 our cert, 2 bad */
+	const char *name; /* tls_name */
+	const char *mx;   /* deliver via this MX */
+	int want_tls;     /* 1/0 delivered, -1 fails */
+	const char *reason;
 } tls_cases[] = {
 	{ 1, CONF_TLS_ENCRYPT, false, NULL, NULL, 1, NULL },
 	{ 1, CONF_TLS_MAY, false, NULL, NULL, 1, NULL },
@@ -1464,7 +1467,8 @@ START_TEST(test_tls)
 	static const char *const rc[] = { "a@dest.test", NULL };
 	static const char *const dirs[] = { "plain", "tls", "broken" };
 	int port = tls_cases[_i].peer == 0 ? p_plain :
-	    tls_cases[_i].peer == 1 ? p_tls : p_broken;
+	    tls_cases[_i].peer == 1        ? p_tls :
+	                                     p_broken;
 	struct conf_target *t;
 	struct openres o;
 	struct smtp_client *c;
@@ -1480,7 +1484,7 @@ START_TEST(test_tls)
 		t->tls_cert = xstrdup(cert);
 		t->tls_key = xstrdup(key);
 	} else if (tls_cases[_i].ca == 2) {
-		t->tls_ca = xstrdup(key);	/* not a certificate */
+		t->tls_ca = xstrdup(key); /* not a certificate */
 	}
 	t->tls_name = dup0(tls_cases[_i].name);
 	c = open_target(t, "tls.test", NULL, &o);
@@ -1529,7 +1533,8 @@ START_TEST(test_tls_large_content)
 		    i % 5 == 0 ? "." : "", n,
 		    "abcdefghijklmnopqrstuvwxyz0123456789abcdefghijklmnopqrstuv"
 		    "wxyz0123456789abcdefghijklmnopqrstuvwxyz0123456789abcdefgh"
-		    "ijklmnopqrstuvwxyz0123456789", i);
+		    "ijklmnopqrstuvwxyz0123456789",
+		    i);
 		tb_str(&b, line);
 	}
 	tb_add(&want, b.d, b.len);
@@ -1648,7 +1653,7 @@ START_TEST(test_reuse_same_connection)
 		ck_assert_int_eq(send_msg(c, &mb), 0);
 		ck_assert_uint_eq(mb.r[0].code, 250);
 	}
-	ck_assert(!smtp_client_reusable(c));	/* the limit is reached */
+	ck_assert(!smtp_client_reusable(c)); /* the limit is reached */
 	for (i = 1; i <= 5; i++)
 		check_capture("plain", "reuse@src.test", i, simple,
 		    strlen(simple));
@@ -1678,11 +1683,11 @@ sink_counts(int *quit, int *mesg)
 }
 
 struct sink_run {
-	struct conf_target	*t;
-	struct smtp_client	*c;
-	struct msg		 mb;
-	int			 sent, want, opens, errors, done;
-	struct openres		 o;
+	struct conf_target *t;
+	struct smtp_client *c;
+	struct msg mb;
+	int sent, want, opens, errors, done;
+	struct openres o;
 };
 
 static void sink_next(struct sink_run *sr);
@@ -1724,7 +1729,7 @@ sink_next(struct sink_run *sr)
 	struct smtp_client_params p;
 
 	if (sr->sent == sr->want) {
-		smtp_client_close(sr->c);	/* from inside its callback */
+		smtp_client_close(sr->c); /* from inside its callback */
 		sr->c = NULL;
 		sr->done = 1;
 		return;
@@ -1766,18 +1771,20 @@ START_TEST(test_sink_reuse_throughput)
 	clock_gettime(CLOCK_MONOTONIC, &t1);
 	ck_assert_int_eq(sr.errors, 0);
 	ck_assert_int_eq(sr.sent, 250);
-	ck_assert_int_eq(sr.opens, 3);	/* 100 + 100 + 50 */
+	ck_assert_int_eq(sr.opens, 3); /* 100 + 100 + 50 */
 	secs = (double)(t1.tv_sec - t0.tv_sec) +
 	    (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
-	fprintf(stderr, "smtp-sink: 250 x 4 KiB in %.3f s (%.0f msgs/s, "
-	    "3 connections, ASan build)\n", secs, 250 / secs);
+	fprintf(stderr,
+	    "smtp-sink: 250 x 4 KiB in %.3f s (%.0f msgs/s, "
+	    "3 connections, ASan build)\n",
+	    secs, 250 / secs);
 	for (i = 0; i < 300; i++) {
 		if (sink_counts(&q1, &m1) && m1 - m0 >= 250 && q1 - q0 >= 3)
 			break;
 		usleep(10000);
 	}
 	ck_assert_int_eq(m1 - m0, 250);
-	ck_assert_int_eq(q1 - q0, 3);	/* QUIT on each close */
+	ck_assert_int_eq(q1 - q0, 3); /* QUIT on each close */
 	msg_done(&sr.mb);
 	free(b.d);
 	tgt_free(sr.t);

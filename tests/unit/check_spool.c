@@ -34,7 +34,7 @@
 #include "workers.h"
 #include "xmalloc.h"
 
-#define NMANY	200
+#define NMANY 200
 
 static char tdir[64];
 static char sdir[96];
@@ -43,10 +43,10 @@ static struct workers *w;
 static struct spool *sp;
 
 struct result {
-	int	status;
-	bool	done;
-	char	id[SPOOL_ID_LEN + 1];
-	char	err[256];
+	int status;
+	bool done;
+	char id[SPOOL_ID_LEN + 1];
+	char err[256];
 };
 
 static unsigned ndone;
@@ -140,7 +140,8 @@ make_env(struct spool_envelope *env)
 	    SMTP_PROTO_NOTIFY_FAILURE;
 	env->rcpts[0].orcpt = xstrdup("rfc822;bob@example.com");
 	env->rcpts[1].addr = xstrdup("postmaster");
-	env->rcpts[2].addr = xstrdup("j\xc3\xbcrgen@b\xc3\xbc" "cher.example");
+	env->rcpts[2].addr = xstrdup("j\xc3\xbcrgen@b\xc3\xbc"
+	                             "cher.example");
 	env->rcpts[2].notify = SMTP_PROTO_NOTIFY_NEVER;
 	ck_assert_int_eq(clock_gettime(CLOCK_REALTIME, &env->arrival), 0);
 	env->listener = xstrdup("127.0.0.1:2525");
@@ -210,8 +211,8 @@ read_msg(const char *dir, const char *id, struct spool_envelope *env,
 
 /* The header parser over one open file, whatever its name. */
 static int
-read_header_file(const char *path, struct spool_envelope *env,
-    uint64_t *off, uint64_t *size, char sha[65], struct sbuf *err)
+read_header_file(const char *path, struct spool_envelope *env, uint64_t *off,
+    uint64_t *size, char sha[65], struct sbuf *err)
 {
 	char id[SPOOL_ID_LEN + 1];
 	int fd, rc;
@@ -223,7 +224,6 @@ read_header_file(const char *path, struct spool_envelope *env,
 	(void)close(fd);
 	return rc;
 }
-
 
 static void
 write_whole(const char *path, const void *data, size_t len)
@@ -321,8 +321,8 @@ sha256_hex(const void *data, size_t len, char out[65])
 	unsigned char md[EVP_MAX_MD_SIZE];
 	unsigned int mdlen, i;
 
-	ck_assert_int_eq(EVP_Digest(data, len, md, &mdlen, EVP_sha256(),
-	    NULL), 1);
+	ck_assert_int_eq(EVP_Digest(data, len, md, &mdlen, EVP_sha256(), NULL),
+	    1);
 	ck_assert_uint_eq(mdlen, 32);
 	for (i = 0; i < mdlen; i++)
 		(void)snprintf(out + 2 * i, 3, "%02x", md[i]);
@@ -383,7 +383,8 @@ commit_simple(const char *content, struct result *r)
 	ck_assert_msg(msg != NULL, "spool_msg_new: %s", t_err.data);
 	spool_envelope_clear(&env);
 	ck_assert_int_eq(spool_msg_append(msg, content, strlen(content),
-	    &t_err), 0);
+	                     &t_err),
+	    0);
 	spool_msg_commit(msg, NULL, commit_cb, r);
 	pump_until(&ndone, before + 1);
 	ck_assert_msg(r->status == 0, "commit: %s", r->err);
@@ -404,8 +405,9 @@ START_TEST(test_commit_one)
 
 	content = xmalloc(total);
 	for (i = 0; i < total; i++)
-		content[i] = (char)(i % 78 == 76 ? '\r' : i % 78 == 77 ? '\n' :
-		    'A' + (int)(i % 26));
+		content[i] = (char)(i % 78 == 76 ? '\r' :
+		        i % 78 == 77             ? '\n' :
+		                                   'A' + (int)(i % 26));
 	make_env(&env);
 	msg = spool_msg_new(sp, &env, &t_err);
 	ck_assert_msg(msg != NULL, "spool_msg_new: %s", t_err.data);
@@ -415,7 +417,8 @@ START_TEST(test_commit_one)
 	for (i = 0, n = 1; i < total; i += n, n = n * 3 % 70001 + 1) {
 		if (n > total - i)
 			n = total - i;
-		ck_assert_int_eq(spool_msg_append(msg, content + i, n, &t_err), 0);
+		ck_assert_int_eq(spool_msg_append(msg, content + i, n, &t_err),
+		    0);
 	}
 	ck_assert_uint_eq(spool_msg_size(msg), total);
 	/* Not in queue/ before the callback. */
@@ -430,8 +433,8 @@ START_TEST(test_commit_one)
 
 	(void)snprintf(path, sizeof(path), "%s/queue/%s", sdir, id);
 	sbuf_init(&err, 256);
-	ck_assert_msg(read_msg(sdir, id, &got, &off, &size, sha,
-	    &err) == 0, "read_header: %s", err.data);
+	ck_assert_msg(read_msg(sdir, id, &got, &off, &size, sha, &err) == 0,
+	    "read_header: %s", err.data);
 	ck_assert_uint_eq(size, total);
 	ck_assert_str_eq(got.sender, env.sender);
 	ck_assert_str_eq(got.envid, env.envid);
@@ -463,8 +466,8 @@ START_TEST(test_commit_one)
 	ck_assert_str_eq(sha, want);
 	ck_assert(strncmp(file, "splitmx-queue-file 1\nsize ", 26) == 0);
 	/* Peer text cannot forge header lines. */
-	ck_assert_ptr_nonnull(strstr(file,
-	    "\nhelo evil\\x0d\\x0ahelo\\x20with\\x5cspaces\n"));
+	ck_assert_ptr_nonnull(
+	    strstr(file, "\nhelo evil\\x0d\\x0ahelo\\x20with\\x5cspaces\n"));
 	ck_assert_ptr_nonnull(strstr(file,
 	    "\nrcpt bob@example.com notify=SUCCESS,FAILURE "
 	    "orcpt=rfc822;bob@example.com\n"));
@@ -476,14 +479,16 @@ START_TEST(test_commit_one)
 	ck_assert_ptr_nonnull(strstr(line, " from=<\"a\\x20b\"@example.org> "));
 	ck_assert_ptr_nonnull(strstr(line, " size=200000 "));
 	ck_assert_ptr_nonnull(strstr(line, want));
-	ck_assert_ptr_nonnull(strstr(line, " nrcpt=3 to=<bob@example.com>,"
-	    "<postmaster>,<j\xc3\xbcrgen@b\xc3\xbc" "cher.example> "));
+	ck_assert_ptr_nonnull(strstr(line,
+	    " nrcpt=3 to=<bob@example.com>,"
+	    "<postmaster>,<j\xc3\xbcrgen@b\xc3\xbc"
+	    "cher.example> "));
 	ck_assert_ptr_nonnull(strstr(line,
 	    " client=mail.example.net[192.0.2.1] listener=127.0.0.1:2525 "));
 	ck_assert_ptr_nonnull(strstr(line, " proto=ESMTPS "));
-	ck_assert_ptr_nonnull(strstr(line,
-	    " tls=TLSv1.3\\x20TLS_AES_256_GCM_SHA384"));
-	ck_assert_uint_eq(line[27], ' ');	/* timestamp first */
+	ck_assert_ptr_nonnull(
+	    strstr(line, " tls=TLSv1.3\\x20TLS_AES_256_GCM_SHA384"));
+	ck_assert_uint_eq(line[27], ' '); /* timestamp first */
 	ck_assert_uint_eq(line[26], 'Z');
 	/* The callback may run just before the count drops. */
 	wait_idle();
@@ -524,9 +529,11 @@ START_TEST(test_commit_many)
 		sbuf_reset(&content);
 		while (content.len < 4096 + i)
 			ck_assert_int_eq(sbuf_printf(&content,
-			    "message %u line\r\n", i), 0);
+			                     "message %u line\r\n", i),
+			    0);
 		ck_assert_int_eq(spool_msg_append(msg[i], content.data,
-		    content.len, &t_err), 0);
+		                     content.len, &t_err),
+		    0);
 	}
 	for (i = 0; i < NMANY; i++)
 		spool_msg_commit(msg[i], "<many@example.org>", commit_cb,
@@ -544,8 +551,9 @@ START_TEST(test_commit_many)
 	free(j);
 
 	/* Spot-check a file: the null sender reads back as "". */
-	ck_assert_msg(read_msg(sdir, r[7].id, &got, &off, &size, sha,
-	    &err) == 0, "%s", err.data);
+	ck_assert_msg(read_msg(sdir, r[7].id, &got, &off, &size, sha, &err) ==
+	        0,
+	    "%s", err.data);
 	ck_assert_str_eq(got.sender, "");
 	sbuf_reset(&content);
 	while (content.len < 4096 + 7)
@@ -635,9 +643,9 @@ START_TEST(test_write_failure)
 END_TEST
 
 struct found {
-	unsigned	n;
-	char		ids[8][SPOOL_ID_LEN + 1];
-	uint64_t	sizes[8];
+	unsigned n;
+	char ids[8][SPOOL_ID_LEN + 1];
+	uint64_t sizes[8];
 };
 
 static void
@@ -690,7 +698,8 @@ START_TEST(test_recover)
 	(void)snprintf(path, sizeof(path), "%s/queue/0000000000000UNC", sdir);
 	file = NULL;
 	{
-		const char *unc = "splitmx-queue-file 1\n"
+		const char *unc =
+		    "splitmx-queue-file 1\n"
 		    "size -------------------- sha256 "
 		    "------------------------------------------------"
 		    "----------------\n"
@@ -709,7 +718,7 @@ START_TEST(test_recover)
 	ck_assert_uint_eq(st.removed_tmp, 3);
 	ck_assert_uint_eq(st.quarantined, 4);
 	ck_assert_uint_eq(f.n, 2);
-	ck_assert(strcmp(f.ids[0], f.ids[1]) < 0);	/* sorted */
+	ck_assert(strcmp(f.ids[0], f.ids[1]) < 0); /* sorted */
 	for (i = 0; i < 2; i++) {
 		k = strcmp(f.ids[i], r[0].id) == 0 ? 0 : 1;
 		ck_assert_str_eq(f.ids[i], r[k].id);
@@ -725,8 +734,7 @@ START_TEST(test_recover)
 	ck_assert_uint_eq(count_substr(j, " accepted id="), 3);
 	free(journal_line(j,
 	    " discarded id=0000000000000ABC reason=incomplete"));
-	free(journal_line(j,
-	    " discarded id=junk\\x20name reason=incomplete"));
+	free(journal_line(j, " discarded id=junk\\x20name reason=incomplete"));
 	ck_assert_uint_eq(count_substr(j, " quarantined id="), 4);
 	free(journal_line(j, " quarantined id=notanid.txt reason="));
 
@@ -758,8 +766,8 @@ START_TEST(test_recover)
 END_TEST
 
 static const struct {
-	const char	*text;
-	const char	*err;
+	const char *text;
+	const char *err;
 } bad_headers[] = {
 	{ "splitmx-queue-file 2\nwhatever\n.\n", "unsupported format version" },
 	{ "From someone\n.\n", "not a splitmx queue file" },
@@ -768,37 +776,44 @@ static const struct {
 	  "size 00000000000000000009 sha256 "
 	  "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855\n"
 	  "id 0000000000000001\narrival 2026-11-23T01:20:00.000000Z\n"
-	  "sender \nrcpt a@b\n.\n", "torn file" },
+	  "sender \nrcpt a@b\n.\n",
+	    "torn file" },
 	{ "splitmx-queue-file 1\n"
 	  "size 00000000000000000000 sha256 "
 	  "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855\n"
 	  "id 0000000000000001\narrival 2026-11-23T01:20:00.000000Z\n"
-	  "sender \nrcpt a@b notify=BOGUS\n.\n", "malformed header line" },
+	  "sender \nrcpt a@b notify=BOGUS\n.\n",
+	    "malformed header line" },
 	{ "splitmx-queue-file 1\n"
 	  "size 00000000000000000000 sha256 "
 	  "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855\n"
 	  "id 0000000000000001\narrival 2026-11-23T01:20:00.000000Z\n"
-	  "sender \n.\n", "lacks" },
+	  "sender \n.\n",
+	    "lacks" },
 	{ "splitmx-queue-file 1\n"
 	  "size 00000000000000000000 sha256 "
 	  "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855\n"
 	  "id 0000000000000001\narrival 2026-11-23T01:20:00.000000Z\n"
-	  "sender a\\x0\nrcpt a@b\n.\n", "malformed header line" },
+	  "sender a\\x0\nrcpt a@b\n.\n",
+	    "malformed header line" },
 	{ "splitmx-queue-file 1\n"
 	  "size 00000000000000000000 sha256 "
 	  "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855\n"
 	  "id 0000000000000001\narrival 2026-11-23T01:20:00.000000Z\n"
-	  "sender a\\x00\nrcpt a@b\n.\n", "malformed header line" },
+	  "sender a\\x00\nrcpt a@b\n.\n",
+	    "malformed header line" },
 	{ "splitmx-queue-file 1\n"
 	  "size 00000000000000000000 sha256 "
 	  "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855\n"
 	  "id 0000000000000001\narrival 2026-11-23T01:20:00.000000Z\n"
-	  "sender \nsender \nrcpt a@b\n.\n", "malformed header line" },
+	  "sender \nsender \nrcpt a@b\n.\n",
+	    "malformed header line" },
 	{ "splitmx-queue-file 1\n"
 	  "size 00000000000000000000 sha256 "
 	  "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855\n"
 	  "id 0000000000000001\narrival 2026-11-23T01:20:00.000000Z\n"
-	  "sender \nrcpt a@b\n", "truncated header" },
+	  "sender \nrcpt a@b\n",
+	    "truncated header" },
 };
 
 START_TEST(test_read_header_bad)
@@ -823,7 +838,8 @@ END_TEST
 
 START_TEST(test_read_header_good)
 {
-	static const char text[] = "splitmx-queue-file 1\n"
+	static const char text[] =
+	    "splitmx-queue-file 1\n"
 	    "size 00000000000000000003 sha256 "
 	    "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855\n"
 	    "id 0000000000000001\narrival 2026-11-23T01:20:00.000042Z\n"
@@ -839,8 +855,9 @@ START_TEST(test_read_header_good)
 	(void)snprintf(path, sizeof(path), "%s/queue/0000000000000001", tdir);
 	write_whole(path, text, strlen(text));
 	sbuf_init(&err, 256);
-	ck_assert_msg(read_msg(tdir, "0000000000000001", &env, &off, &size,
-	    sha, &err) == 0, "%s", err.data);
+	ck_assert_msg(read_msg(tdir, "0000000000000001", &env, &off, &size, sha,
+	                  &err) == 0,
+	    "%s", err.data);
 	ck_assert_uint_eq(size, 3);
 	ck_assert_uint_eq(off, strlen(text) - 3);
 	ck_assert_str_eq(env.sender, "");
@@ -855,15 +872,16 @@ START_TEST(test_read_header_good)
 	(void)snprintf(path, sizeof(path), "%s/queue/0000000000000002", tdir);
 	write_whole(path, text, strlen(text));
 	ck_assert_int_eq(read_msg(tdir, "0000000000000002", &env, &off, &size,
-	    sha, &err), -1);
+	                     sha, &err),
+	    -1);
 	ck_assert_ptr_nonnull(strstr(err.data, "does not match"));
 	sbuf_release(&err);
 }
 END_TEST
 
 static const struct {
-	const char	*id;
-	bool		 ok;
+	const char *id;
+	bool ok;
 } ids[] = {
 	{ "0123456789ABCDEF", true },
 	{ "ZZZZZZZZZZZZZZZZ", true },

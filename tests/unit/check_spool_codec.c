@@ -15,7 +15,7 @@
 #include "smtp_proto.h"
 #include "spool_codec.h"
 
-#define T_ID	"1J0SULLHSCJF7O8C"
+#define T_ID "1J0SULLHSCJF7O8C"
 
 static char t_sender[] = "alice@example.net";
 static char t_rcpt1[] = "bob@example.com";
@@ -57,7 +57,7 @@ t_env(struct spool_envelope *env, struct spool_rcpt rcpts[2])
 START_TEST(test_header_round_trip)
 {
 	static const char sha[] = "0c5e0000000000000000000000000000"
-	    "0000000000000000000000000000e41a";
+	                          "0000000000000000000000000000e41a";
 	struct spool_envelope env, got;
 	struct spool_rcpt rcpts[2];
 	char sum[SPOOL_SUM_LEN + 1], id[SPOOL_ID_LEN + 1], gsha[65];
@@ -71,7 +71,8 @@ START_TEST(test_header_round_trip)
 	ck_assert_int_eq(spool_hdr_format(&hdr, T_ID, &env), 0);
 	/* Uncommitted: the placeholder is no size/sha256 record. */
 	ck_assert_int_eq(spool_hdr_parse(hdr.data, hdr.len, &got, id, &size,
-	    gsha, &err), -1);
+	                     gsha, &err),
+	    -1);
 	ck_assert_ptr_nonnull(strstr(err.data, "no size/sha256"));
 	spool_hdr_format_sum(sum, 4711, sha);
 	ck_assert_uint_eq(strlen(sum), SPOOL_SUM_LEN);
@@ -79,8 +80,9 @@ START_TEST(test_header_round_trip)
 	ck_assert_int_eq(spool_hdr_end(hdr.data, hdr.len, &hlen), 1);
 	ck_assert_uint_eq(hlen, hdr.len);
 	ck_assert_int_eq(spool_hdr_end(hdr.data, hdr.len - 1, &hlen), 0);
-	ck_assert_msg(spool_hdr_parse(hdr.data, hdr.len, &got, id, &size,
-	    gsha, &err) == 0, "%s", err.data);
+	ck_assert_msg(spool_hdr_parse(hdr.data, hdr.len, &got, id, &size, gsha,
+	                  &err) == 0,
+	    "%s", err.data);
 	ck_assert_str_eq(id, T_ID);
 	ck_assert_uint_eq(size, 4711);
 	ck_assert_str_eq(gsha, sha);
@@ -99,7 +101,7 @@ START_TEST(test_header_round_trip)
 	ck_assert_str_eq(got.helo, t_helo);
 	ck_assert_str_eq(got.tls, t_tls);
 	ck_assert_ptr_null(got.envid);
-	ck_assert_ptr_null(got.prepend);	/* only padding */
+	ck_assert_ptr_null(got.prepend); /* only padding */
 	spool_envelope_clear(&got);
 
 	/* A cap too small for the header fails instead of cutting it. */
@@ -128,7 +130,8 @@ START_TEST(test_record_format)
 	spool_jrec_str(&w, "reply", "250 2.0.0 ok, queued=1");
 	spool_jrec_str(&w, "empty", NULL);
 	ck_assert_int_eq(spool_jrec_end(&w), 0);
-	ck_assert_str_eq(sb.data, "2026-11-23T01:20:00.481516Z delivered "
+	ck_assert_str_eq(sb.data,
+	    "2026-11-23T01:20:00.481516Z delivered "
 	    "id=" T_ID " target=cloud rcpt=<odd\\x2c\\x20user\\x3dx\\x20y"
 	    "@example.com> attempt=3 reply=250\\x202.0.0\\x20ok\\x2c\\x20"
 	    "queued\\x3d1 empty=\n");
@@ -148,7 +151,8 @@ START_TEST(test_record_format)
 		spool_jrec_u64(&w, "size", 467);
 		spool_jrec_fragment(&w, &frag);
 		ck_assert_int_eq(spool_jrec_end(&w), 0);
-		ck_assert_str_eq(sb.data, "accepted id=" T_ID
+		ck_assert_str_eq(sb.data,
+		    "accepted id=" T_ID
 		    " msgid=<m1@example.net> from=<alice@example.net> "
 		    "size=467 nrcpt=2 to=<bob@example.com>,<odd\\x2c\\x20"
 		    "user\\x3dx\\x20y@example.com> client=mail.example.net"
@@ -218,8 +222,8 @@ START_TEST(test_record_parse_round_trip)
 END_TEST
 
 static const struct {
-	const char	*line;
-	const char	*err;
+	const char *line;
+	const char *err;
 } bad_records[] = {
 	{ "", "no timestamp" },
 	{ "2026-11-23T01:20:00.000001Z", "no timestamp" },
@@ -229,14 +233,20 @@ static const struct {
 	{ "2026-11-23T01:20:00.000001Z removed", "no verb" },
 	{ "2026-11-23T01:20:00.000001Z removed ", "no queue id" },
 	{ "2026-11-23T01:20:00.000001Z removed target=x", "no queue id" },
-	{ "2026-11-23T01:20:00.000001Z removed id=1J0SULLHSCJF7O8", "no queue id" },
-	{ "2026-11-23T01:20:00.000001Z removed id=1J0SULLHSCJF7o8C", "malformed queue id" },
-	{ "2026-11-23T01:20:00.000001Z removed id=" T_ID " junk", "not key=value" },
-	{ "2026-11-23T01:20:00.000001Z removed id=" T_ID " =v", "not key=value" },
-	{ "2026-11-23T01:20:00.000001Z removed id=" T_ID "  x=1", "not key=value" },
+	{ "2026-11-23T01:20:00.000001Z removed id=1J0SULLHSCJF7O8",
+	    "no queue id" },
+	{ "2026-11-23T01:20:00.000001Z removed id=1J0SULLHSCJF7o8C",
+	    "malformed queue id" },
+	{ "2026-11-23T01:20:00.000001Z removed id=" T_ID " junk",
+	    "not key=value" },
+	{ "2026-11-23T01:20:00.000001Z removed id=" T_ID " =v",
+	    "not key=value" },
+	{ "2026-11-23T01:20:00.000001Z removed id=" T_ID "  x=1",
+	    "not key=value" },
 	{ "2026-11-23T01:20:00.000001Z removed id=" T_ID " a=1 a=1 a=1 a=1 a=1 "
 	  "a=1 a=1 a=1 a=1 a=1 a=1 a=1 a=1 a=1 a=1 a=1 a=1 a=1 a=1 a=1 a=1 a=1 "
-	  "a=1 a=1 a=1 a=1 a=1 a=1 a=1 a=1 a=1 a=1", "more than 32 fields" },
+	  "a=1 a=1 a=1 a=1 a=1 a=1 a=1 a=1 a=1 a=1",
+	    "more than 32 fields" },
 };
 
 START_TEST(test_record_parse_bad)
@@ -246,12 +256,14 @@ START_TEST(test_record_parse_bad)
 
 	sbuf_init(&err, 256);
 	ck_assert_int_eq(spool_jrec_parse(bad_records[_i].line,
-	    strlen(bad_records[_i].line), &rec, &err), -1);
+	                     strlen(bad_records[_i].line), &rec, &err),
+	    -1);
 	ck_assert_msg(strstr(err.data, bad_records[_i].err) != NULL,
 	    "case %d: got \"%s\"", _i, err.data);
 	/* err may be NULL: the caller does not want the detail. */
 	ck_assert_int_eq(spool_jrec_parse(bad_records[_i].line,
-	    strlen(bad_records[_i].line), &rec, NULL), -1);
+	                     strlen(bad_records[_i].line), &rec, NULL),
+	    -1);
 	sbuf_release(&err);
 }
 END_TEST
@@ -268,7 +280,8 @@ START_TEST(test_time_and_ids)
 	ck_assert_int_eq(back.tv_nsec, ts.tv_nsec);
 	ck_assert_int_eq(spool_time_parse(out, strlen(out) - 1, &back), -1);
 	ck_assert_int_eq(spool_time_parse("2026-11-23T24:20:00.000042Z",
-	    SPOOL_TS_LEN, &back), -1);
+	                     SPOOL_TS_LEN, &back),
+	    -1);
 	ck_assert(spool_id_valid(T_ID));
 	ck_assert(!spool_id_valid("1J0SULLHSCJF7O8C0"));
 	ck_assert(!spool_id_valid("../../etc/passwd"));

@@ -62,7 +62,7 @@ testpeer_spawn(const char *const argv[], const char *logfile)
 		/* Check's SIGTERM handler would kill the whole group. */
 		signal(SIGTERM, SIG_DFL);
 		for (i = 0; i < 63 && argv[i] != NULL; i++)
-			av[i] = strdup(argv[i]);	/* exec wants char * */
+			av[i] = strdup(argv[i]); /* exec wants char * */
 		av[i] = NULL;
 		execvp(av[0], av);
 		_exit(127);
