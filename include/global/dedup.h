@@ -8,8 +8,11 @@
  * behind a small vtable, struct dedup_ops: the embedded LMDB backend
  * (dedup_lmdb_ops, src/dedup_lmdb.c) is the default; a shared store (Redis)
  * for several equal-preference MX nodes (DESIGN.md "Scaling out") only has
- * to implement open/lookup/record/expire/close. The message key builder
- * (dedup_msgkey_*) is pure and backend-independent.
+ * to implement open/lookup/record/release/expire/close. The queue claims
+ * each (message key, recipient, target) with record before the first
+ * delivery attempt: the first queue id to claim a key owns it until the
+ * window ends or it releases the claim (its copy failed for good there). The
+ * message key builder (dedup_msgkey_*) is pure and backend-independent.
  *
  * Why LMDB: it is embedded (no server to run or to lose), it is a
  * copy-on-write B-tree whose commit writes the new pages, fsyncs, and then
@@ -101,12 +104,17 @@ struct dedup_entry {
 	char reply[DEDUP_REPLY_MAX + 1]; /* target reply, "" if none */
 };
 
-/* One record_many item. result is written: 1 inserted, 0 kept the first. */
+/*
+ * One record_many item: a claim. result is written: 1 inserted (qid now
+ * holds the key), 0 a live entry was there (or an earlier item of the same
+ * batch took it): owner names the queue id that holds it.
+ */
 struct dedup_rec {
 	struct dedup_key key;
-	const char *qid;   /* DEDUP_QID_LEN chars */
-	const char *reply; /* NULL or short text */
-	int result;        /* out */
+	const char *qid;               /* DEDUP_QID_LEN chars */
+	const char *reply;             /* NULL or short text */
+	int result;                    /* out */
+	char owner[DEDUP_QID_LEN + 1]; /* out: who holds the key */
 };
 
 struct dedup_conf {
@@ -137,6 +145,8 @@ struct dedup_ops {
 	    time_t now, struct sbuf *err);
 	int (*expire)(struct dedup *dd, time_t now, size_t *removed_out,
 	    struct sbuf *err);
+	int (*release)(struct dedup *dd, const struct dedup_key *key,
+	    const char *qid, struct sbuf *err);
 	void (*close)(struct dedup *dd);
 };
 
@@ -191,6 +201,15 @@ int dedup_record(struct dedup *dd, const struct dedup_key *key, const char *qid,
  */
 int dedup_record_many(struct dedup *dd, struct dedup_rec *recs, size_t n,
     time_t now, struct sbuf *err) __attribute__((warn_unused_result));
+
+/*
+ * Releases a claim: removes key's entry when qid holds it (so the next copy
+ * of the message may claim it); an entry held by another queue id is left
+ * alone. Returns 1 removed, 0 not there or not qid's, -1 with err set.
+ * Durable when it returns. (A shared store: a compare-and-delete.)
+ */
+int dedup_release(struct dedup *dd, const struct dedup_key *key,
+    const char *qid, struct sbuf *err) __attribute__((warn_unused_result));
 
 /*
  * Removes every entry at least window seconds old at now. LMDB: walks a

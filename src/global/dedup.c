@@ -607,6 +607,7 @@ dedup_record_many(struct dedup *dd, struct dedup_rec *recs, size_t n,
 			return -1;
 		}
 		recs[i].result = -1;
+		recs[i].owner[0] = '\0';
 	}
 	return dd->ops->record(dd, recs, n, now, err);
 }
@@ -628,6 +629,19 @@ dedup_record(struct dedup *dd, const struct dedup_key *key, const char *qid,
 	if (dedup_record_many(dd, &rec, 1, now, err) == -1)
 		return -1;
 	return rec.result;
+}
+
+int
+dedup_release(struct dedup *dd, const struct dedup_key *key, const char *qid,
+    struct sbuf *err)
+{
+	if (!dedup_key_ok(key, err))
+		return -1;
+	if (!dedup_qid_ok(qid)) {
+		dedup_seterr(err, "dedup: malformed queue id");
+		return -1;
+	}
+	return dd->ops->release(dd, key, qid, err);
 }
 
 int

@@ -388,6 +388,8 @@ dedup_lmdb_record_txn(struct dedup_lmdb *dl, struct dedup_rec *recs, size_t n,
 			if (!dedup_lmdb_expired(&dl->base,
 			        (int64_t)old.first_seen, now)) {
 				recs[i].result = 0; /* first one wins */
+				memcpy(recs[i].owner, old.qid,
+				    DEDUP_QID_LEN + 1);
 				continue;
 			}
 			/* Past the window: replaced, with its time entry. */
@@ -422,6 +424,8 @@ dedup_lmdb_record_txn(struct dedup_lmdb *dl, struct dedup_rec *recs, size_t n,
 			goto abort;
 		}
 		recs[i].result = 1;
+		memcpy(recs[i].owner, recs[i].qid, DEDUP_QID_LEN);
+		recs[i].owner[DEDUP_QID_LEN] = '\0';
 	}
 	/* Never commit past the soft limit: the reserve stays free. */
 	if (dedup_lmdb_usage(dl, txn, &after, NULL, err) == -1) {
@@ -646,11 +650,77 @@ dedup_lmdb_expire(struct dedup *dd, time_t now, size_t *removed_out,
 	    removed_out, err);
 }
 
+/* Compare-and-delete in one write transaction (its commit fsyncs). */
+static int
+dedup_lmdb_release(struct dedup *dd, const struct dedup_key *key,
+    const char *qid, struct sbuf *err)
+{
+	struct dedup_lmdb *dl = (struct dedup_lmdb *)dd;
+	struct dedup_entry old;
+	struct sbuf kb, tk;
+	MDB_txn *txn;
+	MDB_val k, v, tkv;
+	int rc, ret = -1;
+
+	sbuf_init(&kb, DEDUP_LMDB_RAWKEY_MAX);
+	sbuf_init(&tk, DEDUP_LMDB_RAWKEY_MAX + DEDUP_LMDB_TIME);
+	if (dedup_key_encode(key, dl->keymax, &kb, err) == -1)
+		goto out;
+	if ((rc = mdb_txn_begin(dl->env, NULL, 0, &txn)) != 0) {
+		dedup_lmdb_err(err, "mdb_txn_begin", rc);
+		goto out;
+	}
+	k.mv_data = kb.data;
+	k.mv_size = kb.len;
+	rc = mdb_get(txn, dl->entries, &k, &v);
+	if (rc == MDB_NOTFOUND) {
+		ret = 0;
+		goto abort;
+	}
+	if (rc != 0) {
+		dedup_lmdb_err(err, "mdb_get", rc);
+		goto abort;
+	}
+	if (dedup_lmdb_decode(&v, &old) == -1) {
+		dedup_lmdb_errx(err, "dedup: malformed entry in the index");
+		goto abort;
+	}
+	if (strcmp(old.qid, qid) != 0) {
+		ret = 0; /* another copy holds it */
+		goto abort;
+	}
+	if (dedup_lmdb_tkey(&tk, (int64_t)old.first_seen, &kb) == -1) {
+		dedup_lmdb_errx(err, "dedup: key too long");
+		goto abort;
+	}
+	tkv.mv_data = tk.data;
+	tkv.mv_size = tk.len;
+	if (((rc = mdb_del(txn, dl->entries, &k, NULL)) != 0) ||
+	    ((rc = mdb_del(txn, dl->bytime, &tkv, NULL)) != 0 &&
+	        rc != MDB_NOTFOUND)) {
+		dedup_lmdb_err(err, "mdb_del", rc);
+		goto abort;
+	}
+	if ((rc = mdb_txn_commit(txn)) != 0) {
+		dedup_lmdb_err(err, "mdb_txn_commit", rc);
+		goto out;
+	}
+	ret = 1;
+	goto out;
+abort:
+	mdb_txn_abort(txn);
+out:
+	sbuf_release(&tk);
+	sbuf_release(&kb);
+	return ret;
+}
+
 const struct dedup_ops dedup_lmdb_ops = {
 	.name = "lmdb",
 	.open = dedup_lmdb_open,
 	.lookup = dedup_lmdb_lookup,
 	.record = dedup_lmdb_record,
 	.expire = dedup_lmdb_expire,
+	.release = dedup_lmdb_release,
 	.close = dedup_lmdb_close,
 };

@@ -369,7 +369,7 @@ queue_free(struct queue *q)
 
 	if (q == NULL)
 		return;
-	qrecord_discard(q);
+	qclaim_discard(q);
 	for (i = 0; i < q->conf->ntargets; i++) {
 		while ((qc = LIST_FIRST(&q->targets[i].conns)) != NULL)
 			qconn_free(qc);

@@ -1,12 +1,16 @@
 /*
- * queue_dedup.c - the queue's use of the duplicate index.
+ * queue_dedup.c - claims in the duplicate index: once per target.
  *
- * At load (on the worker) it asks which (recipient, target) pairs already
- * had a message with the same key; on the loop it applies and journals
- * the answer. After deliveries it records what went out, many deliveries
- * per write transaction (one fsync) while the previous batch is written.
+ * Before its first delivery attempt, every pending (recipient, target) of
+ * a loaded message is claimed in the index under the message's queue id,
+ * atomically (insert-if-absent) and durably; the claims of many messages
+ * share one write transaction (one fsync) while the previous batch is
+ * written. A pair whose key another queue id holds is journaled
+ * "duplicate first=QID" and never sent, whatever that copy's state
+ * (pending, deferred, in flight, delivered). After a restart a copy finds
+ * its own claims and keeps them. A claim is released when its copy fails
+ * for good at that target (5xx, or expiry), so a later copy may take over.
  */
-
 #include <sys/queue.h>
 
 #include <errno.h>
@@ -38,64 +42,32 @@
 #include "xmalloc.h"
 #include "queue_int.h"
 
-static void qrecord_job(void *arg);
-static void qrecord_done(void *arg);
-static void qrecord_kick(struct queue *q);
+static void qclaim_job(void *arg);
+static void qclaim_done(void *arg);
+static void qclaim_kick(struct queue *q);
 
-/*
- * Remembers what was delivered, so a later copy is not sent again.
- * Records from many deliveries share one write transaction (one fsync):
- * while a batch is being written the next one collects.
- */
-struct qrecord_job {
+/* Claims being collected (q->claim_pending) or written (one at a time). */
+struct qclaim_job {
 	struct queue *q;
 	struct dedup_rec *recs;
-	char **strs;        /* 2 per record */
-	struct qmsg **msgs; /* whose busy each record holds */
-	size_t n;
-	size_t cap;
+	struct qrcpt **rcpts; /* recs[i] claims rcpts[i] */
+	struct qmsg **msgs;   /* each claiming message once; holds its busy */
+	size_t n, cap, nmsgs, msgcap;
+	int status;
+	struct sbuf err;
 };
 
-/*
- * Worker: which (recipient, target) pairs already had this message, in an
- * earlier message with the same key (a sender's retry, a second MX path,
- * a copy returning through a target).
- */
-void
-qmsg_dedup_lookup(struct qmsg *m)
+static void
+qclaim_job(void *arg)
 {
-	struct dedup_entry e;
-	struct dedup_key k;
-	struct sbuf err;
-	time_t now = time(NULL);
-	size_t i, j;
+	struct qclaim_job *j = arg;
 
-	sbuf_init(&err, 256);
-	for (i = 0; i < m->ndelivs; i++) {
-		struct qdeliv *d = m->delivs[i];
-
-		for (j = 0; j < d->nrcpts; j++) {
-			struct qrcpt *r = &d->rcpts[j];
-
-			if (r->state != QR_PENDING)
-				continue;
-			k.msgkey = m->msgkey;
-			k.rcpt = r->orig;
-			k.target = d->qt->t->name;
-			sbuf_reset(&err);
-			if (dedup_lookup(m->q->dedup, &k, now, &e, &err) == 1)
-				(void)snprintf(r->dup_of, sizeof(r->dup_of),
-				    "%s", e.qid);
-			else if (err.len > 0)
-				log_warnx("%s: duplicate lookup: %s", m->id,
-				    err.data);
-		}
-	}
-	sbuf_release(&err);
+	j->status = dedup_record_many(j->q->dedup, j->recs, j->n, time(NULL),
+	    &j->err);
 }
 
-/* Loop: applies (and journals) what the lookup found. */
-void
+/* Loop: journals the pairs another copy holds; the rest go out. */
+static void
 qmsg_dedup_apply(struct qmsg *m)
 {
 	struct spool_jrec_out w;
@@ -112,25 +84,6 @@ qmsg_dedup_apply(struct qmsg *m)
 
 			if (r->state != QR_PENDING || r->dup_of[0] == '\0')
 				continue;
-			if (strcmp(r->dup_of, m->id) == 0) {
-				/*
-				 * Our own record: delivered before a crash
-				 * lost the journal line. Journal it now.
-				 */
-				r->state = QR_DELIVERED;
-				r->code = 250;
-				(void)snprintf(r->reply, sizeof(r->reply),
-				    "2.0.0 delivered before restart (duplicate "
-				    "index)");
-				queue_jbegin(&w, &lines, "delivered", m);
-				spool_jrec_str(&w, "target", d->qt->t->name);
-				spool_jrec_addr(&w, "rcpt", r->orig);
-				spool_jrec_addr(&w, "to", r->addr);
-				spool_jrec_str(&w, "reply", r->reply);
-				queue_jend(&w, m);
-				dups++;
-				continue;
-			}
 			r->state = QR_DUPLICATE;
 			r->code = 250;
 			(void)snprintf(r->reply, sizeof(r->reply),
@@ -155,114 +108,186 @@ qmsg_dedup_apply(struct qmsg *m)
 }
 
 static void
-qrecord_job(void *arg)
+qclaim_free(struct qclaim_job *j)
 {
-	struct qrecord_job *j = arg;
+	free(j->recs);
+	free(j->rcpts);
+	free(j->msgs);
+	sbuf_release(&j->err);
+	free(j);
+}
+
+static void
+qclaim_done(void *arg)
+{
+	struct qclaim_job *j = arg;
+	struct queue *q = j->q;
+	size_t i;
+
+	if (j->status == -1)
+		/* Never lose mail over the index: deliver, unchecked. */
+		log_warnx("duplicate index: %zu claims not made (%s); "
+		          "delivering without the check",
+		    j->n, j->err.data);
+	else
+		for (i = 0; i < j->n; i++)
+			if (j->recs[i].result == 0 &&
+			    strcmp(j->recs[i].owner, j->recs[i].qid) != 0)
+				(void)snprintf(j->rcpts[i]->dup_of,
+				    sizeof(j->rcpts[i]->dup_of), "%s",
+				    j->recs[i].owner);
+	q->claim_inflight = false;
+	for (i = 0; i < j->nmsgs; i++) {
+		struct qmsg *m = j->msgs[i];
+
+		m->busy--;
+		q->busy--;
+		qmsg_dedup_apply(m);
+		qmsg_schedule(m);
+		qmsg_check_done(m);
+	}
+	qclaim_free(j);
+	qclaim_kick(q);
+}
+
+static void
+qclaim_kick(struct queue *q)
+{
+	struct qclaim_job *j = q->claim_pending;
+
+	if (q->claim_inflight || j == NULL)
+		return;
+	q->claim_pending = NULL;
+	q->claim_inflight = true;
+	workers_submit(q->w, qclaim_job, qclaim_done, j);
+}
+
+/*
+ * Loop, after a load: claims m's pending pairs, then schedules it (at once
+ * when there is nothing to claim).
+ */
+void
+qmsg_claim(struct qmsg *m)
+{
+	struct queue *q = m->q;
+	struct qclaim_job *j;
+	size_t i, k, before;
+
+	if (q->dedup == NULL || m->msgkey == NULL) {
+		qmsg_schedule(m);
+		qmsg_check_done(m);
+		return;
+	}
+	if ((j = q->claim_pending) == NULL) {
+		j = q->claim_pending = xcalloc(1, sizeof(*j));
+		j->q = q;
+		sbuf_init(&j->err, 256);
+	}
+	before = j->n;
+	for (i = 0; i < m->ndelivs; i++) {
+		struct qdeliv *d = m->delivs[i];
+
+		for (k = 0; k < d->nrcpts; k++) {
+			struct dedup_rec *rec;
+
+			if (d->rcpts[k].state != QR_PENDING)
+				continue;
+			if (j->n == j->cap) {
+				j->cap = j->cap ? 2 * j->cap : 64;
+				j->recs = xreallocarray(j->recs, j->cap,
+				    sizeof(*j->recs));
+				j->rcpts = xreallocarray(j->rcpts, j->cap,
+				    sizeof(*j->rcpts));
+			}
+			rec = &j->recs[j->n];
+			memset(rec, 0, sizeof(*rec));
+			/* m, its rcpts and the config outlive the job. */
+			rec->key.msgkey = m->msgkey;
+			rec->key.rcpt = d->rcpts[k].orig;
+			rec->key.target = d->qt->t->name;
+			rec->qid = m->id;
+			j->rcpts[j->n++] = &d->rcpts[k];
+		}
+	}
+	if (j->n == before) {
+		qmsg_schedule(m);
+		qmsg_check_done(m);
+		return;
+	}
+	if (j->nmsgs == j->msgcap) {
+		j->msgcap = j->msgcap ? 2 * j->msgcap : 16;
+		j->msgs = xreallocarray(j->msgs, j->msgcap, sizeof(*j->msgs));
+	}
+	j->msgs[j->nmsgs++] = m;
+	m->busy++;
+	q->busy++;
+	qclaim_kick(q);
+}
+
+/* A release in flight (rare: a copy failed for good at one target). */
+struct qrelease_job {
+	struct qmsg *m;
+	char *target;
+	char *rcpt;
+};
+
+static void
+qrelease_job(void *arg)
+{
+	struct qrelease_job *j = arg;
+	struct dedup_key k;
 	struct sbuf err;
 
+	k.msgkey = j->m->msgkey;
+	k.rcpt = j->rcpt;
+	k.target = j->target;
 	sbuf_init(&err, 256);
-	if (dedup_record_many(j->q->dedup, j->recs, j->n, time(NULL), &err) ==
-	    -1)
-		log_warnx("duplicate index not updated for %zu deliveries: %s",
-		    j->n, err.data);
+	if (dedup_release(j->m->q->dedup, &k, j->m->id, &err) == -1)
+		log_warnx("%s: claim for <%s> at %s not released: %s", j->m->id,
+		    j->rcpt, j->target, err.data);
 	sbuf_release(&err);
 }
 
 static void
-qrecord_done(void *arg)
+qrelease_done(void *arg)
 {
-	struct qrecord_job *j = arg;
-	struct queue *q = j->q;
-	size_t i;
+	struct qrelease_job *j = arg;
+	struct qmsg *m = j->m;
 
-	for (i = 0; i < 2 * j->n; i++)
-		free(j->strs[i]);
-	for (i = 0; i < j->n; i++) {
-		j->msgs[i]->busy--;
-		q->busy--;
-	}
-	q->rec_inflight = false;
-	/* Messages may finish now; check each once. */
-	for (i = 0; i < j->n; i++)
-		if (i == 0 || j->msgs[i] != j->msgs[i - 1])
-			qmsg_check_done(j->msgs[i]);
-	free(j->strs);
-	free(j->msgs);
-	free(j->recs);
+	m->busy--;
+	m->q->busy--;
+	free(j->target);
+	free(j->rcpt);
 	free(j);
-	qrecord_kick(q);
+	qmsg_check_done(m);
 }
 
-static void
-qrecord_kick(struct queue *q)
-{
-	struct qrecord_job *j = q->rec_pending;
-
-	if (q->rec_inflight || j == NULL)
-		return;
-	q->rec_pending = NULL;
-	q->rec_inflight = true;
-	workers_submit(q->w, qrecord_job, qrecord_done, j);
-}
-
+/*
+ * Loop: r of d failed for good (5xx, or the queue lifetime): a later copy
+ * of the message may be delivered to that target, so the claim goes.
+ */
 void
-qdeliv_remember(struct qdeliv *d)
+qdeliv_release(struct qdeliv *d, const struct qrcpt *r)
 {
 	struct qmsg *m = d->msg;
-	struct queue *q = m->q;
-	struct qrecord_job *j;
-	size_t i;
+	struct qrelease_job *j;
 
-	if (q->dedup == NULL || m->msgkey == NULL)
+	if (m->q->dedup == NULL || m->msgkey == NULL)
 		return;
-	for (i = 0; i < d->ncrcpts; i++) {
-		struct dedup_rec *rec;
-
-		if (d->crcpts[i].code < 200 || d->crcpts[i].code >= 300)
-			continue;
-		if ((j = q->rec_pending) == NULL) {
-			j = q->rec_pending = xcalloc(1, sizeof(*j));
-			j->q = q;
-		}
-		if (j->n == j->cap) {
-			j->cap = j->cap ? 2 * j->cap : 16;
-			j->recs = xreallocarray(j->recs, j->cap,
-			    sizeof(*j->recs));
-			j->strs = xreallocarray(j->strs, 2 * j->cap,
-			    sizeof(*j->strs));
-			j->msgs = xreallocarray(j->msgs, j->cap,
-			    sizeof(*j->msgs));
-		}
-		rec = &j->recs[j->n];
-		memset(rec, 0, sizeof(*rec));
-		j->strs[2 * j->n] = xstrdup(d->rcpts[d->cidx[i]].orig);
-		j->strs[2 * j->n + 1] = xstrdup(d->crcpts[i].reply);
-		rec->key.msgkey = m->msgkey; /* m lives until done */
-		rec->key.rcpt = j->strs[2 * j->n];
-		rec->key.target = d->qt->t->name;
-		rec->qid = m->id;
-		rec->reply = j->strs[2 * j->n + 1];
-		j->msgs[j->n++] = m;
-		m->busy++;
-		q->busy++;
-	}
-	qrecord_kick(q);
+	j = xcalloc(1, sizeof(*j));
+	j->m = m;
+	j->target = xstrdup(d->qt->t->name);
+	j->rcpt = xstrdup(r->orig);
+	m->busy++;
+	m->q->busy++;
+	workers_submit(m->q->w, qrelease_job, qrelease_done, j);
 }
 
-/* At exit: records not written yet. At worst a later copy goes out again. */
+/* At exit: claims not written yet (their messages stay queued). */
 void
-qrecord_discard(struct queue *q)
+qclaim_discard(struct queue *q)
 {
-	struct qrecord_job *j = q->rec_pending;
-	size_t i;
-
-	if (j == NULL)
-		return;
-	for (i = 0; i < 2 * j->n; i++)
-		free(j->strs[i]);
-	free(j->strs);
-	free(j->msgs);
-	free(j->recs);
-	free(j);
-	q->rec_pending = NULL;
+	if (q->claim_pending != NULL)
+		qclaim_free(q->claim_pending);
+	q->claim_pending = NULL;
 }

@@ -138,6 +138,7 @@ qdeliv_after_attempt(struct qdeliv *d, const char *reason)
 			queue_jend(&w, d->msg);
 			log_info("%s: to=<%s> target=%s status=expired (%s)",
 			    d->msg->id, r->addr, d->qt->t->name, last);
+			qdeliv_release(d, r);
 		}
 		queue_journal(d->msg, &lines, NULL);
 		sbuf_release(&lines);
@@ -178,6 +179,7 @@ qdeliv_record(struct qdeliv *d)
 		} else if (cr->code >= 500 && cr->code < 600) {
 			r->state = QR_FAILED;
 			verb = "failed";
+			qdeliv_release(d, r);
 		} else
 			verb = "deferred";
 		log_info("%s: to=<%s> target=%s relay=%s status=%s (%s)",
@@ -298,7 +300,6 @@ qdeliv_result(struct qdeliv *d, int status)
 	spool_content_close(d->content);
 	d->content = NULL;
 	qdeliv_record(d);
-	qdeliv_remember(d);
 	qdeliv_after_attempt(d, reason);
 	m->busy--;
 	m->q->busy--;

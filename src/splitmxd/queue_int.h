@@ -147,10 +147,10 @@ struct queue {
 	struct spool *spool;
 	struct workers *w;
 	struct dns *dns;
-	struct dedup *dedup;             /* NULL: duplicates allowed */
-	const struct auth_srs *srs;      /* NULL: no SRS */
-	struct qrecord_job *rec_pending; /* collecting */
-	bool rec_inflight;               /* a batch is being written */
+	struct dedup *dedup;              /* NULL: duplicates allowed */
+	const struct auth_srs *srs;       /* NULL: no SRS */
+	struct qclaim_job *claim_pending; /* collecting */
+	bool claim_inflight;              /* a batch is being written */
 	struct event *expire_timer;
 	char *hostname;
 	struct qtarget *targets;
@@ -195,9 +195,8 @@ void qdsn_composed(void *arg);
 void qmsg_maybe_warn(struct qmsg *m);
 
 /* queue_dedup.c */
-void qmsg_dedup_lookup(struct qmsg *m);
-void qmsg_dedup_apply(struct qmsg *m);
-void qdeliv_remember(struct qdeliv *d);
-void qrecord_discard(struct queue *q);
+void qmsg_claim(struct qmsg *m);
+void qdeliv_release(struct qdeliv *d, const struct qrcpt *r);
+void qclaim_discard(struct queue *q);
 
 #endif

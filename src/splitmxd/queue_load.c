@@ -3,10 +3,10 @@
  *
  * One worker job does every blocking or pure step a message needs before
  * it is scheduled, in a straight line: read and verify it through the
- * spool's read side (DESIGN rule 5; damaged content is quarantined), route
- * each recipient (router, pure), and ask the duplicate index which
- * (recipient, target) pairs already had it. The loop's completion only
- * applies the result: quarantine record, removal, or schedule.
+ * spool's read side (DESIGN rule 5; damaged content is quarantined) and
+ * route each recipient (router, pure). The loop's completion only applies
+ * the result: a quarantine record, a removal, or the duplicate claims
+ * (queue_dedup.c) that come before any delivery.
  */
 
 #include <sys/queue.h>
@@ -197,12 +197,13 @@ qmsg_read(struct qmsg *m)
 }
 
 /*
- * Worker: everything a committed message needs before it is scheduled, in
- * one job: read and verify it, route its recipients (pure), and ask the
- * duplicate index which (recipient, target) pairs already had it. The
- * loop's completion, qmsg_load_done, only applies the result. Safe off the
- * loop: the loop leaves m alone while the job holds it (busy), and the
- * journal replay that fills m->restored ran before any load.
+ * Worker: what a committed message needs before it is claimed and
+ * scheduled, in one job: read and verify it, and route its recipients
+ * (pure). The loop's completion, qmsg_load_done, only applies the result:
+ * a quarantine record, a removal, or the claims (queue_dedup.c), which
+ * schedule it. Safe off the loop: the loop leaves m alone while the job
+ * holds it (busy), and the journal replay that fills m->restored ran
+ * before any load.
  */
 void
 qmsg_load_job(void *arg)
@@ -213,8 +214,6 @@ qmsg_load_job(void *arg)
 	if (m->lstatus == -1 || m->removed_restored)
 		return;
 	qmsg_route(m);
-	if (m->q->dedup != NULL && m->msgkey != NULL)
-		qmsg_dedup_lookup(m);
 }
 
 void
@@ -250,7 +249,5 @@ qmsg_load_done(void *arg)
 		qmsg_remove(m, NULL);
 		return;
 	}
-	qmsg_dedup_apply(m);
-	qmsg_schedule(m);
-	qmsg_check_done(m);
+	qmsg_claim(m);
 }

@@ -28,11 +28,19 @@ Asserts:
   trusted_host_loop   (second daemon, trusted_hosts 127.0.0.1) the same
                       second copy, now from a target's outbound host, is
                       returning mail: journaled "looped" and dropped.
+  twenty_at_once      20 sessions submit the same message at the same
+                      moment, with and without a Message-ID: each target
+                      gets one copy per recipient (claims before delivery,
+                      not records after it).
+  released_on_failure a copy refused for good (550) by one target gives up
+                      its claim there: a later copy reaches that target,
+                      while the target that had it gets no second one.
 """
 
 import os
 import socket
 import sys
+import threading
 import time
 
 sys.dont_write_bytecode = True
@@ -47,7 +55,10 @@ SENDER = "sender@sender.test"
 
 def setup():
     S["legacy"] = peers.SmtpPeer("legacy").start()
-    S["cloud"] = peers.SmtpPeer("cloud").start()
+    # kate@ is refused once, for good, by the cloud (released_on_failure).
+    S["cloud"] = peers.SmtpPeer("cloud", rules=[
+        {"stage": "rcpt", "match": "kate@example.com",
+         "reply": "550 5.1.1 no such user here yet", "times": 1}]).start()
     S["bounces"] = peers.SmtpPeer("bounces").start()
     extra = "\n".join([
         peers.queue_conf(),
@@ -222,6 +233,63 @@ def test_trusted_loop():
         env.daemon.stop()
 
 
+def test_twenty_at_once():
+    env = S["env"]
+    rcpts = ["helen@example.com", "ivan@example.com"]
+    for marker, with_id in (("twentyid", True), ("twentynoid", False)):
+        m = msg(marker, with_id=with_id)
+        qids, errors = [], []
+        start = threading.Barrier(20)
+
+        def send():
+            try:
+                start.wait(10)
+                qids.append(peers.smtp_send(env.port, SENDER, rcpts, m))
+            except Exception as e:  # reported below, not lost
+                errors.append(repr(e))
+
+        threads = [threading.Thread(target=send) for _ in range(20)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        check(not errors and len(qids) == 20,
+              "%s: %d accepted, errors %r" % (marker, len(qids), errors))
+        for q in qids:
+            wait_gone(q)
+        for name in ("legacy", "cloud"):
+            for r in rcpts:
+                n = count(S[name], marker, r)
+                check(n == 1, "%s: %s got %d copies for %s (want 1)" %
+                      (marker, name, n, r))
+        dups = sum(len(peers.delivery_records(env.spool, kind="duplicate",
+                                              qid=q)) for q in qids)
+        check(dups == 19 * 2 * len(rcpts),
+              "%s: %d duplicate records, want %d" % (marker, dups,
+                                                     19 * 2 * len(rcpts)))
+
+
+def test_released_on_failure():
+    env = S["env"]
+    m = msg("releasekate")
+    q1 = peers.smtp_send(env.port, SENDER, ["kate@example.com"], m)
+    wait_gone(q1)
+    check(count(S["legacy"], "releasekate") == 1 and
+          count(S["cloud"], "releasekate") == 0,
+          "first copy: legacy %d cloud %d (want 1, 0)" % (
+              count(S["legacy"], "releasekate"),
+              count(S["cloud"], "releasekate")))
+    q2 = peers.smtp_send(env.port, SENDER, ["kate@example.com"], m)
+    wait_gone(q2)
+    check(count(S["cloud"], "releasekate") == 1,
+          "the cloud never got the second copy: the failed claim held")
+    check(count(S["legacy"], "releasekate") == 1,
+          "legacy got the message twice")
+    d = peers.delivery_records(env.spool, kind="duplicate", qid=q2)
+    check(len(d) == 1 and d[0]["fields"].get("target") == "legacy",
+          "second copy: want one duplicate record, at legacy: %r" % d)
+
+
 def main(runner):
     if not runner.run("setup", setup):
         return
@@ -233,6 +301,8 @@ def main(runner):
     runner.run("survives_restart", test_restart)
     runner.run("plain_dup_not_loop", test_plain_not_loop)
     runner.run("trusted_host_loop", test_trusted_loop)
+    runner.run("twenty_at_once", test_twenty_at_once)
+    runner.run("released_on_failure", test_released_on_failure)
     runner.run("stop", S["env"].daemon.stop)
     for k in ("legacy", "cloud", "bounces"):
         S[k].stop()

@@ -578,6 +578,56 @@ START_TEST(test_record_many)
 }
 END_TEST
 
+/* Claims: the holder is named, and only the holder releases. */
+START_TEST(test_claim_owner_release)
+{
+	struct dedup_rec recs[3];
+	struct dedup_key k = { "m:<claim@x>", "bob@example.org", "cloud" };
+	struct dedup_entry ent;
+	struct sbuf err;
+	struct dedup *dd = open_db(0, 0);
+	char q1[17], q2[17], q3[17];
+
+	sbuf_init(&err, 256);
+	qid_of(1, q1);
+	qid_of(2, q2);
+	qid_of(3, q3);
+	memset(recs, 0, sizeof(recs));
+	recs[0].key = k;
+	recs[0].qid = q1;
+	recs[1].key = k; /* a second copy in the same batch */
+	recs[1].qid = q2;
+	ck_assert_int_eq(dedup_record_many(dd, recs, 2, T0, &err), 0);
+	ck_assert_int_eq(recs[0].result, 1);
+	ck_assert_str_eq(recs[0].owner, q1);
+	ck_assert_int_eq(recs[1].result, 0);
+	ck_assert_str_eq(recs[1].owner, q1);
+	/* A later batch learns the holder too. */
+	memset(&recs[2], 0, sizeof(recs[2]));
+	recs[2].key = k;
+	recs[2].qid = q3;
+	ck_assert_int_eq(dedup_record_many(dd, &recs[2], 1, T0 + 5, &err), 0);
+	ck_assert_int_eq(recs[2].result, 0);
+	ck_assert_str_eq(recs[2].owner, q1);
+	/* Not the holder: nothing released. */
+	ck_assert_int_eq(dedup_release(dd, &k, q2, &err), 0);
+	ck_assert_int_eq(dedup_lookup(dd, &k, T0, &ent, &err), 1);
+	ck_assert_int_eq(dedup_release(dd, &k, "bad", &err), -1);
+	/* The holder releases; the next copy takes over. */
+	ck_assert_int_eq(dedup_release(dd, &k, q1, &err), 1);
+	ck_assert_int_eq(dedup_lookup(dd, &k, T0, &ent, &err), 0);
+	ck_assert_int_eq(dedup_release(dd, &k, q1, &err), 0);
+	ck_assert_int_eq(dedup_record_many(dd, &recs[2], 1, T0 + 6, &err), 0);
+	ck_assert_int_eq(recs[2].result, 1);
+	ck_assert_str_eq(recs[2].owner, q3);
+	/* The released entry's time index went with it: expiry is clean. */
+	ck_assert_int_eq(dedup_expire(dd, T0 + WEEK + 10, NULL, &err), 0);
+	ck_assert_int_eq(dedup_lookup(dd, &k, T0 + 7, &ent, &err), 0);
+	dedup_close(dd);
+	sbuf_release(&err);
+}
+END_TEST
+
 START_TEST(test_reopen_persists)
 {
 	struct dedup_key key = { "h:0123456789abcdef", "bob@example.org",
@@ -897,6 +947,7 @@ main(void)
 	tcase_add_test(db, test_window);
 	tcase_add_test(db, test_expire_removes);
 	tcase_add_test(db, test_record_many);
+	tcase_add_test(db, test_claim_owner_release);
 	tcase_add_test(db, test_reopen_persists);
 	tcase_add_test(db, test_sigkill_durability);
 	tcase_add_test(db, test_map_full);
