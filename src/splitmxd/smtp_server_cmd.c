@@ -259,6 +259,53 @@ session_command(struct session *s, const char *line, size_t len)
 	}
 }
 
+/*
+ * The line is over SMTP_PROTO_CMDLINE_MAX: refuse it once its end has
+ * come, as Postfix does, and go on with the next command.
+ */
+static void
+session_line_too_long(struct session *s)
+{
+	log_info("%s: command line too long (%zu octets) from %s[%s]", s->sid,
+	    s->skipped, s->name, s->addr);
+	s->ncommands++;
+	session_error(s, 500, "5.5.2", "Error: line too long");
+}
+
+/*
+ * Discards an overlong line as it arrives, up to its LF: nothing of it is
+ * kept, so memory stays bounded by the read watermark. A line longer than
+ * SMTP_SERVER_SKIP_MAX is not worth waiting for: 500 and close.
+ */
+static int
+session_skip_line(struct session *s, struct evbuffer *in)
+{
+	struct evbuffer_ptr eol;
+	size_t eol_len = 0, n;
+
+	eol = evbuffer_search_eol(in, NULL, &eol_len, EVBUFFER_EOL_LF);
+	if (eol.pos >= 0) {
+		n = (size_t)eol.pos + 1;
+		(void)evbuffer_drain(in, n);
+		s->skipped += n;
+		s->skipping = false;
+		session_line_too_long(s);
+		return 1;
+	}
+	n = evbuffer_get_length(in);
+	if (n == 0)
+		return 0;
+	(void)evbuffer_drain(in, n);
+	s->skipped += n;
+	if (s->skipped <= SMTP_SERVER_SKIP_MAX)
+		return 0;
+	log_info("%s: command line over %d octets from %s[%s]: closing", s->sid,
+	    SMTP_SERVER_SKIP_MAX, s->name, s->addr);
+	session_reply(s, 500, "5.5.2", "Error: line too long");
+	session_close(s, true);
+	return 1;
+}
+
 /* Reads one command line; 1 when one was handled, 0 when more is needed. */
 int
 session_read_command(struct session *s, struct evbuffer *in)
@@ -267,15 +314,24 @@ session_read_command(struct session *s, struct evbuffer *in)
 	struct evbuffer_ptr eol;
 	size_t eol_len = 0, len;
 
+	if (s->skipping)
+		return session_skip_line(s, in);
 	eol = evbuffer_search_eol(in, NULL, &eol_len, EVBUFFER_EOL_LF);
 	if (eol.pos < 0) {
-		if (evbuffer_get_length(in) >= SMTP_PROTO_CMDLINE_MAX)
-			goto too_long;
-		return 0;
+		if (evbuffer_get_length(in) < SMTP_PROTO_CMDLINE_MAX)
+			return 0;
+		/* Too long already: drop it as it comes. */
+		s->skipping = true;
+		s->skipped = 0;
+		return session_skip_line(s, in);
 	}
 	len = (size_t)eol.pos + 1;
-	if (len > SMTP_PROTO_CMDLINE_MAX)
-		goto too_long;
+	if (len > SMTP_PROTO_CMDLINE_MAX) {
+		(void)evbuffer_drain(in, len);
+		s->skipped = len;
+		session_line_too_long(s);
+		return 1;
+	}
 	if (evbuffer_remove(in, line, len) != (int)len)
 		log_panic("%s: evbuffer_remove short read", s->sid);
 	line[len] = '\0';
@@ -285,11 +341,5 @@ session_read_command(struct session *s, struct evbuffer *in)
 		return 1;
 	}
 	session_command(s, line, len - 2);
-	return 1;
-too_long:
-	log_info("%s: command line too long from %s[%s]", s->sid, s->name,
-	    s->addr);
-	session_reply(s, 500, "5.5.2", "Error: line too long");
-	session_close(s, true);
 	return 1;
 }

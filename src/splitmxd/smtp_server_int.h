@@ -30,6 +30,12 @@
 #define SMTP_SERVER_LOGLIST_MAX  1024  /* recipients in a log line */
 #define SMTP_SERVER_PREPEND_MAX  16384 /* trace fields from policy */
 #define SMTP_SERVER_ERR_MAX      256   /* why a transaction failed */
+/*
+ * A command line longer than SMTP_PROTO_CMDLINE_MAX is answered 500 5.5.2
+ * and discarded as it arrives (nothing of it is kept); one longer than
+ * this still gets the 500 and the connection is closed.
+ */
+#define SMTP_SERVER_SKIP_MAX (64 * 1024)
 
 enum session_state {
 	SESSION_CMD,    /* reading command lines */
@@ -99,6 +105,8 @@ struct session {
 	char tls_summary[96];
 	unsigned errors;
 	unsigned ncommands;
+	bool skipping;  /* discarding the rest of an overlong line */
+	size_t skipped; /* octets of it so far */
 	unsigned naccepted;
 	bool counted_ip;  /* holds a per-IP slot */
 	bool no_service;  /* 554 banner: only QUIT */

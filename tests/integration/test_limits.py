@@ -1,7 +1,8 @@
 #!/usr/bin/python3
 """
-test_limits.py - connection limits (421 4.7.0), timeouts (421 4.4.2) and
-the per-message recipient limit (452 4.5.3).
+test_limits.py - connection limits (421 4.7.0), timeouts (421 4.4.2),
+the per-message recipient limit (452 4.5.3) and overlong command lines
+(500 5.5.2, the session goes on; past 64 KiB it closes).
 """
 
 import os
@@ -187,6 +188,90 @@ def t_recipients_limit():
     check(qf.rcpt_addrs() == rcpts, "stored rcpts %r" % qf.rcpt_addrs())
 
 
+def daemon_rss_kib(pid):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def t_overlong_line_keeps_session():
+    # Issue 8 item 4: 500 5.5.2, the rest of the line is discarded, the
+    # session goes on, and a whole message still goes through after it.
+    c = tenv.client()
+    c.start()
+    line = b"NOOP " + b"x" * (2105 - 7) + b"\r\n"
+    check(len(line) == 2105, "test bug")
+    c.send(line)
+    expect_reply(c.read_reply(), 500, "5.5.2", "2,105-octet NOOP")
+    c.expect("NOOP", 250, None, "NOOP after the overlong line")
+    m = lib.message("after an overlong line")
+    c.send_message("s@client.test", ["alice@example.com"], m)
+    c.quit()
+
+
+def t_overlong_line_pipelined():
+    # Replies stay in order around the refused line, inside a transaction.
+    c = tenv.client()
+    c.start()
+    c.send(b"MAIL FROM:<s@client.test>\r\n"
+           b"RCPT TO:<" + b"a" * 3000 + b"@example.com>\r\n"
+           b"RCPT TO:<alice@example.com>\r\nNOOP\r\n")
+    got = [c.read_reply() for _ in range(4)]
+    check([r.code for r in got] == [250, 500, 250, 250],
+          "pipelined MAIL, overlong RCPT, RCPT, NOOP answered %s"
+          % [str(r) for r in got])
+    check(got[1].enh == "5.5.2", "overlong RCPT answered %s" % got[1])
+    r = c.data(lib.message("pipelined after an overlong RCPT"))
+    check(r.queue_id(), "message not queued: %s" % r)
+    qf = lib.queue_file(tenv.spool, r.queue_id())
+    check(qf.rcpt_addrs() == ["alice@example.com"],
+          "stored rcpts %r" % qf.rcpt_addrs())
+    c.quit()
+
+
+def t_overlong_line_in_pieces():
+    # The line arrives over many reads; nothing of it is kept.
+    c = tenv.client()
+    c.start()
+    c.send(b"NOOP ")
+    for _ in range(8):
+        c.send(b"y" * 4000)
+        time.sleep(0.02)
+    c.send(b"\r\nNOOP\r\n")
+    expect_reply(c.read_reply(), 500, "5.5.2", "32 KB NOOP in pieces")
+    expect_reply(c.read_reply(), 250, None, "NOOP after it")
+    c.quit()
+
+
+def t_megabyte_line_closes():
+    # Past 64 KiB the line is not worth waiting for: 500 and close, with
+    # no memory kept for it.
+    pid = tenv.daemon.pid
+    rss0 = daemon_rss_kib(pid)
+    c = tenv.client(timeout=15)
+    c.start()
+    sent = 0
+    try:
+        for _ in range(256):
+            c.send(b"z" * 4096)
+            sent += 4096
+    except OSError:
+        pass  # closed under us: that is the answer
+    r = c.read_reply(10)
+    expect_reply(r, 500, "5.5.2", "1 MiB without CRLF (sent %d)" % sent)
+    c.wait_closed(10)
+    c.close()
+    rss1 = daemon_rss_kib(pid)
+    check(rss1 - rss0 < 16 * 1024, "daemon RSS grew from %d to %d KiB on a "
+          "1 MiB line" % (rss0, rss1))
+    # Others are served as before.
+    c = tenv.client()
+    c.start()
+    c.quit()
+
+
 def main(runner):
     global tenv
     runner.run("connections_per_ip", t_connections_per_ip)
@@ -197,7 +282,9 @@ def main(runner):
                                        "recipients": "5"})
     for name in ("timeout_after_banner", "timeout_in_transaction",
                  "timeout_partial_line", "activity_keeps_session",
-                 "timeout_data", "timeout_bdat", "recipients_limit"):
+                 "timeout_data", "timeout_bdat", "recipients_limit",
+                 "overlong_line_keeps_session", "overlong_line_pipelined",
+                 "overlong_line_in_pieces", "megabyte_line_closes"):
         runner.run(name, globals()["t_" + name])
 
 
