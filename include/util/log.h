@@ -41,7 +41,8 @@ void log_fatal(int code, const char *fmt, ...)
  * are counted, and the next line that gets through after the window
  * says how many were suppressed ("(N similar lines suppressed in S s)").
  * log_limit_flush writes that count as a line of its own when nothing
- * else will (e.g. once the condition is over).
+ * else will (e.g. once the condition is over), at most once an interval;
+ * a count it holds back goes out with the next line or flush.
  */
 struct log_limit {
 	unsigned interval; /* seconds */
@@ -53,10 +54,11 @@ struct log_limit {
 	unsigned n;       /* lines let through in the window */
 	unsigned long suppressed;
 	long long suppressed_since;
+	long long flushed; /* the last log_limit_flush line */
 };
-#define LOG_LIMIT_INIT(interval, burst, what)              \
-	{                                                  \
-		(interval), (burst), (what), 0, 0, 0, 0, 0 \
+#define LOG_LIMIT_INIT(interval, burst, what)                 \
+	{                                                     \
+		(interval), (burst), (what), 0, 0, 0, 0, 0, 0 \
 	}
 
 void log_warn_limited(struct log_limit *lim, const char *fmt, ...)

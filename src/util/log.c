@@ -204,7 +204,14 @@ log_limit_flush(struct log_limit *lim)
 	log_limit_lock(lim);
 	n = lim->suppressed;
 	since = lim->suppressed_since;
-	lim->suppressed = 0;
+	/* At most one count line per interval: flushes can repeat too. */
+	if (n > 0 && lim->flushed != 0 &&
+	    log_now() - lim->flushed < (long long)lim->interval)
+		n = 0;
+	if (n > 0) {
+		lim->suppressed = 0;
+		lim->flushed = log_now();
+	}
 	log_limit_unlock(lim);
 	if (n > 0)
 		log_warnx("%s: %lu similar lines suppressed in %lld s",
