@@ -153,12 +153,17 @@ struct conf_limits {
 	unsigned recipients;   /* per message */
 	unsigned connections;  /* in total */
 	unsigned connections_per_ip;
-	unsigned errors;          /* bad commands before 421 */
-	unsigned max_received;    /* hop limit: Received fields */
-	unsigned timeout_command; /* seconds, RFC 5321 4.5.3.2 */
-	unsigned timeout_data;    /* seconds between data reads */
-	unsigned timeout_tls;     /* seconds for the handshake */
-	unsigned shutdown_grace;  /* seconds for DATA on SIGTERM */
+	unsigned errors;           /* bad commands before 421 */
+	unsigned max_received;     /* hop limit: Received fields */
+	unsigned timeout_command;  /* seconds, RFC 5321 4.5.3.2 */
+	unsigned timeout_data;     /* seconds between data reads */
+	unsigned timeout_tls;      /* seconds for the handshake */
+	unsigned shutdown_grace;   /* seconds for DATA on SIGTERM */
+	unsigned data_deadline;    /* seconds for a whole DATA/BDAT; 0 off */
+	unsigned session_deadline; /* seconds for a whole session; 0 off */
+	unsigned stress_threshold; /* % of connections; 0: no stress mode */
+	unsigned stress_timeout;   /* caps the timeouts under stress */
+	unsigned stress_deadline;  /* caps the deadlines under stress */
 	enum conf_newline bare_newline;
 };
 

@@ -163,6 +163,16 @@ const struct conf_directive conf_directives[] = {
 	    "DURATION", conf_do_limit),
 	D_IN(CONF_CTX_LIMITS, "shutdown_grace", 1, 1, false,
 	    CONF_ARG_SHUTDOWN_GRACE, "DURATION", conf_do_limit),
+	D_IN(CONF_CTX_LIMITS, "data_deadline", 1, 1, false,
+	    CONF_ARG_DATA_DEADLINE, "DURATION", conf_do_limit),
+	D_IN(CONF_CTX_LIMITS, "session_deadline", 1, 1, false,
+	    CONF_ARG_SESSION_DEADLINE, "DURATION", conf_do_limit),
+	D_IN(CONF_CTX_LIMITS, "stress_threshold", 1, 1, false,
+	    CONF_ARG_STRESS_THRESHOLD, "PERCENT", conf_do_limit),
+	D_IN(CONF_CTX_LIMITS, "stress_timeout", 1, 1, false,
+	    CONF_ARG_STRESS_TIMEOUT, "DURATION", conf_do_limit),
+	D_IN(CONF_CTX_LIMITS, "stress_deadline", 1, 1, false,
+	    CONF_ARG_STRESS_DEADLINE, "DURATION", conf_do_limit),
 	D_IN(CONF_CTX_LIMITS, "bare_newline", 1, 1, false, CONF_ARG_NONE,
 	    "normalize|reject", conf_do_bare_newline),
 
@@ -542,6 +552,16 @@ conf_limit_field(struct conf_limits *lim, enum conf_arg arg)
 		return &lim->timeout_tls;
 	case CONF_ARG_SHUTDOWN_GRACE:
 		return &lim->shutdown_grace;
+	case CONF_ARG_DATA_DEADLINE:
+		return &lim->data_deadline;
+	case CONF_ARG_SESSION_DEADLINE:
+		return &lim->session_deadline;
+	case CONF_ARG_STRESS_THRESHOLD:
+		return &lim->stress_threshold;
+	case CONF_ARG_STRESS_TIMEOUT:
+		return &lim->stress_timeout;
+	case CONF_ARG_STRESS_DEADLINE:
+		return &lim->stress_deadline;
 	default:
 		log_panic("conf_limit_field: no field for %d", (int)arg);
 	}
@@ -566,6 +586,10 @@ conf_do_limit(struct conf_parser *p, const struct conf_directive *dir, int line)
 	case CONF_ARG_TIMEOUT_DATA:
 	case CONF_ARG_TIMEOUT_TLS:
 	case CONF_ARG_SHUTDOWN_GRACE:
+	case CONF_ARG_DATA_DEADLINE:
+	case CONF_ARG_SESSION_DEADLINE:
+	case CONF_ARG_STRESS_TIMEOUT:
+	case CONF_ARG_STRESS_DEADLINE:
 		units = conf_units_duration;
 		max = UINT_MAX;
 		what = "a duration (a number with an optional s, m, h or d "
@@ -584,11 +608,18 @@ conf_do_limit(struct conf_parser *p, const struct conf_directive *dir, int line)
 	if (rc == -2)
 		return conf_errc(p, line, "'%s' value '%s' is too large",
 		    dir->name, conf_show(p, arg));
-	if (v == 0)
+	/* A deadline or the stress threshold of 0 turns it off. */
+	if (v == 0 && dir->arg != CONF_ARG_DATA_DEADLINE &&
+	    dir->arg != CONF_ARG_SESSION_DEADLINE &&
+	    dir->arg != CONF_ARG_STRESS_THRESHOLD)
 		return conf_errc(p, line,
 		    "'%s' must be greater than zero, "
 		    "got '%s'",
 		    dir->name, conf_show(p, arg));
+	if (dir->arg == CONF_ARG_STRESS_THRESHOLD && v > 100)
+		return conf_errc(p, line,
+		    "'%s' is a percentage (0 to 100), got '%s'", dir->name,
+		    conf_show(p, arg));
 	if (dir->arg == CONF_ARG_MESSAGE_SIZE)
 		p->conf->limits.message_size = v;
 	else

@@ -463,6 +463,11 @@ conf_defaults(struct conf *conf)
 	conf->limits.timeout_data = 180;
 	conf->limits.timeout_tls = 60;
 	conf->limits.shutdown_grace = 30;
+	conf->limits.data_deadline = 10 * 60;
+	conf->limits.session_deadline = 60 * 60;
+	conf->limits.stress_threshold = 80;
+	conf->limits.stress_timeout = 10;
+	conf->limits.stress_deadline = 2 * 60;
 	conf->limits.bare_newline = CONF_NEWLINE_NORMALIZE;
 	conf->log_stderr = false;
 	conf->log_facility = LOG_MAIL;

@@ -113,8 +113,8 @@ static const char full_conf[] =
     "\ttimeout_data 2m\n"
     "\ttimeout_tls 30\n"
     "\tshutdown_grace 1h\n"
-    "\tbare_newline reject\n"
-    "}\n"
+    "\tbare_newline reject; data_deadline 5m; session_deadline 0\n"
+    "\tstress_threshold 90; stress_timeout 5s; stress_deadline 1m }\n"
     "log { destination stderr; facility local3; level debug }\n"
     "domain Example.COM {\n"
     "\trecipients alice bob@example.com \"Sales-*\"\n"
@@ -160,6 +160,11 @@ START_TEST(test_full)
 	ck_assert_uint_eq(conf->limits.timeout_data, 120);
 	ck_assert_uint_eq(conf->limits.timeout_tls, 30);
 	ck_assert_uint_eq(conf->limits.shutdown_grace, 3600);
+	ck_assert_uint_eq(conf->limits.data_deadline, 300);
+	ck_assert_uint_eq(conf->limits.session_deadline, 0); /* off */
+	ck_assert_uint_eq(conf->limits.stress_threshold, 90);
+	ck_assert_uint_eq(conf->limits.stress_timeout, 5);
+	ck_assert_uint_eq(conf->limits.stress_deadline, 60);
 	ck_assert_int_eq(conf->limits.bare_newline, CONF_NEWLINE_REJECT);
 
 	ck_assert(conf->log_stderr);
@@ -209,6 +214,11 @@ START_TEST(test_defaults)
 	ck_assert_uint_eq(conf->limits.timeout_data, 180);
 	ck_assert_uint_eq(conf->limits.timeout_tls, 60);
 	ck_assert_uint_eq(conf->limits.shutdown_grace, 30);
+	ck_assert_uint_eq(conf->limits.data_deadline, 600);
+	ck_assert_uint_eq(conf->limits.session_deadline, 3600);
+	ck_assert_uint_eq(conf->limits.stress_threshold, 80);
+	ck_assert_uint_eq(conf->limits.stress_timeout, 10);
+	ck_assert_uint_eq(conf->limits.stress_deadline, 120);
 	ck_assert_int_eq(conf->limits.bare_newline, CONF_NEWLINE_NORMALIZE);
 	ck_assert(!conf->log_stderr);
 	ck_assert_int_eq(conf->log_facility, LOG_MAIL);
@@ -664,6 +674,11 @@ static const struct {
 	{ OK_TAIL "limits { message_size 0K }\n", 3, "greater than zero" },
 	{ OK_TAIL "limits { timeout_tls 0s }\n", 3, "greater than zero" },
 	{ OK_TAIL "limits { shutdown_grace 00 }\n", 3, "greater than zero" },
+	{ OK_TAIL "limits { stress_timeout 0 }\n", 3, "greater than zero" },
+	{ OK_TAIL "limits { stress_deadline 0s }\n", 3, "greater than zero" },
+	{ OK_TAIL "limits { stress_threshold 101 }\n", 3,
+	    "limits: 'stress_threshold' is a percentage (0 to 100), got '101'" },
+	{ OK_TAIL "limits { data_deadline 10x }\n", 3, "needs a duration" },
 	{ OK_TAIL "limits {\n\n timeout_data 10x\n}\n", 5,
 	    "limits: 'timeout_data' needs a duration" },
 	{ OK_TAIL "limits { timeout_data 10ss }\n", 3, "needs a duration" },
