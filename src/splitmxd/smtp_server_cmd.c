@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
@@ -266,10 +267,28 @@ session_command(struct session *s, const char *line, size_t len)
 static void
 session_line_too_long(struct session *s)
 {
-	log_info("%s: command line too long (%zu octets) from %s[%s]", s->sid,
-	    s->skipped, s->name, s->addr);
+	log_info("%s: command line too long (%zu octets) from %s[%s]%s", s->sid,
+	    s->skipped, s->name, s->addr,
+	    s->skip_bdat ? ": BDAT, closing" : "");
 	s->ncommands++;
+	if (s->skip_bdat) {
+		/* Its chunk follows, of a length we cannot know: as for a
+		 * BDAT syntax error, the session cannot go on. */
+		session_reply(s, 500, "5.5.2", "Error: line too long");
+		session_close(s, true);
+		return;
+	}
 	session_error(s, 500, "5.5.2", "Error: line too long");
+}
+
+/* Whether the line at the start of in is a BDAT command. */
+static bool
+session_line_is_bdat(struct evbuffer *in)
+{
+	char verb[5];
+
+	return evbuffer_copyout(in, verb, sizeof(verb)) == sizeof(verb) &&
+	    strncasecmp(verb, "BDAT ", sizeof(verb)) == 0;
 }
 
 /*
@@ -323,10 +342,12 @@ session_read_command(struct session *s, struct evbuffer *in)
 		/* Too long already: drop it as it comes. */
 		s->skipping = true;
 		s->skipped = 0;
+		s->skip_bdat = session_line_is_bdat(in);
 		return session_skip_line(s, in);
 	}
 	len = (size_t)eol.pos + 1;
 	if (len > SMTP_PROTO_CMDLINE_MAX) {
+		s->skip_bdat = session_line_is_bdat(in);
 		(void)evbuffer_drain(in, len);
 		s->skipped = len;
 		session_line_too_long(s);

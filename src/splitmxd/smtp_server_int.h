@@ -107,6 +107,7 @@ struct session {
 	unsigned ncommands;
 	bool skipping;  /* discarding the rest of an overlong line */
 	size_t skipped; /* octets of it so far */
+	bool skip_bdat; /* it is a BDAT: its chunk cannot be skipped */
 	unsigned naccepted;
 	bool counted_ip;  /* holds a per-IP slot */
 	bool no_service;  /* 554 banner: only QUIT */

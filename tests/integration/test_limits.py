@@ -245,6 +245,18 @@ def t_overlong_line_in_pieces():
     c.quit()
 
 
+def t_overlong_bdat_closes():
+    # A BDAT line too long to parse: its chunk cannot be told from
+    # commands, so the session ends (as for a BDAT syntax error).
+    c = tenv.client()
+    c.start()
+    c.mail_rcpt("s@client.test", ["alice@example.com"])
+    c.send(b"BDAT 12 LAST " + b"X" * 3000 + b"\r\nQUIT\r\nRSET\r\n")
+    expect_reply(c.read_reply(), 500, "5.5.2", "overlong BDAT line")
+    c.wait_closed(5)
+    c.close()
+
+
 def t_megabyte_line_closes():
     # Past 64 KiB the line is not worth waiting for: 500 and close, with
     # no memory kept for it.
@@ -284,7 +296,8 @@ def main(runner):
                  "timeout_partial_line", "activity_keeps_session",
                  "timeout_data", "timeout_bdat", "recipients_limit",
                  "overlong_line_keeps_session", "overlong_line_pipelined",
-                 "overlong_line_in_pieces", "megabyte_line_closes"):
+                 "overlong_line_in_pieces", "overlong_bdat_closes",
+                 "megabyte_line_closes"):
         runner.run(name, globals()["t_" + name])
 
 
