@@ -14,6 +14,8 @@
 #include <sys/socket.h>
 
 #include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <inttypes.h>
@@ -192,22 +194,206 @@ session_tx_reset(struct session *s)
 	s->bdat_last = false;
 	s->ndiscarded = 0;
 	s->pctx.msg = NULL;
+	session_data_deadline_stop(s);
 }
 
+/*
+ * The read and write timeouts: a client that sends nothing, or reads none
+ * of our replies (its window full), is cut off after this long. Under
+ * stress (connections near the limit) they drop to stress_timeout.
+ */
 void
 session_set_timeout(struct session *s, unsigned seconds)
 {
-	struct timeval tv = { (time_t)seconds, 0 };
+	const struct conf_limits *lim = &s->srv->conf->limits;
+	struct timeval tv;
 
+	if (s->srv->stressed && seconds > lim->stress_timeout)
+		seconds = lim->stress_timeout;
+	tv.tv_sec = (time_t)seconds;
+	tv.tv_usec = 0;
 	if (s->bev != NULL)
 		(void)bufferevent_set_timeouts(s->bev, &tv, &tv);
+}
+
+/* The configured timeout of the state s is in. */
+static unsigned
+session_state_timeout(const struct session *s)
+{
+	const struct conf_limits *lim = &s->srv->conf->limits;
+
+	switch (s->state) {
+	case SESSION_DATA:
+	case SESSION_BDAT:
+		return lim->timeout_data;
+	case SESSION_TLS:
+		return lim->timeout_tls;
+	default:
+		return lim->timeout_command;
+	}
+}
+
+/*
+ * Arms timer to fire seconds after since (capped under stress), or sooner
+ * than it already would; 0 seconds leaves it off.
+ */
+static void
+session_arm_deadline(struct session *s, struct event **timer,
+    const struct timespec *since, unsigned seconds, event_callback_fn cb)
+{
+	const struct conf_limits *lim = &s->srv->conf->limits;
+	struct timespec now;
+	struct timeval tv;
+	long long left_ms;
+
+	if (s->srv->stressed && seconds > lim->stress_deadline)
+		seconds = lim->stress_deadline;
+	if (seconds == 0)
+		return;
+	if (*timer == NULL &&
+	    (*timer = evtimer_new(s->srv->base, cb, s)) == NULL)
+		return;
+	(void)clock_gettime(CLOCK_MONOTONIC, &now);
+	left_ms = ((long long)since->tv_sec + seconds - now.tv_sec) * 1000 +
+	    (since->tv_nsec - now.tv_nsec) / 1000000;
+	if (left_ms < 0)
+		left_ms = 0;
+	if (evtimer_pending(*timer, &tv)) {
+		struct timeval cur;
+
+		(void)evutil_gettimeofday(&cur, NULL);
+		/* Pending timers only ever move earlier (stress). */
+		if (((long long)tv.tv_sec - cur.tv_sec) * 1000 +
+		        (tv.tv_usec - cur.tv_usec) / 1000 <=
+		    left_ms)
+			return;
+	}
+	tv.tv_sec = (time_t)(left_ms / 1000);
+	tv.tv_usec = (suseconds_t)(left_ms % 1000) * 1000;
+	(void)evtimer_add(*timer, &tv);
+}
+
+/* A deadline passed: 421 and close, unless the content is being committed. */
+static void
+session_deadline_hit(struct session *s, bool data)
+{
+	if (s->closing || s->bev == NULL) {
+		session_finish(s);
+		return;
+	}
+	if (s->state == SESSION_COMMIT) {
+		/* The content is all in: answer it, then close. */
+		s->deadline_hit = true;
+		return;
+	}
+	log_info("%s: %s deadline exceeded %s from %s[%s]", s->sid,
+	    data ? "data" : "session",
+	    s->state == SESSION_DATA || s->state == SESSION_BDAT ?
+	        "in DATA" :
+	        "between commands",
+	    s->name, s->addr);
+	if (s->state == SESSION_TLS)
+		session_close(s, false); /* no plaintext reply mid-handshake */
+	else {
+		session_reply(s, 421, "4.4.2", "%s Error: %s deadline exceeded",
+		    s->srv->hostname, data ? "data transfer" : "session");
+		session_close(s, true);
+	}
+	session_finish(s);
+}
+
+static void
+session_deadline_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	session_deadline_hit(arg, false);
+}
+
+static void
+session_data_deadline_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	session_deadline_hit(arg, true);
+}
+
+/* DATA's 354 or the first BDAT: the whole transfer is bounded from now. */
+void
+session_data_deadline_start(struct session *s)
+{
+	(void)clock_gettime(CLOCK_MONOTONIC, &s->data_started);
+	session_arm_deadline(s, &s->data_timer, &s->data_started,
+	    s->srv->conf->limits.data_deadline, session_data_deadline_cb);
+}
+
+/* The content has ended (or the transaction was reset). */
+void
+session_data_deadline_stop(struct session *s)
+{
+	s->data_started.tv_sec = 0;
+	s->data_started.tv_nsec = 0;
+	if (s->data_timer != NULL)
+		(void)evtimer_del(s->data_timer);
+}
+
+/*
+ * Stress mode, as Postfix's: above stress_threshold percent of the
+ * connection limit, every session's timeouts drop to stress_timeout and
+ * its deadlines to stress_deadline, so idle and slow clients make room.
+ * It ends below ten points under the threshold (no flapping).
+ */
+static void
+server_update_stress(struct smtp_server *srv)
+{
+	static struct log_limit stress_log = LOG_LIMIT_INIT(60, 4,
+	    "stress mode");
+	const struct conf_limits *lim = &srv->conf->limits;
+	unsigned long pct_now, enter, leave;
+	struct session *s;
+
+	if (lim->stress_threshold == 0)
+		return;
+	pct_now = (unsigned long)srv->nsessions * 100;
+	enter = (unsigned long)lim->stress_threshold * lim->connections;
+	leave = lim->stress_threshold > 10 ?
+	    (unsigned long)(lim->stress_threshold - 10) * lim->connections :
+	    0;
+	if (!srv->stressed && pct_now >= enter) {
+		srv->stressed = true;
+		log_warnx_limited(&stress_log,
+		    "stress: %u of %u connections in use: timeouts now %u s, "
+		    "deadlines %u s",
+		    srv->nsessions, lim->connections, lim->stress_timeout,
+		    lim->stress_deadline);
+		TAILQ_FOREACH(s, &srv->sessions, entry) {
+			if (s->closing || s->bev == NULL)
+				continue;
+			session_set_timeout(s, session_state_timeout(s));
+			session_arm_deadline(s, &s->session_timer, &s->started,
+			    lim->session_deadline, session_deadline_cb);
+			if (s->data_started.tv_sec != 0)
+				session_arm_deadline(s, &s->data_timer,
+				    &s->data_started, lim->data_deadline,
+				    session_data_deadline_cb);
+		}
+	} else if (srv->stressed && pct_now < leave) {
+		srv->stressed = false;
+		log_info_limited(&stress_log,
+		    "stress over: %u of %u connections in use", srv->nsessions,
+		    lim->connections);
+	}
 }
 
 void
 session_close(struct session *s, bool flush)
 {
-	if (s->closing)
+	if (s->closing) {
+		/* A flush that can no longer happen (error, timeout). */
+		if (!flush)
+			s->flush_on_close = false;
 		return;
+	}
 	s->closing = true;
 	s->flush_on_close = flush;
 	if (s->state != SESSION_COMMIT)
@@ -293,6 +479,7 @@ session_finish(struct session *s)
 		if (s->counted_ip)
 			iptab_decr(srv, s->addr);
 		srv->nsessions--;
+		server_update_stress(srv);
 	}
 	if (s->pending > 0)
 		return; /* the spool callback comes back */
@@ -300,6 +487,12 @@ session_finish(struct session *s)
 		event_free(s->drain_timer);
 	if (s->lookup_timer != NULL)
 		event_free(s->lookup_timer);
+	if (s->session_timer != NULL)
+		event_free(s->session_timer);
+	s->session_timer = NULL;
+	if (s->data_timer != NULL)
+		event_free(s->data_timer);
+	s->data_timer = NULL;
 	if (s->lookup != NULL)
 		s->lookup->s = NULL; /* its callback frees it */
 	policy_cancel(s->preq);      /* e.g. a recipient probe */
@@ -507,9 +700,18 @@ session_process(struct session *s)
 		out = bufferevent_get_output(s->bev);
 		switch (s->state) {
 		case SESSION_CMD:
-			/* A client that does not read its replies waits. */
-			if (evbuffer_get_length(out) > SMTP_SERVER_OUTPUT_MAX)
+			/*
+			 * A client that does not read its replies waits, and
+			 * so does its input: nothing more is read until the
+			 * replies are out (the write callback), so a client
+			 * pipelining without reading cannot grow our memory;
+			 * the write timeout ends it if it never reads.
+			 */
+			if (evbuffer_get_length(out) > SMTP_SERVER_OUTPUT_MAX) {
+				s->read_paused = true;
+				(void)bufferevent_disable(s->bev, EV_READ);
 				return;
+			}
 			if (s->srv->shutting_down) {
 				session_reply(s, 421, "4.3.2",
 				    "%s Service shutting down",
@@ -567,6 +769,10 @@ session_write_cb(struct bufferevent *bev, void *arg)
 	struct session *s = arg;
 
 	(void)bev;
+	if (s->read_paused && !s->closing && s->state == SESSION_CMD) {
+		s->read_paused = false;
+		(void)bufferevent_enable(s->bev, EV_READ);
+	}
 	if (!s->closing)
 		session_process(s);
 	session_finish(s);
@@ -589,13 +795,15 @@ session_event_cb(struct bufferevent *bev, short what, void *arg)
 		session_set_timeout(s, s->srv->conf->limits.timeout_command);
 		session_process(s);
 	} else if (what & BEV_EVENT_TIMEOUT) {
-		log_info("%s: timeout after %s from %s[%s]", s->sid,
+		log_info("%s: %stimeout after %s from %s[%s]", s->sid,
+		    what & BEV_EVENT_WRITING ? "write " : "",
 		    s->state == SESSION_DATA || s->state == SESSION_BDAT ?
 		        "DATA" :
 		        s->state == SESSION_TLS ? "STARTTLS" :
 		                                  "command",
 		    s->name, s->addr);
-		if (s->state != SESSION_TLS && !(what & BEV_EVENT_WRITING)) {
+		if (s->state != SESSION_TLS && !(what & BEV_EVENT_WRITING) &&
+		    !s->closing) {
 			session_reply(s, 421, "4.4.2",
 			    "%s Error: timeout exceeded", s->srv->hostname);
 			session_close(s, true);
@@ -740,6 +948,17 @@ session_lookup_start(struct session *s, const struct sockaddr *sa)
 	dns_lookup_ptr(s->srv->dns, sa, session_lookup_ptr_cb, lk);
 }
 
+static struct log_limit session_new_log = LOG_LIMIT_INIT(10, 3,
+    "cannot create a session");
+/* Accept errors come once per attempt: at most a few lines a minute. */
+static struct log_limit accept_log = LOG_LIMIT_INIT(60, 3, "accept");
+static struct log_limit recover_log = LOG_LIMIT_INIT(60, 3, "accepting again");
+/* Refused connections come as fast as clients can connect. */
+static struct log_limit refuse_log = LOG_LIMIT_INIT(10, 20,
+    "refused: too many connections");
+
+static void server_fds_back(struct smtp_server *srv);
+
 static void
 listener_accept_cb(struct evconnlistener *evl, evutil_socket_t fd,
     struct sockaddr *sa, int salen, void *arg)
@@ -755,6 +974,8 @@ listener_accept_cb(struct evconnlistener *evl, evutil_socket_t fd,
 
 	(void)evl;
 	(void)salen;
+	if (srv->starved)
+		server_fds_back(srv);
 	s = xcalloc(1, sizeof(*s));
 	s->srv = srv;
 	s->lst = lst;
@@ -781,7 +1002,8 @@ listener_accept_cb(struct evconnlistener *evl, evutil_socket_t fd,
 
 	s->bev = bufferevent_socket_new(srv->base, fd, BEV_OPT_CLOSE_ON_FREE);
 	if (s->bev == NULL) {
-		log_warnx("cannot create a session for %s", s->addr);
+		log_warnx_limited(&session_new_log,
+		    "cannot create a session for %s", s->addr);
 		(void)close(fd);
 		sbuf_release(&s->pctx.prepend);
 		sbuf_release(&s->tx_err);
@@ -795,7 +1017,11 @@ listener_accept_cb(struct evconnlistener *evl, evutil_socket_t fd,
 	    session_event_cb, s);
 	(void)bufferevent_setwatermark(s->bev, EV_READ, 0,
 	    SMTP_SERVER_READ_HIGHWAT);
+	(void)clock_gettime(CLOCK_MONOTONIC, &s->started);
+	server_update_stress(srv);
 	session_set_timeout(s, lim->timeout_command);
+	session_arm_deadline(s, &s->session_timer, &s->started,
+	    lim->session_deadline, session_deadline_cb);
 	(void)bufferevent_enable(s->bev, EV_READ | EV_WRITE);
 
 	refuse_total = srv->nsessions > lim->connections;
@@ -804,10 +1030,10 @@ listener_accept_cb(struct evconnlistener *evl, evutil_socket_t fd,
 		refuse_ip = iptab_incr(srv, s->addr) > lim->connections_per_ip;
 	}
 	if (refuse_total || refuse_ip) {
-		log_info("%s: connect from %s[%s]:%s on %s", s->sid, s->name,
-		    s->addr, cport, s->local);
-		log_info("%s: refused %s[%s]: too many connections%s", s->sid,
-		    s->name, s->addr, refuse_ip ? " from this address" : "");
+		log_info_limited(&refuse_log,
+		    "%s: refused %s[%s]:%s on %s: too many connections%s",
+		    s->sid, s->name, s->addr, cport, s->local,
+		    refuse_ip ? " from this address" : "");
 		session_reply(s, 421, "4.7.0",
 		    "%s Error: too many connections%s", srv->hostname,
 		    refuse_ip ? " from your address" : "");
@@ -826,14 +1052,129 @@ listener_accept_cb(struct evconnlistener *evl, evutil_socket_t fd,
 	session_finish(s);
 }
 
+/* The spare descriptor: reopened whenever it was given up. */
+static void
+server_spare_restore(struct smtp_server *srv)
+{
+	if (srv->spare_fd == -1)
+		srv->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+}
+
+static void
+server_set_accepting(struct smtp_server *srv, bool on)
+{
+	size_t i;
+
+	for (i = 0; i < srv->nlisteners; i++) {
+		if (srv->listeners[i].evl == NULL)
+			continue;
+		if (on)
+			(void)evconnlistener_enable(srv->listeners[i].evl);
+		else
+			(void)evconnlistener_disable(srv->listeners[i].evl);
+	}
+}
+
+static void
+server_accept_resume_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct smtp_server *srv = arg;
+
+	(void)fd;
+	(void)what;
+	server_spare_restore(srv);
+	if (srv->shutting_down)
+		return;
+	/* Still failing: the error callback pauses again. */
+	server_set_accepting(srv, true);
+}
+
+/* The first accept() that works after a shortage says it is over. */
+static void
+server_fds_back(struct smtp_server *srv)
+{
+	struct timespec now;
+
+	(void)clock_gettime(CLOCK_MONOTONIC, &now);
+	log_limit_flush(&accept_log);
+	log_warnx_limited(&recover_log,
+	    "accepting connections again after %lld s out of "
+	    "descriptors; %lu clients were turned away with 421",
+	    (long long)(now.tv_sec - srv->starved_since.tv_sec),
+	    srv->shed - srv->shed_before);
+	srv->starved = false;
+}
+
+/*
+ * Out of descriptors, the waiting connection cannot be taken, and the
+ * listener stays readable: libevent would call accept() again at once,
+ * forever (issue 8: one core at 100 %, a flood of log lines). Instead,
+ * give up the spare descriptor to take one waiting client and tell it
+ * 421 (it retries later rather than waiting in the backlog), then stop
+ * accepting for SMTP_SERVER_ACCEPT_PAUSE ms. Open sessions go on.
+ */
+static void
+server_out_of_fds(struct smtp_server *srv, struct listener *lst)
+{
+	static const struct timeval pause = { 0,
+		SMTP_SERVER_ACCEPT_PAUSE * 1000 };
+	char msg[320];
+	int fd, n;
+
+	if (srv->spare_fd != -1 && lst->evl != NULL) {
+		(void)close(srv->spare_fd); /* /dev/null, read-only */
+		srv->spare_fd = -1;
+		fd = accept4(evconnlistener_get_fd(lst->evl), NULL, NULL,
+		    SOCK_NONBLOCK | SOCK_CLOEXEC);
+		if (fd != -1) {
+			n = snprintf(msg, sizeof(msg),
+			    "421 4.3.2 %s Error: too busy, try again later\r\n",
+			    srv->hostname);
+			/* Best effort: the socket buffer is empty. */
+			if (n > 0 && (size_t)n < sizeof(msg))
+				(void)send(fd, msg, (size_t)n,
+				    MSG_NOSIGNAL | MSG_DONTWAIT);
+			(void)close(fd);
+			srv->shed++;
+		}
+		server_spare_restore(srv);
+	}
+	if (!srv->starved) {
+		srv->starved = true;
+		srv->shed_before = srv->shed;
+		(void)clock_gettime(CLOCK_MONOTONIC, &srv->starved_since);
+	}
+	server_set_accepting(srv, false);
+	if (srv->accept_timer == NULL)
+		srv->accept_timer = evtimer_new(srv->base,
+		    server_accept_resume_cb, srv);
+	if (srv->accept_timer != NULL)
+		(void)evtimer_add(srv->accept_timer, &pause);
+	else
+		server_set_accepting(srv, true); /* better than deaf */
+}
+
 static void
 listener_error_cb(struct evconnlistener *evl, void *arg)
 {
 	struct listener *lst = arg;
+	struct smtp_server *srv = lst->srv;
+	int e = EVUTIL_SOCKET_ERROR();
 
 	(void)evl;
-	/* EMFILE and friends: keep serving the sessions we have. */
-	log_warn("accept on %s", lst->desc);
+	if (e == EMFILE || e == ENFILE || e == ENOBUFS || e == ENOMEM) {
+		errno = e;
+		log_warn_limited(&accept_log,
+		    "accept on %s: pausing for %d ms, %u sessions open, "
+		    "%lu clients turned away so far",
+		    lst->desc, SMTP_SERVER_ACCEPT_PAUSE, srv->nsessions,
+		    srv->shed);
+		server_out_of_fds(srv, lst);
+		return;
+	}
+	/* ECONNABORTED and friends: that client is gone, go on. */
+	errno = e;
+	log_warn_limited(&accept_log, "accept on %s", lst->desc);
 }
 
 struct smtp_server *
@@ -846,6 +1187,7 @@ smtp_server_new(struct event_base *base, const struct conf *conf,
 	srv = xcalloc(1, sizeof(*srv));
 	srv->base = base;
 	srv->conf = conf;
+	srv->spare_fd = -1;
 	TAILQ_INIT(&srv->sessions);
 	if (conf->hostname != NULL)
 		(void)snprintf(srv->hostname, sizeof(srv->hostname), "%s",
@@ -958,6 +1300,10 @@ smtp_server_start(struct smtp_server *srv, struct spool *sp,
 	srv->accepted = accepted;
 	srv->accepted_arg = arg;
 	server_policy_build(srv);
+	/* Kept in reserve for the day the descriptors run out. */
+	server_spare_restore(srv);
+	if (srv->spare_fd == -1)
+		log_warn("cannot open /dev/null as a spare descriptor");
 	for (i = 0; i < srv->nlisteners; i++) {
 		if (evconnlistener_enable(srv->listeners[i].evl) == -1)
 			log_warnx("cannot enable listener %s",
@@ -993,6 +1339,8 @@ smtp_server_shutdown(struct smtp_server *srv, void (*done)(void *), void *arg)
 	if (srv->shutting_down)
 		return;
 	srv->shutting_down = true;
+	if (srv->accept_timer != NULL)
+		(void)evtimer_del(srv->accept_timer);
 	srv->shutdown_done = done;
 	srv->shutdown_arg = arg;
 	for (i = 0; i < srv->nlisteners; i++) {
@@ -1036,6 +1384,12 @@ smtp_server_free(struct smtp_server *srv)
 		if (s->lookup_timer != NULL)
 			event_free(s->lookup_timer);
 		s->lookup_timer = NULL;
+		if (s->session_timer != NULL)
+			event_free(s->session_timer);
+		s->session_timer = NULL;
+		if (s->data_timer != NULL)
+			event_free(s->data_timer);
+		s->data_timer = NULL;
 		if (s->lookup != NULL)
 			s->lookup->s = NULL;
 		/* pending commits still own s as their callback argument. */
@@ -1060,6 +1414,10 @@ smtp_server_free(struct smtp_server *srv)
 	}
 	if (srv->grace_timer != NULL)
 		event_free(srv->grace_timer);
+	if (srv->accept_timer != NULL)
+		event_free(srv->accept_timer);
+	if (srv->spare_fd != -1)
+		(void)close(srv->spare_fd); /* /dev/null */
 	policy_free(srv->policy);
 	free(srv->listeners);
 	free(srv);

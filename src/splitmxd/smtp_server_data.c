@@ -84,6 +84,9 @@ session_start_decoder(struct session *s)
 	smtp_proto_hdrscan_init(&s->hs);
 }
 
+/* One line per failing message would flood when the disk or fds are out. */
+static struct log_limit spool_log = LOG_LIMIT_INIT(10, 5, "cannot spool");
+
 /* Opens the spool file for this transaction's content. */
 static int
 session_start_content(struct session *s)
@@ -115,8 +118,9 @@ session_start_content(struct session *s)
 
 	s->msg = spool_msg_new(s->srv->spool, &env, &s->tx_err);
 	if (s->msg == NULL || session_write_received(s, &s->tx_err) == -1) {
-		log_warnx("%s: cannot spool message from %s[%s]: %s", s->sid,
-		    s->name, s->addr,
+		log_warnx_limited(&spool_log,
+		    "%s: cannot spool message from %s[%s]: %s", s->sid, s->name,
+		    s->addr,
 		    s->tx_err.len > 0 ? s->tx_err.data : "unknown error");
 		if (s->msg != NULL) {
 			spool_msg_abort(s->msg);
@@ -195,6 +199,7 @@ session_end_content(struct session *s)
 {
 	const struct conf_limits *lim = &s->srv->conf->limits;
 
+	session_data_deadline_stop(s); /* what follows is ours to do */
 	if (s->dec.mode == SMTP_PROTO_DATA_RAW && s->msg != NULL) {
 		char tail[4];
 		size_t n = 0;
@@ -305,6 +310,12 @@ session_data_verdict(struct session *s, const struct policy_verdict *v)
 	}
 	session_tx_reset(s); /* aborts s->msg */
 	s->state = SESSION_CMD;
+	if (s->deadline_hit) {
+		session_reply(s, 421, "4.4.2",
+		    "%s Error: session deadline exceeded", s->srv->hostname);
+		session_close(s, true);
+		return;
+	}
 	(void)bufferevent_enable(s->bev, EV_READ);
 }
 
@@ -369,6 +380,13 @@ session_commit_cb(void *arg, int status, const char *id, const char *err)
 		session_reply(s, 421, "4.3.2", "%s Service shutting down",
 		    s->srv->hostname);
 		session_close(s, true);
+	} else if (s->deadline_hit) {
+		/* The deadline passed while the message was committed. */
+		log_info("%s: session deadline exceeded from %s[%s]", s->sid,
+		    s->name, s->addr);
+		session_reply(s, 421, "4.4.2",
+		    "%s Error: session deadline exceeded", s->srv->hostname);
+		session_close(s, true);
 	} else {
 		(void)bufferevent_enable(s->bev, EV_READ);
 		session_process(s);
@@ -411,6 +429,7 @@ session_cmd_data(struct session *s, const struct smtp_proto_command *cmd)
 		return;
 	}
 	session_set_timeout(s, s->srv->conf->limits.timeout_data);
+	session_data_deadline_start(s);
 	session_reply(s, 354, NULL, "End data with <CR><LF>.<CR><LF>");
 }
 
@@ -437,6 +456,7 @@ session_cmd_bdat(struct session *s, const struct smtp_proto_command *cmd)
 	if (s->bdat_active)
 		return; /* next chunk of the same message */
 	s->bdat_active = true;
+	session_data_deadline_start(s); /* bounds every chunk to the last */
 	if (!s->has_mail)
 		s->tx_error = TX_NO_MAIL;
 	else if (s->nrcpts == 0 && s->ndiscarded > 0)

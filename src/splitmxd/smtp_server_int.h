@@ -15,6 +15,7 @@
 #include <netinet/in.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <time.h>
 
 #include <event2/buffer.h>
 #include <openssl/ssl.h>
@@ -35,7 +36,8 @@
  * and discarded as it arrives (nothing of it is kept); one longer than
  * this still gets the 500 and the connection is closed.
  */
-#define SMTP_SERVER_SKIP_MAX (64 * 1024)
+#define SMTP_SERVER_SKIP_MAX     (64 * 1024)
+#define SMTP_SERVER_ACCEPT_PAUSE 250 /* ms without accept() after EMFILE */
 
 enum session_state {
 	SESSION_CMD,    /* reading command lines */
@@ -105,9 +107,15 @@ struct session {
 	char tls_summary[96];
 	unsigned errors;
 	unsigned ncommands;
-	bool skipping;  /* discarding the rest of an overlong line */
-	size_t skipped; /* octets of it so far */
-	bool skip_bdat; /* it is a BDAT: its chunk cannot be skipped */
+	bool skipping;           /* discarding the rest of an overlong line */
+	size_t skipped;          /* octets of it so far */
+	bool skip_bdat;          /* it is a BDAT: its chunk cannot be skipped */
+	struct timespec started; /* CLOCK_MONOTONIC, at accept */
+	struct timespec data_started; /* DATA, or the first BDAT */
+	struct event *session_timer;  /* session_deadline */
+	struct event *data_timer;     /* data_deadline */
+	bool deadline_hit;            /* close once the commit is answered */
+	bool read_paused;             /* replies above SMTP_SERVER_OUTPUT_MAX */
 	unsigned naccepted;
 	bool counted_ip;  /* holds a per-IP slot */
 	bool no_service;  /* 554 banner: only QUIT */
@@ -166,6 +174,13 @@ struct smtp_server {
 	struct ipcount *iptab[SMTP_SERVER_IPTAB_SIZE];
 	char hostname[256];
 	bool shutting_down;
+	bool stressed;              /* near the connection limit */
+	struct event *accept_timer; /* listeners paused after EMFILE */
+	int spare_fd;               /* /dev/null, given up to shed a client */
+	unsigned long shed;         /* clients closed at once (no fds) */
+	bool starved;               /* accept() failed for want of fds */
+	struct timespec starved_since;
+	unsigned long shed_before; /* shed when the shortage began */
 	struct event *grace_timer;
 	void (*shutdown_done)(void *);
 	void *shutdown_arg;
@@ -180,6 +195,8 @@ void session_status(struct session *s, const struct smtp_proto_status *st);
 const char *session_esc(char *buf, size_t size, const char *str);
 void session_tx_reset(struct session *s);
 void session_set_timeout(struct session *s, unsigned seconds);
+void session_data_deadline_start(struct session *s);
+void session_data_deadline_stop(struct session *s);
 void session_close(struct session *s, bool flush);
 void session_process(struct session *s);
 void session_finish(struct session *s);

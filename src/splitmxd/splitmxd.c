@@ -7,6 +7,7 @@
  * handed to the run-as user, privileges are dropped, and only then are
  * committed messages recovered and connections accepted.
  */
+#include <sys/resource.h>
 #include <sys/stat.h>
 
 #include <errno.h>
@@ -37,6 +38,7 @@
 #include "xmalloc.h"
 
 #define SPLITMXD_VERSION "0.1.0"
+#define SPLITMXD_FD_MAX  (1 << 20) /* RLIMIT_NOFILE wanted at most */
 
 struct splitmxd {
 	/* From the command line. */
@@ -290,6 +292,69 @@ start_logging(struct splitmxd *d)
 		log_fatal(EX_OSERR, "signal");
 }
 
+/*
+ * Descriptors the daemon needs besides its sessions: stdio, the event
+ * base, worker eventfds, syslog, the spool's directories and journal,
+ * LMDB, the resolver's sockets and the spare descriptors (about 40),
+ * one per listener, one per worker thread (a file being read or
+ * fsynced), and two per outbound connection (socket and message file).
+ */
+#define SPLITMXD_FD_FIXED 40
+
+/*
+ * Raise RLIMIT_NOFILE to its hard limit, and size the connection limit to
+ * the descriptors there are: a session holds its socket and, during DATA,
+ * its spool file. Asking for more gets a warning and the lower number;
+ * what is left over still fails softly (EMFILE pauses accept()).
+ */
+static void
+size_fd_limits(struct splitmxd *d)
+{
+	struct conf_limits *lim = &d->conf->limits;
+	struct rlimit rl;
+	rlim_t want, reserve, fit;
+	size_t i;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) == -1) {
+		log_warn("getrlimit RLIMIT_NOFILE");
+		return;
+	}
+	want = rl.rlim_max;
+	if (want == RLIM_INFINITY || want > SPLITMXD_FD_MAX)
+		want = SPLITMXD_FD_MAX;
+	if (want > rl.rlim_cur) {
+		rlim_t was = rl.rlim_cur;
+
+		rl.rlim_cur = want;
+		if (setrlimit(RLIMIT_NOFILE, &rl) == -1) {
+			log_warn("cannot raise RLIMIT_NOFILE to %llu",
+			    (unsigned long long)want);
+			rl.rlim_cur = was;
+		}
+	}
+	reserve = SPLITMXD_FD_FIXED + d->conf->nlisteners +
+	    3 * (rlim_t)d->conf->workers;
+	for (i = 0; i < d->conf->ntargets; i++)
+		reserve += 2 * (rlim_t)d->conf->targets[i].connections;
+	fit = rl.rlim_cur > reserve ? (rl.rlim_cur - reserve) / 2 : 0;
+	if (fit < 1)
+		fit = 1;
+	log_info("descriptors: RLIMIT_NOFILE %llu, %llu kept for the spool, "
+	         "workers and deliveries: room for %llu connections",
+	    (unsigned long long)rl.rlim_cur, (unsigned long long)reserve,
+	    (unsigned long long)fit);
+	if ((rlim_t)lim->connections > fit) {
+		log_warnx("limits: connections %u needs about %llu "
+		          "descriptors, RLIMIT_NOFILE is %llu: using "
+		          "connections %llu",
+		    lim->connections,
+		    (unsigned long long)(reserve +
+		        2 * (rlim_t)lim->connections),
+		    (unsigned long long)rl.rlim_cur, (unsigned long long)fit);
+		lim->connections = (unsigned)fit;
+	}
+}
+
 /* As root: bind the listeners and read their TLS keys. */
 static void
 open_listeners(struct splitmxd *d)
@@ -500,6 +565,7 @@ main(int argc, char *argv[])
 		return release_config(&d, 0);
 	}
 	start_logging(&d);
+	size_fd_limits(&d);
 	open_listeners(&d);
 	detach(&d);
 	open_spool(&d);

@@ -230,6 +230,7 @@ spool_release(struct spool *sp)
 	spool_close_fd(&sp->queuefd, "queue/");
 	spool_close_fd(&sp->corruptfd, "corrupt/");
 	spool_close_fd(&sp->journalfd, "journal");
+	spool_close_fd(&sp->sparefd, "/dev/null");
 	spool_close_fd(&sp->dirfd, sp->dir);
 	spool_reader_close(sp->rd);
 	EVP_MD_free(sp->md);
@@ -259,6 +260,8 @@ spool_open(const char *dir, struct workers *w, struct sbuf *err)
 	sp->w = w;
 	sp->dirfd = sp->tmpfd = sp->queuefd = sp->corruptfd = -1;
 	sp->journalfd = -1;
+	/* Given up when the descriptors run out, so a message still fits. */
+	sp->sparefd = open("/dev/null", O_RDONLY | O_CLOEXEC);
 	sp->cq_tail = &sp->cq_head;
 	sp->jq_tail = &sp->jq_head;
 	atomic_init(&sp->inflight, 0);

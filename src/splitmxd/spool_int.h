@@ -41,7 +41,8 @@ struct spool {
 	int tmpfd;
 	int queuefd; /* committer, recovery */
 	int corruptfd;
-	int journalfd;           /* committer, recovery */
+	int journalfd; /* committer, recovery */
+	int sparefd;   /* /dev/null held back for a tmp file (loop thread) */
 	struct spool_reader *rd; /* the read side, any thread */
 	EVP_MD *md;
 

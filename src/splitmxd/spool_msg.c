@@ -260,8 +260,22 @@ spool_msg_new(struct spool *sp, const struct spool_envelope *env,
 	}
 
 	/* The pool ran dry: create here rather than refuse the message. */
-	if (!spool_pool_take(sp, msg, &refill))
+	if (sp->sparefd == -1)
+		sp->sparefd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+	if (!spool_pool_take(sp, msg, &refill)) {
 		msg->fd = spool_create_tmp(sp, msg->id);
+		/*
+		 * Out of descriptors: the spare makes room for this one
+		 * message (a session the client already has open); it is
+		 * taken back by a later call once descriptors are free.
+		 */
+		if (msg->fd == -1 && (errno == EMFILE || errno == ENFILE) &&
+		    sp->sparefd != -1) {
+			(void)close(sp->sparefd); /* /dev/null, read-only */
+			sp->sparefd = -1;
+			msg->fd = spool_create_tmp(sp, msg->id);
+		}
+	}
 	if (refill) {
 		atomic_fetch_add(&sp->inflight, 1);
 		workers_submit(sp->w, spool_pool_refill_job, NULL, sp);

@@ -15,9 +15,11 @@ not exit 0 on SIGTERM.
 import atexit
 import ctypes
 import errno
+import functools
 import hashlib
 import os
 import re
+import resource
 import select
 import shutil
 import signal
@@ -230,13 +232,16 @@ _DAEMONS = []
 _PR_SET_PDEATHSIG = 1
 
 
-def _child_setup():
+def _child_setup(nofile=None):
     # If the test process dies, take the daemon with it.
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     except Exception:
         pass
+    if nofile is not None:
+        # As `prlimit --nofile=N:N splitmxd`: soft and hard limit.
+        resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
 
 
 def daemon_env():
@@ -284,8 +289,9 @@ def check_no_sanitizer(text, what="splitmxd"):
 class Daemon:
     """One splitmxd -d -f CONF process with its stderr in a kept log file."""
 
-    def __init__(self, conf_path, ports, name="splitmxd"):
+    def __init__(self, conf_path, ports, name="splitmxd", nofile=None):
         self.conf_path = conf_path
+        self.nofile = nofile  # RLIMIT_NOFILE (soft and hard) of the daemon
         self.ports = list(ports)
         _DAEMON_SEQ[0] += 1
         self.log_path = os.path.join(
@@ -313,7 +319,7 @@ class Daemon:
         self.proc = subprocess.Popen(
             [SPLITMXD, "-d", "-f", self.conf_path], stdin=subprocess.DEVNULL,
             stdout=self.logf, stderr=self.logf, env=daemon_env(),
-            preexec_fn=_child_setup)
+            preexec_fn=functools.partial(_child_setup, self.nofile))
         self.stopped = False
         self.killed = False
         self.term_sent = False
@@ -460,7 +466,8 @@ class Env:
 
     def __init__(self, name="env", tls=False, plain_listener=False,
                  limits=None, domains=None, hostname="mx.test", workers=4,
-                 spool_dir=None, start=True, log_level="info", extra=""):
+                 spool_dir=None, start=True, log_level="info", extra="",
+                 nofile=None):
         self.name = name
         self.dir = make_tmpdir(name)
         self.spool = spool_dir or os.path.join(self.dir, "spool")
@@ -482,14 +489,15 @@ class Env:
             self.spool, listeners, hostname=hostname, workers=workers,
             limits=self.limits, domains=domains, log_level=log_level,
             extra=extra))
+        self.nofile = nofile
         self.daemon = Daemon(self.conf_path, [l["port"] for l in listeners],
-                             name=name)
+                             name=name, nofile=nofile)
         if start:
             self.daemon.start()
 
     def restart(self):
         self.daemon = Daemon(self.conf_path, self.daemon.ports,
-                             name=self.name)
+                             name=self.name, nofile=self.nofile)
         self.daemon.start()
         return self.daemon
 
