@@ -113,6 +113,24 @@ def t_tls_handshake_timeout():
     c.close()
 
 
+def t_overlong_line_around_tls():
+    # An overlong line before STARTTLS does not disturb the handshake, and
+    # one inside TLS is refused like in plaintext, the session going on.
+    c = env.client()
+    c.start()
+    c.send(b"NOOP " + b"p" * 3000 + b"\r\nSTARTTLS\r\n")
+    expect_reply(c.read_reply(), 500, "5.5.2", "overlong line before TLS")
+    expect_reply(c.read_reply(), 220, "2.0.0", "STARTTLS after it")
+    c.wrap_tls(tls_ctx())
+    c.ehlo()
+    c.send(b"NOOP " + b"t" * 5000 + b"\r\nNOOP\r\n")
+    expect_reply(c.read_reply(), 500, "5.5.2", "overlong line over TLS")
+    expect_reply(c.read_reply(), 250, None, "NOOP after it, over TLS")
+    c.send_message("s@client.test", ["alice@example.com"],
+                   lib.message("over TLS after an overlong line"))
+    c.quit()
+
+
 def main(runner):
     global env
     env = lib.Env("starttls", tls=True, limits={"timeout_tls": "3s"})
