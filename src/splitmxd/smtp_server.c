@@ -626,6 +626,9 @@ session_greet(struct session *s)
 	session_policy_run(s, POLICY_CONNECT, session_connect_verdict);
 }
 
+/* Out of memory, each STARTTLS would fail and say so. */
+static struct log_limit tls_log = LOG_LIMIT_INIT(10, 3, "cannot start TLS");
+
 void
 session_cmd_starttls(struct session *s, const struct smtp_proto_command *cmd)
 {
@@ -659,7 +662,7 @@ session_cmd_starttls(struct session *s, const struct smtp_proto_command *cmd)
 	session_reply(s, 220, "2.0.0", "Ready to start TLS");
 	ssl = SSL_new(s->lst->tls);
 	if (ssl == NULL) {
-		log_warnx("%s: SSL_new failed", s->sid);
+		log_warnx_limited(&tls_log, "%s: SSL_new failed", s->sid);
 		session_close(s, true);
 		return;
 	}
@@ -667,7 +670,7 @@ session_cmd_starttls(struct session *s, const struct smtp_proto_command *cmd)
 	    BUFFEREVENT_SSL_ACCEPTING, BEV_OPT_CLOSE_ON_FREE);
 	if (tls == NULL) {
 		SSL_free(ssl);
-		log_warnx("%s: cannot start TLS", s->sid);
+		log_warnx_limited(&tls_log, "%s: cannot start TLS", s->sid);
 		session_close(s, true);
 		return;
 	}

@@ -84,8 +84,9 @@ session_start_decoder(struct session *s)
 	smtp_proto_hdrscan_init(&s->hs);
 }
 
-/* One line per failing message would flood when the disk or fds are out. */
-static struct log_limit spool_log = LOG_LIMIT_INIT(10, 5, "cannot spool");
+/* One line per failing message would flood when the disk or fds are out:
+ * at most 5 lines in 10 s for spool_msg_new, write and commit failures. */
+static struct log_limit spool_log = LOG_LIMIT_INIT(10, 5, "spool failures");
 
 /* Opens the spool file for this transaction's content. */
 static int
@@ -243,9 +244,9 @@ session_end_content(struct session *s)
 		    s->name, s->addr);
 		session_reply(s, 250, "2.0.0", "Ok: discarded");
 	} else if (s->tx_error == TX_WRITE || s->msg == NULL) {
-		log_warnx("%s: cannot store message from %s[%s]: %s", s->sid,
-		    s->name, s->addr,
-		    s->tx_err.len > 0 ? s->tx_err.data : "error");
+		log_warnx_limited(&spool_log,
+		    "%s: cannot store message from %s[%s]: %s", s->sid, s->name,
+		    s->addr, s->tx_err.len > 0 ? s->tx_err.data : "error");
 		session_reply(s, 452, "4.3.1",
 		    "Error: insufficient system storage");
 	} else {
@@ -361,8 +362,9 @@ session_commit_cb(void *arg, int status, const char *id, const char *err)
 		if (s->srv->accepted != NULL)
 			s->srv->accepted(s->srv->accepted_arg, id);
 	} else
-		log_warnx("%s: commit failed for %s[%s]: %s", id, s->name,
-		    s->addr, err != NULL ? err : "error");
+		log_warnx_limited(&spool_log,
+		    "%s: commit failed for %s[%s]: %s", id, s->name, s->addr,
+		    err != NULL ? err : "error");
 	if (s->closing || s->bev == NULL) {
 		/* The client left; a committed message is still delivered. */
 		session_tx_reset(s);
