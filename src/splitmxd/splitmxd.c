@@ -295,8 +295,9 @@ start_logging(struct splitmxd *d)
 /*
  * Descriptors the daemon needs besides its sessions: stdio, the event
  * base, worker eventfds, syslog, the spool's directories and journal,
- * LMDB, the resolver's sockets and the spare descriptors (about 40),
- * one per listener, one per worker thread (a file being read or
+ * LMDB, the resolver's sockets, recipient probes and the spare
+ * descriptors (about 40), one per listener, three per `workers` (three
+ * pools of that many threads, each may hold a file being read or
  * fsynced), and two per outbound connection (socket and message file).
  */
 #define SPLITMXD_FD_FIXED 40
