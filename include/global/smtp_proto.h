@@ -217,8 +217,15 @@ void smtp_proto_data_finish(struct smtp_proto_data *d, char *out, size_t outcap,
  * SMTP_PROTO_MSGID_MAX octets; longer values are truncated).
  */
 #define SMTP_PROTO_MSGID_MAX 998
-/* The trace field splitmx prepends; counted by the scanner (loops). */
-#define SMTP_PROTO_TRACE_HEADER "X-Splitmx-Trace"
+/*
+ * The trace field splitmx prepends ("X-Splitmx-Trace: node=HOST;
+ * id=QID"): counted by the scanner, and the values of the first
+ * SMTP_PROTO_TRACE_KEEP (the newest, as they are prepended) kept like the
+ * Message-ID, at most SMTP_PROTO_TRACE_VALUE_MAX octets each (loops).
+ */
+#define SMTP_PROTO_TRACE_HEADER    "X-Splitmx-Trace"
+#define SMTP_PROTO_TRACE_KEEP      8
+#define SMTP_PROTO_TRACE_VALUE_MAX 320
 
 struct smtp_proto_hdrscan {
 	int state;          /* private */
@@ -229,13 +236,31 @@ struct smtp_proto_hdrscan {
 	bool has_msgid;
 	char msgid[SMTP_PROTO_MSGID_MAX + 1];
 	size_t msgid_len;
-	char name[32];   /* private: current field name prefix */
-	size_t name_len; /* private */
-	bool capturing;  /* private */
+	/* trace[i] for i < min(traces, SMTP_PROTO_TRACE_KEEP), in order. */
+	char trace[SMTP_PROTO_TRACE_KEEP][SMTP_PROTO_TRACE_VALUE_MAX + 1];
+	size_t trace_len[SMTP_PROTO_TRACE_KEEP];
+	char name[32];    /* private: current field name prefix */
+	size_t name_len;  /* private */
+	unsigned capture; /* private: 0 none, 1 Message-ID, 2 + i trace[i] */
 };
 
 void smtp_proto_hdrscan_init(struct smtp_proto_hdrscan *h);
 void smtp_proto_hdrscan_feed(struct smtp_proto_hdrscan *h, const char *data,
     size_t len);
+
+/* One X-Splitmx-Trace value, parsed. */
+struct smtp_proto_trace {
+	char node[SMTP_PROTO_DOMAIN_MAX + 1];
+	char id[33];
+};
+
+/*
+ * Parses "node=HOST; id=QID" (parameters in any order, separated by ';'
+ * with optional WSP; unknown ones ignored; node a domain or an address
+ * literal of at most SMTP_PROTO_DOMAIN_MAX octets, id 1 to 32 upper-case
+ * letters and digits). 0, or -1 when either is missing or malformed.
+ */
+int smtp_proto_parse_trace(const char *value, size_t len,
+    struct smtp_proto_trace *out);
 
 #endif

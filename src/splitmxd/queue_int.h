@@ -57,6 +57,7 @@ struct qrcpt {
 	unsigned code;
 	char reply[QUEUE_REPLY_MAX];
 	char dup_of[SPOOL_ID_LEN + 1]; /* from the dedup job */
+	bool looped;                   /* dup_of is a pass in the trace */
 };
 
 struct qdeliv {
@@ -113,6 +114,10 @@ struct qmsg {
 	struct event *retry_timer;
 	/* Duplicates and loops (from the load job). */
 	char *msgkey;   /* dedup message key, or NULL */
+	char *tracekey; /* "t:" id: its pairs are claimed under it too */
+	/* "t:" QID of each earlier pass in the trace (this or a known node). */
+	char *loopkeys[SMTP_PROTO_TRACE_KEEP];
+	size_t nloopkeys;
 	bool returning; /* carries an earlier trace */
 	unsigned traces;
 	unsigned delivered_now; /* 2xx in this process */
@@ -162,6 +167,7 @@ struct queue {
 
 /* queue.c */
 bool queue_trusted(const struct queue *q, const char *addr);
+bool queue_known_node(const struct queue *q, const char *node);
 void qmsg_unlink(struct qmsg *m);
 void queue_jbegin(struct spool_jrec_out *w, struct sbuf *lines,
     const char *verb, const struct qmsg *m);

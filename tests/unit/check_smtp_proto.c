@@ -1438,6 +1438,85 @@ START_TEST(test_hdrscan_traces)
 		ck_assert_uint_eq(h.traces, 2);
 		ck_assert_uint_eq(h.received, 1);
 		ck_assert(h.in_body);
+		/* Values kept unfolded and trimmed, in order. */
+		ck_assert_str_eq(h.trace[0], "node=mx1; id=0123456789ABCDEF");
+		ck_assert_str_eq(h.trace[1], "node=mx2; id=0123456789ABCDEG");
+		ck_assert_uint_eq(h.trace_len[1], strlen(h.trace[1]));
+	}
+}
+END_TEST
+
+/* Only the first SMTP_PROTO_TRACE_KEEP values are kept; all are counted. */
+START_TEST(test_hdrscan_trace_keep)
+{
+	struct smtp_proto_hdrscan h;
+	struct sbuf in;
+	unsigned i;
+
+	sbuf_init(&in, 1 << 16);
+	for (i = 0; i < SMTP_PROTO_TRACE_KEEP + 3; i++)
+		ck_assert_int_eq(sbuf_printf(&in,
+		                     "X-Splitmx-Trace: node=n%u; id=ID%u\r\n"
+		                     "Message-ID: <m%u@x>\r\n",
+		                     i, i, i),
+		    0);
+	ck_assert_int_eq(sbuf_printf(&in, "X-Splitmx-Trace: %0400d\r\n\r\n", 7),
+	    0);
+	smtp_proto_hdrscan_init(&h);
+	smtp_proto_hdrscan_feed(&h, in.data, in.len);
+	ck_assert_uint_eq(h.traces, SMTP_PROTO_TRACE_KEEP + 4);
+	ck_assert_str_eq(h.trace[0], "node=n0; id=ID0");
+	ck_assert_str_eq(h.trace[SMTP_PROTO_TRACE_KEEP - 1], "node=n7; id=ID7");
+	ck_assert_str_eq(h.msgid, "<m0@x>");
+	sbuf_release(&in);
+
+	/* A long value is cut at the bound, never past it. */
+	sbuf_init(&in, 4096);
+	ck_assert_int_eq(sbuf_printf(&in, "X-Splitmx-Trace: %0400d\r\n\r\n", 7),
+	    0);
+	smtp_proto_hdrscan_init(&h);
+	smtp_proto_hdrscan_feed(&h, in.data, in.len);
+	ck_assert_uint_eq(h.trace_len[0], SMTP_PROTO_TRACE_VALUE_MAX);
+	ck_assert_uint_eq(strlen(h.trace[0]), SMTP_PROTO_TRACE_VALUE_MAX);
+	sbuf_release(&in);
+}
+END_TEST
+
+START_TEST(test_parse_trace)
+{
+	static const struct {
+		const char *in;
+		int rc;
+		const char *node, *id;
+	} cases[] = {
+		{ "node=mx.test; id=0123456789ABCDEF", 0, "mx.test",
+		    "0123456789ABCDEF" },
+		{ "id=ABC;node=[192.0.2.1]", 0, "[192.0.2.1]", "ABC" },
+		{ " node = mx1 ; via=x ; id = Q1 ", 0, "mx1", "Q1" },
+		{ "NODE=mx1; ID=Q1", 0, "mx1", "Q1" },
+		{ "node=mx1", -1, NULL, NULL },
+		{ "id=Q1", -1, NULL, NULL },
+		{ "node=mx1; id=q1", -1, NULL, NULL },
+		{ "node=mx 1; id=Q1", -1, NULL, NULL },
+		{ "node=; id=Q1", -1, NULL, NULL },
+		{ "node=mx1; id=0123456789ABCDEF0123456789ABCDEF0", -1, NULL,
+		    NULL },
+		{ "", -1, NULL, NULL },
+		{ ";;;=;", -1, NULL, NULL },
+	};
+	size_t i;
+
+	for (i = 0; i < NELEM(cases); i++) {
+		struct smtp_proto_trace t;
+		int rc = smtp_proto_parse_trace(cases[i].in,
+		    strlen(cases[i].in), &t);
+
+		ck_assert_msg(rc == cases[i].rc, "case %zu: %s", i,
+		    cases[i].in);
+		if (rc == 0) {
+			ck_assert_str_eq(t.node, cases[i].node);
+			ck_assert_str_eq(t.id, cases[i].id);
+		}
 	}
 }
 END_TEST
@@ -1490,6 +1569,8 @@ smtp_proto_suite(void)
 	tcase_add_test(tc, test_hdrscan_long_msgid);
 	tcase_add_test(tc, test_hdrscan_many_received);
 	tcase_add_test(tc, test_hdrscan_traces);
+	tcase_add_test(tc, test_hdrscan_trace_keep);
+	tcase_add_test(tc, test_parse_trace);
 	suite_add_tcase(s, tc);
 
 	return s;
