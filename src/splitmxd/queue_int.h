@@ -162,6 +162,8 @@ struct queue {
 	struct qmsg *hash[QUEUE_HASH_SIZE];
 	unsigned nmsgs;
 	unsigned busy;
+	/* Failed at a target while another delivered it: not bounced. */
+	unsigned long long partial_failures;
 	bool stopping;
 };
 
@@ -194,7 +196,8 @@ void qconn_free(struct qconn *qc);
 void qtarget_pump(struct qtarget *qt);
 
 /* queue_dsn.c */
-bool qrcpt_wants_failure_dsn(const struct qrcpt *r);
+const char *qrcpt_reached_at(const struct qmsg *m, const struct qrcpt *r);
+bool qrcpt_wants_failure_dsn(const struct qmsg *m, const struct qrcpt *r);
 struct qdsn_job *qdsn_job_new(struct qmsg *m, bool delayed);
 void qdsn_compose_job(void *arg);
 void qdsn_composed(void *arg);
