@@ -282,6 +282,25 @@ START_TEST(test_time_and_ids)
 	ck_assert_int_eq(spool_time_parse("2026-11-23T24:20:00.000042Z",
 	                     SPOOL_TS_LEN, &back),
 	    -1);
+	/*
+	 * Found by fuzz_jrec: dates that do not exist were normalized by
+	 * timegm and accepted (a leap second, February 31).
+	 */
+	ck_assert_int_eq(spool_time_parse("2026-11-23T01:20:60.481516Z",
+	                     SPOOL_TS_LEN, &back),
+	    -1);
+	ck_assert_int_eq(spool_time_parse("2026-02-31T01:20:00.000000Z",
+	                     SPOOL_TS_LEN, &back),
+	    -1);
+	ck_assert_int_eq(spool_time_parse("2026-04-31T01:20:00.000000Z",
+	                     SPOOL_TS_LEN, &back),
+	    -1);
+	ck_assert_int_eq(spool_time_parse("2028-02-29T23:59:59.999999Z",
+	                     SPOOL_TS_LEN, &back),
+	    0);
+	ck_assert_int_eq(spool_time_parse("2027-02-29T00:00:00.000000Z",
+	                     SPOOL_TS_LEN, &back),
+	    -1);
 	ck_assert(spool_id_valid(T_ID));
 	ck_assert(!spool_id_valid("1J0SULLHSCJF7O8C0"));
 	ck_assert(!spool_id_valid("../../etc/passwd"));
