@@ -297,7 +297,12 @@ spool_parse_rcpt(struct spool_envelope *env, size_t *alloc, const char *v,
 		tlen = (size_t)((sp != NULL ? sp : end) - v);
 		v += tlen + (sp != NULL ? 1 : 0);
 		if (first) {
-			if ((r.addr = spool_unescape_dup(tok, tlen)) == NULL)
+			/*
+			 * No recipient is empty, and "rcpt " alone is refused
+			 * below: an empty one before " notify=" must be too.
+			 */
+			if (tlen == 0 ||
+			    (r.addr = spool_unescape_dup(tok, tlen)) == NULL)
 				goto bad;
 			first = false;
 		} else if (tlen > 7 && memcmp(tok, "notify=", 7) == 0 &&
