@@ -158,6 +158,28 @@ int smtp_proto_format_reply(struct sbuf *out, unsigned code,
     __attribute__((warn_unused_result));
 
 /*
+ * One line of a server's reply (RFC 5321 4.2), without its CRLF: a code
+ * 200-599, then nothing, or ' ' (last line) or '-' (more follow) and the
+ * text. The pointers borrow line. text is everything after the separator,
+ * the enhanced status included; enhanced points at an RFC 3463 status
+ * ("class.subject.detail", class 2, 4 or 5, 1-3 digits each, followed by
+ * a space or the end) at the start of the text, else NULL. Checking that
+ * the lines of one reply share a code is the caller's job.
+ */
+struct smtp_proto_reply_line {
+	unsigned code;
+	bool more;            /* "CODE-": more lines follow */
+	const char *enhanced; /* NULL when absent */
+	size_t enhlen;
+	const char *text; /* after "CODE " or "CODE-"; "" at the line's end */
+	size_t textlen;
+};
+
+/* Returns 0, or -1 when line[0..len) is not a reply line. */
+int smtp_proto_parse_reply_line(const char *line, size_t len,
+    struct smtp_proto_reply_line *out);
+
+/*
  * DATA / BDAT content decoder.
  *
  * DOT mode (DATA): input is the raw byte stream after "354". Lines are

@@ -1,7 +1,8 @@
 /*
  * smtp_proto.c - pure SMTP parsing and formatting: command lines, paths,
- * ESMTP parameters, HELO and BDAT arguments, replies, the DATA/BDAT
- * content decoder and the header scanner.
+ * ESMTP parameters, HELO and BDAT arguments, replies (ours formatted, a
+ * server's reply lines parsed), the DATA/BDAT content decoder and the
+ * header scanner.
  *
  * Everything here is fed peer bytes directly, so every loop is bounded by
  * the input length and every copy by the size of its destination. This
@@ -916,6 +917,55 @@ smtp_proto_format_reply(struct sbuf *out, unsigned code, const char *enhanced,
 fail:
 	sbuf_truncate(out, start);
 	return -1;
+}
+
+/* 1-3 digits at s[*i..len); advances *i. */
+static bool
+enh_number(const char *s, size_t len, size_t *i)
+{
+	size_t start = *i;
+
+	while (*i < len && *i - start < 3 && is_digit((unsigned char)s[*i]))
+		(*i)++;
+	return *i > start;
+}
+
+int
+smtp_proto_parse_reply_line(const char *line, size_t len,
+    struct smtp_proto_reply_line *out)
+{
+	const char *t;
+	size_t i, tlen;
+
+	memset(out, 0, sizeof(*out));
+	if (len < 3 || line[0] < '2' || line[0] > '5' ||
+	    !is_digit((unsigned char)line[1]) ||
+	    !is_digit((unsigned char)line[2]))
+		return -1;
+	if (len > 3 && line[3] != ' ' && line[3] != '-')
+		return -1;
+	out->code = (unsigned)(line[0] - '0') * 100 +
+	    (unsigned)(line[1] - '0') * 10 + (unsigned)(line[2] - '0');
+	out->more = len > 3 && line[3] == '-';
+	out->text = line + (len > 4 ? 4 : len);
+	out->textlen = len > 4 ? len - 4 : 0;
+
+	/* status-code = class "." subject "." detail (RFC 3463 2) */
+	t = out->text;
+	tlen = out->textlen;
+	i = 0;
+	if (tlen < 5 || (t[0] != '2' && t[0] != '4' && t[0] != '5') ||
+	    t[1] != '.')
+		return 0;
+	i = 2;
+	if (!enh_number(t, tlen, &i) || i == tlen || t[i] != '.')
+		return 0;
+	i++;
+	if (!enh_number(t, tlen, &i) || (i < tlen && t[i] != ' '))
+		return 0;
+	out->enhanced = t;
+	out->enhlen = i;
+	return 0;
 }
 
 /* ------------------------------------------------------------------ */

@@ -1,8 +1,9 @@
 /*
  * check_smtp_proto.c - unit tests for the pure SMTP parsers: command
  * lines, paths and ESMTP parameters (valid/invalid tables), HELO, BDAT,
- * xtext, reply formatting, the DATA/BDAT decoder fed in every 2- and
- * 3-way chunk split (smuggling vectors included) and the header scanner.
+ * xtext, reply formatting, reply-line parsing, the DATA/BDAT decoder fed
+ * in every 2- and 3-way chunk split (smuggling vectors included) and the
+ * header scanner.
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -890,6 +891,96 @@ START_TEST(test_format_reply)
 END_TEST
 
 /* ------------------------------------------------------------------ */
+/* Reply lines (the client's side) */
+
+struct reply_case {
+	const char *line;
+	size_t len;
+	int rc;
+	unsigned code;
+	bool more;
+	const char *enh;  /* expected enhanced status, NULL if none */
+	const char *text; /* expected text when rc == 0 */
+};
+
+static const struct reply_case reply_cases[] = {
+	{ BYTES("250"), 0, 250, false, NULL, "" },
+	{ BYTES("250 "), 0, 250, false, NULL, "" },
+	{ BYTES("250-"), 0, 250, true, NULL, "" },
+	{ BYTES("250 OK"), 0, 250, false, NULL, "OK" },
+	{ BYTES("250-mx.example.com Hello"), 0, 250, true, NULL,
+	    "mx.example.com Hello" },
+	{ BYTES("250 2.1.0 Sender OK"), 0, 250, false, "2.1.0",
+	    "2.1.0 Sender OK" },
+	{ BYTES("550-5.7.1 no"), 0, 550, true, "5.7.1", "5.7.1 no" },
+	{ BYTES("451 4.123.456"), 0, 451, false, "4.123.456", "4.123.456" },
+	{ BYTES("250 2.0.0"), 0, 250, false, "2.0.0", "2.0.0" },
+	/* Not enhanced status codes: text only. */
+	{ BYTES("250 3.1.0 x"), 0, 250, false, NULL, "3.1.0 x" },
+	{ BYTES("250 2.1234.0 x"), 0, 250, false, NULL, "2.1234.0 x" },
+	{ BYTES("250 2.1.0000 x"), 0, 250, false, NULL, "2.1.0000 x" },
+	{ BYTES("250 2.1.0x"), 0, 250, false, NULL, "2.1.0x" },
+	{ BYTES("250 2.1."), 0, 250, false, NULL, "2.1." },
+	{ BYTES("250 2..0 x"), 0, 250, false, NULL, "2..0 x" },
+	{ BYTES("250  2.1.0 x"), 0, 250, false, NULL, " 2.1.0 x" },
+	{ BYTES("599 x"), 0, 599, false, NULL, "x" },
+	{ BYTES("200\x01\xff"), -1, 0, false, NULL, NULL },
+	{ BYTES("220 a\x01\xff"), 0, 220, false, NULL, "a\x01\xff" },
+	{ BYTES(""), -1, 0, false, NULL, NULL },
+	{ BYTES("25"), -1, 0, false, NULL, NULL },
+	{ BYTES("150 x"), -1, 0, false, NULL, NULL },
+	{ BYTES("650 x"), -1, 0, false, NULL, NULL },
+	{ BYTES("2a0 x"), -1, 0, false, NULL, NULL },
+	{ BYTES("25a x"), -1, 0, false, NULL, NULL },
+	{ BYTES("250x"), -1, 0, false, NULL, NULL },
+	{ BYTES("2500 x"), -1, 0, false, NULL, NULL },
+	{ BYTES("250\tOK"), -1, 0, false, NULL, NULL },
+	{ BYTES(" 250 OK"), -1, 0, false, NULL, NULL },
+};
+
+START_TEST(test_reply_line)
+{
+	const struct reply_case *c = &reply_cases[_i];
+	struct smtp_proto_reply_line rl;
+	int rc;
+
+	rc = smtp_proto_parse_reply_line(c->line, c->len, &rl);
+	ck_assert_msg(rc == c->rc, "case %d: rc %d", _i, rc);
+	if (rc == -1)
+		return;
+	ck_assert_uint_eq(rl.code, c->code);
+	ck_assert(rl.more == c->more);
+	ck_assert_uint_eq(rl.textlen, strlen(c->text));
+	ck_assert(memcmp(rl.text, c->text, rl.textlen) == 0);
+	ck_assert(
+	    rl.text >= c->line && rl.text + rl.textlen == c->line + c->len);
+	if (c->enh == NULL) {
+		ck_assert_msg(rl.enhanced == NULL, "case %d: enhanced", _i);
+		ck_assert_uint_eq(rl.enhlen, 0);
+	} else {
+		ck_assert_msg(rl.enhanced == rl.text, "case %d", _i);
+		ck_assert_uint_eq(rl.enhlen, strlen(c->enh));
+		ck_assert(memcmp(rl.enhanced, c->enh, rl.enhlen) == 0);
+	}
+}
+END_TEST
+
+/* Every octet value after the code: only ' ' and '-' separate. */
+START_TEST(test_reply_line_separators)
+{
+	struct smtp_proto_reply_line rl;
+	char line[5] = { '4', '2', '1', 0, 'x' };
+	unsigned v;
+
+	for (v = 0; v < 256; v++) {
+		line[3] = (char)v;
+		ck_assert_int_eq(smtp_proto_parse_reply_line(line, 5, &rl),
+		    v == ' ' || v == '-' ? 0 : -1);
+	}
+}
+END_TEST
+
+/* ------------------------------------------------------------------ */
 /* DATA / BDAT decoder */
 
 #define ALL SIZE_MAX /* consumed: the whole input */
@@ -1554,6 +1645,11 @@ smtp_proto_suite(void)
 	tcase_add_loop_test(tc, test_bdat, 0, (int)NELEM(bdat_cases));
 	tcase_add_test(tc, test_xtext);
 	tcase_add_test(tc, test_format_reply);
+	suite_add_tcase(s, tc);
+
+	tc = tcase_create("reply");
+	tcase_add_loop_test(tc, test_reply_line, 0, (int)NELEM(reply_cases));
+	tcase_add_test(tc, test_reply_line_separators);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("data");
