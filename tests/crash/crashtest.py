@@ -27,6 +27,8 @@ and recipients, aims a kill -9 at one phase and logs it:
   dedup     right after a client got its 250 (the queue loads the message
             and writes its duplicate-index claims then)
   delivery  while a target receives a message from splitmxd
+  startup   right after a restart (recovery done; the queue loading the
+            spooled messages, claiming them, starting deliveries)
 with a random delay drawn per phase. Every few cycles one target gets a
 fault for a while. After the last cycle splitmxd is started once more, the
 queue drains (bounded wait) and the comparison prints one line:
@@ -65,10 +67,11 @@ from lib import check, fail  # noqa: E402
 USERS = ["alice", "bob", "carol", "dave", "erin", "frank"]
 DOMAIN = "example.com"
 SENDER = "loader@client.test"
-PHASES = ("data", "commit", "dedup", "delivery")
+PHASES = ("data", "commit", "dedup", "delivery", "startup")
 # Random kill delay (seconds) after each phase's trigger.
 PHASE_DELAY = {"data": (0.0, 0.006), "commit": (0.0, 0.004),
-               "dedup": (0.0, 0.008), "delivery": (0.0, 0.030)}
+               "dedup": (0.0, 0.008), "delivery": (0.0, 0.030),
+               "startup": (0.0, 0.300)}
 TARGETS = ("legacy", "cloud")
 MSGID_RE = re.compile(rb"^Message-ID:[ \t]*<([^>\r\n]+)>", re.M | re.I)
 TRACE_RE = re.compile(rb"^X-Splitmx-Trace: node=[^;\s]+; id=([0-9A-Z]{16})"
@@ -589,6 +592,7 @@ class Campaign:
         elif i % 3 == 2:
             fault = "blackhole"
         ftarget = self.rnd.choice(TARGETS) if fault else None
+        nq = len(lib.list_dir(lib.queue_dir(self.env.spool)))
         self.start_daemon(i == 0)
         t_up = time.monotonic() - t0
         acked0 = len(LEDGER.acked)
@@ -604,25 +608,31 @@ class Campaign:
         if fault:
             dur = self.rnd.uniform(1.0, 2.5)
             self.proxies[ftarget].set_fault(fault, dur)
-        # Run a while, then aim.
-        # Long enough, in fault cycles, for timeout_data to fire and the
-        # retry to run before the kill (sometimes).
-        warm = self.rnd.uniform(0.5, 1.5) if not fault else \
-            self.rnd.uniform(1.0, args.data_timeout + 3.0)
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline:
-            if len(LEDGER.acked) - acked0 >= 5 and \
-                    time.monotonic() - t0 - t_up >= warm:
-                break
-            if not self.env.daemon.alive():
-                break
-            time.sleep(0.02)
-        TRIG.arm(phase)
-        hit = TRIG.wait(10)
-        if hit:
+        if phase == "startup":
+            # Right after the restart: the queue loads what the spool holds,
+            # claims it in the duplicate index and starts delivering.
+            what = "ready with %d in queue/" % nq
             time.sleep(delay)   # the point of the campaign
-        what = TRIG.what if hit else "phase not reached in 10 s"
-        TRIG.disarm()
+        else:
+            # Run a while, then aim. Long enough, in fault cycles, for
+            # timeout_data to fire and the retry to run before the kill
+            # (sometimes).
+            warm = self.rnd.uniform(0.5, 1.5) if not fault else \
+                self.rnd.uniform(1.0, args.data_timeout + 3.0)
+            deadline = time.monotonic() + 15
+            while time.monotonic() < deadline:
+                if len(LEDGER.acked) - acked0 >= 5 and \
+                        time.monotonic() - t0 - t_up >= warm:
+                    break
+                if not self.env.daemon.alive():
+                    break
+                time.sleep(0.02)
+            TRIG.arm(phase)
+            hit = TRIG.wait(10)
+            if hit:
+                time.sleep(delay)   # the point of the campaign
+            what = TRIG.what if hit else "phase not reached in 10 s"
+            TRIG.disarm()
         # kill9 fails on a sanitizer report or a daemon that already died.
         self.env.daemon.kill9()
         self.kills.append((time.time(), i, phase))
