@@ -62,7 +62,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "integration"))
 import lib  # noqa: E402
 import peers  # noqa: E402
-from lib import check, fail  # noqa: E402
+from lib import check  # noqa: E402
 
 USERS = ["alice", "bob", "carol", "dave", "erin", "frank"]
 DOMAIN = "example.com"
@@ -906,7 +906,8 @@ class Campaign:
                 "kills at %s; delivered journaled at %s; transactions:\n%s\n"
                 "journal:\n%s" % (
                     t, mid, rcpt, qid,
-                    ["%.3f" % k[0] for k in self.kills], ["%.3f" % x for x in jts],
+                    ["%.3f" % k[0] for k in self.kills],
+                    ["%.3f" % x for x in jts],
                     "\n".join("    tx conn=%d start=%.3f dot=%s reply=%s "
                               "fate=%s rcpts=%s %r" % (
                                   x.conn, x.t_start, "%.3f" % x.t_dot,

@@ -3,8 +3,9 @@
 test_crashtest.py - three cycles of the crash campaign (tests/crash/
 crashtest.py, docs/crashtest.md) as part of make check: splitmxd
 dual-delivering to Postfix and aiosmtpd under load, killed with SIGKILL in
-the data, commit, dedup, delivery or startup phase and restarted on the same spool,
-with a connection reset mid-DATA and a swallowed 250 at a target.
+three of its phases (data, commit, dedup, delivery, startup: the rotation
+starts at random) and restarted on the same spool, with a connection reset
+mid-DATA and a swallowed 250 at a target.
 
 Asserts: the campaign exits 0 (no acknowledged message missing at any of
 its targets, no corrupt copy, nothing in spool/corrupt/, no sanitizer
