@@ -76,6 +76,7 @@ TARGETS = ("legacy", "cloud")
 MSGID_RE = re.compile(rb"^Message-ID:[ \t]*<([^>\r\n]+)>", re.M | re.I)
 TRACE_RE = re.compile(rb"^X-Splitmx-Trace: node=[^;\s]+; id=([0-9A-Z]{16})"
                       rb"\r?$", re.M)
+RECEIVED_RE = re.compile(rb"by \S+ \(splitmx\) with \S+ id ([0-9A-Z]{16})")
 # Fields a target copy may carry in front of the bytes the client sent:
 # splitmxd's (Authentication-Results and Received-SPF from the prepend
 # line, then Received and X-Splitmx-Trace, see smtp_server_data.c) and
@@ -747,6 +748,13 @@ class Campaign:
         if qid and traces[0].decode() != qid:
             return "trace names queue id %s, the client was told %s" % (
                 traces[0].decode(), qid)
+        if names[-1] != b"x-splitmx-trace":
+            return "X-Splitmx-Trace is not the field right before the " \
+                "content (fields in front: %r)" % names
+        ours = RECEIVED_RE.findall(pre)
+        if len(ours) != 1 or ours[0] != traces[0]:
+            return "splitmxd's Received fields in front name %r, the " \
+                "trace %s" % (ours, traces[0].decode())
         return None
 
     def explain_duplicate(self, target, mid, rcpt, qid, delivered):
