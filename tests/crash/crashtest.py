@@ -983,12 +983,15 @@ def main():
         log("PROBLEM: " + p)
     log("crashtest: %.1fs in all, seed=%d" % (time.monotonic() - t0,
                                               args.seed))
+    bad = failed or camp.problems or lost != 0 or corrupt != 0
+    if bad:
+        lib._FAILED = True      # keep the spool and the peers' files
+    # Stop the peers now (by PID, as atexit would), so that what the
+    # clean-up prints comes before the summary, which is the last line.
+    lib._run_cleanups()
     print("cycles=%d accepted=%d lost=%d duplicates=%d corrupt=%d" % (
         done, acc, lost, dups, corrupt))
     sys.stdout.flush()
-    bad = failed or camp.problems or lost != 0 or corrupt != 0
-    if bad:
-        lib._FAILED = True
     return 1 if bad else 0
 
 
