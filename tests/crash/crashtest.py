@@ -642,6 +642,8 @@ class Campaign:
             th.join(30)
         hung = [th.n for th in loaders if th.is_alive()]
         check(not hung, "cycle %d: loader threads %s hung" % (i, hung))
+        if args.inject and i == 0:
+            self.inject(args.inject)
         n_acked = len(LEDGER.acked) - acked0
         line = ("cycle %d: phase=%s delay=%.4fs trigger=%s fault=%s%s "
                 "acked=%d queue=%d up=%.1fs took=%.1fs" % (
@@ -651,6 +653,31 @@ class Campaign:
                     t_up, time.monotonic() - t0))
         self.cycle_log.append(line)
         log(line)
+
+    def inject(self, what):
+        """
+        Checks the checker: while the daemon is down, removes (loss) or
+        alters (corrupt) one acknowledged message in queue/. The run must
+        then end with lost > 0 (loss) or corrupt > 0 (corrupt).
+        """
+        qdir = lib.queue_dir(self.env.spool)
+        done = {r["fields"].get("id") for r in
+                self.env.journal().of("delivered")}
+        for mid, a in sorted(LEDGER.acked.items()):
+            p = os.path.join(qdir, a["qid"])
+            if a["qid"] in done or not os.path.exists(p):
+                continue        # one no target has yet
+            if what == "loss":
+                os.unlink(p)
+            else:
+                with open(p, "r+b") as f:
+                    f.seek(-3, os.SEEK_END)
+                    b = f.read(1)
+                    f.seek(-3, os.SEEK_END)
+                    f.write(bytes([b[0] ^ 0x20]))
+            log("INJECTED %s: queue/%s (msgid <%s>)" % (what, a["qid"], mid))
+            return
+        log("INJECTED nothing: no acknowledged message left in queue/")
 
     def drain(self):
         t0 = time.monotonic()
@@ -941,6 +968,10 @@ def main():
     ap.add_argument("--threads", type=int, default=4)
     ap.add_argument("--data-timeout", type=int, default=2,
                     help="targets' timeout_data in seconds")
+    ap.add_argument("--inject", choices=("loss", "corrupt"),
+                    help="after the first kill remove (loss) or alter "
+                    "(corrupt) one acknowledged queue file: checks that the "
+                    "campaign sees it")
     ap.add_argument("--drain-timeout", type=int, default=None,
                     help="seconds (default 60 + 3 per cycle)")
     args = ap.parse_args()
