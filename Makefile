@@ -3,6 +3,8 @@
 #   make check    install missing deps, build with ASan+UBSan, run all tests
 #   make run      install missing deps, build, run on etc/splitmx.conf
 #   make bench    receive/delivery benchmark against Postfix (../shared/bench)
+#   make crashtest CYCLES=N   kill -9 campaign with two real targets and
+#                 target faults (docs/crashtest.md); SEED=S repeats a run
 #   make format-check   clang-format (.clang-format) finds nothing to change
 #   make fuzz     build the libFuzzer harnesses and run each FUZZ_SECONDS
 #
@@ -156,6 +158,15 @@ tier-check:
 
 test-build: $(UNITBIN) build/san/splitmxd build/san/splitmxctl splitmxd splitmxctl
 
+# The crash campaign (docs/crashtest.md); make check runs 3 cycles of it
+# (tests/integration/test_crashtest.py).
+CYCLES	?= 10
+crashtest: test-build
+	@rm -rf build/crashtest-logs
+	@SPLITMX_TEST_LOGDIR=build/crashtest-logs PYTHONDONTWRITEBYTECODE=1 \
+	    /usr/bin/python3 tests/crash/crashtest.py --cycles $(CYCLES) \
+	    $(if $(SEED),--seed $(SEED))
+
 run: deps
 	@$(MAKE) --no-print-directory splitmxd
 	./splitmxd -d -f etc/splitmx.conf
@@ -189,4 +200,4 @@ clean:
 	rm -rf build splitmxd splitmxctl
 
 .PHONY: all deps check test-build tier-check run bench install clean format format-check \
-	fuzz fuzz-build fuzz-smoke
+	fuzz fuzz-build fuzz-smoke crashtest
