@@ -3,7 +3,10 @@
 #   make check    install missing deps, build with ASan+UBSan, run all tests
 #   make run      install missing deps, build, run on etc/splitmx.conf
 #   make bench    receive/delivery benchmark against Postfix (../shared/bench)
+#   make crashtest CYCLES=N   kill -9 campaign with two real targets and
+#                 target faults (docs/crashtest.md); SEED=S repeats a run
 #   make format-check   clang-format (.clang-format) finds nothing to change
+#   make fuzz     build the libFuzzer harnesses and run each FUZZ_SECONDS
 #
 # Tiers (docs/layout.md): src/util < src/global < src/splitmxd, src/splitmxctl.
 # Each tier is compiled with the include path of its own and lower tiers
@@ -94,14 +97,50 @@ build/san/check_%: tests/unit/check_%.c tests/unit/testpeer.c tests/unit/testpee
 	    tests/unit/testpeer.c $(call sanobj,$(LOWER_SRCS) $(DAEMON_SRCS)) \
 	    $(shell pkg-config --libs check) $(LIBS)
 
+# libFuzzer harnesses (tests/fuzz, docs/fuzzing.md): util and global
+# rebuilt with clang's coverage and sanitizers, one binary per harness.
+#   make fuzz [FUZZ_SECONDS=60]         each harness for that long
+#   make fuzz-smoke [FUZZ_SMOKE_SECONDS=8]   short runs; fails on a crash
+FUZZCC	= clang
+FUZZCFLAGS = $(CSTD) $(WARN) $(CPPFLAGS) -O1 -g -fno-omit-frame-pointer \
+	  -fsanitize=address,undefined -fno-sanitize-recover=all
+FUZZ	= $(wildcard tests/fuzz/fuzz_*.c)
+FUZZBIN	= $(FUZZ:tests/fuzz/%.c=build/fuzz/%)
+fuzzobj	= $(patsubst src/%.c,build/fuzz/obj/%.o,$(1))
+FUZZ_SECONDS	?= 60
+FUZZ_SMOKE_SECONDS ?= 8
+
+build/fuzz/obj/%.o: src/%.c $(HDRS)
+	@mkdir -p $(@D)
+	@$(if $(V),:,echo "  CC fuzz $<")
+	$(Q)$(FUZZCC) $(FUZZCFLAGS) $(INC_$(call tier,$<)) \
+	    -fsanitize=fuzzer-no-link -c -o $@ $<
+
+build/fuzz/fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/fuzz.h $(call fuzzobj,$(LOWER_SRCS))
+	@$(if $(V),:,echo "  CCLD    $@")
+	$(Q)$(FUZZCC) $(FUZZCFLAGS) $(INC_global) -fsanitize=fuzzer -o $@ $< \
+	    $(call fuzzobj,$(LOWER_SRCS)) $(CTLLIBS)
+
+fuzz-build: $(FUZZBIN)
+# Objects reached through the pattern rule only: keep them between builds.
+.SECONDARY: $(call fuzzobj,$(LOWER_SRCS))
+
+fuzz: deps
+	@$(MAKE) --no-print-directory fuzz-build
+	@sh tests/fuzz/run.sh $(FUZZ_SECONDS) $(FUZZBIN)
+
+fuzz-smoke: fuzz-build
+	@sh tests/fuzz/run.sh --smoke $(FUZZ_SMOKE_SECONDS) $(FUZZBIN)
+
 deps:
 	@sh scripts/deps.sh
 
-# Layout and format checks, unit tests, then the integration tests
-# against a sanitizer build.
+# Layout and format checks, short fuzzer runs, unit tests, then the
+# integration tests against a sanitizer build.
 check: deps
 	@$(MAKE) --no-print-directory test-build
 	@$(MAKE) --no-print-directory tier-check format-check
+	@$(MAKE) --no-print-directory fuzz-smoke
 	@sh tests/run.sh
 
 # The tiers hold: no cycle, no include of a higher tier, and a global/
@@ -119,6 +158,15 @@ tier-check:
 
 test-build: $(UNITBIN) build/san/splitmxd build/san/splitmxctl splitmxd splitmxctl
 
+# The crash campaign (docs/crashtest.md); make check runs 3 cycles of it
+# (tests/integration/test_crashtest.py).
+CYCLES	?= 10
+crashtest: test-build
+	@rm -rf build/crashtest-logs
+	@SPLITMX_TEST_LOGDIR=build/crashtest-logs PYTHONDONTWRITEBYTECODE=1 \
+	    /usr/bin/python3 tests/crash/crashtest.py --cycles $(CYCLES) \
+	    $(if $(SEED),--seed $(SEED))
+
 run: deps
 	@$(MAKE) --no-print-directory splitmxd
 	./splitmxd -d -f etc/splitmx.conf
@@ -128,7 +176,8 @@ bench: deps
 	@bash tests/bench/receive.sh --no-peer
 	@bash tests/bench/dual.sh
 
-FORMAT_FILES = $(ALL_SRCS) $(wildcard include/*/*.h src/*/*.h tests/unit/*.[ch])
+FORMAT_FILES = $(ALL_SRCS) $(wildcard include/*/*.h src/*/*.h tests/unit/*.[ch] \
+		  tests/fuzz/*.[ch])
 format-check:
 	@out=$$(for f in $(FORMAT_FILES); do \
 	    clang-format --style=file $$f | diff -q $$f - >/dev/null || echo $$f; done); \
@@ -150,4 +199,5 @@ install: splitmxd splitmxctl
 clean:
 	rm -rf build splitmxd splitmxctl
 
-.PHONY: all deps check test-build tier-check run bench install clean format format-check
+.PHONY: all deps check test-build tier-check run bench install clean format format-check \
+	fuzz fuzz-build fuzz-smoke crashtest

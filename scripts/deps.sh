@@ -6,7 +6,7 @@ set -eu
 PKGS="build-essential pkg-config libevent-dev libssl-dev libc-ares-dev
 libspf2-dev libopendkim-dev libmilter-dev liblmdb-dev check openssl
 python3 python3-aiosmtpd python3-dkim swaks postfix dnsmasq-base
-opendkim-tools iproute2 libnet-ssleay-perl clang-format"
+opendkim-tools iproute2 libnet-ssleay-perl clang-format clang"
 
 missing=""
 for p in $PKGS; do

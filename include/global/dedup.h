@@ -55,6 +55,7 @@
 #define DEDUP_WINDOW_DEFAULT   ((time_t)7 * 24 * 60 * 60)
 #define DEDUP_MAP_SIZE_DEFAULT ((size_t)1 << 30) /* 1 GiB */
 #define DEDUP_EXPIRE_BATCH     1024 /* entries removed per write txn */
+#define DEDUP_TRACE_PREFIX     "t:" /* + queue id: claims by trace */
 
 /*
  * Message keys. "m:" followed by the first Message-ID header's value,
@@ -65,9 +66,12 @@
  * (unfolded, runs of whitespace collapsed to one space, trimmed, From and
  * To lower-cased; every occurrence in order) and the body (line ends
  * normalized to LF, trailing empty lines ignored, as DKIM "simple" does).
- * The two prefixes cannot collide. The builder streams: feed the content
- * (header section, blank line, body) in chunks of any size; memory stays
- * bounded (one Message-ID buffer and a few SHA-256 contexts), and the key
+ * The two prefixes cannot collide. A third kind, "t:" followed by a queue
+ * id, is not built here: the queue claims each pair under it too, so that a
+ * copy coming back with that id in its trace is recognised whatever its
+ * Message-ID or content (DEDUP_TRACE_PREFIX). The builder streams: feed the
+ * content (header section, blank line, body) in chunks of any size; memory
+ * stays bounded (one Message-ID buffer and a few SHA-256 contexts), and the key
  * does not depend on how the content was split.
  */
 struct dedup_msgkey;
@@ -92,7 +96,7 @@ int dedup_msgkey(const void *content, size_t len, struct sbuf *out,
 
 /* What an entry is about. Strings are borrowed for the call. */
 struct dedup_key {
-	const char *msgkey; /* from dedup_msgkey_final */
+	const char *msgkey; /* from dedup_msgkey_final, or "t:" QID */
 	const char *rcpt;   /* mailbox as received; lower-cased */
 	const char *target; /* target name from the config */
 };
@@ -130,7 +134,7 @@ struct dedup;
  * The backend interface. A backend's open allocates its own struct that
  * begins with a struct dedup, fills ops and window, and returns it. The
  * wrappers below check arguments before calling in, so backends get valid
- * keys (non-empty C strings, msgkey starting "m:" or "h:"), well-formed
+ * keys (non-empty C strings, msgkey starting "m:", "h:" or "t:"), well-formed
  * queue ids and n >= 1; a backend keeps at most DEDUP_REPLY_MAX bytes of a
  * reply. Return conventions are the
  * wrappers'. Entries whose first_seen is window seconds or more before now
@@ -234,7 +238,7 @@ void dedup_close(struct dedup *dd);
 /*
  * For backends: appends "MSGKEY\0rcpt\0TARGET" with rcpt lower-cased
  * (ASCII) to out, or, when that is longer than max_len, "#" followed by
- * the 32-byte SHA-256 of it (raw keys start with 'm' or 'h', so the forms
+ * the 32-byte SHA-256 of it (raw keys start with 'm', 'h' or 't', so the forms
  * cannot collide). -1 with err set on an OpenSSL failure or out's cap.
  */
 int dedup_key_encode(const struct dedup_key *key, size_t max_len,

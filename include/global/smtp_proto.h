@@ -158,6 +158,28 @@ int smtp_proto_format_reply(struct sbuf *out, unsigned code,
     __attribute__((warn_unused_result));
 
 /*
+ * One line of a server's reply (RFC 5321 4.2), without its CRLF: a code
+ * 200-599, then nothing, or ' ' (last line) or '-' (more follow) and the
+ * text. The pointers borrow line. text is everything after the separator,
+ * the enhanced status included; enhanced points at an RFC 3463 status
+ * ("class.subject.detail", class 2, 4 or 5, 1-3 digits each, followed by
+ * a space or the end) at the start of the text, else NULL. Checking that
+ * the lines of one reply share a code is the caller's job.
+ */
+struct smtp_proto_reply_line {
+	unsigned code;
+	bool more;            /* "CODE-": more lines follow */
+	const char *enhanced; /* NULL when absent */
+	size_t enhlen;
+	const char *text; /* after "CODE " or "CODE-"; "" at the line's end */
+	size_t textlen;
+};
+
+/* Returns 0, or -1 when line[0..len) is not a reply line. */
+int smtp_proto_parse_reply_line(const char *line, size_t len,
+    struct smtp_proto_reply_line *out);
+
+/*
  * DATA / BDAT content decoder.
  *
  * DOT mode (DATA): input is the raw byte stream after "354". Lines are
@@ -217,8 +239,15 @@ void smtp_proto_data_finish(struct smtp_proto_data *d, char *out, size_t outcap,
  * SMTP_PROTO_MSGID_MAX octets; longer values are truncated).
  */
 #define SMTP_PROTO_MSGID_MAX 998
-/* The trace field splitmx prepends; counted by the scanner (loops). */
-#define SMTP_PROTO_TRACE_HEADER "X-Splitmx-Trace"
+/*
+ * The trace field splitmx prepends ("X-Splitmx-Trace: node=HOST;
+ * id=QID"): counted by the scanner, and the values of the first
+ * SMTP_PROTO_TRACE_KEEP (the newest, as they are prepended) kept like the
+ * Message-ID, at most SMTP_PROTO_TRACE_VALUE_MAX octets each (loops).
+ */
+#define SMTP_PROTO_TRACE_HEADER    "X-Splitmx-Trace"
+#define SMTP_PROTO_TRACE_KEEP      8
+#define SMTP_PROTO_TRACE_VALUE_MAX 320
 
 struct smtp_proto_hdrscan {
 	int state;          /* private */
@@ -229,13 +258,31 @@ struct smtp_proto_hdrscan {
 	bool has_msgid;
 	char msgid[SMTP_PROTO_MSGID_MAX + 1];
 	size_t msgid_len;
-	char name[32];   /* private: current field name prefix */
-	size_t name_len; /* private */
-	bool capturing;  /* private */
+	/* trace[i] for i < min(traces, SMTP_PROTO_TRACE_KEEP), in order. */
+	char trace[SMTP_PROTO_TRACE_KEEP][SMTP_PROTO_TRACE_VALUE_MAX + 1];
+	size_t trace_len[SMTP_PROTO_TRACE_KEEP];
+	char name[32];    /* private: current field name prefix */
+	size_t name_len;  /* private */
+	unsigned capture; /* private: 0 none, 1 Message-ID, 2 + i trace[i] */
 };
 
 void smtp_proto_hdrscan_init(struct smtp_proto_hdrscan *h);
 void smtp_proto_hdrscan_feed(struct smtp_proto_hdrscan *h, const char *data,
     size_t len);
+
+/* One X-Splitmx-Trace value, parsed. */
+struct smtp_proto_trace {
+	char node[SMTP_PROTO_DOMAIN_MAX + 1];
+	char id[33];
+};
+
+/*
+ * Parses "node=HOST; id=QID" (parameters in any order, separated by ';'
+ * with optional WSP; unknown ones ignored; node a domain or an address
+ * literal of at most SMTP_PROTO_DOMAIN_MAX octets, id 1 to 32 upper-case
+ * letters and digits). 0, or -1 when either is missing or malformed.
+ */
+int smtp_proto_parse_trace(const char *value, size_t len,
+    struct smtp_proto_trace *out);
 
 #endif

@@ -199,7 +199,9 @@ srs_verify(const struct auth_srs *srs, const struct srs_part *parts, size_t n,
 
 /*
  * Splits an SRS1 local part "SRS1<sep>hash=host=<sep>rest" (tag already
- * checked). Returns true with the three fields when all are present.
+ * checked). Returns true with the three fields when all are present and
+ * host is a host (no '@'). Forward and reverse share this test: an SRS1
+ * sender forward takes apart must give an address reverse takes apart.
  */
 static bool
 srs_split_srs1(const char *local, size_t llen, struct srs_part *hash,
@@ -220,7 +222,8 @@ srs_split_srs1(const char *local, size_t llen, struct srs_part *hash,
 	rest->len = (size_t)(end - e2 - 1);
 	/* rest is the first hop's SRS0 local part minus "SRS0". */
 	return hash->len > 0 && host->len > 0 && rest->len >= 2 &&
-	    srs_is_sep((unsigned char)rest->p[0]);
+	    srs_is_sep((unsigned char)rest->p[0]) &&
+	    memchr(host->p, '@', host->len) == NULL;
 }
 
 static bool
@@ -494,8 +497,7 @@ auth_srs_reverse(const struct auth_srs *srs, const char *addr, time_t now,
 
 	if (addr[3] == '1') {
 		if (!srs_split_srs1(addr, llen, &h, &host, &rest) ||
-		    !srs_is_our_hash(&h) ||
-		    memchr(host.p, '@', host.len) != NULL)
+		    !srs_is_our_hash(&h))
 			return sbuf_seterr(err, SRS_ERR_MALFORMED);
 		parts[0] = host;
 		parts[1] = rest;

@@ -933,11 +933,13 @@ conf_do_trusted(struct conf_parser *p, const struct conf_directive *dir,
 	for (i = 1; i < p->nwords; i++) {
 		const char *a = p->words[i];
 
+		/* An address: a client; a name: a peer node (its trace). */
 		if (inet_pton(AF_INET, a, bin) != 1 &&
-		    inet_pton(AF_INET6, a, bin) != 1)
+		    inet_pton(AF_INET6, a, bin) != 1 &&
+		    !conf_domain_valid(a, false))
 			return conf_errc(p, line,
-			    "%s: '%s' is not an IP "
-			    "address",
+			    "%s: '%s' is neither an IP address nor a host "
+			    "name",
 			    dir->name, conf_show(p, a));
 		conf->trusted_hosts = xreallocarray(conf->trusted_hosts,
 		    conf->ntrusted_hosts + 1, sizeof(*conf->trusted_hosts));

@@ -543,7 +543,8 @@ dedup_key_ok(const struct dedup_key *key, struct sbuf *err)
 		return false;
 	}
 	if ((strncmp(key->msgkey, "m:", 2) != 0 &&
-	        strncmp(key->msgkey, "h:", 2) != 0) ||
+	        strncmp(key->msgkey, "h:", 2) != 0 &&
+	        strncmp(key->msgkey, "t:", 2) != 0) ||
 	    key->msgkey[2] == '\0' || strlen(key->msgkey) > DEDUP_MSGKEY_MAX) {
 		dedup_seterr(err, "dedup: malformed message key");
 		return false;

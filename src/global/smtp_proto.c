@@ -1,7 +1,8 @@
 /*
  * smtp_proto.c - pure SMTP parsing and formatting: command lines, paths,
- * ESMTP parameters, HELO and BDAT arguments, replies, the DATA/BDAT
- * content decoder and the header scanner.
+ * ESMTP parameters, HELO and BDAT arguments, replies (ours formatted, a
+ * server's reply lines parsed), the DATA/BDAT content decoder and the
+ * header scanner.
  *
  * Everything here is fed peer bytes directly, so every loop is bounded by
  * the input length and every copy by the size of its destination. This
@@ -918,6 +919,55 @@ fail:
 	return -1;
 }
 
+/* 1-3 digits at s[*i..len); advances *i. */
+static bool
+enh_number(const char *s, size_t len, size_t *i)
+{
+	size_t start = *i;
+
+	while (*i < len && *i - start < 3 && is_digit((unsigned char)s[*i]))
+		(*i)++;
+	return *i > start;
+}
+
+int
+smtp_proto_parse_reply_line(const char *line, size_t len,
+    struct smtp_proto_reply_line *out)
+{
+	const char *t;
+	size_t i, tlen;
+
+	memset(out, 0, sizeof(*out));
+	if (len < 3 || line[0] < '2' || line[0] > '5' ||
+	    !is_digit((unsigned char)line[1]) ||
+	    !is_digit((unsigned char)line[2]))
+		return -1;
+	if (len > 3 && line[3] != ' ' && line[3] != '-')
+		return -1;
+	out->code = (unsigned)(line[0] - '0') * 100 +
+	    (unsigned)(line[1] - '0') * 10 + (unsigned)(line[2] - '0');
+	out->more = len > 3 && line[3] == '-';
+	out->text = line + (len > 4 ? 4 : len);
+	out->textlen = len > 4 ? len - 4 : 0;
+
+	/* status-code = class "." subject "." detail (RFC 3463 2) */
+	t = out->text;
+	tlen = out->textlen;
+	i = 0;
+	if (tlen < 5 || (t[0] != '2' && t[0] != '4' && t[0] != '5') ||
+	    t[1] != '.')
+		return 0;
+	i = 2;
+	if (!enh_number(t, tlen, &i) || i == tlen || t[i] != '.')
+		return 0;
+	i++;
+	if (!enh_number(t, tlen, &i) || (i < tlen && t[i] != ' '))
+		return 0;
+	out->enhanced = t;
+	out->enhlen = i;
+	return 0;
+}
+
 /* ------------------------------------------------------------------ */
 /* DATA / BDAT content decoder */
 
@@ -1075,43 +1125,71 @@ enum {
 	HS_LINESTART = 0, /* after CRLF, or at the start */
 	HS_NAME,          /* in a field name */
 	HS_NAMEWSP,       /* WSP after a field name, before ':' */
-	HS_VALUE,         /* in the Message-ID value (capturing) */
+	HS_VALUE,         /* in a value being captured */
 	HS_SKIP,          /* in any other line */
 	HS_CR,            /* CR inside a line */
 	HS_EMPTYCR,       /* CR at a line start */
 };
 
+/* The buffer the value being captured goes to. */
+static char *
+hdr_value_buf(struct smtp_proto_hdrscan *h, size_t **len_out, size_t *max_out)
+{
+	if (h->capture == 1) {
+		*len_out = &h->msgid_len;
+		*max_out = SMTP_PROTO_MSGID_MAX;
+		return h->msgid;
+	}
+	*len_out = &h->trace_len[h->capture - 2];
+	*max_out = SMTP_PROTO_TRACE_VALUE_MAX;
+	return h->trace[h->capture - 2];
+}
+
 /*
- * Appends one octet of the Message-ID value. The value is kept trimmed and
- * NUL-terminated at all times: a run of WSP is parked just past the NUL
- * (its length in name_len, which is free while capturing) and only moved
- * in when a non-WSP octet follows. Control octets are dropped.
+ * Appends one octet of the value being captured. The value is kept trimmed
+ * and NUL-terminated at all times: a run of WSP is parked just past the
+ * NUL (its length in name_len, which is free while capturing) and only
+ * moved in when a non-WSP octet follows. Control octets are dropped.
  */
 static void
-msgid_add(struct smtp_proto_hdrscan *h, unsigned char c)
+hdr_value_add(struct smtp_proto_hdrscan *h, unsigned char c)
 {
-	size_t pend = h->name_len;
+	size_t pend = h->name_len, max, *lenp;
+	char *buf = hdr_value_buf(h, &lenp, &max);
 
 	if (c == ' ' || c == '\t') {
-		if (h->msgid_len == 0)
+		if (*lenp == 0)
 			return;
-		if (h->msgid_len + 1 + pend <= SMTP_PROTO_MSGID_MAX) {
-			h->msgid[h->msgid_len + 1 + pend] = (char)c;
+		if (*lenp + 1 + pend <= max) {
+			buf[*lenp + 1 + pend] = (char)c;
 			h->name_len++;
 		}
 		return;
 	}
 	if (c < 0x20 || c == 0x7f)
 		return;
-	if (h->msgid_len + pend + 1 > SMTP_PROTO_MSGID_MAX)
+	if (*lenp + pend + 1 > max)
 		return; /* truncated */
 	if (pend > 0)
-		memmove(h->msgid + h->msgid_len, h->msgid + h->msgid_len + 1,
-		    pend);
-	h->msgid_len += pend;
+		memmove(buf + *lenp, buf + *lenp + 1, pend);
+	*lenp += pend;
 	h->name_len = 0;
-	h->msgid[h->msgid_len++] = (char)c;
-	h->msgid[h->msgid_len] = '\0';
+	buf[(*lenp)++] = (char)c;
+	buf[*lenp] = '\0';
+}
+
+static void
+hdr_capture(struct smtp_proto_hdrscan *h, unsigned which)
+{
+	size_t *lenp, max;
+	char *buf;
+
+	h->capture = which;
+	buf = hdr_value_buf(h, &lenp, &max);
+	*lenp = 0;
+	buf[0] = '\0';
+	h->name_len = 0;
+	h->state = HS_VALUE;
 }
 
 static void
@@ -1121,18 +1199,15 @@ hdr_name_end(struct smtp_proto_hdrscan *h)
 	if (h->name_len == 8 && ci_eq(h->name, 8, "Received"))
 		h->received++;
 	else if (h->name_len == sizeof(SMTP_PROTO_TRACE_HEADER) - 1 &&
-	    ci_eq(h->name, h->name_len, SMTP_PROTO_TRACE_HEADER))
-		h->traces++;
-	else if (h->name_len == 14 && ci_eq(h->name, 14, "DKIM-Signature"))
+	    ci_eq(h->name, h->name_len, SMTP_PROTO_TRACE_HEADER)) {
+		if (h->traces++ < SMTP_PROTO_TRACE_KEEP)
+			hdr_capture(h, 2 + h->traces - 1);
+	} else if (h->name_len == 14 && ci_eq(h->name, 14, "DKIM-Signature"))
 		h->dkim_sigs++;
 	else if (h->name_len == 10 && ci_eq(h->name, 10, "Message-ID") &&
 	    !h->has_msgid) {
 		h->has_msgid = true;
-		h->capturing = true;
-		h->msgid_len = 0;
-		h->msgid[0] = '\0';
-		h->name_len = 0;
-		h->state = HS_VALUE;
+		hdr_capture(h, 1);
 	}
 }
 
@@ -1177,15 +1252,15 @@ smtp_proto_hdrscan_feed(struct smtp_proto_hdrscan *h, const char *data,
 		switch (h->state) {
 		case HS_LINESTART:
 			if (c == '\r') {
-				h->capturing = false;
+				h->capture = 0;
 				h->state = HS_EMPTYCR;
 			} else if (c == ' ' || c == '\t') {
 				/* Folded continuation of the previous field. */
-				h->state = h->capturing ? HS_VALUE : HS_SKIP;
-				if (h->capturing)
-					msgid_add(h, c);
+				h->state = h->capture ? HS_VALUE : HS_SKIP;
+				if (h->capture)
+					hdr_value_add(h, c);
 			} else {
-				h->capturing = false;
+				h->capture = 0;
 				h->name_len = 0;
 				h->state = HS_NAME;
 				hdr_name_char(h, c);
@@ -1206,16 +1281,16 @@ smtp_proto_hdrscan_feed(struct smtp_proto_hdrscan *h, const char *data,
 			if (c == '\r')
 				h->state = HS_CR;
 			else
-				msgid_add(h, c);
+				hdr_value_add(h, c);
 			break;
 		case HS_CR:
 			if (c == '\n')
 				h->state = HS_LINESTART;
 			else if (c != '\r') {
 				/* The CR was bare: still the same line. */
-				h->state = h->capturing ? HS_VALUE : HS_SKIP;
-				if (h->capturing)
-					msgid_add(h, c);
+				h->state = h->capture ? HS_VALUE : HS_SKIP;
+				if (h->capture)
+					hdr_value_add(h, c);
 			}
 			break;
 		case HS_EMPTYCR:
@@ -1230,4 +1305,78 @@ smtp_proto_hdrscan_feed(struct smtp_proto_hdrscan *h, const char *data,
 			break;
 		}
 	}
+}
+
+/* ------------------------------------------------------------------ */
+/* Our trace field */
+
+static bool
+trace_node_char(unsigned char c)
+{
+	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+	    (c >= '0' && c <= '9') || c == '-' || c == '.' || c == '_' ||
+	    c == '[' || c == ']' || c == ':';
+}
+
+int
+smtp_proto_parse_trace(const char *value, size_t len,
+    struct smtp_proto_trace *out)
+{
+	size_t i = 0;
+
+	out->node[0] = out->id[0] = '\0';
+	while (i < len) {
+		size_t k, klen, v, vlen;
+
+		while (i < len && (value[i] == ' ' || value[i] == '\t'))
+			i++;
+		for (k = i; i < len && value[i] != '=' && value[i] != ';'; i++)
+			;
+		klen = i - k;
+		while (klen > 0 &&
+		    (value[k + klen - 1] == ' ' || value[k + klen - 1] == '\t'))
+			klen--;
+		v = i;
+		if (i < len && value[i] == '=') {
+			for (v = ++i; i < len && value[i] != ';'; i++)
+				;
+		}
+		vlen = i - v;
+		while (vlen > 0 && (value[v] == ' ' || value[v] == '\t')) {
+			v++;
+			vlen--;
+		}
+		while (vlen > 0 &&
+		    (value[v + vlen - 1] == ' ' || value[v + vlen - 1] == '\t'))
+			vlen--;
+		if (i < len)
+			i++; /* ';' */
+		if (klen == 4 && ci_eq(value + k, 4, "node")) {
+			size_t j;
+
+			if (vlen == 0 || vlen > SMTP_PROTO_DOMAIN_MAX)
+				return -1;
+			for (j = 0; j < vlen; j++)
+				if (!trace_node_char(
+				        (unsigned char)value[v + j]))
+					return -1;
+			memcpy(out->node, value + v, vlen);
+			out->node[vlen] = '\0';
+		} else if (klen == 2 && ci_eq(value + k, 2, "id")) {
+			size_t j;
+
+			if (vlen == 0 || vlen >= sizeof(out->id))
+				return -1;
+			for (j = 0; j < vlen; j++) {
+				unsigned char c = (unsigned char)value[v + j];
+
+				if (!((c >= 'A' && c <= 'Z') ||
+				        (c >= '0' && c <= '9')))
+					return -1;
+			}
+			memcpy(out->id, value + v, vlen);
+			out->id[vlen] = '\0';
+		}
+	}
+	return out->node[0] != '\0' && out->id[0] != '\0' ? 0 : -1;
 }

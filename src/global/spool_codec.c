@@ -85,7 +85,7 @@ spool_time_parse(const char *s, size_t len, struct timespec *out)
 	    spool_digits(s + 20, 6, &usec) == -1)
 		return -1;
 	if (mon < 1 || mon > 12 || mday < 1 || mday > 31 || hour > 23 ||
-	    min > 59 || sec > 60 || year < 1970)
+	    min > 59 || sec > 59 || year < 1970)
 		return -1;
 	memset(&tm, 0, sizeof(tm));
 	tm.tm_year = year - 1900;
@@ -95,6 +95,13 @@ spool_time_parse(const char *s, size_t len, struct timespec *out)
 	tm.tm_min = min;
 	tm.tm_sec = sec;
 	if ((t = timegm(&tm)) == (time_t)-1)
+		return -1;
+	/*
+	 * timegm normalizes: February 31 would become March 3. Only a date
+	 * that exists is a timestamp spool_time_format could have written.
+	 */
+	if (tm.tm_mday != mday || tm.tm_mon != mon - 1 ||
+	    tm.tm_year != year - 1900)
 		return -1;
 	out->tv_sec = t;
 	out->tv_nsec = (long)usec * 1000;
@@ -290,7 +297,12 @@ spool_parse_rcpt(struct spool_envelope *env, size_t *alloc, const char *v,
 		tlen = (size_t)((sp != NULL ? sp : end) - v);
 		v += tlen + (sp != NULL ? 1 : 0);
 		if (first) {
-			if ((r.addr = spool_unescape_dup(tok, tlen)) == NULL)
+			/*
+			 * No recipient is empty, and "rcpt " alone is refused
+			 * below: an empty one before " notify=" must be too.
+			 */
+			if (tlen == 0 ||
+			    (r.addr = spool_unescape_dup(tok, tlen)) == NULL)
 				goto bad;
 			first = false;
 		} else if (tlen > 7 && memcmp(tok, "notify=", 7) == 0 &&

@@ -82,6 +82,20 @@ queue_trusted(const struct queue *q, const char *addr)
 	return false;
 }
 
+/* A node whose queue ids in a trace are ours to check: us, or a peer. */
+bool
+queue_known_node(const struct queue *q, const char *node)
+{
+	size_t i;
+
+	if (strcasecmp(node, q->hostname) == 0)
+		return true;
+	for (i = 0; i < q->conf->ntrusted_hosts; i++)
+		if (strcasecmp(q->conf->trusted_hosts[i], node) == 0)
+			return true;
+	return false;
+}
+
 static void
 qmsg_free(struct qmsg *m)
 {
@@ -115,6 +129,9 @@ qmsg_free(struct qmsg *m)
 		event_free(m->retry_timer);
 	free(m->delivs);
 	free(m->msgkey);
+	free(m->tracekey);
+	for (i = 0; i < m->nloopkeys; i++)
+		free(m->loopkeys[i]);
 	spool_envelope_clear(&m->env);
 	sbuf_release(&m->lerr);
 	free(m);

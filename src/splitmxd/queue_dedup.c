@@ -10,6 +10,12 @@
  * (pending, deferred, in flight, delivered). After a restart a copy finds
  * its own claims and keeps them. A claim is released when its copy fails
  * for good at that target (5xx, or expiry), so a later copy may take over.
+ *
+ * Loops by trace: each pair is claimed under "t:" + the queue id as well,
+ * and a message whose X-Splitmx-Trace names earlier passes (our node's or
+ * a known peer's queue ids) first looks its pairs up under theirs: a pair
+ * an earlier pass holds is a duplicate (loop=trace), whatever the copy's
+ * Message-ID or content now are.
  */
 #include <sys/queue.h>
 
@@ -46,24 +52,73 @@ static void qclaim_job(void *arg);
 static void qclaim_done(void *arg);
 static void qclaim_kick(struct queue *q);
 
-/* Claims being collected (q->claim_pending) or written (one at a time). */
+/*
+ * Claims being collected (q->claim_pending) or written (one at a time).
+ * Each pending pair makes two records: the claim under the message key
+ * (rcpts[i] set) and, right after it, the same pair under the message's
+ * trace key (rcpts[i + 1] NULL). A returning message's pairs are first
+ * looked up under the trace keys of its earlier passes (probes): a hit
+ * means that pass already claimed the pair, and neither record is made.
+ */
+struct qclaim_probe {
+	struct dedup_key key;
+	size_t rec; /* the message-key record of the pair it checks */
+};
+
 struct qclaim_job {
 	struct queue *q;
 	struct dedup_rec *recs;
-	struct qrcpt **rcpts; /* recs[i] claims rcpts[i] */
-	struct qmsg **msgs;   /* each claiming message once; holds its busy */
-	size_t n, cap, nmsgs, msgcap;
+	struct qrcpt **rcpts; /* recs[i] claims rcpts[i]; NULL: trace key */
+	char (*loop_of)[DEDUP_QID_LEN + 1]; /* out: "" or the earlier pass */
+	struct qclaim_probe *probes;
+	struct qmsg **msgs; /* each claiming message once; holds its busy */
+	size_t n, cap, nprobes, probecap, nmsgs, msgcap;
 	int status;
 	struct sbuf err;
 };
 
+/* Worker: the probes, then one group commit of the pairs still open. */
 static void
 qclaim_job(void *arg)
 {
 	struct qclaim_job *j = arg;
+	struct dedup_rec *open;
+	time_t now = time(NULL);
+	size_t i, k, nopen = 0;
 
-	j->status = dedup_record_many(j->q->dedup, j->recs, j->n, time(NULL),
-	    &j->err);
+	for (i = 0; i < j->nprobes; i++) {
+		struct qclaim_probe *p = &j->probes[i];
+		struct dedup_entry e;
+		int rc;
+
+		if (j->loop_of[p->rec][0] != '\0')
+			continue; /* an earlier probe found it */
+		rc = dedup_lookup(j->q->dedup, &p->key, now, &e, &j->err);
+		if (rc == -1) {
+			j->status = -1;
+			return;
+		}
+		if (rc == 1)
+			(void)snprintf(j->loop_of[p->rec],
+			    sizeof(j->loop_of[p->rec]), "%s", e.qid);
+	}
+	open = xreallocarray(NULL, j->n, sizeof(*open));
+	for (i = 0; i < j->n; i++) {
+		size_t pair = j->rcpts[i] != NULL ? i : i - 1;
+
+		if (j->loop_of[pair][0] == '\0')
+			open[nopen++] = j->recs[i];
+	}
+	j->status = nopen == 0 ?
+	    0 :
+	    dedup_record_many(j->q->dedup, open, nopen, now, &j->err);
+	for (i = k = 0; i < j->n && j->status == 0; i++) {
+		size_t pair = j->rcpts[i] != NULL ? i : i - 1;
+
+		if (j->loop_of[pair][0] == '\0')
+			j->recs[i] = open[k++];
+	}
+	free(open);
 }
 
 /* Loop: journals the pairs another copy holds; the rest go out. */
@@ -92,12 +147,16 @@ qmsg_dedup_apply(struct qmsg *m)
 			log_info("%s: to=<%s> target=%s status=duplicate "
 			         "(first delivered as %s)%s",
 			    m->id, r->addr, d->qt->t->name, r->dup_of,
-			    m->returning ? " loop: the message came back" : "");
+			    r->looped ? " loop: its trace names that copy" :
+			        m->returning ? " loop: the message came back" :
+			                       "");
 			queue_jbegin(&w, &lines, "duplicate", m);
 			spool_jrec_str(&w, "target", d->qt->t->name);
 			spool_jrec_addr(&w, "rcpt", r->orig);
 			spool_jrec_token(&w, "first", r->dup_of);
-			if (m->returning)
+			if (r->looped)
+				spool_jrec_token(&w, "loop", "trace");
+			else if (m->returning)
 				spool_jrec_token(&w, "loop", "yes");
 			queue_jend(&w, m);
 		}
@@ -112,6 +171,8 @@ qclaim_free(struct qclaim_job *j)
 {
 	free(j->recs);
 	free(j->rcpts);
+	free(j->loop_of);
+	free(j->probes);
 	free(j->msgs);
 	sbuf_release(&j->err);
 	free(j);
@@ -130,12 +191,20 @@ qclaim_done(void *arg)
 		          "delivering without the check",
 		    j->n, j->err.data);
 	else
-		for (i = 0; i < j->n; i++)
-			if (j->recs[i].result == 0 &&
+		for (i = 0; i < j->n; i++) {
+			struct qrcpt *r = j->rcpts[i];
+
+			if (r == NULL)
+				continue; /* the trace-key twin */
+			if (j->loop_of[i][0] != '\0') {
+				(void)snprintf(r->dup_of, sizeof(r->dup_of),
+				    "%s", j->loop_of[i]);
+				r->looped = true;
+			} else if (j->recs[i].result == 0 &&
 			    strcmp(j->recs[i].owner, j->recs[i].qid) != 0)
-				(void)snprintf(j->rcpts[i]->dup_of,
-				    sizeof(j->rcpts[i]->dup_of), "%s",
-				    j->recs[i].owner);
+				(void)snprintf(r->dup_of, sizeof(r->dup_of),
+				    "%s", j->recs[i].owner);
+		}
 	q->claim_inflight = false;
 	for (i = 0; i < j->nmsgs; i++) {
 		struct qmsg *m = j->msgs[i];
@@ -160,6 +229,57 @@ qclaim_kick(struct queue *q)
 	q->claim_pending = NULL;
 	q->claim_inflight = true;
 	workers_submit(q->w, qclaim_job, qclaim_done, j);
+}
+
+static void
+qclaim_rec(struct qclaim_job *j, struct qmsg *m, struct qdeliv *d,
+    struct qrcpt *r, const char *key)
+{
+	struct dedup_rec *rec;
+
+	if (j->n == j->cap) {
+		j->cap = j->cap ? 2 * j->cap : 64;
+		j->recs = xreallocarray(j->recs, j->cap, sizeof(*j->recs));
+		j->rcpts = xreallocarray(j->rcpts, j->cap, sizeof(*j->rcpts));
+		j->loop_of = xreallocarray(j->loop_of, j->cap,
+		    sizeof(*j->loop_of));
+	}
+	rec = &j->recs[j->n];
+	memset(rec, 0, sizeof(*rec));
+	/* m, its rcpts and the config outlive the job. */
+	rec->key.msgkey = key;
+	rec->key.rcpt = r->orig;
+	rec->key.target = d->qt->t->name;
+	rec->qid = m->id;
+	j->rcpts[j->n] = r;
+	j->loop_of[j->n][0] = '\0';
+	j->n++;
+}
+
+/* One pending pair: its probes, its claim, its trace-key twin. */
+static void
+qclaim_add(struct qclaim_job *j, struct qmsg *m, struct qdeliv *d,
+    struct qrcpt *r)
+{
+	size_t i, rec = j->n;
+
+	for (i = 0; i < m->nloopkeys; i++) {
+		struct qclaim_probe *p;
+
+		if (j->nprobes == j->probecap) {
+			j->probecap = j->probecap ? 2 * j->probecap : 16;
+			j->probes = xreallocarray(j->probes, j->probecap,
+			    sizeof(*j->probes));
+		}
+		p = &j->probes[j->nprobes++];
+		p->key.msgkey = m->loopkeys[i];
+		p->key.rcpt = r->orig;
+		p->key.target = d->qt->t->name;
+		p->rec = rec;
+	}
+	qclaim_rec(j, m, d, r, m->msgkey);
+	qclaim_rec(j, m, d, r, m->tracekey);
+	j->rcpts[j->n - 1] = NULL;
 }
 
 /*
@@ -188,25 +308,8 @@ qmsg_claim(struct qmsg *m)
 		struct qdeliv *d = m->delivs[i];
 
 		for (k = 0; k < d->nrcpts; k++) {
-			struct dedup_rec *rec;
-
-			if (d->rcpts[k].state != QR_PENDING)
-				continue;
-			if (j->n == j->cap) {
-				j->cap = j->cap ? 2 * j->cap : 64;
-				j->recs = xreallocarray(j->recs, j->cap,
-				    sizeof(*j->recs));
-				j->rcpts = xreallocarray(j->rcpts, j->cap,
-				    sizeof(*j->rcpts));
-			}
-			rec = &j->recs[j->n];
-			memset(rec, 0, sizeof(*rec));
-			/* m, its rcpts and the config outlive the job. */
-			rec->key.msgkey = m->msgkey;
-			rec->key.rcpt = d->rcpts[k].orig;
-			rec->key.target = d->qt->t->name;
-			rec->qid = m->id;
-			j->rcpts[j->n++] = &d->rcpts[k];
+			if (d->rcpts[k].state == QR_PENDING)
+				qclaim_add(j, m, d, &d->rcpts[k]);
 		}
 	}
 	if (j->n == before) {
@@ -245,6 +348,13 @@ qrelease_job(void *arg)
 	if (dedup_release(j->m->q->dedup, &k, j->m->id, &err) == -1)
 		log_warnx("%s: claim for <%s> at %s not released: %s", j->m->id,
 		    j->rcpt, j->target, err.data);
+	/* Its trace-key twin: a copy coming back may go there now. */
+	k.msgkey = j->m->tracekey;
+	sbuf_reset(&err);
+	if (k.msgkey != NULL &&
+	    dedup_release(j->m->q->dedup, &k, j->m->id, &err) == -1)
+		log_warnx("%s: trace claim for <%s> at %s not released: %s",
+		    j->m->id, j->rcpt, j->target, err.data);
 	sbuf_release(&err);
 }
 

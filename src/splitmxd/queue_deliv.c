@@ -385,18 +385,55 @@ qmsg_remove_done(void *arg, int status)
 	qmsg_unlink(m);
 }
 
+/*
+ * With the removal (one append, so a restart neither loses nor repeats
+ * them): each recipient that failed for good at a target while another
+ * target delivered it. The sender is not told (the recipient can read
+ * the message); the postmaster is, and the continuity report counts it.
+ */
+static void
+qmsg_journal_partial(struct qmsg *m, struct sbuf *lines)
+{
+	struct spool_jrec_out w;
+	size_t i, k;
+
+	for (i = 0; i < m->ndelivs; i++) {
+		struct qdeliv *d = m->delivs[i];
+
+		for (k = 0; k < d->nrcpts; k++) {
+			const struct qrcpt *r = &d->rcpts[k];
+			const char *at;
+
+			if (r->state != QR_FAILED ||
+			    (at = qrcpt_reached_at(m, r)) == NULL)
+				continue;
+			m->q->partial_failures++;
+			log_warnx("%s: to=<%s> target=%s failed (%s) but "
+			          "target=%s has it: no bounce to the sender",
+			    m->id, r->addr, d->qt->t->name,
+			    r->reply[0] ? r->reply : "failed", at);
+			queue_jbegin(&w, lines, "partial", m);
+			spool_jrec_str(&w, "target", d->qt->t->name);
+			spool_jrec_addr(&w, "rcpt", r->orig);
+			spool_jrec_str(&w, "delivered", at);
+			queue_jend(&w, m);
+		}
+	}
+}
+
 void
 qmsg_remove(struct qmsg *m, const char *dsn_id)
 {
 	struct spool_jrec_out w;
 	struct sbuf lines;
 
-	sbuf_init(&lines, 4096);
+	sbuf_init(&lines, 1 << 20);
 	if (dsn_id != NULL) {
 		queue_jbegin(&w, &lines, "bounced", m);
 		spool_jrec_token(&w, "dsn", dsn_id);
 		queue_jend(&w, m);
 	}
+	qmsg_journal_partial(m, &lines);
 	if (m->returning && m->delivered_now == 0 && m->ndelivs > 0) {
 		/* Every target had it: accepted and dropped, never bounced. */
 		log_info("%s: loop: every target already had this message; "
@@ -428,7 +465,7 @@ qmsg_check_done(struct qmsg *m)
 		for (j = 0; j < m->delivs[i]->nrcpts; j++) {
 			if (m->delivs[i]->rcpts[j].state == QR_PENDING)
 				return;
-			if (qrcpt_wants_failure_dsn(&m->delivs[i]->rcpts[j]))
+			if (qrcpt_wants_failure_dsn(m, &m->delivs[i]->rcpts[j]))
 				dsn = true;
 		}
 	}

@@ -38,7 +38,7 @@
 #include "xmalloc.h"
 #include "queue_int.h"
 
-static bool qrcpt_wants_delay_dsn(const struct qrcpt *r);
+static bool qrcpt_wants_delay_dsn(const struct qmsg *m, const struct qrcpt *r);
 static const char *qdsn_keep(struct qdsn_job *j, const char *s);
 static void qdsn_job_free(struct qdsn_job *j);
 static void qdsn_commit_cb(void *arg, int status, const char *id,
@@ -62,19 +62,50 @@ struct qdsn_job {
 	int rc;
 };
 
-bool
-qrcpt_wants_failure_dsn(const struct qrcpt *r)
+/*
+ * The sender-facing outcome is decided per recipient, not per copy: the
+ * name of a target of m where r's recipient (as received) was delivered,
+ * or is held by the copy that claimed it there; NULL when none.
+ */
+const char *
+qrcpt_reached_at(const struct qmsg *m, const struct qrcpt *r)
 {
-	return r->state == QR_FAILED &&
-	    (r->notify == 0 || (r->notify & SMTP_PROTO_NOTIFY_FAILURE) != 0);
+	size_t i, k;
+
+	for (i = 0; i < m->ndelivs; i++)
+		for (k = 0; k < m->delivs[i]->nrcpts; k++) {
+			const struct qrcpt *o = &m->delivs[i]->rcpts[k];
+
+			if ((o->state == QR_DELIVERED ||
+			        o->state == QR_DUPLICATE) &&
+			    strcmp(o->orig, r->orig) == 0)
+				return m->delivs[i]->qt->t->name;
+		}
+	return NULL;
 }
 
-/* RFC 3461: without NOTIFY the MTA may warn about delays; we do. */
+/*
+ * A failure DSN only when no target delivered the recipient (and none
+ * still can: the message is not finished while one is pending).
+ */
+bool
+qrcpt_wants_failure_dsn(const struct qmsg *m, const struct qrcpt *r)
+{
+	return r->state == QR_FAILED &&
+	    (r->notify == 0 || (r->notify & SMTP_PROTO_NOTIFY_FAILURE) != 0) &&
+	    qrcpt_reached_at(m, r) == NULL;
+}
+
+/*
+ * RFC 3461: without NOTIFY the MTA may warn about delays; we do, unless
+ * another target already delivered the recipient.
+ */
 static bool
-qrcpt_wants_delay_dsn(const struct qrcpt *r)
+qrcpt_wants_delay_dsn(const struct qmsg *m, const struct qrcpt *r)
 {
 	return r->state == QR_PENDING &&
-	    (r->notify == 0 || (r->notify & SMTP_PROTO_NOTIFY_DELAY) != 0);
+	    (r->notify == 0 || (r->notify & SMTP_PROTO_NOTIFY_DELAY) != 0) &&
+	    qrcpt_reached_at(m, r) == NULL;
 }
 
 static const char *
@@ -106,8 +137,8 @@ qdsn_job_new(struct qmsg *m, bool delayed)
 			struct qrcpt *rc = &d->rcpts[k];
 			struct dsn_rcpt *dr = &j->dr[j->n];
 
-			if (delayed ? !qrcpt_wants_delay_dsn(rc) :
-			              !qrcpt_wants_failure_dsn(rc))
+			if (delayed ? !qrcpt_wants_delay_dsn(m, rc) :
+			              !qrcpt_wants_failure_dsn(m, rc))
 				continue;
 			dsn_status_from_reply(rc->code ? rc->code :
 			                                 (delayed ? 451 : 550),
@@ -315,7 +346,7 @@ qmsg_maybe_warn(struct qmsg *m)
 		return;
 	for (i = 0; i < m->ndelivs && !any; i++)
 		for (k = 0; k < m->delivs[i]->nrcpts; k++)
-			if (qrcpt_wants_delay_dsn(&m->delivs[i]->rcpts[k]))
+			if (qrcpt_wants_delay_dsn(m, &m->delivs[i]->rcpts[k]))
 				any = true;
 	if (!any)
 		return;

@@ -57,6 +57,7 @@ struct qrcpt {
 	unsigned code;
 	char reply[QUEUE_REPLY_MAX];
 	char dup_of[SPOOL_ID_LEN + 1]; /* from the dedup job */
+	bool looped;                   /* dup_of is a pass in the trace */
 };
 
 struct qdeliv {
@@ -113,6 +114,10 @@ struct qmsg {
 	struct event *retry_timer;
 	/* Duplicates and loops (from the load job). */
 	char *msgkey;   /* dedup message key, or NULL */
+	char *tracekey; /* "t:" id: its pairs are claimed under it too */
+	/* "t:" QID of each earlier pass in the trace (this or a known node). */
+	char *loopkeys[SMTP_PROTO_TRACE_KEEP];
+	size_t nloopkeys;
 	bool returning; /* carries an earlier trace */
 	unsigned traces;
 	unsigned delivered_now; /* 2xx in this process */
@@ -157,11 +162,14 @@ struct queue {
 	struct qmsg *hash[QUEUE_HASH_SIZE];
 	unsigned nmsgs;
 	unsigned busy;
+	/* Failed at a target while another delivered it: not bounced. */
+	unsigned long long partial_failures;
 	bool stopping;
 };
 
 /* queue.c */
 bool queue_trusted(const struct queue *q, const char *addr);
+bool queue_known_node(const struct queue *q, const char *node);
 void qmsg_unlink(struct qmsg *m);
 void queue_jbegin(struct spool_jrec_out *w, struct sbuf *lines,
     const char *verb, const struct qmsg *m);
@@ -188,7 +196,8 @@ void qconn_free(struct qconn *qc);
 void qtarget_pump(struct qtarget *qt);
 
 /* queue_dsn.c */
-bool qrcpt_wants_failure_dsn(const struct qrcpt *r);
+const char *qrcpt_reached_at(const struct qmsg *m, const struct qrcpt *r);
+bool qrcpt_wants_failure_dsn(const struct qmsg *m, const struct qrcpt *r);
 struct qdsn_job *qdsn_job_new(struct qmsg *m, bool delayed);
 void qdsn_compose_job(void *arg);
 void qdsn_composed(void *arg);

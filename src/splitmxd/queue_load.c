@@ -156,6 +156,47 @@ qload_feed_cb(void *arg, const void *data, size_t len)
  * Worker: the header, size and SHA-256 (DESIGN rule 5) before any
  * delivery; damaged content is quarantined. -1 with m->lerr set.
  */
+static char *
+qmsg_trace_key(const char *id)
+{
+	size_t n = sizeof(DEDUP_TRACE_PREFIX) + strlen(id);
+	char *k = xmalloc(n);
+
+	(void)snprintf(k, n, "%s%s", DEDUP_TRACE_PREFIX, id);
+	return k;
+}
+
+/*
+ * Worker: the trace keys. Its own pairs are claimed under "t:" m->id as
+ * well; the earlier passes its trace names (our own node's, or a known
+ * peer's, queue ids other than m's) are looked up under theirs.
+ */
+static void
+qmsg_trace_keys(struct qmsg *m, const struct smtp_proto_hdrscan *hs)
+{
+	size_t i,
+	    n = hs->traces < SMTP_PROTO_TRACE_KEEP ? hs->traces :
+	                                             SMTP_PROTO_TRACE_KEEP;
+
+	m->tracekey = qmsg_trace_key(m->id);
+	for (i = 0; i < n; i++) {
+		struct smtp_proto_trace t;
+		size_t k;
+
+		if (smtp_proto_parse_trace(hs->trace[i], hs->trace_len[i],
+		        &t) == -1 ||
+		    !spool_id_valid(t.id) || strcmp(t.id, m->id) == 0 ||
+		    !queue_known_node(m->q, t.node))
+			continue;
+		for (k = 0; k < m->nloopkeys; k++)
+			if (strcmp(m->loopkeys[k] + 2, t.id) == 0)
+				break;
+		if (k < m->nloopkeys)
+			continue;
+		m->loopkeys[m->nloopkeys++] = qmsg_trace_key(t.id);
+	}
+}
+
 static int
 qmsg_read(struct qmsg *m)
 {
@@ -185,6 +226,7 @@ qmsg_read(struct qmsg *m)
 			log_warn("%s: cannot quarantine", m->id);
 	} else {
 		m->traces = f.hs.traces;
+		qmsg_trace_keys(m, &f.hs);
 		if (f.mk != NULL && dedup_msgkey_final(f.mk, &key, &kerr) == 0)
 			m->msgkey = xstrdup(key.data);
 		if (m->q->dedup != NULL && m->msgkey == NULL)
@@ -241,7 +283,7 @@ qmsg_load_done(void *arg)
 		return;
 	}
 	m->loaded = true;
-	m->returning = m->traces >= 2 ||
+	m->returning = m->traces >= 2 || m->nloopkeys > 0 ||
 	    queue_trusted(m->q, m->env.client_addr);
 	if (m->removed_restored) {
 		/* Finished before a crash; only the unlink was lost. */

@@ -774,33 +774,27 @@ sc_text_append(struct smtp_client *c, const char *s, size_t len)
 static int
 sc_reply_line(struct smtp_client *c, const char *line, size_t len)
 {
-	unsigned code;
-	bool more;
+	struct smtp_proto_reply_line rl;
 
-	if (len < 3 || line[0] < '2' || line[0] > '5' || line[1] < '0' ||
-	    line[1] > '9' || line[2] < '0' || line[2] > '9')
+	if (smtp_proto_parse_reply_line(line, len, &rl) == -1)
 		return -1;
-	if (len > 3 && line[3] != ' ' && line[3] != '-')
-		return -1;
-	code = (unsigned)(line[0] - '0') * 100 +
-	    (unsigned)(line[1] - '0') * 10 + (unsigned)(line[2] - '0');
-	more = len > 3 && line[3] == '-';
 	if (c->rlines == 0) {
-		c->rcode = code;
+		c->rcode = rl.code;
 		c->rlen = 0;
 		sc_text_append(c, line, 3);
-	} else if (code != c->rcode) {
+	} else if (rl.code != c->rcode) {
 		return -1;
 	}
-	if (len > 4) {
+	if (rl.textlen > 0) {
 		sc_text_append(c, " ", 1);
-		sc_text_append(c, line + 4, len - 4);
+		sc_text_append(c, rl.text, rl.textlen);
 	}
-	if (c->state == SC_EHLO && c->rlines > 0 && code / 100 == 2 && len > 4)
-		sc_ehlo_line(c, line + 4, len - 4);
+	if (c->state == SC_EHLO && c->rlines > 0 && rl.code / 100 == 2 &&
+	    rl.textlen > 0)
+		sc_ehlo_line(c, rl.text, rl.textlen);
 	if (++c->rlines > SC_LINES_MAX)
 		return -1;
-	if (more)
+	if (rl.more)
 		return 0;
 	c->rlines = 0;
 	return 1;

@@ -21,6 +21,14 @@ Asserts:
   returning_new_rcpt  the same returning copy also addressed to a recipient
                       that was not in the first delivery: only that one is
                       delivered.
+  trace_loop_rewritten a delivered copy that comes back with a new
+                      Message-ID, a changed Subject, an added header and
+                      body, but our trace naming the first queue id: not
+                      delivered again to a (recipient, target) that id
+                      claimed (duplicate loop=trace); a new recipient still
+                      goes; a copy every target had is "looped", not bounced.
+  trace_unknown_node  the same with the trace's node changed to one we do
+                      not know: delivered.
   survives_restart    after a restart of splitmxd the index still knows
                       the first message: a third copy is a duplicate.
   plain_dup_not_loop  a second copy from an ordinary client is a duplicate
@@ -185,6 +193,79 @@ def test_returning_new_rcpt():
           "dave got the returning copy again")
 
 
+def rewrite(content, new_id, extra_header):
+    """What a gateway or journaling system does: a new Message-ID, an
+    added header, a changed Subject."""
+    head, _, body = content.partition(b"\r\n\r\n")
+    out = []
+    for line in head.split(b"\r\n"):
+        low = line.lower()
+        if low.startswith(b"message-id:"):
+            line = b"Message-ID: " + new_id
+        elif low.startswith(b"subject:"):
+            line = line + b" [journaled]"
+        out.append(line)
+    return (extra_header + b"\r\n" + b"\r\n".join(out) + b"\r\n\r\n" +
+            body + b"journal footer\r\n")
+
+
+def test_trace_loop():
+    env = S["env"]
+    m = msg("traceloop3")
+    q1 = peers.smtp_send(env.port, SENDER, ["lena@example.com"], m)
+    wait_gone(q1)
+    got = [x for x in S["cloud"].messages() if b"traceloop3" in x["data"]]
+    check(len(got) == 1, "cloud did not get the first copy")
+    back = rewrite(got[0]["data"], b"<rewritten.1@gateway.test>",
+                   b"X-Journal: archived")
+    check(b"id=" + q1.encode() in back, "the copy does not carry q1's trace")
+    q2 = peers.smtp_send(env.port, SENDER, ["lena@example.com",
+                                            "mona@example.com"], back)
+    wait_gone(q2)
+    for name in ("legacy", "cloud"):
+        n = count(S[name], "traceloop3", "lena@example.com")
+        check(n == 1, "%s got %d copies for lena (want 1): the trace "
+              "did not stop the rewritten copy" % (name, n))
+        n = count(S[name], "traceloop3", "mona@example.com")
+        check(n == 1, "%s got %d copies for mona, a new recipient "
+              "(want 1)" % (name, n))
+    d = peers.delivery_records(env.spool, kind="duplicate", qid=q2)
+    check(len(d) == 2 and all(r["fields"].get("first") == q1 and
+                              r["fields"].get("loop") == "trace"
+                              for r in d),
+          "want 2 duplicate records first=%s loop=trace: %r" % (q1, d))
+    # Every target already had lena: a copy for her alone is dropped.
+    back2 = rewrite(got[0]["data"], b"<rewritten.2@gateway.test>",
+                    b"X-Journal: again")
+    q3 = peers.smtp_send(env.port, SENDER, ["lena@example.com"], back2)
+    wait_gone(q3)
+    check(count(S["cloud"], "traceloop3", "lena@example.com") == 1,
+          "the second rewritten copy reached the cloud")
+    check(peers.delivery_records(env.spool, kind="looped", qid=q3),
+          "no looped record:\n" + peers.journal_dump(env.spool, q3))
+    check(not peers.delivery_records(env.spool, kind="bounced", qid=q3),
+          "a loop was bounced")
+
+
+def test_trace_unknown_node():
+    """A trace naming a node that is neither us nor a known peer proves
+    nothing: the rewritten copy is delivered."""
+    env = S["env"]
+    m = msg("tracenode4")
+    q1 = peers.smtp_send(env.port, SENDER, ["nina@example.com"], m)
+    wait_gone(q1)
+    got = [x for x in S["cloud"].messages() if b"tracenode4" in x["data"]]
+    check(len(got) == 1, "cloud did not get the first copy")
+    data = got[0]["data"].replace(b"node=mx.test;", b"node=elsewhere.test;")
+    check(b"node=elsewhere.test; id=" + q1.encode() in data,
+          "trace not rewritten: %r" % data[:400])
+    back = rewrite(data, b"<rewritten.3@gateway.test>", b"X-Journal: x")
+    q2 = peers.smtp_send(env.port, SENDER, ["nina@example.com"], back)
+    wait_gone(q2)
+    check(count(S["cloud"], "tracenode4", "nina@example.com") == 2,
+          "a trace from an unknown node suppressed a delivery")
+
+
 def test_restart():
     env = S["env"]
     env.daemon.stop()
@@ -298,6 +379,8 @@ def main(runner):
     runner.run("no_message_id", test_no_message_id)
     runner.run("returning_loop", test_returning)
     runner.run("returning_new_rcpt", test_returning_new_rcpt)
+    runner.run("trace_loop_rewritten", test_trace_loop)
+    runner.run("trace_unknown_node", test_trace_unknown_node)
     runner.run("survives_restart", test_restart)
     runner.run("plain_dup_not_loop", test_plain_not_loop)
     runner.run("trusted_host_loop", test_trusted_loop)

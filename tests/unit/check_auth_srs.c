@@ -438,6 +438,13 @@ START_TEST(test_pseudo_srs_wrapped)
 		"SRS1=h=host=X@hop.test", /* rest lacks a separator */
 		"SRS0=@hop.test",         /* nothing after the tag */
 		"SRS0x@hop.test",
+		/*
+		 * Found by fuzz_srs: the host field holds an '@'. Forward
+		 * used to take the SRS1 shortcut and sign
+		 * "SRS1=HHHH=h@f==AbCd=...@srs", which reverse refuses
+		 * as malformed: the bounce was lost.
+		 */
+		"SRS1=S=h@f==AbCd=e.org=al@hop.test",
 	};
 	struct auth_srs *srs = mk(SECRET, SRSDOM);
 	char out[AUTH_SRS_ADDR_BUFSIZE];

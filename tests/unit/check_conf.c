@@ -985,6 +985,9 @@ static const struct {
 	{ OK_TAIL "resolvers 127.0.0.1:53 dns.example\n", 3,
 	    "resolvers: 'dns.example' is not an IPv4 address or an IPv6 "
 	    "address in brackets (host names are not allowed)" },
+	{ OK_TAIL "trusted_hosts 192.0.2.1 mx_2!.example\n", 3,
+	    "trusted_hosts: 'mx_2!.example' is neither an IP address nor a "
+	    "host name" },
 	{ OK_TAIL "resolvers 127.0.0.1:0\n", 3,
 	    "'127.0.0.1:0' has a bad port" },
 	{ OK_TAIL "resolvers [::1]53\n", 3,
@@ -1683,6 +1686,20 @@ START_TEST(test_free_null)
 }
 END_TEST
 
+/* trusted_hosts: client addresses and peer node names. */
+START_TEST(test_trusted_hosts)
+{
+	struct conf *conf = parse_ok(OK_TAIL "trusted_hosts 192.0.2.1 ::1 "
+	                                     "mx2.example.com\n",
+	    "t.conf");
+
+	ck_assert_uint_eq(conf->ntrusted_hosts, 3);
+	ck_assert_str_eq(conf->trusted_hosts[0], "192.0.2.1");
+	ck_assert_str_eq(conf->trusted_hosts[2], "mx2.example.com");
+	conf_free(conf);
+}
+END_TEST
+
 static Suite *
 conf_suite(void)
 {
@@ -1714,6 +1731,7 @@ conf_suite(void)
 	tcase_add_test(tc, test_find_domain);
 	tcase_add_test(tc, test_accepts);
 	tcase_add_test(tc, test_accepts_many);
+	tcase_add_test(tc, test_trusted_hosts);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("files");

@@ -1,8 +1,9 @@
 /*
  * check_smtp_proto.c - unit tests for the pure SMTP parsers: command
  * lines, paths and ESMTP parameters (valid/invalid tables), HELO, BDAT,
- * xtext, reply formatting, the DATA/BDAT decoder fed in every 2- and
- * 3-way chunk split (smuggling vectors included) and the header scanner.
+ * xtext, reply formatting, reply-line parsing, the DATA/BDAT decoder fed
+ * in every 2- and 3-way chunk split (smuggling vectors included) and the
+ * header scanner.
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -890,6 +891,96 @@ START_TEST(test_format_reply)
 END_TEST
 
 /* ------------------------------------------------------------------ */
+/* Reply lines (the client's side) */
+
+struct reply_case {
+	const char *line;
+	size_t len;
+	int rc;
+	unsigned code;
+	bool more;
+	const char *enh;  /* expected enhanced status, NULL if none */
+	const char *text; /* expected text when rc == 0 */
+};
+
+static const struct reply_case reply_cases[] = {
+	{ BYTES("250"), 0, 250, false, NULL, "" },
+	{ BYTES("250 "), 0, 250, false, NULL, "" },
+	{ BYTES("250-"), 0, 250, true, NULL, "" },
+	{ BYTES("250 OK"), 0, 250, false, NULL, "OK" },
+	{ BYTES("250-mx.example.com Hello"), 0, 250, true, NULL,
+	    "mx.example.com Hello" },
+	{ BYTES("250 2.1.0 Sender OK"), 0, 250, false, "2.1.0",
+	    "2.1.0 Sender OK" },
+	{ BYTES("550-5.7.1 no"), 0, 550, true, "5.7.1", "5.7.1 no" },
+	{ BYTES("451 4.123.456"), 0, 451, false, "4.123.456", "4.123.456" },
+	{ BYTES("250 2.0.0"), 0, 250, false, "2.0.0", "2.0.0" },
+	/* Not enhanced status codes: text only. */
+	{ BYTES("250 3.1.0 x"), 0, 250, false, NULL, "3.1.0 x" },
+	{ BYTES("250 2.1234.0 x"), 0, 250, false, NULL, "2.1234.0 x" },
+	{ BYTES("250 2.1.0000 x"), 0, 250, false, NULL, "2.1.0000 x" },
+	{ BYTES("250 2.1.0x"), 0, 250, false, NULL, "2.1.0x" },
+	{ BYTES("250 2.1."), 0, 250, false, NULL, "2.1." },
+	{ BYTES("250 2..0 x"), 0, 250, false, NULL, "2..0 x" },
+	{ BYTES("250  2.1.0 x"), 0, 250, false, NULL, " 2.1.0 x" },
+	{ BYTES("599 x"), 0, 599, false, NULL, "x" },
+	{ BYTES("200\x01\xff"), -1, 0, false, NULL, NULL },
+	{ BYTES("220 a\x01\xff"), 0, 220, false, NULL, "a\x01\xff" },
+	{ BYTES(""), -1, 0, false, NULL, NULL },
+	{ BYTES("25"), -1, 0, false, NULL, NULL },
+	{ BYTES("150 x"), -1, 0, false, NULL, NULL },
+	{ BYTES("650 x"), -1, 0, false, NULL, NULL },
+	{ BYTES("2a0 x"), -1, 0, false, NULL, NULL },
+	{ BYTES("25a x"), -1, 0, false, NULL, NULL },
+	{ BYTES("250x"), -1, 0, false, NULL, NULL },
+	{ BYTES("2500 x"), -1, 0, false, NULL, NULL },
+	{ BYTES("250\tOK"), -1, 0, false, NULL, NULL },
+	{ BYTES(" 250 OK"), -1, 0, false, NULL, NULL },
+};
+
+START_TEST(test_reply_line)
+{
+	const struct reply_case *c = &reply_cases[_i];
+	struct smtp_proto_reply_line rl;
+	int rc;
+
+	rc = smtp_proto_parse_reply_line(c->line, c->len, &rl);
+	ck_assert_msg(rc == c->rc, "case %d: rc %d", _i, rc);
+	if (rc == -1)
+		return;
+	ck_assert_uint_eq(rl.code, c->code);
+	ck_assert(rl.more == c->more);
+	ck_assert_uint_eq(rl.textlen, strlen(c->text));
+	ck_assert(memcmp(rl.text, c->text, rl.textlen) == 0);
+	ck_assert(
+	    rl.text >= c->line && rl.text + rl.textlen == c->line + c->len);
+	if (c->enh == NULL) {
+		ck_assert_msg(rl.enhanced == NULL, "case %d: enhanced", _i);
+		ck_assert_uint_eq(rl.enhlen, 0);
+	} else {
+		ck_assert_msg(rl.enhanced == rl.text, "case %d", _i);
+		ck_assert_uint_eq(rl.enhlen, strlen(c->enh));
+		ck_assert(memcmp(rl.enhanced, c->enh, rl.enhlen) == 0);
+	}
+}
+END_TEST
+
+/* Every octet value after the code: only ' ' and '-' separate. */
+START_TEST(test_reply_line_separators)
+{
+	struct smtp_proto_reply_line rl;
+	char line[5] = { '4', '2', '1', 0, 'x' };
+	unsigned v;
+
+	for (v = 0; v < 256; v++) {
+		line[3] = (char)v;
+		ck_assert_int_eq(smtp_proto_parse_reply_line(line, 5, &rl),
+		    v == ' ' || v == '-' ? 0 : -1);
+	}
+}
+END_TEST
+
+/* ------------------------------------------------------------------ */
 /* DATA / BDAT decoder */
 
 #define ALL SIZE_MAX /* consumed: the whole input */
@@ -1438,6 +1529,85 @@ START_TEST(test_hdrscan_traces)
 		ck_assert_uint_eq(h.traces, 2);
 		ck_assert_uint_eq(h.received, 1);
 		ck_assert(h.in_body);
+		/* Values kept unfolded and trimmed, in order. */
+		ck_assert_str_eq(h.trace[0], "node=mx1; id=0123456789ABCDEF");
+		ck_assert_str_eq(h.trace[1], "node=mx2; id=0123456789ABCDEG");
+		ck_assert_uint_eq(h.trace_len[1], strlen(h.trace[1]));
+	}
+}
+END_TEST
+
+/* Only the first SMTP_PROTO_TRACE_KEEP values are kept; all are counted. */
+START_TEST(test_hdrscan_trace_keep)
+{
+	struct smtp_proto_hdrscan h;
+	struct sbuf in;
+	unsigned i;
+
+	sbuf_init(&in, 1 << 16);
+	for (i = 0; i < SMTP_PROTO_TRACE_KEEP + 3; i++)
+		ck_assert_int_eq(sbuf_printf(&in,
+		                     "X-Splitmx-Trace: node=n%u; id=ID%u\r\n"
+		                     "Message-ID: <m%u@x>\r\n",
+		                     i, i, i),
+		    0);
+	ck_assert_int_eq(sbuf_printf(&in, "X-Splitmx-Trace: %0400d\r\n\r\n", 7),
+	    0);
+	smtp_proto_hdrscan_init(&h);
+	smtp_proto_hdrscan_feed(&h, in.data, in.len);
+	ck_assert_uint_eq(h.traces, SMTP_PROTO_TRACE_KEEP + 4);
+	ck_assert_str_eq(h.trace[0], "node=n0; id=ID0");
+	ck_assert_str_eq(h.trace[SMTP_PROTO_TRACE_KEEP - 1], "node=n7; id=ID7");
+	ck_assert_str_eq(h.msgid, "<m0@x>");
+	sbuf_release(&in);
+
+	/* A long value is cut at the bound, never past it. */
+	sbuf_init(&in, 4096);
+	ck_assert_int_eq(sbuf_printf(&in, "X-Splitmx-Trace: %0400d\r\n\r\n", 7),
+	    0);
+	smtp_proto_hdrscan_init(&h);
+	smtp_proto_hdrscan_feed(&h, in.data, in.len);
+	ck_assert_uint_eq(h.trace_len[0], SMTP_PROTO_TRACE_VALUE_MAX);
+	ck_assert_uint_eq(strlen(h.trace[0]), SMTP_PROTO_TRACE_VALUE_MAX);
+	sbuf_release(&in);
+}
+END_TEST
+
+START_TEST(test_parse_trace)
+{
+	static const struct {
+		const char *in;
+		int rc;
+		const char *node, *id;
+	} cases[] = {
+		{ "node=mx.test; id=0123456789ABCDEF", 0, "mx.test",
+		    "0123456789ABCDEF" },
+		{ "id=ABC;node=[192.0.2.1]", 0, "[192.0.2.1]", "ABC" },
+		{ " node = mx1 ; via=x ; id = Q1 ", 0, "mx1", "Q1" },
+		{ "NODE=mx1; ID=Q1", 0, "mx1", "Q1" },
+		{ "node=mx1", -1, NULL, NULL },
+		{ "id=Q1", -1, NULL, NULL },
+		{ "node=mx1; id=q1", -1, NULL, NULL },
+		{ "node=mx 1; id=Q1", -1, NULL, NULL },
+		{ "node=; id=Q1", -1, NULL, NULL },
+		{ "node=mx1; id=0123456789ABCDEF0123456789ABCDEF0", -1, NULL,
+		    NULL },
+		{ "", -1, NULL, NULL },
+		{ ";;;=;", -1, NULL, NULL },
+	};
+	size_t i;
+
+	for (i = 0; i < NELEM(cases); i++) {
+		struct smtp_proto_trace t;
+		int rc = smtp_proto_parse_trace(cases[i].in,
+		    strlen(cases[i].in), &t);
+
+		ck_assert_msg(rc == cases[i].rc, "case %zu: %s", i,
+		    cases[i].in);
+		if (rc == 0) {
+			ck_assert_str_eq(t.node, cases[i].node);
+			ck_assert_str_eq(t.id, cases[i].id);
+		}
 	}
 }
 END_TEST
@@ -1477,6 +1647,11 @@ smtp_proto_suite(void)
 	tcase_add_test(tc, test_format_reply);
 	suite_add_tcase(s, tc);
 
+	tc = tcase_create("reply");
+	tcase_add_loop_test(tc, test_reply_line, 0, (int)NELEM(reply_cases));
+	tcase_add_test(tc, test_reply_line_separators);
+	suite_add_tcase(s, tc);
+
 	tc = tcase_create("data");
 	tcase_set_timeout(tc, 120);
 	tcase_add_loop_test(tc, test_data_splits, 0, (int)NELEM(data_cases));
@@ -1490,6 +1665,8 @@ smtp_proto_suite(void)
 	tcase_add_test(tc, test_hdrscan_long_msgid);
 	tcase_add_test(tc, test_hdrscan_many_received);
 	tcase_add_test(tc, test_hdrscan_traces);
+	tcase_add_test(tc, test_hdrscan_trace_keep);
+	tcase_add_test(tc, test_parse_trace);
 	suite_add_tcase(s, tc);
 
 	return s;

@@ -27,6 +27,7 @@ static char t_name[] = "mail.example.net";
 static char t_helo[] = "helo with space";
 static char t_proto[] = "ESMTPS";
 static char t_tls[] = "TLSv1.3 TLS_AES_256_GCM_SHA384";
+static char t_empty[] = "";
 
 static void
 t_env(struct spool_envelope *env, struct spool_rcpt rcpts[2])
@@ -103,6 +104,23 @@ START_TEST(test_header_round_trip)
 	ck_assert_ptr_null(got.envid);
 	ck_assert_ptr_null(got.prepend); /* only padding */
 	spool_envelope_clear(&got);
+
+	/*
+	 * Found by fuzz_spool_hdr: "rcpt  notify=NEVER" (an empty address)
+	 * was read, but the header written back from it ("rcpt \n" without
+	 * the notify) was not. An empty recipient is malformed.
+	 */
+	sbuf_reset(&hdr);
+	rcpts[0].addr = t_empty;
+	rcpts[0].orcpt = NULL;
+	ck_assert_int_eq(spool_hdr_format(&hdr, T_ID, &env), 0);
+	memcpy(hdr.data + SPOOL_LINE1_LEN, sum, SPOOL_SUM_LEN);
+	ck_assert_ptr_nonnull(strstr(hdr.data, "\nrcpt  notify="));
+	ck_assert_int_eq(spool_hdr_parse(hdr.data, hdr.len, &got, id, &size,
+	                     gsha, &err),
+	    -1);
+	ck_assert_ptr_nonnull(strstr(err.data, "malformed header line"));
+	ck_assert_uint_eq(got.nrcpts, 0);
 
 	/* A cap too small for the header fails instead of cutting it. */
 	sbuf_release(&hdr);
@@ -280,6 +298,25 @@ START_TEST(test_time_and_ids)
 	ck_assert_int_eq(back.tv_nsec, ts.tv_nsec);
 	ck_assert_int_eq(spool_time_parse(out, strlen(out) - 1, &back), -1);
 	ck_assert_int_eq(spool_time_parse("2026-11-23T24:20:00.000042Z",
+	                     SPOOL_TS_LEN, &back),
+	    -1);
+	/*
+	 * Found by fuzz_jrec: dates that do not exist were normalized by
+	 * timegm and accepted (a leap second, February 31).
+	 */
+	ck_assert_int_eq(spool_time_parse("2026-11-23T01:20:60.481516Z",
+	                     SPOOL_TS_LEN, &back),
+	    -1);
+	ck_assert_int_eq(spool_time_parse("2026-02-31T01:20:00.000000Z",
+	                     SPOOL_TS_LEN, &back),
+	    -1);
+	ck_assert_int_eq(spool_time_parse("2026-04-31T01:20:00.000000Z",
+	                     SPOOL_TS_LEN, &back),
+	    -1);
+	ck_assert_int_eq(spool_time_parse("2028-02-29T23:59:59.999999Z",
+	                     SPOOL_TS_LEN, &back),
+	    0);
+	ck_assert_int_eq(spool_time_parse("2027-02-29T00:00:00.000000Z",
 	                     SPOOL_TS_LEN, &back),
 	    -1);
 	ck_assert(spool_id_valid(T_ID));
