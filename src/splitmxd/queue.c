@@ -127,6 +127,8 @@ qmsg_free(struct qmsg *m)
 	}
 	if (m->retry_timer != NULL)
 		event_free(m->retry_timer);
+	if (m->load_timer != NULL)
+		event_free(m->load_timer);
 	free(m->delivs);
 	free(m->msgkey);
 	free(m->tracekey);

@@ -109,6 +109,9 @@ struct qmsg {
 	/* Load job results. */
 	struct sbuf lerr;
 	int lstatus;
+	int lerrno;               /* of a failed open; ENOENT: gone */
+	unsigned load_attempts;   /* loads that failed for a passing reason */
+	struct event *load_timer; /* the next load attempt */
 	bool corrupt;
 	bool warned; /* delay warning sent */
 	struct event *retry_timer;

@@ -206,10 +206,13 @@ qmsg_read(struct qmsg *m)
 	bool corrupt;
 	int rc;
 
+	m->lerrno = 0;
 	c = spool_content_open(spool_reader(m->q->spool), m->id, &m->env,
 	    &m->lerr);
-	if (c == NULL)
+	if (c == NULL) {
+		m->lerrno = errno;
 		return -1;
+	}
 	m->off = spool_content_offset(c);
 	m->size = spool_content_size(c);
 	(void)snprintf(m->sha, sizeof(m->sha), "%s", spool_content_sha256(c));
@@ -258,6 +261,48 @@ qmsg_load_job(void *arg)
 	qmsg_route(m);
 }
 
+static void
+qmsg_load_retry_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct qmsg *m = arg;
+
+	(void)fd;
+	(void)what;
+	if (m->q->stopping)
+		return;
+	spool_envelope_clear(&m->env);
+	sbuf_reset(&m->lerr);
+	m->busy++;
+	m->q->busy++;
+	workers_submit(m->q->w, qmsg_load_job, qmsg_load_done, m);
+}
+
+/*
+ * A load that failed for a passing reason (out of descriptors or memory,
+ * an I/O error) is tried again later: the file is an acknowledged
+ * message, and only a corrupt or vanished one leaves the queue's memory.
+ */
+static void
+qmsg_load_later(struct qmsg *m)
+{
+	static struct log_limit lim = LOG_LIMIT_INIT(60, 5, "cannot load");
+	struct timeval tv = { 0, 0 };
+	unsigned shift = m->load_attempts < 10 ? m->load_attempts : 10;
+	uint64_t secs = (uint64_t)m->q->conf->queue.retry_initial << shift;
+
+	m->load_attempts++;
+	if (secs > m->q->conf->queue.retry_max)
+		secs = m->q->conf->queue.retry_max;
+	tv.tv_sec = secs;
+	log_warnx_limited(&lim,
+	    "%s: cannot load: %s; trying again in %" PRIu64 "s", m->id,
+	    m->lerr.data, secs);
+	if (m->load_timer == NULL)
+		m->load_timer = evtimer_new(m->q->base, qmsg_load_retry_cb, m);
+	if (m->load_timer == NULL || evtimer_add(m->load_timer, &tv) == -1)
+		log_panic("queue: cannot arm a load retry timer");
+}
+
 void
 qmsg_load_done(void *arg)
 {
@@ -267,6 +312,11 @@ qmsg_load_done(void *arg)
 
 	m->busy--;
 	m->q->busy--;
+	if (m->lstatus == -1 && !m->corrupt && m->lerrno != ENOENT &&
+	    !m->q->stopping) {
+		qmsg_load_later(m);
+		return;
+	}
 	if (m->lstatus == -1) {
 		log_warnx("%s: cannot load: %s%s", m->id, m->lerr.data,
 		    m->corrupt ? "; moved to corrupt/" : "");

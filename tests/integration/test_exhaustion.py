@@ -79,9 +79,14 @@ def queued_ids(env):
 
 
 def t_fds_run_out():
+    arch = os.path.join(lib.make_tmpdir("fds-arch"), "arch")
     env = lib.Env("fds", limits={"connections": "1000",
                                  "connections_per_ip": "1000",
-                                 "timeout_command": "60s"})
+                                 "timeout_command": "60s"},
+                  domains=[],
+                  extra="queue { retry_initial 1s; retry_max 2s }\n"
+                  "target arch { type maildir; path %s }\n"
+                  "domain example.com { targets arch }" % arch)
     pid = env.daemon.pid
     # The session that must still get its message in.
     s = env.client(timeout=20)
@@ -124,6 +129,16 @@ def t_fds_run_out():
             c.close()
     lib.wait_for(served, 10, 0.2, "a new client served after the clients "
                  "went away")
+
+    # The message accepted while out of descriptors is delivered once they
+    # are back (a failed load is tried again, not forgotten).
+    def delivered():
+        d = os.path.join(arch, "new")
+        return os.path.isdir(d) and any(
+            b"sent while out of descriptors" in open(
+                os.path.join(d, f), "rb").read() for f in os.listdir(d))
+    lib.wait_for(delivered, 20, 0.2, "the message accepted while out of "
+                 "descriptors to reach the maildir target")
     lines = accept_lines(env)
     print("    accept log lines: %d" % len(lines))
     check(len(lines) < 50, "%d log lines about accept errors (flood)"
