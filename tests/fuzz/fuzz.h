@@ -23,4 +23,20 @@ int LLVMFuzzerInitialize(int *argc, char ***argv);
 		}                                                     \
 	} while (0)
 
+/*
+ * The next chunk length for a split-invariance oracle: 1 to max octets,
+ * at most left, from a xorshift32 state the input's first byte seeds.
+ */
+static inline size_t
+fuzz_chunk(uint32_t *seed, size_t max, size_t left)
+{
+	size_t n;
+
+	*seed ^= *seed << 13;
+	*seed ^= *seed >> 17;
+	*seed ^= *seed << 5;
+	n = 1 + *seed % max;
+	return n < left ? n : left;
+}
+
 #endif

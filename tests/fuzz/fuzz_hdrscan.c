@@ -60,12 +60,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	smtp_proto_hdrscan_feed(one, in, len);
 	smtp_proto_hdrscan_init(split);
 	for (off = 0; off < len; off += chunk) {
-		seed ^= seed << 13;
-		seed ^= seed >> 17;
-		seed ^= seed << 5;
-		chunk = 1 + seed % 16;
-		if (chunk > len - off)
-			chunk = len - off;
+		chunk = fuzz_chunk(&seed, 16, len - off);
 		smtp_proto_hdrscan_feed(split, in + off, chunk);
 	}
 

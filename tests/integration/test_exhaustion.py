@@ -74,6 +74,20 @@ def accept_lines(env):
             if "accept on" in l or "similar lines suppressed" in l]
 
 
+def served(env):
+    """A new client gets its 220."""
+    try:
+        c = env.client(timeout=2)
+    except OSError:
+        return False
+    try:
+        return c.read_reply().code == 220
+    except Exception:
+        return False
+    finally:
+        c.close()
+
+
 def queued_ids(env):
     return set(lib.list_dir(lib.queue_dir(env.spool)))
 
@@ -116,19 +130,8 @@ def t_fds_run_out():
             h.close()
     resource.prlimit(pid, resource.RLIMIT_NOFILE, (hard, hard))
 
-    def served():
-        try:
-            c = env.client(timeout=2)
-        except OSError:
-            return False
-        try:
-            return c.read_reply().code == 220
-        except Exception:
-            return False
-        finally:
-            c.close()
-    lib.wait_for(served, 10, 0.2, "a new client served after the clients "
-                 "went away")
+    lib.wait_for(lambda: served(env), 10, 0.2,
+                 "a new client served after the clients went away")
 
     # The message accepted while out of descriptors is delivered once they
     # are back (a failed load is tried again, not forgotten).
@@ -173,18 +176,8 @@ def t_started_with_64_fds():
         for h in held:
             h.close()
 
-    def served():
-        try:
-            c = env.client(timeout=2)
-        except OSError:
-            return False
-        try:
-            return c.read_reply().code == 220
-        except Exception:
-            return False
-        finally:
-            c.close()
-    lib.wait_for(served, 10, 0.2, "a new client served after the 60 left")
+    lib.wait_for(lambda: served(env), 10, 0.2,
+                 "a new client served after the 60 left")
     n = len(env.daemon.log_text().splitlines())
     check(n < 1000, "%d log lines for 60 clients" % n)
     env.daemon.stop()
