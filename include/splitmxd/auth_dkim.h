@@ -74,6 +74,14 @@ size_t auth_dkim_end(struct auth_dkim *ad, struct auth_dkim_result *out);
 /* Releases everything; NULL is a no-op. */
 void auth_dkim_free(struct auth_dkim *ad);
 
+/*
+ * Each thread keeps one library handle and resolver for the messages it
+ * verifies; they are released when the thread exits, or by this call
+ * (for a thread that does not exit before the process does, such as a
+ * test's main thread). No message of the thread may be in progress.
+ */
+void auth_dkim_thread_done(void);
+
 /* begin + feed + end + free for a message held in memory. */
 size_t auth_dkim_verify(const char *servers, const void *content, size_t len,
     struct auth_dkim_result *out);

@@ -1,15 +1,19 @@
 /*
  * auth_dkim.c - DKIM verification with libopendkim, DNS via dns_sync.
  *
- * Each message gets its own DKIM_LIB whose query-service hooks point at a
- * private dns_sync (the configured resolvers, DESIGN rule 9): the start
- * hook runs the whole query synchronously and the waitreply hook only
- * hands the stored answer back, which is fine because we run on a worker
- * thread. The hooks report SERVFAIL and timeouts as DKIM_DNS_ERROR /
- * DKIM_DNS_EXPIRED: libopendkim reads an answer packet's rcode only for
- * NXDOMAIN and would call a SERVFAIL packet "no key" (a permanent error).
- * The message is read, never modified.
+ * Each worker thread keeps one DKIM_LIB (and one dns_sync for the
+ * configured resolvers, DESIGN rule 9) for all the messages it verifies,
+ * made on its first message and closed when the thread ends (a pthread key
+ * destructor); a message only gets a DKIM handle from it. The library's
+ * query-service hooks point at the thread's state: the start hook runs the
+ * whole query synchronously and the waitreply hook only hands the stored
+ * answer back, which is fine because we run on a worker thread. The hooks
+ * report SERVFAIL and timeouts as DKIM_DNS_ERROR / DKIM_DNS_EXPIRED:
+ * libopendkim reads an answer packet's rcode only for NXDOMAIN and would
+ * call a SERVFAIL packet "no key" (a permanent error). The message is
+ * read, never modified.
  */
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -27,10 +31,23 @@
 
 #define AUTH_DKIM_EX_SOFTWARE 70 /* sysexits EX_SOFTWARE */
 
-struct auth_dkim {
+/*
+ * One library handle and resolver per thread (or per message, for the
+ * rare message that begins while another one of the same thread holds the
+ * thread's handle with other resolvers).
+ */
+struct auth_dkim_lib {
 	DKIM_LIB *lib;
-	DKIM *dkim;
 	struct dns_sync *ds;
+	char *servers;
+	unsigned users;        /* messages using it now */
+	struct auth_dkim *cur; /* the message whose call is running */
+};
+
+struct auth_dkim {
+	struct auth_dkim_lib *al;
+	bool own_lib; /* al is this message's alone */
+	DKIM *dkim;
 	int queries;
 	DKIM_STAT feed_status; /* first non-OK status from feeding */
 	bool nosig;            /* header complete, no signatures */
@@ -70,13 +87,14 @@ static int
 auth_dkim_dns_start(void *srv, int type, unsigned char *query,
     unsigned char *buf, size_t buflen, void **qh)
 {
-	struct auth_dkim *ad = srv;
+	struct auth_dkim_lib *al = srv;
 	struct dns_sync_answer ans;
 	struct auth_dkim_q *q;
 
 	q = xcalloc(1, sizeof(*q));
-	ad->queries++;
-	(void)dns_sync_query(ad->ds, (const char *)query, type, &ans);
+	if (al->cur != NULL)
+		al->cur->queries++;
+	(void)dns_sync_query(al->ds, (const char *)query, type, &ans);
 	switch (ans.status) {
 	case DNS_SYNC_OK:
 	case DNS_SYNC_NODATA:
@@ -144,37 +162,115 @@ auth_dkim_dns_close(void *srv)
 
 /* ---- verification ---- */
 
+static void
+auth_dkim_lib_free(struct auth_dkim_lib *al)
+{
+	if (al == NULL)
+		return;
+	if (al->lib != NULL)
+		dkim_close(al->lib);
+	dns_sync_free(al->ds);
+	free(al->servers);
+	free(al);
+}
+
+static struct auth_dkim_lib *
+auth_dkim_lib_new(const char *servers, struct sbuf *err)
+{
+	struct auth_dkim_lib *al = xcalloc(1, sizeof(*al));
+	unsigned int to = AUTH_DKIM_QUERY_MS / 1000;
+
+	al->servers = xstrdup(servers != NULL ? servers : "");
+	al->ds = dns_sync_new(servers, AUTH_DKIM_QUERY_MS, err);
+	if (al->ds == NULL) {
+		auth_dkim_lib_free(al);
+		return NULL;
+	}
+	al->lib = dkim_init(NULL, NULL);
+	if (al->lib == NULL) {
+		(void)sbuf_append_str(err, "dkim_init failed");
+		auth_dkim_lib_free(al);
+		return NULL;
+	}
+	(void)dkim_options(al->lib, DKIM_OP_SETOPT, DKIM_OPTS_TIMEOUT, &to,
+	    sizeof(to));
+	(void)dkim_dns_set_query_service(al->lib, al);
+	dkim_dns_set_init(al->lib, auth_dkim_dns_init);
+	dkim_dns_set_close(al->lib, auth_dkim_dns_close);
+	dkim_dns_set_query_start(al->lib, auth_dkim_dns_start);
+	dkim_dns_set_query_waitreply(al->lib, auth_dkim_dns_waitreply);
+	dkim_dns_set_query_cancel(al->lib, auth_dkim_dns_cancel);
+	return al;
+}
+
+static pthread_key_t auth_dkim_key;
+static pthread_once_t auth_dkim_once = PTHREAD_ONCE_INIT;
+
+static void
+auth_dkim_key_free(void *arg)
+{
+	auth_dkim_lib_free(arg);
+}
+
+static void
+auth_dkim_key_init(void)
+{
+	if (pthread_key_create(&auth_dkim_key, auth_dkim_key_free) != 0)
+		log_panic("auth_dkim: pthread_key_create failed");
+}
+
+/* The calling thread's handle for servers, made or remade as needed. */
+static struct auth_dkim_lib *
+auth_dkim_thread_lib(const char *servers, bool *own_out, struct sbuf *err)
+{
+	struct auth_dkim_lib *al;
+
+	(void)pthread_once(&auth_dkim_once, auth_dkim_key_init);
+	al = pthread_getspecific(auth_dkim_key);
+	*own_out = false;
+	if (al != NULL &&
+	    strcmp(al->servers, servers != NULL ? servers : "") == 0)
+		return al;
+	if (al != NULL && al->users > 0) {
+		*own_out = true; /* in use with other resolvers */
+		return auth_dkim_lib_new(servers, err);
+	}
+	auth_dkim_lib_free(al);
+	(void)pthread_setspecific(auth_dkim_key, NULL);
+	if ((al = auth_dkim_lib_new(servers, err)) == NULL)
+		return NULL;
+	if (pthread_setspecific(auth_dkim_key, al) != 0) {
+		*own_out = true;
+		return al;
+	}
+	return al;
+}
+
+void
+auth_dkim_thread_done(void)
+{
+	(void)pthread_once(&auth_dkim_once, auth_dkim_key_init);
+	auth_dkim_lib_free(pthread_getspecific(auth_dkim_key));
+	(void)pthread_setspecific(auth_dkim_key, NULL);
+}
+
 struct auth_dkim *
 auth_dkim_begin(const char *servers, struct sbuf *err)
 {
 	struct auth_dkim *ad;
 	DKIM_STAT st;
-	unsigned int to = AUTH_DKIM_QUERY_MS / 1000;
 
 	ad = xcalloc(1, sizeof(*ad));
 	ad->feed_status = DKIM_STAT_OK;
-	ad->ds = dns_sync_new(servers, AUTH_DKIM_QUERY_MS, err);
-	if (ad->ds == NULL) {
+	ad->al = auth_dkim_thread_lib(servers, &ad->own_lib, err);
+	if (ad->al == NULL) {
 		free(ad);
 		return NULL;
 	}
-	ad->lib = dkim_init(NULL, NULL);
-	if (ad->lib == NULL) {
-		(void)sbuf_append_str(err, "dkim_init failed");
-		auth_dkim_free(ad);
-		return NULL;
-	}
-	(void)dkim_options(ad->lib, DKIM_OP_SETOPT, DKIM_OPTS_TIMEOUT, &to,
-	    sizeof(to));
-	(void)dkim_dns_set_query_service(ad->lib, ad);
-	dkim_dns_set_init(ad->lib, auth_dkim_dns_init);
-	dkim_dns_set_close(ad->lib, auth_dkim_dns_close);
-	dkim_dns_set_query_start(ad->lib, auth_dkim_dns_start);
-	dkim_dns_set_query_waitreply(ad->lib, auth_dkim_dns_waitreply);
-	dkim_dns_set_query_cancel(ad->lib, auth_dkim_dns_cancel);
-
-	ad->dkim = dkim_verify(ad->lib, (const unsigned char *)"splitmx", NULL,
-	    &st);
+	ad->al->users++;
+	ad->al->cur = ad;
+	ad->dkim = dkim_verify(ad->al->lib, (const unsigned char *)"splitmx",
+	    NULL, &st);
 	if (ad->dkim == NULL) {
 		(void)sbuf_printf(err, "dkim_verify: %s",
 		    dkim_getresultstr(st));
@@ -191,6 +287,7 @@ auth_dkim_feed(struct auth_dkim *ad, const void *data, size_t len)
 
 	if (ad->nosig || ad->feed_status != DKIM_STAT_OK || len == 0)
 		return ad->feed_status == DKIM_STAT_OK ? 0 : -1;
+	ad->al->cur = ad; /* key lookups may start at the end of the header */
 	/* dkim_chunk takes u_char *; it does not write to the buffer */
 	st = dkim_chunk(ad->dkim, (u_char *)(uintptr_t)data, len);
 	if (st == DKIM_STAT_NOSIG) {
@@ -326,6 +423,7 @@ auth_dkim_end(struct auth_dkim *ad, struct auth_dkim_result *out)
 	int nsigs = 0, i;
 
 	memset(out, 0, sizeof(*out));
+	ad->al->cur = ad;
 	if (!ad->nosig && ad->feed_status == DKIM_STAT_OK) {
 		/*
 		 * dkim_chunk(NULL, 0) flushes its partial line and body;
@@ -376,9 +474,13 @@ auth_dkim_free(struct auth_dkim *ad)
 		return;
 	if (ad->dkim != NULL)
 		(void)dkim_free(ad->dkim);
-	if (ad->lib != NULL)
-		dkim_close(ad->lib);
-	dns_sync_free(ad->ds);
+	if (ad->al != NULL) {
+		ad->al->users--;
+		if (ad->al->cur == ad)
+			ad->al->cur = NULL;
+		if (ad->own_lib)
+			auth_dkim_lib_free(ad->al);
+	}
 	free(ad);
 }
 

@@ -22,6 +22,7 @@
 #include <signal.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -654,6 +655,82 @@ START_TEST(test_dkim_pass)
 }
 END_TEST
 
+/*
+ * One library handle per thread: messages in a row reuse it, each counts
+ * its own key lookups; a message that begins with other resolvers while
+ * the thread's handle is in use gets one of its own; a worker thread's
+ * handle goes when the thread ends.
+ */
+static void *
+dkim_thread_main(void *arg)
+{
+	struct auth_dkim_result *r = arg;
+	char *msg, *signed_msg;
+	size_t len, slen;
+
+	msg = make_message(&len);
+	signed_msg = sign_message(msg, len, "sel", "example.test",
+	    "relaxed/relaxed", &slen);
+	(void)auth_dkim_verify(servers, signed_msg, slen, &r[0]);
+	(void)auth_dkim_verify(servers, signed_msg, slen, &r[1]);
+	free(signed_msg);
+	free(msg);
+	return NULL; /* the key's destructor closes the handle */
+}
+
+START_TEST(test_dkim_thread_handle)
+{
+	struct auth_dkim_result r[2], ra, rb;
+	struct auth_dkim *a, *b;
+	struct sbuf err;
+	char *msg, *signed_msg;
+	size_t len, slen, i;
+	pthread_t t;
+
+	msg = make_message(&len);
+	signed_msg = sign_message(msg, len, "sel", "example.test",
+	    "relaxed/relaxed", &slen);
+	for (i = 0; i < 3; i++) {
+		ck_assert_uint_eq(auth_dkim_verify(servers, signed_msg, slen,
+		                      &r[0]),
+		    1);
+		ck_assert_int_eq(r[0].sigs[0].result, AUTH_DKIM_PASS);
+		ck_assert_int_eq(r[0].dns_queries, 1);
+	}
+
+	/* Interleaved, the second with resolvers that do not answer. */
+	sbuf_init(&err, 256);
+	a = auth_dkim_begin(servers, &err);
+	b = auth_dkim_begin("127.0.0.1:9", &err);
+	ck_assert_ptr_nonnull(a);
+	ck_assert_ptr_nonnull(b);
+	ck_assert_int_eq(auth_dkim_feed(b, signed_msg, slen), 0);
+	ck_assert_int_eq(auth_dkim_feed(a, signed_msg, slen), 0);
+	ck_assert_uint_eq(auth_dkim_end(a, &ra), 1);
+	ck_assert_uint_eq(auth_dkim_end(b, &rb), 1);
+	ck_assert_int_eq(ra.sigs[0].result, AUTH_DKIM_PASS);
+	ck_assert_int_eq(ra.dns_queries, 1);
+	ck_assert_int_eq(rb.sigs[0].result, AUTH_DKIM_TEMPERROR);
+	ck_assert_int_eq(rb.dns_queries, 1);
+	auth_dkim_free(b);
+	auth_dkim_free(a);
+	sbuf_release(&err);
+
+	/* The thread's handle still verifies after that. */
+	ck_assert_uint_eq(auth_dkim_verify(servers, signed_msg, slen, &ra), 1);
+	ck_assert_int_eq(ra.sigs[0].result, AUTH_DKIM_PASS);
+
+	ck_assert_int_eq(pthread_create(&t, NULL, dkim_thread_main, r), 0);
+	ck_assert_int_eq(pthread_join(t, NULL), 0);
+	ck_assert_int_eq(r[0].sigs[0].result, AUTH_DKIM_PASS);
+	ck_assert_int_eq(r[1].sigs[0].result, AUTH_DKIM_PASS);
+	ck_assert_int_eq(r[1].dns_queries, 1);
+	auth_dkim_thread_done();
+	free(signed_msg);
+	free(msg);
+}
+END_TEST
+
 START_TEST(test_dkim_fail_tampered)
 {
 	struct auth_dkim_result r;
@@ -859,6 +936,7 @@ auth_suite(void)
 	tcase_add_loop_test(tc, test_dkim_pass, 0,
 	    (int)(sizeof(canons) / sizeof(canons[0])));
 	tcase_add_test(tc, test_dkim_fail_tampered);
+	tcase_add_test(tc, test_dkim_thread_handle);
 	tcase_add_test(tc, test_dkim_nokey_servfail_unsigned);
 	tcase_add_test(tc, test_dkim_auth_results);
 	suite_add_tcase(s, tc);
