@@ -2,7 +2,8 @@
 #   make          build splitmxd and splitmxctl (optimized, hardened)
 #   make check    install missing deps, build with ASan+UBSan, run all tests
 #   make run      install missing deps, build, run on etc/splitmx.conf
-#   make bench    receive/delivery benchmark against Postfix (../shared/bench)
+#   make bench    receive rate, then one table of splitmx beside Postfix
+#                 (../shared/bench, same run; REPS=N, ROWS=...) into docs/bench.md
 #   make crashtest CYCLES=N   kill -9 campaign with two real targets and
 #                 target faults (docs/crashtest.md); SEED=S repeats a run
 #   make format-check   clang-format (.clang-format) finds nothing to change
@@ -174,7 +175,7 @@ run: deps
 bench: deps
 	@$(MAKE) --no-print-directory splitmxd
 	@bash tests/bench/receive.sh --no-peer
-	@bash tests/bench/dual.sh
+	@OUT=$${OUT-docs/bench.md} bash tests/bench/table.sh
 
 FORMAT_FILES = $(ALL_SRCS) $(wildcard include/*/*.h src/*/*.h tests/unit/*.[ch] \
 		  tests/fuzz/*.[ch])
