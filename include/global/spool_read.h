@@ -68,12 +68,6 @@ struct spool_content *spool_content_reopen(const struct spool_reader *rd,
 uint64_t spool_content_offset(const struct spool_content *c);
 /* Closes the file (read-only: nothing to lose). NULL is ignored. */
 void spool_content_close(struct spool_content *c);
-/*
- * An independent handle on the same content (its own descriptor, from
- * dup), for a reader on another thread whose life may outlast c's. NULL
- * with errno set when out of descriptors or memory.
- */
-struct spool_content *spool_content_dup(const struct spool_content *c);
 
 /* Content octets, and the SHA-256 (hex) recorded at commit. */
 uint64_t spool_content_size(const struct spool_content *c);

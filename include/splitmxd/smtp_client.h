@@ -20,7 +20,6 @@ struct dns;
 struct conf_target;
 struct smtp_client;
 struct spool_content;
-struct workers;
 
 #define SMTP_CLIENT_REPLY_MAX 512
 
@@ -76,11 +75,6 @@ struct smtp_client_params {
 	const struct conf_target *target;
 	const char *helo;        /* our name */
 	const char *rcpt_domain; /* for mx "*": MX of this */
-	/*
-	 * Content reads (preads of the spool file) run here, so the loop
-	 * never waits for the disk; NULL reads on the loop (unit tests).
-	 */
-	struct workers *workers;
 };
 
 /* Starts connecting; cb runs exactly once (never from inside this call). */

@@ -297,21 +297,6 @@ spool_content_close(struct spool_content *c)
 	free(c);
 }
 
-struct spool_content *
-spool_content_dup(const struct spool_content *c)
-{
-	struct spool_content *d = malloc(sizeof(*d));
-
-	if (d == NULL)
-		return NULL;
-	*d = *c;
-	if ((d->fd = fcntl(c->fd, F_DUPFD_CLOEXEC, 0)) == -1) {
-		free(d);
-		return NULL;
-	}
-	return d;
-}
-
 uint64_t
 spool_content_size(const struct spool_content *c)
 {

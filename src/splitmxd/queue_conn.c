@@ -235,7 +235,6 @@ qconn_new(struct qtarget *qt, struct qdeliv *bound)
 	p.target = qt->t;
 	p.helo = qt->t->helo != NULL ? qt->t->helo : qt->q->hostname;
 	p.rcpt_domain = bound != NULL ? bound->domain : NULL;
-	p.workers = qt->q->w;
 	smtp_client_open(&p, qconn_open_cb, qc);
 	return qc;
 }

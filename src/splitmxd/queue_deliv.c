@@ -257,9 +257,7 @@ qdeliv_prepare(struct qdeliv *d)
 /*
  * Loop: the content for one transaction, opened again from what the load
  * learnt (no header read). NULL when the file is gone or changed; then
- * the client defers the transaction with 451. XXX an openat and an fstat
- * on the loop (the reads are on workers, smtp_client.c); issue 9's commit
- * path should keep the descriptor from the load instead.
+ * the client defers the transaction with 451.
  */
 struct spool_content *
 qmsg_content(struct qmsg *m)

@@ -6,15 +6,13 @@
  * turn (banner, EHLO/HELO or LHLO, STARTTLS per the target's policy) and
  * then runs transactions: MAIL, RCPTs and DATA sent as one group when the
  * peer offers PIPELINING (RFC 2920), else lock-step. Content is pread
- * from the spool file in 64 KiB chunks as the output drains, on a worker
- * thread (the client's own dup of the file, so a read left behind by a
- * closed client finishes safely), and dot-stuffed on the way. Replies are
- * bounded (2048-octet lines, 100 lines) and kept as "CODE text" (all lines
- * joined, printable ASCII).
+ * from the spool file in 64 KiB chunks as the output drains and
+ * dot-stuffed on the way. Replies are bounded (2048-octet lines, 100
+ * lines) and kept as "CODE text" (all lines joined, printable ASCII).
  *
  * Owns its bufferevent (and through it the SSL), not the SSL_CTX of its
- * target. Never blocks (without workers, in unit tests, the preads run
- * on the loop). A client is freed only
+ * target. Never blocks except for the page-cache preads and the spool
+ * open (XXX: a workers_ reader would be stricter). A client is freed only
  * when none of its libevent entry points is on the stack (depth count), so
  * user callbacks may close it; none runs after smtp_client_close.
  * TLS "may": a failed handshake is retried once, on the same address,
@@ -43,32 +41,12 @@
 #include "smtp_proto.h"
 #include "spool_read.h"
 #include "tlsctx.h"
-#include "workers.h"
 #include "xmalloc.h"
 
 #define SC_LINE_MAX  2048        /* reply line, without CRLF */
 #define SC_LINES_MAX 100         /* lines in one reply */
 #define SC_CHUNK     (64 * 1024) /* one pread */
 #define SC_OUT_LOW   (64 * 1024) /* refill when drained to this */
-
-/*
- * One chunk read on a worker. While the client waits, c points back at
- * it; a client that gives the content up meanwhile (connection lost,
- * closed) clears c and hands the job its buffer and file handle, which
- * the completion frees: the worker never touches the client.
- */
-struct sc_read_job {
-	struct smtp_client *c;     /* NULL: orphaned */
-	struct spool_content *src; /* read from (the client's own handle) */
-	uint64_t off;
-	char *dst;
-	size_t want;
-	ssize_t r;
-	int err;
-	/* Set when orphaned: freed by the completion. */
-	struct spool_content *rc;
-	char *buf;
-};
 
 static void sc_read(struct smtp_client *c);
 static bool sc_txn_send_next(struct smtp_client *c);
@@ -193,19 +171,8 @@ static void
 sc_content_cleanup(struct smtp_client *c)
 {
 	/* The content handle belongs to the caller (smtp_client_msg). */
-	if (c->rjob != NULL) {
-		/* The read finishes on its own and frees what it holds. */
-		c->rjob->c = NULL;
-		c->rjob->rc = c->rc;
-		c->rjob->buf = c->chunk;
-		c->rjob = NULL;
-	} else {
-		spool_content_close(c->rc);
-		free(c->chunk);
-	}
-	c->rc = NULL;
+	free(c->chunk);
 	c->chunk = NULL;
-	c->ready = 0;
 }
 
 static void
@@ -542,107 +509,29 @@ sc_stuff(struct smtp_client *c, struct evbuffer *out, const char *buf, size_t n)
 	}
 }
 
-static void
-sc_read_job_run(void *arg)
-{
-	struct sc_read_job *j = arg;
-
-	j->r = spool_content_read(j->src, j->off, j->dst, j->want);
-	j->err = j->r == -1 ? errno : 0;
-}
-
-static void sc_content_fill(struct smtp_client *c);
-
-static void
-sc_read_job_done(void *arg)
-{
-	struct sc_read_job *j = arg;
-	struct smtp_client *c = j->c;
-
-	if (c == NULL) {
-		spool_content_close(j->rc);
-		free(j->buf);
-		free(j);
-		return;
-	}
-	c->rjob = NULL;
-	sc_enter(c);
-	if (j->r <= 0)
-		sc_txn_fail(c, 451, "451 4.3.0 error reading queue file: %s",
-		    j->r == 0 ? "file truncated" : strerror(j->err));
-	else {
-		c->ready = (size_t)j->r;
-		sc_content_fill(c);
-	}
-	free(j);
-	sc_leave(c);
-}
-
-/*
- * The next chunk into c->chunk: on a worker when there are workers (the
- * loop never waits for the disk), else here. 1 when it is there now, 0
- * when it will come (sc_read_job_done), -1 when the transaction failed.
- */
-static int
-sc_content_read(struct smtp_client *c)
-{
-	size_t want = c->left < SC_CHUNK ? (size_t)c->left : SC_CHUNK;
-	struct sc_read_job *j;
-	ssize_t r;
-
-	if (c->workers != NULL && c->rc == NULL &&
-	    (c->rc = spool_content_dup(c->msg->content)) == NULL) {
-		sc_txn_fail(c, 451, "451 4.3.0 cannot read queue file: %s",
-		    strerror(errno));
-		return -1;
-	}
-	if (c->workers != NULL) {
-		j = xcalloc(1, sizeof(*j));
-		j->c = c;
-		j->src = c->rc;
-		j->off = c->off;
-		j->dst = c->chunk;
-		j->want = want;
-		c->rjob = j;
-		workers_submit(c->workers, sc_read_job_run, sc_read_job_done,
-		    j);
-		return 0;
-	}
-	r = spool_content_read(c->msg->content, c->off, c->chunk, want);
-	if (r <= 0) {
-		sc_txn_fail(c, 451, "451 4.3.0 error reading queue file: %s",
-		    r == 0 ? "file truncated" : strerror(errno));
-		return -1;
-	}
-	c->ready = (size_t)r;
-	return 1;
-}
-
 /* Fills the output up to SC_OUT_HIGH; ends the content when all is read. */
 static void
 sc_content_fill(struct smtp_client *c)
 {
 	struct evbuffer *out = bufferevent_get_output(c->bev);
+	size_t want;
+	ssize_t r;
 
-	if (c->rjob != NULL)
-		return; /* the read in flight calls again */
-	while (c->ready > 0 ||
-	    (c->left > 0 && evbuffer_get_length(out) < SC_OUT_HIGH)) {
-		if (c->ready == 0) {
-			int rc = sc_content_read(c);
-
-			if (rc == -1)
-				return;
-			if (rc == 0)
-				break; /* arm the timer; the read calls again */
+	while (c->left > 0 && evbuffer_get_length(out) < SC_OUT_HIGH) {
+		want = c->left < SC_CHUNK ? (size_t)c->left : SC_CHUNK;
+		/* XXX page-cache read on the loop thread; see the top. */
+		r = spool_content_read(c->msg->content, c->off, c->chunk, want);
+		if (r <= 0) {
+			sc_txn_fail(c, 451,
+			    "451 4.3.0 error reading queue "
+			    "file: %s",
+			    r == 0 ? "file truncated" : strerror(errno));
+			return;
 		}
-		sc_stuff(c, out, c->chunk, c->ready);
-		c->off += (uint64_t)c->ready;
-		c->left -= (uint64_t)c->ready;
-		c->sent += (uint64_t)c->ready;
-		c->ready = 0;
-		if (evbuffer_get_length(out) >= SC_OUT_HIGH)
-			break;
+		sc_stuff(c, out, c->chunk, (size_t)r);
+		c->off += (uint64_t)r;
+		c->left -= (uint64_t)r;
+		c->sent += (uint64_t)r;
 	}
 	if (c->left > 0) {
 		/* Progress made: the data timeout counts from now. */

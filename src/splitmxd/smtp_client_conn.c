@@ -427,7 +427,6 @@ smtp_client_open(const struct smtp_client_params *p, smtp_client_open_cb cb,
 
 	c = xcalloc(1, sizeof(*c));
 	c->base = p->base;
-	c->workers = p->workers;
 	c->dns = p->dns;
 	c->target = t;
 	c->lmtp = t->type == CONF_TARGET_LMTP;

@@ -64,7 +64,6 @@ enum sc_defer {
 
 struct smtp_client {
 	struct event_base *base;
-	struct workers *workers; /* content reads; NULL: on the loop */
 	struct dns *dns;
 	const struct conf_target *target;
 	bool lmtp;
@@ -143,9 +142,6 @@ struct smtp_client {
 	bool bol;              /* next byte starts a line */
 	unsigned char tail[2]; /* last content bytes */
 	char *chunk;
-	size_t ready;             /* read into chunk, not yet stuffed */
-	struct sc_read_job *rjob; /* a read in flight on a worker */
-	struct spool_content *rc; /* the reads' own handle (workers) */
 };
 
 /* ---- smtp_client.c: helpers ---- */

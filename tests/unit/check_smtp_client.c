@@ -38,7 +38,6 @@
 #include "dns.h"
 #include "sbuf.h"
 #include "smtp_client.h"
-#include "workers.h"
 #include "spool_read.h"
 #include "smtp_proto.h"
 #include "xmalloc.h"
@@ -372,28 +371,6 @@ setup(void)
 	sbuf_release(&err);
 }
 
-/* Content reads on workers, as the daemon does them ("workers" tcase). */
-static struct workers *test_workers;
-
-static void
-setup_workers(void)
-{
-	setup();
-	test_workers = workers_new(base, 2);
-	ck_assert_ptr_nonnull(test_workers);
-}
-
-static void teardown(void);
-
-static void
-teardown_workers(void)
-{
-	/* Runs the completions of reads a closed client left behind. */
-	workers_free(test_workers);
-	test_workers = NULL;
-	teardown();
-}
-
 static void
 teardown(void)
 {
@@ -510,7 +487,6 @@ open_target(const struct conf_target *t, const char *helo,
 	p.target = t;
 	p.helo = helo;
 	p.rcpt_domain = rcpt_domain;
-	p.workers = test_workers;
 	r->in_call = true;
 	smtp_client_open(&p, open_cb, r);
 	r->in_call = false;
@@ -1580,74 +1556,6 @@ START_TEST(test_tls_large_content)
 }
 END_TEST
 
-/* Holds a worker thread until a byte arrives on the pipe. */
-static void
-block_job(void *arg)
-{
-	int *fds = arg;
-	char x;
-
-	while (read(fds[0], &x, 1) == -1 && errno == EINTR)
-		;
-}
-
-/* Loops until workers_busy reaches want, within DEADLINE. */
-static void
-run_until_busy(unsigned want, bool at_least)
-{
-	time_t deadline = time(NULL) + DEADLINE;
-
-	while (at_least ? workers_busy(test_workers) < want :
-	                  workers_busy(test_workers) > want) {
-		ck_assert_msg(time(NULL) < deadline, "workers: busy %u",
-		    workers_busy(test_workers));
-		event_base_loop(base, EVLOOP_ONCE | EVLOOP_NONBLOCK);
-	}
-}
-
-/*
- * ("workers" tcase) A client closed while a content read is still queued
- * on a worker: the read is orphaned, finishes later and frees its buffer
- * and file handle (ASan checks); no callback reaches the closed client.
- */
-START_TEST(test_close_while_reading)
-{
-	static const char *const rc[] = { "a@dest.test", NULL };
-	struct conf_target *t = tgt_new(CONF_TARGET_SMTP, "127.0.0.1", NULL,
-	    p_plain);
-	struct openres o;
-	struct smtp_client *c;
-	struct sendres r;
-	struct msg mb;
-	char *big = xmalloc(1 << 19);
-	int fds[2];
-
-	memset(big, 'x', 1 << 19);
-	memcpy(big, "Subject: big\r\n\r\n", 17);
-	big[(1 << 19) - 2] = '\r';
-	big[(1 << 19) - 1] = '\n';
-	ck_assert_int_eq(pipe(fds), 0);
-	c = open_target(t, "orphan.test", NULL, &o);
-	ck_assert_msg(c != NULL, "%s", o.reason);
-	/* Both worker threads held: the client's first read waits queued. */
-	workers_submit(test_workers, block_job, NULL, fds);
-	workers_submit(test_workers, block_job, NULL, fds);
-	msg_init(&mb, "orphan@src.test", big, 1 << 19, rc);
-	memset(&r, 0, sizeof(r));
-	smtp_client_send(c, &mb.m, done_cb, &r);
-	run_until_busy(3, true);
-	smtp_client_close(c);
-	msg_done(&mb); /* the caller's content handle goes too */
-	ck_assert_int_eq(write(fds[1], "xx", 2), 2);
-	run_until_busy(0, false);
-	ck_assert_int_eq(r.calls, 0);
-	(void)close(fds[0]);
-	(void)close(fds[1]);
-	free(big);
-	tgt_free(t);
-}
-END_TEST
-
 /* ---- LMTP ---- */
 
 START_TEST(test_lmtp_per_rcpt)
@@ -1923,23 +1831,6 @@ smtp_client_suite(void)
 	tcase_add_loop_test(tc, test_quit_on_close, 0, 2);
 	tcase_add_test(tc, test_reuse_same_connection);
 	tcase_add_test(tc, test_sink_reuse_throughput);
-	suite_add_tcase(s, tc);
-
-	/* The same content paths with the reads on worker threads. */
-	tc = tcase_create("workers");
-	tcase_add_unchecked_fixture(tc, peers_start, peers_stop);
-	tcase_add_checked_fixture(tc, setup_workers, teardown_workers);
-	tcase_set_timeout(tc, 40);
-	tcase_add_test(tc, test_dotstuff_exact);
-	tcase_add_test(tc, test_dotstuff_bare_eol);
-	tcase_add_test(tc, test_size_and_spool_errors);
-	tcase_add_loop_test(tc, test_peer_drops, 0, 2);
-	tcase_add_loop_test(tc, test_txn_timeout, 0, 2);
-	tcase_add_test(tc, test_close_mid_transaction);
-	tcase_add_test(tc, test_close_while_reading);
-	tcase_add_test(tc, test_tls_large_content);
-	tcase_add_test(tc, test_lmtp_per_rcpt);
-	tcase_add_test(tc, test_reuse_same_connection);
 	suite_add_tcase(s, tc);
 	return s;
 }
