@@ -9,6 +9,7 @@ otherwise.
 import os
 import subprocess
 import sys
+import time
 
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -18,7 +19,27 @@ from lib import check, expect_reply  # noqa: E402
 env = None
 
 
+def wait_space(min_kib=1024, timeout=10.0):
+    """
+    The spool's filesystem has min_kib free again. A refused message's
+    file is closed and unlinked by a worker after (or while) the 452 goes
+    out, and the spool's pool of empty temp files is refilled by another:
+    the space comes back a moment after the reply, not with it. Fails if
+    it never does (a leaked file).
+    """
+    def free_kib():
+        st = os.statvfs(env.spool)
+        return st.f_bavail * st.f_frsize // 1024
+    deadline = time.monotonic() + timeout
+    while free_kib() < min_kib:
+        if time.monotonic() > deadline:
+            lib.fail("the spool still has only %d KiB free after %.0f s"
+                     % (free_kib(), timeout))
+        time.sleep(0.02)
+
+
 def big_then_small(tag):
+    wait_space()
     c = env.client(timeout=60)
     c.start()
     c.mail_rcpt("s@client.test", ["alice@example.com"])
@@ -28,6 +49,7 @@ def big_then_small(tag):
     r = c.read_reply(60)
     expect_reply(r, 452, "4.3.1", "3 MiB message on a 2 MiB spool")
     lib.wait_tmp_empty(env.spool, 10)
+    wait_space()
     small = lib.message("small " + tag)
     qid = c.send_message("s@client.test", ["bob@example.com"], small)
     c.quit()
@@ -45,6 +67,7 @@ def t_again_in_new_session():
 
 
 def t_bdat_big():
+    wait_space()
     c = env.client(timeout=60)
     c.start()
     c.mail_rcpt("s@client.test", ["alice@example.com"])
@@ -63,6 +86,7 @@ def t_bdat_big():
     # The refused message's temp file is removed by a worker after the
     # reply: until it is gone the spool is still full (as in big_then_small).
     lib.wait_tmp_empty(env.spool, 10)
+    wait_space()
     c.expect("RSET", 250)
     small = lib.message("small after bdat")
     qid = c.send_message("s@client.test", ["bob@example.com"], small)
