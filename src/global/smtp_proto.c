@@ -17,6 +17,7 @@
 #include <string.h>
 
 #include "smtp_proto.h"
+#include "smtp_proto_int.h"
 
 /* Enhanced codes for path syntax errors (RFC 3463 3.2). */
 #define ENH_SENDER "5.1.7"
@@ -61,8 +62,8 @@ to_lower(unsigned char c)
 }
 
 /* ASCII case-insensitive: s[0..len) equals the literal lit. */
-static bool
-ci_eq(const char *s, size_t len, const char *lit)
+bool
+smtp_proto_ci_eq(const char *s, size_t len, const char *lit)
 {
 	size_t i;
 
@@ -213,7 +214,7 @@ smtp_proto_parse_command(const char *line, size_t len,
 	for (vlen = 0; vlen < len && line[vlen] != ' '; vlen++)
 		;
 	for (i = 0; i < sizeof(verbs) / sizeof(verbs[0]); i++) {
-		if (ci_eq(line, vlen, verbs[i].name)) {
+		if (smtp_proto_ci_eq(line, vlen, verbs[i].name)) {
 			out->verb = verbs[i].verb;
 			break;
 		}
@@ -227,7 +228,7 @@ smtp_proto_parse_command(const char *line, size_t len,
 	    out->verb == SMTP_PROTO_CMD_RCPT) {
 		kw = out->verb == SMTP_PROTO_CMD_MAIL ? "FROM:" : "TO:";
 		kwlen = strlen(kw);
-		if (len - i < kwlen || !ci_eq(line + i, kwlen, kw)) {
+		if (len - i < kwlen || !smtp_proto_ci_eq(line + i, kwlen, kw)) {
 			set_status(st_out, 501, ENH_ARGS,
 			    out->verb == SMTP_PROTO_CMD_MAIL ?
 			        "Syntax: MAIL FROM:<address>" :
@@ -273,7 +274,7 @@ addr_literal_valid(const char *s, size_t len)
 	unsigned char addr[sizeof(struct in6_addr)];
 	int af = AF_INET;
 
-	if (len >= 5 && ci_eq(s, 5, "IPv6:")) {
+	if (len >= 5 && smtp_proto_ci_eq(s, 5, "IPv6:")) {
 		af = AF_INET6;
 		s += 5;
 		len -= 5;
@@ -479,7 +480,7 @@ path_parse(const char *s, size_t len, bool rcpt, bool smtputf8,
 	mblen = len - i;
 
 	/* RFC 5321 4.1.1.3: "<Postmaster>" without a domain, RCPT only. */
-	if (rcpt && !route && ci_eq(mb, mblen, "postmaster")) {
+	if (rcpt && !route && smtp_proto_ci_eq(mb, mblen, "postmaster")) {
 		memcpy(out->mailbox, mb, mblen);
 		memcpy(out->local, mb, mblen);
 		out->is_postmaster = true;
@@ -591,7 +592,7 @@ param_next(const char *s, size_t len, size_t *pos, bool rcpt, unsigned *seen,
 
 	for (k = 0; k < sizeof(params) / sizeof(params[0]); k++) {
 		if (params[k].rcpt == rcpt &&
-		    ci_eq(s + start, kwend - start, params[k].name))
+		    smtp_proto_ci_eq(s + start, kwend - start, params[k].name))
 			break;
 	}
 	if (k == sizeof(params) / sizeof(params[0]))
@@ -639,9 +640,9 @@ mail_params(const char *s, size_t len, struct smtp_proto_mail *out,
 			out->has_size = true;
 			break;
 		case PARAM_BODY:
-			if (ci_eq(p.val, p.vallen, "7BIT"))
+			if (smtp_proto_ci_eq(p.val, p.vallen, "7BIT"))
 				out->body = SMTP_PROTO_BODY_7BIT;
-			else if (ci_eq(p.val, p.vallen, "8BITMIME"))
+			else if (smtp_proto_ci_eq(p.val, p.vallen, "8BITMIME"))
 				out->body = SMTP_PROTO_BODY_8BITMIME;
 			else /* BINARYMIME needs CHUNKING+BINARYMIME: not
 			        offered */
@@ -655,9 +656,9 @@ mail_params(const char *s, size_t len, struct smtp_proto_mail *out,
 			out->smtputf8 = true;
 			break;
 		case PARAM_RET:
-			if (ci_eq(p.val, p.vallen, "FULL"))
+			if (smtp_proto_ci_eq(p.val, p.vallen, "FULL"))
 				out->ret = SMTP_PROTO_RET_FULL;
-			else if (ci_eq(p.val, p.vallen, "HDRS"))
+			else if (smtp_proto_ci_eq(p.val, p.vallen, "HDRS"))
 				out->ret = SMTP_PROTO_RET_HDRS;
 			else
 				return param_error(st, 501,
@@ -691,13 +692,13 @@ parse_notify(const char *s, size_t len, unsigned *out)
 		start = i;
 		while (i < len && s[i] != ',')
 			i++;
-		if (ci_eq(s + start, i - start, "NEVER"))
+		if (smtp_proto_ci_eq(s + start, i - start, "NEVER"))
 			bits |= SMTP_PROTO_NOTIFY_NEVER;
-		else if (ci_eq(s + start, i - start, "SUCCESS"))
+		else if (smtp_proto_ci_eq(s + start, i - start, "SUCCESS"))
 			bits |= SMTP_PROTO_NOTIFY_SUCCESS;
-		else if (ci_eq(s + start, i - start, "FAILURE"))
+		else if (smtp_proto_ci_eq(s + start, i - start, "FAILURE"))
 			bits |= SMTP_PROTO_NOTIFY_FAILURE;
-		else if (ci_eq(s + start, i - start, "DELAY"))
+		else if (smtp_proto_ci_eq(s + start, i - start, "DELAY"))
 			bits |= SMTP_PROTO_NOTIFY_DELAY;
 		else
 			return false; /* includes empty elements */
@@ -871,7 +872,7 @@ smtp_proto_parse_bdat(const char *arg, size_t len, uint64_t *size_out,
 		goto bad;
 	while (i < len && arg[i] == ' ')
 		i++;
-	if (!ci_eq(arg + i, len - i, "LAST"))
+	if (!smtp_proto_ci_eq(arg + i, len - i, "LAST"))
 		goto bad;
 	*last_out = true;
 	return 0;
@@ -1116,267 +1117,4 @@ smtp_proto_data_finish(struct smtp_proto_data *d, char *out, size_t outcap,
 	assert(o <= outcap && outcap - o >= 2);
 	data_bare(d, out, &o, '\r');
 	*outlen_io = o;
-}
-
-/* ------------------------------------------------------------------ */
-/* Header scanner */
-
-enum {
-	HS_LINESTART = 0, /* after CRLF, or at the start */
-	HS_NAME,          /* in a field name */
-	HS_NAMEWSP,       /* WSP after a field name, before ':' */
-	HS_VALUE,         /* in a value being captured */
-	HS_SKIP,          /* in any other line */
-	HS_CR,            /* CR inside a line */
-	HS_EMPTYCR,       /* CR at a line start */
-};
-
-/* The buffer the value being captured goes to. */
-static char *
-hdr_value_buf(struct smtp_proto_hdrscan *h, size_t **len_out, size_t *max_out)
-{
-	if (h->capture == 1) {
-		*len_out = &h->msgid_len;
-		*max_out = SMTP_PROTO_MSGID_MAX;
-		return h->msgid;
-	}
-	*len_out = &h->trace_len[h->capture - 2];
-	*max_out = SMTP_PROTO_TRACE_VALUE_MAX;
-	return h->trace[h->capture - 2];
-}
-
-/*
- * Appends one octet of the value being captured. The value is kept trimmed
- * and NUL-terminated at all times: a run of WSP is parked just past the
- * NUL (its length in name_len, which is free while capturing) and only
- * moved in when a non-WSP octet follows. Control octets are dropped.
- */
-static void
-hdr_value_add(struct smtp_proto_hdrscan *h, unsigned char c)
-{
-	size_t pend = h->name_len, max, *lenp;
-	char *buf = hdr_value_buf(h, &lenp, &max);
-
-	if (c == ' ' || c == '\t') {
-		if (*lenp == 0)
-			return;
-		if (*lenp + 1 + pend <= max) {
-			buf[*lenp + 1 + pend] = (char)c;
-			h->name_len++;
-		}
-		return;
-	}
-	if (c < 0x20 || c == 0x7f)
-		return;
-	if (*lenp + pend + 1 > max)
-		return; /* truncated */
-	if (pend > 0)
-		memmove(buf + *lenp, buf + *lenp + 1, pend);
-	*lenp += pend;
-	h->name_len = 0;
-	buf[(*lenp)++] = (char)c;
-	buf[*lenp] = '\0';
-}
-
-static void
-hdr_capture(struct smtp_proto_hdrscan *h, unsigned which)
-{
-	size_t *lenp, max;
-	char *buf;
-
-	h->capture = which;
-	buf = hdr_value_buf(h, &lenp, &max);
-	*lenp = 0;
-	buf[0] = '\0';
-	h->name_len = 0;
-	h->state = HS_VALUE;
-}
-
-static void
-hdr_name_end(struct smtp_proto_hdrscan *h)
-{
-	h->state = HS_SKIP;
-	if (h->name_len == 8 && ci_eq(h->name, 8, "Received"))
-		h->received++;
-	else if (h->name_len == sizeof(SMTP_PROTO_TRACE_HEADER) - 1 &&
-	    ci_eq(h->name, h->name_len, SMTP_PROTO_TRACE_HEADER)) {
-		if (h->traces++ < SMTP_PROTO_TRACE_KEEP)
-			hdr_capture(h, 2 + h->traces - 1);
-	} else if (h->name_len == 14 && ci_eq(h->name, 14, "DKIM-Signature"))
-		h->dkim_sigs++;
-	else if (h->name_len == 10 && ci_eq(h->name, 10, "Message-ID") &&
-	    !h->has_msgid) {
-		h->has_msgid = true;
-		hdr_capture(h, 1);
-	}
-}
-
-static void
-hdr_name_char(struct smtp_proto_hdrscan *h, unsigned char c)
-{
-	if (c == ':')
-		hdr_name_end(h);
-	else if (c == '\r')
-		h->state = HS_CR;
-	else if (c == ' ' || c == '\t')
-		h->state = HS_NAMEWSP;
-	else if (c < 33 || c > 126)
-		h->state = HS_SKIP; /* not a field name (RFC 5322 ftext) */
-	else {
-		if (h->name_len < sizeof(h->name))
-			h->name[h->name_len] = (char)c;
-		/* Stop counting past the buffer: such a name matches nothing.
-		 */
-		if (h->name_len <= sizeof(h->name))
-			h->name_len++;
-	}
-}
-
-void
-smtp_proto_hdrscan_init(struct smtp_proto_hdrscan *h)
-{
-	memset(h, 0, sizeof(*h));
-	h->state = HS_LINESTART;
-}
-
-void
-smtp_proto_hdrscan_feed(struct smtp_proto_hdrscan *h, const char *data,
-    size_t len)
-{
-	const unsigned char *p = (const unsigned char *)data;
-	size_t i;
-
-	for (i = 0; i < len && !h->in_body; i++) {
-		unsigned char c = p[i];
-
-		switch (h->state) {
-		case HS_LINESTART:
-			if (c == '\r') {
-				h->capture = 0;
-				h->state = HS_EMPTYCR;
-			} else if (c == ' ' || c == '\t') {
-				/* Folded continuation of the previous field. */
-				h->state = h->capture ? HS_VALUE : HS_SKIP;
-				if (h->capture)
-					hdr_value_add(h, c);
-			} else {
-				h->capture = 0;
-				h->name_len = 0;
-				h->state = HS_NAME;
-				hdr_name_char(h, c);
-			}
-			break;
-		case HS_NAME:
-			hdr_name_char(h, c);
-			break;
-		case HS_NAMEWSP:
-			if (c == ':')
-				hdr_name_end(h);
-			else if (c == '\r')
-				h->state = HS_CR;
-			else if (c != ' ' && c != '\t')
-				h->state = HS_SKIP;
-			break;
-		case HS_VALUE:
-			if (c == '\r')
-				h->state = HS_CR;
-			else
-				hdr_value_add(h, c);
-			break;
-		case HS_CR:
-			if (c == '\n')
-				h->state = HS_LINESTART;
-			else if (c != '\r') {
-				/* The CR was bare: still the same line. */
-				h->state = h->capture ? HS_VALUE : HS_SKIP;
-				if (h->capture)
-					hdr_value_add(h, c);
-			}
-			break;
-		case HS_EMPTYCR:
-			if (c == '\n')
-				h->in_body = true;
-			else
-				h->state = c == '\r' ? HS_CR : HS_SKIP;
-			break;
-		default: /* HS_SKIP */
-			if (c == '\r')
-				h->state = HS_CR;
-			break;
-		}
-	}
-}
-
-/* ------------------------------------------------------------------ */
-/* Our trace field */
-
-static bool
-trace_node_char(unsigned char c)
-{
-	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-	    (c >= '0' && c <= '9') || c == '-' || c == '.' || c == '_' ||
-	    c == '[' || c == ']' || c == ':';
-}
-
-int
-smtp_proto_parse_trace(const char *value, size_t len,
-    struct smtp_proto_trace *out)
-{
-	size_t i = 0;
-
-	out->node[0] = out->id[0] = '\0';
-	while (i < len) {
-		size_t k, klen, v, vlen;
-
-		while (i < len && (value[i] == ' ' || value[i] == '\t'))
-			i++;
-		for (k = i; i < len && value[i] != '=' && value[i] != ';'; i++)
-			;
-		klen = i - k;
-		while (klen > 0 &&
-		    (value[k + klen - 1] == ' ' || value[k + klen - 1] == '\t'))
-			klen--;
-		v = i;
-		if (i < len && value[i] == '=') {
-			for (v = ++i; i < len && value[i] != ';'; i++)
-				;
-		}
-		vlen = i - v;
-		while (vlen > 0 && (value[v] == ' ' || value[v] == '\t')) {
-			v++;
-			vlen--;
-		}
-		while (vlen > 0 &&
-		    (value[v + vlen - 1] == ' ' || value[v + vlen - 1] == '\t'))
-			vlen--;
-		if (i < len)
-			i++; /* ';' */
-		if (klen == 4 && ci_eq(value + k, 4, "node")) {
-			size_t j;
-
-			if (vlen == 0 || vlen > SMTP_PROTO_DOMAIN_MAX)
-				return -1;
-			for (j = 0; j < vlen; j++)
-				if (!trace_node_char(
-				        (unsigned char)value[v + j]))
-					return -1;
-			memcpy(out->node, value + v, vlen);
-			out->node[vlen] = '\0';
-		} else if (klen == 2 && ci_eq(value + k, 2, "id")) {
-			size_t j;
-
-			if (vlen == 0 || vlen >= sizeof(out->id))
-				return -1;
-			for (j = 0; j < vlen; j++) {
-				unsigned char c = (unsigned char)value[v + j];
-
-				if (!((c >= 'A' && c <= 'Z') ||
-				        (c >= '0' && c <= '9')))
-					return -1;
-			}
-			memcpy(out->id, value + v, vlen);
-			out->id[vlen] = '\0';
-		}
-	}
-	return out->node[0] != '\0' && out->id[0] != '\0' ? 0 : -1;
 }

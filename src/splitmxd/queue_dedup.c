@@ -77,6 +77,13 @@ struct qclaim_job {
 	struct sbuf err;
 };
 
+/* The message-key record of recs[i]'s pair (a trace-key twin follows it). */
+static size_t
+qclaim_pair(const struct qclaim_job *j, size_t i)
+{
+	return j->rcpts[i] != NULL ? i : i - 1;
+}
+
 /* Worker: the probes, then one group commit of the pairs still open. */
 static void
 qclaim_job(void *arg)
@@ -103,21 +110,15 @@ qclaim_job(void *arg)
 			    sizeof(j->loop_of[p->rec]), "%s", e.qid);
 	}
 	open = xreallocarray(NULL, j->n, sizeof(*open));
-	for (i = 0; i < j->n; i++) {
-		size_t pair = j->rcpts[i] != NULL ? i : i - 1;
-
-		if (j->loop_of[pair][0] == '\0')
+	for (i = 0; i < j->n; i++)
+		if (j->loop_of[qclaim_pair(j, i)][0] == '\0')
 			open[nopen++] = j->recs[i];
-	}
 	j->status = nopen == 0 ?
 	    0 :
 	    dedup_record_many(j->q->dedup, open, nopen, now, &j->err);
-	for (i = k = 0; i < j->n && j->status == 0; i++) {
-		size_t pair = j->rcpts[i] != NULL ? i : i - 1;
-
-		if (j->loop_of[pair][0] == '\0')
+	for (i = k = 0; i < j->n && j->status == 0; i++)
+		if (j->loop_of[qclaim_pair(j, i)][0] == '\0')
 			j->recs[i] = open[k++];
-	}
 	free(open);
 }
 
