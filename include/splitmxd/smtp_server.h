@@ -33,6 +33,15 @@ struct smtp_server *smtp_server_new(struct event_base *base,
 void smtp_server_start(struct smtp_server *srv, struct spool *sp,
     void (*accepted)(void *, const char *), void *arg);
 
+/*
+ * At most n sessions hold a spool file at once (receiving a message or
+ * waiting for its commit); DATA or BDAT beyond that gets 452 4.3.1. For
+ * when the descriptors left after `connections` sockets do not give every
+ * session a file too (size_fd_limits in splitmxd.c). 0, the default: no
+ * limit.
+ */
+void smtp_server_set_file_max(struct smtp_server *srv, unsigned n);
+
 /* Recipient probes for domains with verify_recipients (may stay unset). */
 void smtp_server_set_verify(struct smtp_server *srv, struct verify *v);
 

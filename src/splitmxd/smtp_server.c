@@ -169,6 +169,16 @@ session_esc(char *buf, size_t size, const char *s)
 
 /* Transactions. */
 
+/* The session's spool file is closed (aborted or committed). */
+void
+session_file_done(struct session *s)
+{
+	if (!s->holds_file)
+		return;
+	s->holds_file = false;
+	s->srv->nfiles--;
+}
+
 void
 session_tx_reset(struct session *s)
 {
@@ -177,6 +187,7 @@ session_tx_reset(struct session *s)
 	if (s->msg != NULL) {
 		spool_msg_abort(s->msg);
 		s->msg = NULL;
+		session_file_done(s);
 	}
 	for (i = 0; i < s->nrcpts; i++) {
 		free(s->rcpts[i].addr);
@@ -1271,6 +1282,12 @@ void
 smtp_server_set_workers(struct smtp_server *srv, struct workers *w)
 {
 	srv->workers = w;
+}
+
+void
+smtp_server_set_file_max(struct smtp_server *srv, unsigned n)
+{
+	srv->file_max = n;
 }
 
 /*

@@ -117,7 +117,25 @@ session_start_content(struct session *s)
 	env.protocol = proto;
 	env.tls = s->tls_active ? s->tls_summary : NULL;
 
+	if (s->srv->file_max != 0 && s->srv->nfiles >= s->srv->file_max) {
+		/*
+		 * The descriptors left after the sessions' sockets are in
+		 * use by other messages: a file now could take one the
+		 * workers or the deliveries need (size_fd_limits).
+		 */
+		(void)sbuf_seterr(&s->tx_err,
+		    "%u messages in transfer, the most the descriptors allow",
+		    s->srv->nfiles);
+		log_warnx_limited(&spool_log,
+		    "%s: cannot spool message from %s[%s]: %s", s->sid, s->name,
+		    s->addr, s->tx_err.data);
+		return -1;
+	}
 	s->msg = spool_msg_new(s->srv->spool, &env, &s->tx_err);
+	if (s->msg != NULL) {
+		s->holds_file = true;
+		s->srv->nfiles++;
+	}
 	if (s->msg == NULL || session_write_received(s, &s->tx_err) == -1) {
 		log_warnx_limited(&spool_log,
 		    "%s: cannot spool message from %s[%s]: %s", s->sid, s->name,
@@ -126,6 +144,7 @@ session_start_content(struct session *s)
 		if (s->msg != NULL) {
 			spool_msg_abort(s->msg);
 			s->msg = NULL;
+			session_file_done(s);
 		}
 		return -1;
 	}
@@ -356,6 +375,7 @@ session_commit_cb(void *arg, int status, const char *id, const char *err)
 	struct session *s = arg;
 
 	s->pending--;
+	session_file_done(s); /* the commit has closed it */
 	if (status == 0) {
 		session_log_accepted(s, id);
 		s->naccepted++;

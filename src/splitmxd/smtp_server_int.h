@@ -150,6 +150,7 @@ struct session {
 	bool closing;
 	bool flush_on_close;
 	unsigned pending; /* spool and policy callbacks */
+	bool holds_file;  /* a spool file open: counted in srv->nfiles */
 };
 
 TAILQ_HEAD(session_list, session);
@@ -170,6 +171,8 @@ struct smtp_server {
 	struct session_list sessions;
 	unsigned nsessions; /* with a live connection */
 	unsigned nstructs;  /* allocated sessions */
+	unsigned nfiles;    /* sessions holding a spool file */
+	unsigned file_max;  /* at most that many (0: no limit) */
 	uint64_t serial;
 	struct ipcount *iptab[SMTP_SERVER_IPTAB_SIZE];
 	char hostname[256];
@@ -194,6 +197,7 @@ void session_error(struct session *s, unsigned code, const char *enh,
 void session_status(struct session *s, const struct smtp_proto_status *st);
 const char *session_esc(char *buf, size_t size, const char *str);
 void session_tx_reset(struct session *s);
+void session_file_done(struct session *s);
 void session_set_timeout(struct session *s, unsigned seconds);
 void session_data_deadline_start(struct session *s);
 void session_data_deadline_stop(struct session *s);

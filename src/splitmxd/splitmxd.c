@@ -67,7 +67,8 @@ struct splitmxd {
 	struct event *drain; /* waits for deliveries */
 	struct timespec stop_at;
 	bool stopping;
-	char **recovered; /* ids found at start-up */
+	unsigned file_max; /* sessions with a spool file (size_fd_limits) */
+	char **recovered;  /* ids found at start-up */
 	size_t nrecovered;
 };
 
@@ -304,16 +305,22 @@ start_logging(struct splitmxd *d)
 
 /*
  * Raise RLIMIT_NOFILE to its hard limit, and size the connection limit to
- * the descriptors there are: a session holds its socket and, during DATA,
- * its spool file. Asking for more gets a warning and the lower number;
- * what is left over still fails softly (EMFILE pauses accept()).
+ * the descriptors there are. A session holds its socket and, while it
+ * receives a message, its spool file. When there is room for both for
+ * every session, nothing more is needed. Otherwise `connections` is kept
+ * (at most nine tenths of the room: an idle session needs its socket
+ * only) and the sessions that may hold a file at once are limited to what
+ * is left (d->file_max, smtp_server_set_file_max): DATA beyond that gets
+ * 452 4.3.1 rather than taking a descriptor the workers or the deliveries
+ * need. A warning says so. What is left over still fails softly (EMFILE
+ * pauses accept()).
  */
 static void
 size_fd_limits(struct splitmxd *d)
 {
 	struct conf_limits *lim = &d->conf->limits;
 	struct rlimit rl;
-	rlim_t want, reserve, fit;
+	rlim_t want, reserve, room, most;
 	size_t i;
 
 	if (getrlimit(RLIMIT_NOFILE, &rl) == -1) {
@@ -337,22 +344,38 @@ size_fd_limits(struct splitmxd *d)
 	    3 * (rlim_t)d->conf->workers;
 	for (i = 0; i < d->conf->ntargets; i++)
 		reserve += 2 * (rlim_t)d->conf->targets[i].connections;
-	fit = rl.rlim_cur > reserve ? (rl.rlim_cur - reserve) / 2 : 0;
-	if (fit < 1)
-		fit = 1;
+	room = rl.rlim_cur > reserve ? rl.rlim_cur - reserve : 0;
+	most = room - room / 10;
+	if (most < 1)
+		most = 1;
 	log_info("descriptors: RLIMIT_NOFILE %llu, %llu kept for the spool, "
-	         "workers and deliveries: room for %llu connections",
+	         "workers and deliveries: room for %llu connections with a "
+	         "message each",
 	    (unsigned long long)rl.rlim_cur, (unsigned long long)reserve,
-	    (unsigned long long)fit);
-	if ((rlim_t)lim->connections > fit) {
+	    (unsigned long long)(room / 2));
+	if ((rlim_t)lim->connections > most) {
 		log_warnx("limits: connections %u needs about %llu "
 		          "descriptors, RLIMIT_NOFILE is %llu: using "
 		          "connections %llu",
 		    lim->connections,
 		    (unsigned long long)(reserve +
 		        2 * (rlim_t)lim->connections),
-		    (unsigned long long)rl.rlim_cur, (unsigned long long)fit);
-		lim->connections = (unsigned)fit;
+		    (unsigned long long)rl.rlim_cur, (unsigned long long)most);
+		lim->connections = (unsigned)most;
+	}
+	d->file_max = 0;
+	if (2 * (rlim_t)lim->connections > room) {
+		d->file_max = room > lim->connections ?
+		    (unsigned)(room - lim->connections) :
+		    1;
+		log_warnx("limits: RLIMIT_NOFILE %llu leaves room for "
+		          "connections %u, but for only %u of them receiving "
+		          "a message at once (more get 452 4.3.1); %llu "
+		          "descriptors would do for all",
+		    (unsigned long long)rl.rlim_cur, lim->connections,
+		    d->file_max,
+		    (unsigned long long)(reserve +
+		        2 * (rlim_t)lim->connections));
 	}
 }
 
@@ -496,6 +519,7 @@ start_serving(struct splitmxd *d)
 	 */
 	d->auth_workers = workers_new(d->base, d->conf->workers);
 	smtp_server_set_workers(d->server, d->auth_workers);
+	smtp_server_set_file_max(d->server, d->file_max);
 	smtp_server_start(d->server, d->spool, accepted_cb, d);
 	log_info("splitmxd %s started", SPLITMXD_VERSION);
 }

@@ -8,6 +8,10 @@ test_exhaustion.py - resource exhaustion (issue 8, item 5).
   descriptor), and new clients are served once descriptors are free. Both
   with the limit lowered under a running daemon (prlimit) and with the
   daemon started under RLIMIT_NOFILE 64 (connections sized down at start).
+- Descriptors for sockets but not for a file each: with 30 connections
+  and room for only 40 descriptors, connections stays 30 and at most 10
+  sessions receive a message at once; the next DATA gets 452 4.3.1, and
+  works again once a message is in.
 - data_deadline: a client trickling DATA (or a BDAT chunk) gets 421 4.4.2
   when the whole transfer takes too long, and nothing is queued.
 - session_deadline: a client busy with NOOPs is cut off at the deadline.
@@ -18,6 +22,7 @@ test_exhaustion.py - resource exhaustion (issue 8, item 5).
 """
 
 import os
+import re
 import resource
 import socket
 import sys
@@ -183,6 +188,48 @@ def t_started_with_64_fds():
     env.daemon.stop()
 
 
+def t_files_limited():
+    # Descriptors after the reserve (40 + 1 listener + 3 x 4 workers):
+    # 40, so 30 sockets fit, but not 30 sockets and 30 spool files.
+    env = lib.Env("fdfiles", nofile=53 + 40,
+                  limits={"connections": "30", "connections_per_ip": "30"})
+    log = env.daemon.log_text()
+    m = re.search(r"leaves room for connections (\d+), but for only (\d+) "
+                  r"of them receiving a message", log)
+    check(m is not None, "no warning about the spool files:\n%s"
+          % env.daemon.log_tail(10))
+    conns, files = int(m.group(1)), int(m.group(2))
+    print("    connections %d, files %d" % (conns, files))
+    check(conns == 30, "connections lowered to %d with room for 40 "
+          "descriptors" % conns)
+    check(1 <= files < conns, "%d files for %d connections" % (files, conns))
+    held = []
+    try:
+        for i in range(files):
+            c = env.client(timeout=15)
+            c.start()
+            c.mail_rcpt("s@client.test", ["alice@example.com"])
+            c.expect("DATA", 354, what="DATA %d of %d" % (i + 1, files))
+            held.append(c)
+        extra = env.client(timeout=15)
+        held.append(extra)
+        extra.start()
+        extra.mail_rcpt("s@client.test", ["alice@example.com"])
+        extra.expect("DATA", 452, "4.3.1", what="DATA beyond the files")
+        # One message in: its descriptor is free again.
+        held[0].send(lib.dot_stuff(lib.message("file limit")) + b".\r\n")
+        expect_reply(held[0].read_reply(15), 250, "2.0.0", "message in")
+        extra.expect("DATA", 354, what="DATA after a message was in")
+        extra.send(lib.dot_stuff(lib.message("file limit 2")) + b".\r\n")
+        expect_reply(extra.read_reply(15), 250, "2.0.0", "second message")
+    finally:
+        for c in held:
+            c.close()
+    check("messages in transfer, the most the descriptors allow"
+          in env.daemon.log_text(), "the refused DATA was not logged")
+    env.daemon.stop()
+
+
 denv = None
 
 
@@ -341,6 +388,7 @@ def main(runner):
     global denv, senv
     runner.run("fds_run_out", t_fds_run_out)
     runner.run("started_with_64_fds", t_started_with_64_fds)
+    runner.run("files_limited", t_files_limited)
     denv = lib.Env("deadline", limits={"data_deadline": "2s",
                                        "timeout_data": "30s"})
     for name in ("data_deadline", "data_deadline_bdat", "data_in_time"):
