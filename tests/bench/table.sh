@@ -4,7 +4,8 @@
 # by row in one run, interleaved, REPS repetitions (median). Prints one
 # markdown table: delivered msgs/s of each, the ratio, CPU ms per message,
 # disk flushes per message, peak PSS. With OUT=FILE also writes the table
-# with the date and the machine to FILE (docs/bench.md).
+# with the date and the machine to FILE (docs/bench.md), keeping the
+# sections (## ...) other benches wrote there.
 #
 #   bash tests/bench/table.sh            # REPS=1, every row
 #   REPS=3 ROWS="s1 s20" OUT=docs/bench.md bash tests/bench/table.sh
@@ -114,6 +115,11 @@ if [ -n "${OUT:-}" ]; then
 		echo "- machine: $(nproc) cores, $(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo), $(. /etc/os-release && echo "$PRETTY_NAME"), kernel $(uname -r)"
 		echo
 		cat "$tmp/table.md"
-	} >"$OUT"
+		# Other benches' sections (## C10k, ...) stay as they were.
+		if [ -f "$OUT" ]; then
+			awk '/^## / { keep = 1 } keep' "$OUT" | sed '1s/^/\n/'
+		fi
+	} >"$tmp/out.md"
+	mv "$tmp/out.md" "$OUT"
 	echo "table.sh: wrote $OUT" >&2
 fi
