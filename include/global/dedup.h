@@ -126,6 +126,13 @@ struct dedup_conf {
 	size_t map_size;  /* bytes; 0 = DEDUP_MAP_SIZE_DEFAULT */
 	                  /* LMDB: at least 48 pages (192 KiB) */
 	time_t window;    /* seconds; 0 = DEDUP_WINDOW_DEFAULT */
+	/*
+	 * Commits do not sync (LMDB: MDB_NOSYNC); dedup_sync makes them
+	 * durable. Safe against a process crash (the page cache has every
+	 * commit); after a machine crash the index may be torn and must be
+	 * rebuilt: the daemon journals every claim for that.
+	 */
+	bool nosync;
 };
 
 struct dedup;
@@ -151,6 +158,7 @@ struct dedup_ops {
 	    struct sbuf *err);
 	int (*release)(struct dedup *dd, const struct dedup_key *key,
 	    const char *qid, struct sbuf *err);
+	int (*sync)(struct dedup *dd, struct sbuf *err);
 	void (*close)(struct dedup *dd);
 };
 
@@ -231,6 +239,13 @@ int dedup_expire(struct dedup *dd, time_t now, size_t *removed_out,
  * this grows, the caller warns that the map size is too small.
  */
 unsigned long long dedup_evicted(struct dedup *dd);
+
+/*
+ * Makes every commit so far durable (with nosync; else a no-op): other
+ * writers wait meanwhile. 0, or -1 with err set.
+ */
+int dedup_sync(struct dedup *dd, struct sbuf *err)
+    __attribute__((warn_unused_result));
 
 /* Closes the index; no other call may be in flight. NULL is ignored. */
 void dedup_close(struct dedup *dd);

@@ -45,6 +45,15 @@ struct queue *queue_new(struct event_base *base, const struct conf *conf,
 void queue_expect(struct queue *q, const char *id);
 void queue_restore_line(struct queue *q, const char *line, size_t len);
 
+/*
+ * After a machine crash with the index in no-sync mode (spool_lost_boot):
+ * a new, empty index is filled again from the journal's "claimed" and
+ * "released" records. Blocks; start-up only. 0, or -1 with err set.
+ */
+struct spool_reader;
+int queue_dedup_rebuild(struct dedup *dd, const struct spool_reader *rd,
+    struct sbuf *err);
+
 /* Targets with "srs yes" get the sender SRS-rewritten (srs may be NULL). */
 void queue_set_srs(struct queue *q, const struct auth_srs *srs);
 

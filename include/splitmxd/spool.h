@@ -153,6 +153,30 @@ typedef void (*spool_done_cb)(void *arg, int status);
 void spool_journal_append(struct spool *sp, const char *data, size_t len,
     const char *remove_id, spool_done_cb cb, void *arg);
 
+/*
+ * Called on the committer thread at each checkpoint, before the log is
+ * let go up to it: what is kept outside the spool but journaled through it
+ * (the duplicate index, when it does not sync its own commits) must be
+ * made durable here. -1: the checkpoint is not taken (tried again later).
+ */
+typedef int (*spool_checkpoint_hook)(void *arg);
+void spool_set_checkpoint_hook(struct spool *sp, spool_checkpoint_hook fn,
+    void *arg);
+
+/*
+ * True when the daemon that last wrote this spool stopped without a
+ * clean shutdown and the machine has rebooted since (boot id): whatever
+ * it kept without syncing (a duplicate index in no-sync mode) may be
+ * torn and must be rebuilt from the journal. Known after spool_open.
+ */
+bool spool_lost_boot(const struct spool *sp);
+
+/*
+ * Segment size of the log (default 64 MiB, at least 1 MiB), for the
+ * segments started from now on.
+ */
+void spool_set_log_segment(struct spool *sp, uint64_t bytes);
+
 /* "2026-11-23T01:20:00.123456Z", the journal's timestamp format. */
 void spool_timestamp(char *out, size_t outlen);
 

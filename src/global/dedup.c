@@ -655,6 +655,12 @@ dedup_expire(struct dedup *dd, time_t now, size_t *removed_out,
 	    removed_out != NULL ? removed_out : &scratch, err);
 }
 
+int
+dedup_sync(struct dedup *dd, struct sbuf *err)
+{
+	return dd->ops->sync != NULL ? dd->ops->sync(dd, err) : 0;
+}
+
 unsigned long long
 dedup_evicted(struct dedup *dd)
 {

@@ -204,10 +204,12 @@ dedup_lmdb_open(const struct dedup_conf *conf, struct sbuf *err)
 	}
 	/*
 	 * MDB_NOTLS: read transactions belong to the call, not the thread,
-	 * so any pooled worker may run any call. No MDB_NOSYNC or
-	 * MDB_NOMETASYNC: a commit is durable when it returns.
+	 * so any pooled worker may run any call. Without nosync a commit
+	 * is durable when it returns; with it (the daemon: the spool's log
+	 * holds every claim) dedup_sync does that at checkpoints.
 	 */
-	if ((rc = mdb_env_open(dl->env, conf->path, MDB_NOTLS, 0600)) != 0) {
+	if ((rc = mdb_env_open(dl->env, conf->path,
+	         MDB_NOTLS | (conf->nosync ? MDB_NOSYNC : 0), 0600)) != 0) {
 		if (err != NULL) {
 			sbuf_reset(err);
 			(void)sbuf_printf(err, "dedup: mdb_env_open %s: %s",
@@ -715,6 +717,30 @@ out:
 	return ret;
 }
 
+/*
+ * Holding the writer lock: a commit racing the flush could otherwise
+ * leave a meta page on disk whose pages are not (LMDB's no-sync caveat).
+ */
+static int
+dedup_lmdb_sync(struct dedup *dd, struct sbuf *err)
+{
+	struct dedup_lmdb *dl = (struct dedup_lmdb *)dd;
+	MDB_txn *txn;
+	int rc;
+
+	if ((rc = mdb_txn_begin(dl->env, NULL, 0, &txn)) != 0) {
+		dedup_lmdb_err(err, "mdb_txn_begin", rc);
+		return -1;
+	}
+	rc = mdb_env_sync(dl->env, 1);
+	mdb_txn_abort(txn);
+	if (rc != 0) {
+		dedup_lmdb_err(err, "mdb_env_sync", rc);
+		return -1;
+	}
+	return 0;
+}
+
 const struct dedup_ops dedup_lmdb_ops = {
 	.name = "lmdb",
 	.open = dedup_lmdb_open,
@@ -722,5 +748,6 @@ const struct dedup_ops dedup_lmdb_ops = {
 	.record = dedup_lmdb_record,
 	.expire = dedup_lmdb_expire,
 	.release = dedup_lmdb_release,
+	.sync = dedup_lmdb_sync,
 	.close = dedup_lmdb_close,
 };

@@ -179,12 +179,50 @@ qclaim_free(struct qclaim_job *j)
 	free(j);
 }
 
+/*
+ * Journals the claims the job made ("claimed", the trace-key twin
+ * implied): the index does not sync its commits, the spool's log makes
+ * these durable in the group that carries the deliveries they cover, and
+ * after a machine crash the index is rebuilt from them (docs/exactly-once.md).
+ */
+static void
+qclaim_journal(struct qclaim_job *j)
+{
+	struct spool_jrec_out w;
+	char ts[SPOOL_TS_LEN + 1];
+	struct sbuf lines;
+	size_t i;
+
+	spool_timestamp(ts, sizeof(ts));
+	sbuf_init(&lines, SPOOL_JLINE_MAX);
+	for (i = 0; i < j->n; i++) {
+		const struct dedup_rec *rec = &j->recs[i];
+
+		if (j->rcpts[i] == NULL || rec->result != 1)
+			continue;
+		spool_jrec_begin(&w, &lines, ts, "claimed", rec->qid);
+		spool_jrec_str(&w, "target", rec->key.target);
+		spool_jrec_addr(&w, "rcpt", rec->key.rcpt);
+		spool_jrec_str(&w, "key", rec->key.msgkey);
+		if (spool_jrec_end(&w) == -1)
+			log_warnx("%s: claim record too long: not journaled",
+			    rec->qid);
+	}
+	if (lines.len > 0)
+		spool_journal_append(j->q->spool, lines.data, lines.len, NULL,
+		    NULL, NULL);
+	sbuf_release(&lines);
+}
+
 static void
 qclaim_done(void *arg)
 {
 	struct qclaim_job *j = arg;
 	struct queue *q = j->q;
 	size_t i;
+
+	if (j->status == 0)
+		qclaim_journal(j);
 
 	if (j->status == -1)
 		/* Never lose mail over the index: deliver, unchecked. */
@@ -364,6 +402,21 @@ qrelease_done(void *arg)
 {
 	struct qrelease_job *j = arg;
 	struct qmsg *m = j->m;
+	struct spool_jrec_out w;
+	char ts[SPOOL_TS_LEN + 1];
+	struct sbuf line;
+
+	/* For a rebuild of the index: this claim is gone. */
+	spool_timestamp(ts, sizeof(ts));
+	sbuf_init(&line, SPOOL_JLINE_MAX);
+	spool_jrec_begin(&w, &line, ts, "released", m->id);
+	spool_jrec_str(&w, "target", j->target);
+	spool_jrec_addr(&w, "rcpt", j->rcpt);
+	spool_jrec_str(&w, "key", m->msgkey);
+	if (spool_jrec_end(&w) == 0)
+		spool_journal_append(m->q->spool, line.data, line.len, NULL,
+		    NULL, NULL);
+	sbuf_release(&line);
 
 	m->busy--;
 	m->q->busy--;
@@ -401,4 +454,81 @@ qclaim_discard(struct queue *q)
 	if (q->claim_pending != NULL)
 		qclaim_free(q->claim_pending);
 	q->claim_pending = NULL;
+}
+
+/* ---- rebuilding the index from the journal (after a machine crash) ---- */
+
+struct qrebuild {
+	struct dedup *dd;
+	unsigned long claims, releases, bad;
+	struct sbuf target, rcpt, key, err;
+};
+
+static void
+qrebuild_line(void *arg, const char *line, size_t len)
+{
+	struct qrebuild *rb = arg;
+	struct spool_jrec rec;
+	struct dedup_rec recs[2];
+	char tkey[sizeof(DEDUP_TRACE_PREFIX) + DEDUP_QID_LEN];
+	bool claim;
+
+	if (spool_jrec_parse(line, len, &rec, NULL) == -1)
+		return;
+	claim = spool_jrec_is(&rec, "claimed");
+	if (!claim && !spool_jrec_is(&rec, "released"))
+		return;
+	if (spool_jrec_value(&rec, "target", false, &rb->target) == -1 ||
+	    spool_jrec_value(&rec, "rcpt", true, &rb->rcpt) == -1 ||
+	    spool_jrec_value(&rec, "key", false, &rb->key) == -1 ||
+	    rb->key.len == 0) {
+		rb->bad++;
+		return;
+	}
+	(void)snprintf(tkey, sizeof(tkey), "%s%s", DEDUP_TRACE_PREFIX, rec.id);
+	memset(recs, 0, sizeof(recs));
+	recs[0].key.msgkey = rb->key.data;
+	recs[1].key.msgkey = tkey;
+	recs[0].key.rcpt = recs[1].key.rcpt = rb->rcpt.data;
+	recs[0].key.target = recs[1].key.target = rb->target.data;
+	recs[0].qid = recs[1].qid = rec.id;
+	sbuf_reset(&rb->err);
+	if (claim) {
+		if (dedup_record_many(rb->dd, recs, 2, rec.ts.tv_sec,
+		        &rb->err) == -1)
+			rb->bad++;
+		else
+			rb->claims++;
+		return;
+	}
+	if (dedup_release(rb->dd, &recs[0].key, rec.id, &rb->err) == -1 ||
+	    dedup_release(rb->dd, &recs[1].key, rec.id, &rb->err) == -1)
+		rb->bad++;
+	else
+		rb->releases++;
+}
+
+int
+queue_dedup_rebuild(struct dedup *dd, const struct spool_reader *rd,
+    struct sbuf *err)
+{
+	struct qrebuild rb;
+	int rc;
+
+	memset(&rb, 0, sizeof(rb));
+	rb.dd = dd;
+	sbuf_init(&rb.target, SPOOL_JLINE_MAX);
+	sbuf_init(&rb.rcpt, SPOOL_JLINE_MAX);
+	sbuf_init(&rb.key, SPOOL_JLINE_MAX);
+	sbuf_init(&rb.err, 256);
+	rc = spool_reader_scan(rd, qrebuild_line, &rb, NULL, err);
+	if (rc == 0)
+		log_warnx("duplicate index rebuilt from the journal: %lu "
+		          "claims, %lu releases, %lu records not usable",
+		    rb.claims, rb.releases, rb.bad);
+	sbuf_release(&rb.target);
+	sbuf_release(&rb.rcpt);
+	sbuf_release(&rb.key);
+	sbuf_release(&rb.err);
+	return rc;
 }

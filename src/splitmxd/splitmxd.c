@@ -60,6 +60,7 @@ struct splitmxd {
 	struct workers *auth_workers; /* SPF and DKIM */
 	struct spool *spool;
 	struct dedup *dedup;
+	bool dedup_rebuild; /* filled again from the journal at start-up */
 	struct dns *dns;
 	struct verify *verify;
 	struct queue *queue;
@@ -403,6 +404,42 @@ detach(struct splitmxd *d)
 		log_fatalx(EX_SOFTWARE, "event_reinit failed");
 }
 
+/* Committer thread, at each spool checkpoint. */
+static int
+sync_dedup(void *arg)
+{
+	struct sbuf err;
+	int rc;
+
+	sbuf_init(&err, 256);
+	rc = dedup_sync(arg, &err);
+	if (rc == -1)
+		log_warnx("duplicate index: %s", err.data);
+	sbuf_release(&err);
+	return rc;
+}
+
+/*
+ * The machine went down under a running daemon: the index, which does not
+ * sync its commits, may be torn. It is kept aside for the postmaster and
+ * rebuilt from the journal once recovery has completed it.
+ */
+static void
+set_aside_dedup(struct splitmxd *d, const char *path)
+{
+	char aside[4096];
+
+	(void)snprintf(aside, sizeof(aside), "%s.lost-%lld", path,
+	    (long long)time(NULL));
+	if (rename(path, aside) == -1 && errno != ENOENT)
+		log_fatalx(EX_CANTCREAT, "duplicate index: set aside %s: %s",
+		    path, strerror(errno));
+	log_warnx("the machine restarted under the last run: duplicate "
+	          "index %s set aside as %s, to be rebuilt from the journal",
+	    path, aside);
+	d->dedup_rebuild = true;
+}
+
 /*
  * As root: the spool and everything under it (the duplicate index too):
  * the run-as user may not be able to reach the spool by its path, only
@@ -427,12 +464,18 @@ open_spool(struct splitmxd *d)
 		dconf.path = dpath.data;
 		dconf.map_size = (size_t)conf->duplicate_max_size;
 		dconf.window = (time_t)conf->duplicate_window;
+		/* The spool's log carries the claims: one flush per group. */
+		dconf.nosync = true;
+		if (spool_lost_boot(d->spool))
+			set_aside_dedup(d, dpath.data);
 		d->dedup = dedup_open(&dedup_lmdb_ops, &dconf, &d->err);
 		sbuf_release(&dpath);
 		if (d->dedup == NULL)
 			log_fatalx(EX_CANTCREAT, "duplicate index: %s",
 			    d->err.data);
 	}
+	if (d->dedup != NULL)
+		spool_set_checkpoint_hook(d->spool, sync_dedup, d->dedup);
 	if (spool_chdir(d->spool, &d->err) == -1)
 		log_fatalx(EX_CANTCREAT, "%s", d->err.data);
 }
@@ -481,6 +524,11 @@ recover_spool(struct splitmxd *d)
 
 	if (spool_recover(d->spool, found_cb, d, &rec, &d->err) == -1)
 		log_fatalx(EX_IOERR, "spool recovery: %s", d->err.data);
+	if (d->dedup_rebuild &&
+	    queue_dedup_rebuild(d->dedup, spool_reader(d->spool), &d->err) ==
+	        -1)
+		log_fatalx(EX_IOERR, "duplicate index rebuild: %s",
+		    d->err.data);
 	/* Per-target states of the recovered messages, oldest first. */
 	if (spool_reader_scan(spool_reader(d->spool), restore_cb, d, NULL,
 	        &d->err) == -1)

@@ -229,12 +229,14 @@ spool_release(struct spool *sp)
 	spool_close_fd(&sp->tmpfd, "tmp/");
 	spool_close_fd(&sp->queuefd, "queue/");
 	spool_close_fd(&sp->corruptfd, "corrupt/");
+	spool_log_close(sp);
 	spool_close_fd(&sp->journalfd, "journal");
 	spool_close_fd(&sp->sparefd, "/dev/null");
 	spool_close_fd(&sp->dirfd, sp->dir);
 	spool_reader_close(sp->rd);
 	EVP_MD_free(sp->md);
 	sbuf_release(&sp->jbuf);
+	sbuf_release(&sp->jbacklog);
 	spool_check(pthread_cond_destroy(&sp->cq_cond), "pthread_cond_destroy");
 	spool_check(pthread_cond_destroy(&sp->idle_cond),
 	    "pthread_cond_destroy");
@@ -251,6 +253,7 @@ spool_open(const char *dir, struct workers *w, struct sbuf *err)
 {
 	struct spool *sp;
 	struct stat tst, qst;
+	pthread_condattr_t cattr;
 	bool created = false;
 	char last;
 	int rc;
@@ -260,6 +263,7 @@ spool_open(const char *dir, struct workers *w, struct sbuf *err)
 	sp->w = w;
 	sp->dirfd = sp->tmpfd = sp->queuefd = sp->corruptfd = -1;
 	sp->journalfd = -1;
+	sp->log.dirfd = sp->log.fd = -1;
 	/* Given up when the descriptors run out, so a message still fits. */
 	sp->sparefd = open("/dev/null", O_RDONLY | O_CLOEXEC);
 	sp->cq_tail = &sp->cq_head;
@@ -268,10 +272,18 @@ spool_open(const char *dir, struct workers *w, struct sbuf *err)
 	atomic_init(&sp->pending, 0);
 	atomic_init(&sp->broken, false);
 	sbuf_init(&sp->jbuf, SPOOL_JBATCH_MAX);
+	sbuf_init(&sp->jbacklog, SPOOL_BACKLOG_MAX);
 	spool_check(pthread_mutex_init(&sp->mtx, NULL), "pthread_mutex_init");
 	spool_check(pthread_mutex_init(&sp->pool_mtx, NULL),
 	    "pthread_mutex_init");
-	spool_check(pthread_cond_init(&sp->cq_cond, NULL), "pthread_cond_init");
+	/* The committer's timed waits run on the monotonic clock. */
+	spool_check(pthread_condattr_init(&cattr), "pthread_condattr_init");
+	spool_check(pthread_condattr_setclock(&cattr, CLOCK_MONOTONIC),
+	    "pthread_condattr_setclock");
+	spool_check(pthread_cond_init(&sp->cq_cond, &cattr),
+	    "pthread_cond_init");
+	spool_check(pthread_condattr_destroy(&cattr),
+	    "pthread_condattr_destroy");
 	spool_check(pthread_cond_init(&sp->idle_cond, NULL),
 	    "pthread_cond_init");
 
@@ -320,6 +332,7 @@ spool_open(const char *dir, struct workers *w, struct sbuf *err)
 		goto fail;
 	}
 	sp->journal_off = (uint64_t)tst.st_size;
+
 	/* A record torn by a crash must not swallow the next one. */
 	if (tst.st_size > 0) {
 		if (pread(sp->journalfd, &last, 1, tst.st_size - 1) != 1) {
@@ -342,6 +355,14 @@ spool_open(const char *dir, struct workers *w, struct sbuf *err)
 		sbuf_seterr(err, "fsync %s: %s", dir, strerror(errno));
 		goto fail;
 	}
+	/* Format 2: what the log holds past the checkpoint comes back. */
+	if (spool_log_open(sp, err) == -1)
+		goto fail;
+	if (fstat(sp->journalfd, &tst) == -1) {
+		sbuf_seterr(err, "fstat journal: %s", strerror(errno));
+		goto fail;
+	}
+	sp->journal_off = (uint64_t)tst.st_size;
 
 	if ((sp->rd = spool_reader_open(dir, err)) == NULL)
 		goto fail;

@@ -39,9 +39,7 @@
 
 static void spool_commit_done(void *arg);
 static void spool_reopen_queue(struct spool *sp);
-static void spool_commit_batch(struct spool *sp, struct spool_msg *batch);
 static void spool_jq_done(void *arg);
-static void spool_jq_batch(struct spool *sp, struct spool_jq *batch);
 static void spool_committer_enqueue(struct spool *sp, struct spool_msg *msg);
 
 /* "TS verb id=ID reason=..." into sb; dropped (and logged) past the cap. */
@@ -118,22 +116,87 @@ spool_reopen_queue(struct spool *sp)
 }
 
 /*
- * One group commit: journal every ready message with one write and one
- * fdatasync, rename each into queue/, fsync queue/ once, then post every
- * callback. The order matters: the "accepted" record is durable before the
- * file can be seen in queue/, and queue/ is durable before any 250.
+ * Appends sb to the journal without syncing it: the log already holds the
+ * lines, and replay writes them again should these be lost. When the
+ * write fails (a full disk) the lines wait in a backlog, written first next
+ * time, and no checkpoint is taken meanwhile (it would claim lines the
+ * journal lacks); past SPOOL_BACKLOG_MAX the spool breaks, and the next
+ * start replays them from the log.
  */
 static void
-spool_commit_batch(struct spool *sp, struct spool_msg *batch)
+spool_journal_put(struct spool *sp, const struct sbuf *sb)
+{
+	char why[SPOOL_ERR_LEN];
+
+	if (sb->len == 0 || sp->journalfd == -1)
+		return;
+	if (sp->jbacklog.len > 0) {
+		if (spool_write_all(sp->journalfd, sp->jbacklog.data,
+		        sp->jbacklog.len) == -1)
+			goto fail;
+		sp->journal_off += sp->jbacklog.len;
+		sbuf_reset(&sp->jbacklog);
+		log_info("spool: journal caught up");
+	}
+	if (spool_write_all(sp->journalfd, sb->data, sb->len) == -1)
+		goto fail;
+	sp->journal_off += sb->len;
+	return;
+fail:
+	(void)snprintf(why, sizeof(why), "journal write: %s", strerror(errno));
+	/* A partial line must not stay: the backlog has it whole. */
+	if (ftruncate(sp->journalfd, (off_t)sp->journal_off) == -1 ||
+	    sbuf_append(&sp->jbacklog, sb->data, sb->len) == -1) {
+		spool_break(sp, why);
+		return;
+	}
+	log_warnx("spool: %s: %zu octets held back", why, sp->jbacklog.len);
+}
+
+/* Records (and the journal) for lines that came after the group's sync. */
+static void
+spool_group_late(struct spool *sp, const struct sbuf *lines)
+{
+	uint64_t lsn0 = sp->log.lsn;
+	struct sbuf why;
+
+	if (lines->len == 0)
+		return;
+	sbuf_init(&why, SPOOL_ERR_LEN);
+	if (spool_log_add_lines(sp, lines, &why) == -1 ||
+	    spool_log_sync(sp, &why) == -1) {
+		spool_log_rollback(sp, lsn0);
+		log_warnx("spool: discarded records not journaled: %s",
+		    why.data);
+	} else
+		spool_journal_put(sp, lines);
+	sbuf_release(&why);
+}
+
+/*
+ * One commit group, one device flush: the images of the small messages
+ * and every journal line of the group (accepted and discarded records,
+ * the queue's delivery, claim and removal records) go to the log and one
+ * fdatasync makes them durable. Then the journal is appended (not synced),
+ * each message renamed into queue/ (queue/ fsynced only for a large
+ * message, whose file was fsynced itself), removals done, callbacks
+ * posted. Nothing is acknowledged before the sync returns.
+ */
+static void
+spool_group(struct spool *sp, struct spool_msg *batch, struct spool_jq *jbatch)
 {
 	struct spool_msg *m, *next;
+	struct spool_jq *r, *rnext;
 	char ts[SPOOL_TS_LEN + 1];
-	struct sbuf why;
-	bool renamed = false, late = false;
-	unsigned n = 0;
+	struct sbuf why, late;
+	bool dirsync = false;
+	unsigned n = 0, nj = 0;
+	uint64_t lsn0 = sp->log.lsn;
 	size_t start;
+	int status;
 
 	sbuf_init(&why, SPOOL_ERR_LEN);
+	sbuf_init(&late, SPOOL_JBATCH_MAX);
 	spool_now(ts, sizeof(ts));
 	sbuf_reset(&sp->jbuf);
 	for (m = batch; m != NULL; m = m->next) {
@@ -149,22 +212,38 @@ spool_commit_batch(struct spool *sp, struct spool_msg *batch)
 			sbuf_truncate(&sp->jbuf, start);
 			spool_msg_fail(m, "journal batch too large");
 		}
+		if (!m->failed && m->image &&
+		    spool_log_add_image(sp, m->id, m->fd, m->file_size, &why) ==
+		        -1) {
+			sbuf_truncate(&sp->jbuf, start);
+			spool_msg_fail(m, "%s", why.data);
+		}
 		if (m->failed) {
 			spool_unlink_tmp(sp, m->id);
 			spool_journal_discard(&sp->jbuf, ts, "discarded", m->id,
 			    m->err);
 		}
 	}
-	if (spool_journal_write(sp, &sp->jbuf, &why) == -1) {
+	for (r = jbatch; r != NULL; r = r->next) {
+		nj++;
+		/* A record that does not fit is not written: it says so. */
+		r->status = sbuf_append(&sp->jbuf, r->data, r->len);
+		if (r->status == -1)
+			log_warnx("spool: journal batch too large");
+	}
+	status = spool_log_add_lines(sp, &sp->jbuf, &why);
+	if (status == 0)
+		status = spool_log_sync(sp, &why);
+	if (status == -1) {
+		log_warnx("spool: commit group not durable: %s", why.data);
+		spool_log_rollback(sp, lsn0);
 		for (m = batch; m != NULL; m = m->next)
 			if (!m->failed) {
 				spool_msg_fail(m, "%s", why.data);
 				spool_unlink_tmp(sp, m->id);
 			}
 	} else
-		for (m = batch; m != NULL; m = m->next)
-			if (!m->failed)
-				m->journaled = true;
+		spool_journal_put(sp, &sp->jbuf);
 
 	for (m = batch; m != NULL; m = m->next) {
 		if (m->failed)
@@ -176,46 +255,61 @@ spool_commit_batch(struct spool *sp, struct spool_msg *batch)
 			    sp->queuefd == -1 ? "no queue directory" :
 			                        strerror(errno));
 			spool_unlink_tmp(sp, m->id);
+			spool_journal_discard(&late, ts, "discarded", m->id,
+			    m->err);
 			continue;
 		}
 		m->renamed = true;
-		renamed = true;
+		if (m->image)
+			spool_log_note_image(sp, m->id);
+		else
+			dirsync = true;
 	}
-	if (renamed && fsync(sp->queuefd) == -1) {
-		/* Not durable: undo, so nothing here is ever acknowledged. */
+	/* A large message's name: its file has no image to come back from. */
+	if (dirsync && fsync(sp->queuefd) == -1) {
 		sbuf_seterr(&why, "fsync queue directory: %s", strerror(errno));
 		log_warnx("spool: %s", why.data);
 		for (m = batch; m != NULL; m = m->next) {
-			if (!m->renamed)
+			if (!m->renamed || m->image)
 				continue;
 			if (unlinkat(sp->queuefd, m->id, 0) == -1)
 				log_warn("spool: unlink queue/%s", m->id);
 			m->renamed = false;
 			spool_msg_fail(m, "%s", why.data);
+			spool_journal_discard(&late, ts, "discarded", m->id,
+			    m->err);
 		}
 		spool_reopen_queue(sp);
 	}
-
-	/* Cancel "accepted" records whose message did not make it. */
-	sbuf_reset(&sp->jbuf);
-	for (m = batch; m != NULL; m = m->next)
-		if (m->failed && m->journaled) {
-			spool_journal_discard(&sp->jbuf, ts, "discarded", m->id,
-			    m->err);
-			late = true;
-		}
-	if (late && spool_journal_write(sp, &sp->jbuf, &why) == -1)
-		log_warnx("spool: discarded records not journaled: %s",
-		    why.data);
+	spool_group_late(sp, &late);
+	sbuf_release(&late);
 	sbuf_release(&why);
+	for (m = batch; m != NULL; m = m->next)
+		if (m->fd != -1) {
+			/* Unsynced: the log has it, a close error is moot. */
+			if (close(m->fd) == -1)
+				log_warn("spool: close tmp/%s", m->id);
+			m->fd = -1;
+		}
 
+	for (r = jbatch; r != NULL; r = rnext) {
+		rnext = r->next;
+		if (status == -1)
+			r->status = -1;
+		if (r->status == 0 && r->remove_id[0] != '\0' &&
+		    unlinkat(sp->queuefd, r->remove_id, 0) == -1 &&
+		    errno != ENOENT)
+			log_warn("spool: unlink queue/%s", r->remove_id);
+		workers_post(sp->w, spool_jq_done, r);
+	}
 	/* Post before pending drops, so pending + busy never read 0 early. */
 	for (m = batch; m != NULL; m = next) {
 		next = m->next;
 		workers_post(sp->w, spool_commit_done, m);
 	}
 	atomic_fetch_sub(&sp->pending, n);
-	spool_inflight_done(sp, n);
+	spool_inflight_done(sp, n + nj);
+	spool_log_maybe_checkpoint(sp, false);
 }
 
 static void
@@ -229,59 +323,70 @@ spool_jq_done(void *arg)
 	free(r);
 }
 
-/*
- * Delivery records: one write and one fdatasync for the batch, then the
- * removals it allows. A removal need not be durable: should it be lost,
- * recovery finds every target final in the journal and removes again.
- */
-static void
-spool_jq_batch(struct spool *sp, struct spool_jq *batch)
+/* Absolute CLOCK_MONOTONIC time usec from now. */
+static struct timespec
+spool_deadline(const struct timespec *from, long usec)
 {
-	struct spool_jq *r, *next;
-	struct sbuf why;
-	unsigned n = 0;
-	int status;
+	struct timespec t = *from;
 
-	sbuf_init(&why, SPOOL_ERR_LEN);
-	sbuf_reset(&sp->jbuf);
-	for (r = batch; r != NULL; r = r->next) {
-		n++;
-		/* A record that does not fit is not written: it says so. */
-		r->status = sbuf_append(&sp->jbuf, r->data, r->len);
-		if (r->status == -1)
-			log_warnx("spool: journal batch too large");
-	}
-	status = spool_journal_write(sp, &sp->jbuf, &why);
-	if (status == -1)
-		log_warnx("spool: delivery records not journaled: %s",
-		    why.data);
-	sbuf_release(&why);
-	for (r = batch; r != NULL; r = next) {
-		next = r->next;
-		if (status == -1)
-			r->status = -1;
-		if (r->status == 0 && r->remove_id[0] != '\0' &&
-		    unlinkat(sp->queuefd, r->remove_id, 0) == -1 &&
-		    errno != ENOENT)
-			log_warn("spool: unlink queue/%s", r->remove_id);
-		workers_post(sp->w, spool_jq_done, r);
-	}
-	spool_inflight_done(sp, n);
+	t.tv_nsec += (usec % 1000000) * 1000;
+	t.tv_sec += usec / 1000000 + t.tv_nsec / 1000000000;
+	t.tv_nsec %= 1000000000;
+	return t;
 }
 
+static bool
+spool_ts_before(const struct timespec *a, const struct timespec *b)
+{
+	return a->tv_sec < b->tv_sec ||
+	    (a->tv_sec == b->tv_sec && a->tv_nsec < b->tv_nsec);
+}
+
+/*
+ * Messages go at once; records alone wait up to SPOOL_RECORD_DELAY for a
+ * message to share their flush (nobody is waiting on them for a reply),
+ * and an idle log is checkpointed.
+ */
 void *
 spool_committer_main(void *arg)
 {
 	struct spool *sp = arg;
 	struct spool_msg *batch;
 	struct spool_jq *jbatch;
+	struct timespec now, until;
+	int rc;
 
 	spool_lock(sp);
 	for (;;) {
-		while (
-		    sp->cq_head == NULL && sp->jq_head == NULL && !sp->stopping)
-			spool_check(pthread_cond_wait(&sp->cq_cond, &sp->mtx),
-			    "pthread_cond_wait");
+		for (;;) {
+			if (sp->stopping || sp->cq_head != NULL)
+				break;
+			(void)clock_gettime(CLOCK_MONOTONIC, &now);
+			if (sp->jq_head != NULL) {
+				until = spool_deadline(&sp->jq_since,
+				    SPOOL_RECORD_DELAY);
+				if (sp->jq_n >= SPOOL_RECORD_EAGER ||
+				    !spool_ts_before(&now, &until))
+					break;
+			} else if (sp->log.dirty)
+				until = spool_deadline(&sp->log.ckpt_at,
+				    SPOOL_LOG_CKPT_SECS * 1000000L);
+			else {
+				spool_check(pthread_cond_wait(&sp->cq_cond,
+				                &sp->mtx),
+				    "pthread_cond_wait");
+				continue;
+			}
+			rc = pthread_cond_timedwait(&sp->cq_cond, &sp->mtx,
+			    &until);
+			if (rc == ETIMEDOUT && sp->jq_head == NULL &&
+			    sp->cq_head == NULL) {
+				spool_unlock(sp);
+				spool_log_maybe_checkpoint(sp, false);
+				spool_lock(sp);
+			} else if (rc != 0 && rc != ETIMEDOUT)
+				spool_check(rc, "pthread_cond_timedwait");
+		}
 		if (sp->cq_head == NULL && sp->jq_head == NULL)
 			break;
 		batch = sp->cq_head;
@@ -290,14 +395,14 @@ spool_committer_main(void *arg)
 		jbatch = sp->jq_head;
 		sp->jq_head = NULL;
 		sp->jq_tail = &sp->jq_head;
+		sp->jq_n = 0;
 		spool_unlock(sp);
-		if (batch != NULL)
-			spool_commit_batch(sp, batch);
-		if (jbatch != NULL)
-			spool_jq_batch(sp, jbatch);
+		spool_group(sp, batch, jbatch);
 		spool_lock(sp);
 	}
 	spool_unlock(sp);
+	/* Stopped cleanly: the next start has nothing to replay. */
+	spool_log_maybe_checkpoint(sp, true);
 	return NULL;
 }
 
@@ -320,6 +425,9 @@ spool_journal_append(struct spool *sp, const char *data, size_t len,
 	r->cbarg = arg;
 	atomic_fetch_add(&sp->inflight, 1);
 	spool_lock(sp);
+	if (sp->jq_head == NULL)
+		(void)clock_gettime(CLOCK_MONOTONIC, &sp->jq_since);
+	sp->jq_n++;
 	*sp->jq_tail = r;
 	sp->jq_tail = &r->next;
 	spool_check(pthread_cond_signal(&sp->cq_cond), "pthread_cond_signal");
@@ -358,12 +466,17 @@ spool_sync_job(void *arg)
 	    spool_pwrite_all(msg->fd, msg->prepend.data, msg->prepend.len,
 	        (off_t)SPOOL_PREPEND_OFF) == -1)
 		spool_msg_fail(msg, "write: %s", strerror(errno));
-	if (!msg->failed && fsync(msg->fd) == -1)
-		spool_msg_fail(msg, "fsync: %s", strerror(errno));
-	/* After fsync, close may still report a deferred write error. */
-	if (close(msg->fd) == -1)
-		spool_msg_fail(msg, "close: %s", strerror(errno));
-	msg->fd = -1;
+	msg->file_size = msg->content_off + msg->size;
+	/* Small: the committer copies it into the log and closes it. */
+	msg->image = !msg->failed && msg->file_size <= SPOOL_LOG_IMAGE_MAX;
+	if (!msg->image) {
+		if (!msg->failed && fsync(msg->fd) == -1)
+			spool_msg_fail(msg, "fsync: %s", strerror(errno));
+		/* After fsync, close may still report a deferred write error. */
+		if (close(msg->fd) == -1)
+			spool_msg_fail(msg, "close: %s", strerror(errno));
+		msg->fd = -1;
+	}
 	free(msg->buf);
 	msg->buf = NULL;
 	spool_committer_enqueue(msg->sp, msg);

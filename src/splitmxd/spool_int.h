@@ -13,14 +13,20 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <time.h>
 
 #include <openssl/evp.h>
 
 #include "spool.h"
+#include "spool_logfmt.h"
 
 #define SPOOL_BUF_SIZE   (64 * 1024)       /* content write buffer */
 #define SPOOL_JBATCH_MAX ((size_t)1 << 40) /* bounded by batch size */
 #define SPOOL_ERR_LEN    256
+/* Records with no message to share a flush with wait this long (us). */
+#define SPOOL_RECORD_DELAY 20000L
+#define SPOOL_RECORD_EAGER 1024 /* or until this many are queued */
+#define SPOOL_BACKLOG_MAX  ((size_t)64 << 20) /* journal lines held back */
 /*
  * Creating a file can wait for the filesystem journal (ext4 under commit
  * load: a median of 250 us, tens of ms behind a commit, measured here).
@@ -32,6 +38,43 @@
 struct spool_file {
 	int fd;
 	char id[SPOOL_ID_LEN + 1];
+};
+
+/*
+ * The log (spool_log.c, spool format 2): committer thread only, or
+ * spool_open before the committer starts.
+ */
+#define SPOOL_LOG_SEG_DEFAULT ((uint64_t)64 << 20)  /* segment size */
+#define SPOOL_LOG_INIT_MIN    ((uint64_t)128 << 10) /* zero fill ahead: */
+#define SPOOL_LOG_INIT_MAX    ((uint64_t)8 << 20)   /* doubles up to this */
+#define SPOOL_LOG_IMAGE_MAX   ((size_t)1 << 20)     /* larger: own fsync */
+#define SPOOL_LOG_STAGE       ((size_t)4 << 20)     /* write buffer */
+#define SPOOL_LOG_SPARES      2                     /* recycled segments */
+#define SPOOL_LOG_CKPT_SECS   2                     /* checkpoint interval */
+struct spool_log {
+	int dirfd;          /* log/ */
+	int fd;             /* current segment */
+	uint64_t seg_start; /* its first LSN (its name) */
+	uint64_t seg_init;  /* its octets written so far, zero fill included */
+	uint64_t init_step; /* the next zero fill */
+	uint64_t seg_size;  /* switch to a new segment past this */
+	uint64_t lsn;       /* where the next record goes */
+	uint64_t spare[SPOOL_LOG_SPARES]; /* old segments to reuse, by name */
+	unsigned nspare;
+	uint64_t *old; /* segments before the current one, by name */
+	size_t nold, oldcap;
+	unsigned char *stage; /* records not yet written */
+	size_t stage_len;
+	uint64_t stage_lsn;
+	char (*ids)[SPOOL_ID_LEN + 1]; /* images since the checkpoint */
+	size_t nids, idcap;
+	uint64_t redo; /* of the last checkpoint */
+	struct timespec ckpt_at;
+	bool dirty; /* records since the last checkpoint */
+	char boot[SPOOL_LOGFMT_BOOT_MAX + 1];
+	bool lost_boot; /* the last run ended with its boot, uncleanly */
+	spool_checkpoint_hook hook;
+	void *hook_arg;
 };
 
 struct spool {
@@ -68,6 +111,8 @@ struct spool {
 	struct spool_msg **cq_tail;
 	struct spool_jq *jq_head; /* delivery records */
 	struct spool_jq **jq_tail;
+	unsigned jq_n;            /* records queued */
+	struct timespec jq_since; /* when the first of them came */
 	bool stopping;
 	atomic_uint inflight; /* jobs that use sp */
 	atomic_uint pending;  /* commits not yet decided */
@@ -75,6 +120,8 @@ struct spool {
 	/* Committer thread (or recovery, before any commit) only. */
 	uint64_t journal_off;
 	struct sbuf jbuf;
+	struct sbuf jbacklog; /* durable in the log, not yet in the journal */
+	struct spool_log log;
 
 	/* Set once, never cleared: the spool refuses new mail. */
 	atomic_bool broken;
@@ -92,9 +139,11 @@ struct spool_msg {
 	char sha_hex[65];
 	unsigned char *buf;
 	size_t buflen;
-	bool failed;    /* sticky */
-	bool journaled; /* accepted record durable */
-	bool renamed;   /* now queue/ID */
+	bool failed;        /* sticky */
+	bool image;         /* small: made durable as a log image, fd kept */
+	uint64_t file_size; /* header and content, for the image */
+	bool journaled;     /* accepted record durable */
+	bool renamed;       /* now queue/ID */
 	char err[SPOOL_ERR_LEN];
 	char *sender;        /* for the accepted record */
 	struct sbuf jenv;    /* its envelope fields */
@@ -139,6 +188,22 @@ int spool_journal_write(struct spool *sp, const struct sbuf *sb,
 void *spool_committer_main(void *arg);
 void spool_sync_job(void *arg);
 void spool_abort_job(void *arg);
+
+/* spool_log.c */
+int spool_log_open(struct spool *sp, struct sbuf *err);
+void spool_log_close(struct spool *sp);
+/* The journal as it is now is covered (recovery, before any commit). */
+int spool_log_write_ckpt(struct spool *sp, bool clean, struct sbuf *why);
+int spool_log_add(struct spool *sp, uint32_t type, const void *a, size_t alen,
+    const void *b, size_t blen, struct sbuf *why);
+int spool_log_add_image(struct spool *sp, const char *id, int fd, uint64_t len,
+    struct sbuf *why);
+int spool_log_add_lines(struct spool *sp, const struct sbuf *lines,
+    struct sbuf *why);
+int spool_log_sync(struct spool *sp, struct sbuf *why);
+void spool_log_rollback(struct spool *sp, uint64_t lsn);
+void spool_log_note_image(struct spool *sp, const char *id);
+void spool_log_maybe_checkpoint(struct spool *sp, bool clean);
 
 /* spool_msg.c */
 void spool_msg_flush(struct spool_msg *msg);

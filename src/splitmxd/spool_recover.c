@@ -265,6 +265,9 @@ spool_recover(struct spool *sp, spool_found_cb found, void *arg,
 	}
 	if (spool_journal_write(sp, &jb, err) == -1)
 		goto out;
+	/* The records just written precede the log: the checkpoint says so. */
+	if (spool_log_write_ckpt(sp, false, err) == -1)
+		goto out;
 	/* Have files ready before the first client arrives. */
 	if (sp->w != NULL && sp->pool_max > 0) {
 		spool_pool_lock(sp);

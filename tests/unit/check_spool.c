@@ -918,7 +918,33 @@ START_TEST(test_locked)
 }
 END_TEST
 
+/* Format 1 (no checkpoint): a torn last line is ended, never joined. */
 START_TEST(test_torn_journal_repaired)
+{
+	char path[256], *j;
+	int fd;
+	struct result r = { 0 };
+
+	spool_close(sp);
+	sp = NULL;
+	(void)snprintf(path, sizeof(path), "%s/checkpoint", sdir);
+	ck_assert_int_eq(unlink(path), 0);
+	(void)snprintf(path, sizeof(path), "%s/journal", sdir);
+	fd = open(path, O_WRONLY | O_APPEND | O_CLOEXEC);
+	ck_assert_int_ne(fd, -1);
+	ck_assert_int_eq(write(fd, "2026-11-23T01:20:00.000000Z acc", 31), 31);
+	ck_assert_int_eq(close(fd), 0);
+	open_spool();
+	commit_simple("x\r\n", &r);
+	j = journal();
+	ck_assert_ptr_nonnull(strstr(j, " acc\n"));
+	ck_assert_uint_eq(count_substr(j, "\n"), 2);
+	free(j);
+}
+END_TEST
+
+/* Format 2: journal octets past the checkpoint are the log's to replay. */
+START_TEST(test_journal_past_checkpoint_cut)
 {
 	char path[256], *j;
 	int fd;
@@ -934,8 +960,10 @@ START_TEST(test_torn_journal_repaired)
 	open_spool();
 	commit_simple("x\r\n", &r);
 	j = journal();
-	ck_assert_ptr_nonnull(strstr(j, " acc\n"));
-	ck_assert_uint_eq(count_substr(j, "\n"), 2);
+	ck_assert_ptr_null(strstr(j, "Z acc2"));
+	ck_assert_ptr_null(strstr(j, "00.000000Z"));
+	ck_assert_uint_eq(count_substr(j, "\n"), 1);
+	ck_assert_ptr_nonnull(strstr(j, " accepted id="));
 	free(j);
 }
 END_TEST
@@ -1143,6 +1171,7 @@ spool_suite(void)
 	tcase_add_test(tc, test_read_header_good);
 	tcase_add_test(tc, test_locked);
 	tcase_add_test(tc, test_torn_journal_repaired);
+	tcase_add_test(tc, test_journal_past_checkpoint_cut);
 	tcase_add_test(tc, test_close_drains);
 	tcase_add_test(tc, test_new_rejects_empty_envelope);
 	tcase_add_test(tc, test_precreate);
