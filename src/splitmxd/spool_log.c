@@ -163,7 +163,7 @@ spool_log_read_ckpt(struct spool *sp, struct spool_logfmt_ckpt *ck,
 	sbuf_init(&why, SPOOL_ERR_LEN);
 	rc = spool_logfmt_ckpt_parse(buf, (size_t)n, ck, &why);
 	if (rc == -1)
-		sbuf_seterr(err, "%s/%s:%s", sp->dir, CKPT_NAME, why.data + 4);
+		sbuf_seterr(err, "%s/%s:%s", sp->dir, CKPT_NAME, why.data + 5);
 	sbuf_release(&why);
 	return rc == -1 ? -1 : 1;
 }

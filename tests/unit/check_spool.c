@@ -968,6 +968,205 @@ START_TEST(test_journal_past_checkpoint_cut)
 }
 END_TEST
 
+/* ---- format 2: the log ---- */
+
+/*
+ * A copy of the open spool as a machine crash could leave it: what the
+ * log made durable is there, while the unsynced queue file and journal
+ * lines since the checkpoint may be lost. Returns the copy's directory.
+ */
+static void
+crash_copy(char *out, size_t outlen)
+{
+	char cmd[512];
+
+	(void)snprintf(out, outlen, "%s/crashed", tdir);
+	(void)snprintf(cmd, sizeof(cmd), "cp -a %s %s", sdir, out);
+	ck_assert_int_eq(system(cmd), 0);
+}
+
+/* The journal offset the copy's checkpoint covers. */
+static unsigned long long
+ckpt_journal(const char *dir)
+{
+	char path[256], *text, *p;
+	size_t len;
+	unsigned long long v;
+
+	(void)snprintf(path, sizeof(path), "%s/checkpoint", dir);
+	text = read_whole(path, &len);
+	p = strstr(text, "\njournal ");
+	ck_assert_ptr_nonnull(p);
+	v = strtoull(p + 9, NULL, 10);
+	free(text);
+	return v;
+}
+
+static void
+lose_unsynced(const char *dir, const char *id)
+{
+	char path[256];
+
+	(void)snprintf(path, sizeof(path), "%s/queue/%s", dir, id);
+	ck_assert_int_eq(unlink(path), 0);
+	(void)snprintf(path, sizeof(path), "%s/journal", dir);
+	ck_assert_int_eq(truncate(path, (off_t)ckpt_journal(dir)), 0);
+}
+
+static struct spool *
+open_dir(const char *dir)
+{
+	struct spool *s2;
+	struct sbuf err;
+
+	sbuf_init(&err, 256);
+	s2 = spool_open(dir, w, &err);
+	ck_assert_msg(s2 != NULL, "spool_open: %s", err.data);
+	sbuf_release(&err);
+	return s2;
+}
+
+START_TEST(test_log_restores_lost_file)
+{
+	struct result r = { 0 };
+	char dir[256], path[512], *orig, *back, *j;
+	size_t olen, blen;
+	struct spool *s2;
+
+	commit_simple("Subject: kept\r\n\r\nbody\r\n", &r);
+	(void)snprintf(path, sizeof(path), "%s/queue/%s", sdir, r.id);
+	orig = read_whole(path, &olen);
+	crash_copy(dir, sizeof(dir));
+	lose_unsynced(dir, r.id);
+	s2 = open_dir(dir);
+	(void)snprintf(path, sizeof(path), "%s/queue/%s", dir, r.id);
+	back = read_whole(path, &blen);
+	ck_assert_uint_eq(blen, olen);
+	ck_assert_mem_eq(back, orig, olen);
+	(void)snprintf(path, sizeof(path), "%s/journal", dir);
+	j = read_whole(path, &blen);
+	ck_assert_ptr_nonnull(strstr(j, r.id));
+	ck_assert_ptr_nonnull(strstr(j, " accepted id="));
+	spool_close(s2);
+	free(orig);
+	free(back);
+	free(j);
+}
+END_TEST
+
+START_TEST(test_log_rewrites_torn_file)
+{
+	struct result r = { 0 };
+	char dir[256], path[512], *orig, *back;
+	size_t olen, blen;
+	struct spool *s2;
+
+	commit_simple("Subject: torn\r\n\r\nbody body body\r\n", &r);
+	(void)snprintf(path, sizeof(path), "%s/queue/%s", sdir, r.id);
+	orig = read_whole(path, &olen);
+	crash_copy(dir, sizeof(dir));
+	(void)snprintf(path, sizeof(path), "%s/queue/%s", dir, r.id);
+	ck_assert_int_eq(truncate(path, (off_t)(olen - 5)), 0);
+	s2 = open_dir(dir);
+	back = read_whole(path, &blen);
+	ck_assert_uint_eq(blen, olen);
+	ck_assert_mem_eq(back, orig, olen);
+	spool_close(s2);
+	free(orig);
+	free(back);
+}
+END_TEST
+
+/* A damaged record ends replay: nothing from it or after it is used. */
+START_TEST(test_log_damaged_record_unused)
+{
+	struct result r = { 0 };
+	char dir[256], path[1024], name[300] = "", *j;
+	unsigned char b;
+	size_t jlen;
+	struct dirent *de;
+	struct spool *s2;
+	DIR *d;
+	int fd;
+
+	commit_simple("Subject: damaged\r\n\r\nbody\r\n", &r);
+	crash_copy(dir, sizeof(dir));
+	lose_unsynced(dir, r.id);
+	/* The only segment with records: flip an octet of the image. */
+	(void)snprintf(path, sizeof(path), "%s/log", dir);
+	d = opendir(path);
+	ck_assert_ptr_nonnull(d);
+	while ((de = readdir(d)) != NULL)
+		if (strlen(de->d_name) == 16)
+			(void)snprintf(name, sizeof(name), "%s", de->d_name);
+	(void)closedir(d);
+	ck_assert_str_ne(name, "");
+	(void)snprintf(path, sizeof(path), "%s/log/%s", dir, name);
+	fd = open(path, O_RDWR | O_CLOEXEC);
+	ck_assert_int_ne(fd, -1);
+	ck_assert_int_eq(pread(fd, &b, 1, 24 + 16 + 3), 1);
+	b ^= 0x20;
+	ck_assert_int_eq(pwrite(fd, &b, 1, 24 + 16 + 3), 1);
+	ck_assert_int_eq(close(fd), 0);
+	s2 = open_dir(dir);
+	(void)snprintf(path, sizeof(path), "%s/queue/%s", dir, r.id);
+	ck_assert_int_eq(access(path, F_OK), -1);
+	(void)snprintf(path, sizeof(path), "%s/journal", dir);
+	j = read_whole(path, &jlen);
+	ck_assert_ptr_null(strstr(j, r.id));
+	spool_close(s2);
+	free(j);
+}
+END_TEST
+
+static void
+write_ckpt(const char *dir, const char *boot, int clean)
+{
+	char path[256], text[512];
+
+	(void)snprintf(path, sizeof(path), "%s/checkpoint", dir);
+	(void)snprintf(text, sizeof(text),
+	    "splitmx-checkpoint 2\nredo 0\njournal 0\nboot %s\nclean %d\n",
+	    boot, clean);
+	write_whole(path, text, strlen(text));
+}
+
+START_TEST(test_log_lost_boot)
+{
+	ck_assert(!spool_lost_boot(sp));
+	spool_close(sp);
+	sp = NULL;
+	/* Another boot, not stopped cleanly: the machine went down. */
+	write_ckpt(sdir, "00000000-1111-2222-3333-444444444444", 0);
+	open_spool();
+	ck_assert(spool_lost_boot(sp));
+	spool_close(sp);
+	sp = NULL;
+	/* Another boot but a clean stop: nothing was left unsynced. */
+	write_ckpt(sdir, "00000000-1111-2222-3333-444444444444", 1);
+	open_spool();
+	ck_assert(!spool_lost_boot(sp));
+	spool_close(sp);
+	sp = NULL;
+	/* A damaged checkpoint refuses the spool with file:line. */
+	{
+		char path[256];
+		struct sbuf err;
+
+		(void)snprintf(path, sizeof(path), "%s/checkpoint", sdir);
+		write_whole(path, "splitmx-checkpoint 2\nredo x\n", 28);
+		sbuf_init(&err, 256);
+		ck_assert_ptr_null(spool_open(sdir, w, &err));
+		ck_assert_msg(strstr(err.data, "checkpoint:2: bad number") !=
+		        NULL,
+		    "%s", err.data);
+		sbuf_release(&err);
+		write_ckpt(sdir, "-", 1);
+	}
+	open_spool();
+}
+END_TEST
+
 START_TEST(test_close_drains)
 {
 	static struct result r[20];
@@ -1172,6 +1371,10 @@ spool_suite(void)
 	tcase_add_test(tc, test_locked);
 	tcase_add_test(tc, test_torn_journal_repaired);
 	tcase_add_test(tc, test_journal_past_checkpoint_cut);
+	tcase_add_test(tc, test_log_restores_lost_file);
+	tcase_add_test(tc, test_log_rewrites_torn_file);
+	tcase_add_test(tc, test_log_damaged_record_unused);
+	tcase_add_test(tc, test_log_lost_boot);
 	tcase_add_test(tc, test_close_drains);
 	tcase_add_test(tc, test_new_rejects_empty_envelope);
 	tcase_add_test(tc, test_precreate);
