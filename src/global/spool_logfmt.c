@@ -301,9 +301,16 @@ spool_logfmt_ckpt_parse(const char *text, size_t len,
 		val = sp + 1;
 		vlen = (size_t)(nl - val);
 		if (line == 4) {
-			if (vlen == 0 || vlen > SPOOL_LOGFMT_BOOT_MAX ||
-			    memchr(val, ' ', vlen) != NULL)
+			if (vlen == 0 || vlen > SPOOL_LOGFMT_BOOT_MAX)
 				return sbuf_seterr(err, "line 4: bad boot id");
+			/* A uuid: letters, digits and dashes only. */
+			for (i = 0; i < vlen; i++)
+				if (!((val[i] >= '0' && val[i] <= '9') ||
+				        (val[i] >= 'a' && val[i] <= 'z') ||
+				        (val[i] >= 'A' && val[i] <= 'Z') ||
+				        val[i] == '-'))
+					return sbuf_seterr(err,
+					    "line 4: bad boot id");
 			if (!(vlen == 1 && val[0] == '-')) {
 				memcpy(out->boot, val, vlen);
 				out->boot[vlen] = '\0';

@@ -155,6 +155,8 @@ static const struct {
 	    "line 5: missing or torn" },
 	{ "splitmx-checkpoint 2\nredo 0\njournal 0\nboot -\nclean 0\nx\n",
 	    "line 6: unexpected text" },
+	{ "splitmx-checkpoint 2\nredo 0\njournal 0\nboot a\tb\nclean 0\n",
+	    "line 4: bad boot id" },
 	{ "splitmx-checkpoint 2\nredo 0\nboot -\njournal 0\nclean 0\n",
 	    "line 3: expected \"journal\"" },
 	{ "splitmx-checkpoint 2\nredo 99999999999999999999\njournal 0\n"
