@@ -186,19 +186,21 @@ struct conf {
 	size_t nroutes;
 	int default_target; /* other domains; -1 none */
 	struct conf_queue queue;
-	char *resolvers;             /* "ip[:port],..."; NULL: resolv.conf */
-	unsigned verify_cache;       /* seconds a probe answer is kept */
-	bool verify_tempfail;        /* 450 when a probe fails */
-	bool duplicates;             /* duplicate suppression on */
-	bool reverse_lookup;         /* client names via DNS */
-	bool auth_checks;            /* SPF and DKIM on arrival */
-	bool spf_reject;             /* 550 5.7.23 on SPF fail */
-	char *authserv_id;           /* NULL: the hostname */
-	char *srs_domain;            /* SRS addresses live here */
-	char *srs_secret_file;       /* resolved; the HMAC secret */
-	unsigned duplicate_window;   /* seconds */
-	uint64_t duplicate_max_size; /* index bytes */
-	char **trusted_hosts;        /* returning-mail sources */
+	char *resolvers;               /* "ip[:port],..."; NULL: resolv.conf */
+	unsigned verify_cache;         /* seconds a probe answer is kept */
+	bool verify_tempfail;          /* 450 when a probe fails */
+	bool duplicates;               /* duplicate suppression on */
+	bool reverse_lookup;           /* client names via DNS */
+	bool auth_checks;              /* SPF and DKIM on arrival */
+	bool spf_reject;               /* 550 5.7.23 on SPF fail */
+	char *authserv_id;             /* NULL: the hostname */
+	char *srs_domain;              /* SRS addresses live here */
+	char *srs_secret_file;         /* resolved; the HMAC secret */
+	unsigned duplicate_window;     /* seconds */
+	uint64_t duplicate_max_size;   /* index bytes */
+	uint64_t journal_segment_size; /* rotate the journal past this */
+	unsigned journal_retention;    /* seconds closed segments are kept */
+	char **trusted_hosts;          /* returning-mail sources */
 	size_t ntrusted_hosts;
 	bool log_stderr;  /* log destination stderr */
 	int log_facility; /* syslog facility */

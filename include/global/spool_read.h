@@ -46,6 +46,17 @@ typedef void (*spool_line_cb)(void *arg, const char *line, size_t len);
  */
 int spool_reader_scan(const struct spool_reader *rd, spool_line_cb cb,
     void *arg, struct spool_scan_stats *stats_out, struct sbuf *err);
+/*
+ * The whole history: the closed journal segments (journal.TIME, oldest
+ * first), then the journal, each record once (the copies of live records
+ * a segment starts with, counted by its "carried" record, are skipped).
+ * For reports and rebuilding the duplicate index; start-up restores from
+ * spool_reader_scan, which the carried records make sufficient.
+ */
+int spool_reader_scan_history(const struct spool_reader *rd, spool_line_cb cb,
+    void *arg, struct spool_scan_stats *stats_out, struct sbuf *err);
+/* A closed journal segment's name: journal.YYYYMMDDTHHMMSSZ[.N]. */
+bool spool_journal_segment_name(const char *name);
 
 /*
  * Opens the committed message queue/ID and checks its header and size:

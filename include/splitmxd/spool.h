@@ -177,6 +177,15 @@ bool spool_lost_boot(const struct spool *sp);
  */
 void spool_set_log_segment(struct spool *sp, uint64_t bytes);
 
+/*
+ * Journal segments: past max_bytes (0: never) the journal is closed as
+ * journal.TIME at a checkpoint and a new one starts with the live
+ * records; closed segments older than retention_secs (0: forever) are
+ * removed. Defaults 64 MiB and 90 days. Any time after spool_open.
+ */
+void spool_set_journal_rotation(struct spool *sp, uint64_t max_bytes,
+    unsigned retention_secs);
+
 /* "2026-11-23T01:20:00.123456Z", the journal's timestamp format. */
 void spool_timestamp(char *out, size_t outlen);
 

@@ -131,6 +131,11 @@ const struct conf_directive conf_directives[] = {
 	    CONF_CTX_TOP, CONF_ARG_D_WINDOW, "DURATION", conf_do_verify_opts },
 	{ "duplicate_max_size", CONF_CTX_TOP, 1, 1, CONF_BLOCK_NONE, false,
 	    CONF_CTX_TOP, CONF_ARG_D_MAX_SIZE, "SIZE", conf_do_verify_opts },
+	{ "journal_segment_size", CONF_CTX_TOP, 1, 1, CONF_BLOCK_NONE, false,
+	    CONF_CTX_TOP, CONF_ARG_J_SEGMENT, "SIZE", conf_do_verify_opts },
+	{ "journal_retention", CONF_CTX_TOP, 1, 1, CONF_BLOCK_NONE, false,
+	    CONF_CTX_TOP, CONF_ARG_J_RETENTION, "DURATION",
+	    conf_do_verify_opts },
 	D_TOP("trusted_hosts", 1, -1, CONF_BLOCK_NONE, true, CONF_CTX_TOP,
 	    "ADDR...", conf_do_trusted),
 
@@ -860,7 +865,7 @@ conf_do_verify_opts(struct conf_parser *p, const struct conf_directive *dir,
 			p->conf->duplicates = yes;
 		return 0;
 	}
-	if (dir->arg == CONF_ARG_D_MAX_SIZE) {
+	if (dir->arg == CONF_ARG_D_MAX_SIZE || dir->arg == CONF_ARG_J_SEGMENT) {
 		if (conf_parse_scaled(arg, conf_units_size, UINT64_MAX, &v) !=
 		        0 ||
 		    v < 1024 * 1024)
@@ -868,7 +873,10 @@ conf_do_verify_opts(struct conf_parser *p, const struct conf_directive *dir,
 			    "'%s' needs a size of at least "
 			    "1M, got '%s'",
 			    dir->name, conf_show(p, arg));
-		p->conf->duplicate_max_size = v;
+		if (dir->arg == CONF_ARG_J_SEGMENT)
+			p->conf->journal_segment_size = v;
+		else
+			p->conf->duplicate_max_size = v;
 		return 0;
 	}
 	if (conf_parse_scaled(arg, conf_units_duration, UINT_MAX, &v) != 0 ||
@@ -879,6 +887,8 @@ conf_do_verify_opts(struct conf_parser *p, const struct conf_directive *dir,
 		    dir->name, conf_show(p, arg));
 	if (dir->arg == CONF_ARG_D_WINDOW)
 		p->conf->duplicate_window = (unsigned)v;
+	else if (dir->arg == CONF_ARG_J_RETENTION)
+		p->conf->journal_retention = (unsigned)v;
 	else
 		p->conf->verify_cache = (unsigned)v;
 	return 0;

@@ -483,6 +483,8 @@ conf_defaults(struct conf *conf)
 	conf->auth_checks = true;
 	conf->duplicate_window = 7 * 24 * 60 * 60;
 	conf->duplicate_max_size = (uint64_t)1 << 30;
+	conf->journal_segment_size = (uint64_t)64 << 20;
+	conf->journal_retention = 90 * 24 * 60 * 60;
 	conf->verify_tempfail = false;
 }
 

@@ -10,6 +10,7 @@
 #include <sys/stat.h>
 #include <sys/types.h>
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -72,66 +73,162 @@ spool_reader_close(struct spool_reader *rd)
 	free(rd);
 }
 
-int
-spool_reader_scan(const struct spool_reader *rd, spool_line_cb cb, void *arg,
-    struct spool_scan_stats *stats_out, struct sbuf *err)
+/*
+ * One journal file. With history set, a segment's leading "carried"
+ * record and the lines it counts (copies of live records from the segment
+ * before) are skipped, so nothing is seen twice.
+ */
+static int
+spool_scan_file(const struct spool_reader *rd, const char *name, bool history,
+    spool_line_cb cb, void *arg, struct spool_scan_stats *st, struct sbuf *err)
 {
-	struct spool_scan_stats st = { 0, 0, 0 };
-	struct sbuf line;
+	struct spool_jrec rec;
+	struct sbuf line, val;
 	char *buf;
-	uint64_t off = 0;
+	uint64_t off = 0, skip = 0, nline = 0;
 	ssize_t n, i;
 	bool skipping = false;
 	int fd, rc = -1;
 
-	fd = openat(rd->dirfd, "journal", O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+	fd = openat(rd->dirfd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
 	if (fd == -1) {
 		if (errno == ENOENT) /* a spool nothing was written to */
-			rc = 0;
-		else
-			sbuf_seterr(err, "open journal: %s", strerror(errno));
-		goto done;
+			return 0;
+		return sbuf_seterr(err, "open %s: %s", name, strerror(errno));
 	}
 	buf = xmalloc(SPOOL_READ_CHUNK);
 	sbuf_init(&line, SPOOL_JLINE_MAX);
+	sbuf_init(&val, 32);
 	for (;;) {
 		n = pread(fd, buf, SPOOL_READ_CHUNK, (off_t)off);
 		if (n == -1) {
 			if (errno == EINTR)
 				continue;
-			sbuf_seterr(err, "read journal: %s", strerror(errno));
+			sbuf_seterr(err, "read %s: %s", name, strerror(errno));
 			goto out;
 		}
 		if (n == 0)
 			break;
 		off += (uint64_t)n;
 		for (i = 0; i < n; i++) {
-			if (buf[i] == '\n') {
-				if (!skipping) {
-					cb(arg, line.data, line.len);
-					st.records++;
+			if (buf[i] != '\n') {
+				if (!skipping &&
+				    sbuf_append_char(&line, buf[i]) == -1) {
+					/* An absurd record: skip to its end. */
+					st->oversized++;
+					skipping = true;
+					sbuf_reset(&line);
 				}
-				skipping = false;
-				sbuf_reset(&line);
-			} else if (!skipping &&
-			    sbuf_append_char(&line, buf[i]) == -1) {
-				/* An absurd record: skip to its end. */
-				st.oversized++;
-				skipping = true;
-				sbuf_reset(&line);
+				continue;
 			}
+			nline++;
+			if (history && nline == 1 &&
+			    spool_jrec_parse(line.data, line.len, &rec, NULL) ==
+			        0 &&
+			    spool_jrec_is(&rec, "carried") &&
+			    spool_jrec_value(&rec, "lines", false, &val) == 0)
+				skip = strtoull(val.data, NULL, 10) + 1;
+			if (skip > 0)
+				skip--;
+			else if (!skipping) {
+				cb(arg, line.data, line.len);
+				st->records++;
+			}
+			skipping = false;
+			sbuf_reset(&line);
 		}
 	}
-	st.torn_tail = line.len;
+	st->torn_tail = line.len;
 	rc = 0;
 out:
 	free(buf);
 	sbuf_release(&line);
+	sbuf_release(&val);
 	(void)close(fd); /* read-only */
-done:
+	return rc;
+}
+
+int
+spool_reader_scan(const struct spool_reader *rd, spool_line_cb cb, void *arg,
+    struct spool_scan_stats *stats_out, struct sbuf *err)
+{
+	struct spool_scan_stats st = { 0, 0, 0 };
+	int rc;
+
+	rc = spool_scan_file(rd, "journal", false, cb, arg, &st, err);
 	if (stats_out != NULL)
 		*stats_out = st;
 	return rc;
+}
+
+static int
+spool_cmp_str(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+int
+spool_reader_scan_history(const struct spool_reader *rd, spool_line_cb cb,
+    void *arg, struct spool_scan_stats *stats_out, struct sbuf *err)
+{
+	struct spool_scan_stats st = { 0, 0, 0 };
+	struct dirent *de;
+	char **names = NULL;
+	size_t n = 0, cap = 0, i;
+	DIR *d;
+	int fd, rc = -1;
+
+	if ((fd = dup(rd->dirfd)) == -1 || (d = fdopendir(fd)) == NULL) {
+		if (fd != -1)
+			(void)close(fd);
+		return sbuf_seterr(err, "list spool: %s", strerror(errno));
+	}
+	while ((de = readdir(d)) != NULL) {
+		if (!spool_journal_segment_name(de->d_name))
+			continue;
+		if (n == cap) {
+			cap = cap ? 2 * cap : 16;
+			names = xreallocarray(names, cap, sizeof(*names));
+		}
+		names[n++] = xstrdup(de->d_name);
+	}
+	(void)closedir(d);
+	if (n > 0)
+		qsort(names, n, sizeof(*names), spool_cmp_str);
+	for (i = 0; i < n; i++)
+		if (spool_scan_file(rd, names[i], true, cb, arg, &st, err) ==
+		    -1)
+			goto out;
+	rc = spool_scan_file(rd, "journal", true, cb, arg, &st, err);
+out:
+	for (i = 0; i < n; i++)
+		free(names[i]);
+	free(names);
+	if (stats_out != NULL)
+		*stats_out = st;
+	return rc;
+}
+
+/* "journal.YYYYMMDDTHHMMSSZ" with an optional ".N": a closed segment. */
+bool
+spool_journal_segment_name(const char *name)
+{
+	static const char shape[] = "journal.DDDDDDDDTDDDDDDZ";
+	size_t i;
+
+	for (i = 0; shape[i] != '\0'; i++) {
+		if (shape[i] == 'D' ? !(name[i] >= '0' && name[i] <= '9') :
+		                      name[i] != shape[i])
+			return false;
+	}
+	if (name[i] == '\0')
+		return true;
+	if (name[i] != '.' || name[i + 1] == '\0')
+		return false;
+	for (i++; name[i] != '\0'; i++)
+		if (name[i] < '0' || name[i] > '9')
+			return false;
+	return true;
 }
 
 int

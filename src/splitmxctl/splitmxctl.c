@@ -105,12 +105,12 @@ ctl_journal_check(const char *path)
 	}
 	rd = spool_reader_open(conf->spool_dir, &err);
 	if (rd == NULL ||
-	    spool_reader_scan(rd, ctl_jcount_cb, &n, &st, &err) == -1) {
+	    spool_reader_scan_history(rd, ctl_jcount_cb, &n, &st, &err) == -1) {
 		(void)fprintf(stderr, "splitmxctl: %s\n", err.data);
 		rc = EX_IOERR;
 		goto out;
 	}
-	(void)printf("%s/journal: %" PRIu64 " records: %" PRIu64
+	(void)printf("%s/journal*: %" PRIu64 " records: %" PRIu64
 	             " accepted, %" PRIu64 " delivered, %" PRIu64
 	             " removed, %" PRIu64 " other, %" PRIu64 " not records\n",
 	    conf->spool_dir, n.records, n.accepted, n.delivered, n.removed,

@@ -521,7 +521,7 @@ queue_dedup_rebuild(struct dedup *dd, const struct spool_reader *rd,
 	sbuf_init(&rb.rcpt, SPOOL_JLINE_MAX);
 	sbuf_init(&rb.key, SPOOL_JLINE_MAX);
 	sbuf_init(&rb.err, 256);
-	rc = spool_reader_scan(rd, qrebuild_line, &rb, NULL, err);
+	rc = spool_reader_scan_history(rd, qrebuild_line, &rb, NULL, err);
 	if (rc == 0)
 		log_warnx("duplicate index rebuilt from the journal: %lu "
 		          "claims, %lu releases, %lu records not usable",

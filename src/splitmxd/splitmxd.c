@@ -457,6 +457,8 @@ open_spool(struct splitmxd *d)
 	if (d->spool == NULL)
 		log_fatalx(EX_CANTCREAT, "spool %s: %s", conf->spool_dir,
 		    d->err.data);
+	spool_set_journal_rotation(d->spool, conf->journal_segment_size,
+	    conf->journal_retention);
 	if (conf->duplicates) {
 		sbuf_init(&dpath, 4096);
 		(void)sbuf_printf(&dpath, "%s/dedup", conf->spool_dir);

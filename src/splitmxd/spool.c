@@ -273,6 +273,8 @@ spool_open(const char *dir, struct workers *w, struct sbuf *err)
 	atomic_init(&sp->broken, false);
 	sbuf_init(&sp->jbuf, SPOOL_JBATCH_MAX);
 	sbuf_init(&sp->jbacklog, SPOOL_BACKLOG_MAX);
+	sp->journal_max = (uint64_t)64 << 20;
+	sp->journal_retention = 90 * 24 * 60 * 60;
 	spool_check(pthread_mutex_init(&sp->mtx, NULL), "pthread_mutex_init");
 	spool_check(pthread_mutex_init(&sp->pool_mtx, NULL),
 	    "pthread_mutex_init");
@@ -297,6 +299,13 @@ spool_open(const char *dir, struct workers *w, struct sbuf *err)
 		sbuf_seterr(err, "open %s: %s", dir, strerror(errno));
 		goto fail;
 	}
+	/* One daemon per spool: the lock dies with the process. */
+	if (flock(sp->dirfd, LOCK_EX | LOCK_NB) == -1) {
+		sbuf_seterr(err, "%s: %s", dir,
+		    errno == EWOULDBLOCK ? "in use by another process" :
+		                           strerror(errno));
+		goto fail;
+	}
 	if ((sp->tmpfd = spool_open_subdir(sp->dirfd, "tmp", &created, err)) ==
 	        -1 ||
 	    (sp->queuefd = spool_open_subdir(sp->dirfd, "queue", &created,
@@ -314,17 +323,12 @@ spool_open(const char *dir, struct workers *w, struct sbuf *err)
 		goto fail;
 	}
 
+	if (spool_rotate_fixup(sp, err) == -1)
+		goto fail;
 	sp->journalfd = openat(sp->dirfd, "journal",
 	    O_RDWR | O_APPEND | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0640);
 	if (sp->journalfd == -1) {
 		sbuf_seterr(err, "open journal: %s", strerror(errno));
-		goto fail;
-	}
-	/* One daemon per spool: the lock dies with the process. */
-	if (flock(sp->journalfd, LOCK_EX | LOCK_NB) == -1) {
-		sbuf_seterr(err, "%s: %s", dir,
-		    errno == EWOULDBLOCK ? "in use by another process" :
-		                           strerror(errno));
 		goto fail;
 	}
 	if (fstat(sp->journalfd, &tst) == -1) {

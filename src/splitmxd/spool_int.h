@@ -121,6 +121,9 @@ struct spool {
 	uint64_t journal_off;
 	struct sbuf jbuf;
 	struct sbuf jbacklog; /* durable in the log, not yet in the journal */
+	uint64_t journal_max; /* rotate past this (0: never) */
+	uint64_t log_ckpt_journal;  /* journal_off the checkpoint names */
+	unsigned journal_retention; /* seconds closed segments are kept */
 	struct spool_log log;
 
 	/* Set once, never cleared: the spool refuses new mail. */
@@ -204,6 +207,10 @@ int spool_log_sync(struct spool *sp, struct sbuf *why);
 void spool_log_rollback(struct spool *sp, uint64_t lsn);
 void spool_log_note_image(struct spool *sp, const char *id);
 void spool_log_maybe_checkpoint(struct spool *sp, bool clean);
+
+/* spool_rotate.c */
+int spool_rotate_fixup(struct spool *sp, struct sbuf *err);
+int spool_rotate(struct spool *sp, struct sbuf *why);
 
 /* spool_msg.c */
 void spool_msg_flush(struct spool_msg *msg);

@@ -102,6 +102,7 @@ spool_log_write_ckpt(struct spool *sp, bool clean, struct sbuf *why)
 	ck.redo = sp->log.lsn;
 	ck.journal_off = sp->journal_off;
 	ck.clean = clean;
+	sp->log_ckpt_journal = sp->journal_off;
 	memcpy(ck.boot, sp->log.boot, sizeof(ck.boot));
 	sbuf_init(&text, SPOOL_LOGFMT_CKPT_MAX);
 	if (spool_logfmt_ckpt_format(&ck, &text) == -1) {
@@ -894,6 +895,12 @@ spool_log_maybe_checkpoint(struct spool *sp, bool clean)
 		goto fail;
 	}
 	if (spool_log_write_ckpt(sp, clean, &why) == -1)
+		goto fail;
+	/* A long journal is closed; the checkpoint then names the new one. */
+	if (spool_rotate(sp, &why) == -1)
+		log_warnx("spool: journal not rotated: %s", why.data);
+	else if (sp->journal_off != sp->log_ckpt_journal &&
+	    spool_log_write_ckpt(sp, clean, &why) == -1)
 		goto fail;
 	lg->nids = 0;
 	lg->dirty = false;

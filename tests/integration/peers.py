@@ -855,6 +855,9 @@ def delivery_records(spool, kind=None, qid=None, target=None, rcpt=None):
         f = r["fields"]
         if kind and r["type"] != kind:
             continue
+        # The duplicate index's bookkeeping, not a delivery state.
+        if not kind and r["type"] in ("claimed", "released"):
+            continue
         if qid and f.get("id") != qid:
             continue
         if target and f.get("target") != target:

@@ -1167,6 +1167,121 @@ START_TEST(test_log_lost_boot)
 }
 END_TEST
 
+static void
+count_line_cb(void *arg, const char *line, size_t len)
+{
+	struct sbuf *all = arg;
+
+	ck_assert_int_eq(sbuf_append(all, line, len), 0);
+	ck_assert_int_eq(sbuf_append_char(all, '\n'), 0);
+}
+
+static unsigned
+count_segments(void)
+{
+	struct dirent *de;
+	unsigned n = 0;
+	DIR *d = opendir(sdir);
+
+	ck_assert_ptr_nonnull(d);
+	while ((de = readdir(d)) != NULL)
+		if (spool_journal_segment_name(de->d_name))
+			n++;
+	(void)closedir(d);
+	return n;
+}
+
+static void
+done_cb(void *arg, int status)
+{
+	int *st = arg;
+
+	*st = status;
+	ndone++;
+}
+
+/* Rotation: live records carried, the rest only in the closed segment. */
+START_TEST(test_journal_rotation)
+{
+	struct result a = { 0 }, b = { 0 };
+	struct spool_reader *rd;
+	struct sbuf all, err;
+	char rec[256], *j, *p;
+	int st = 1;
+	unsigned before;
+
+	commit_simple("Subject: a\r\n\r\nlive\r\n", &a);
+	commit_simple("Subject: b\r\n\r\ngone\r\n", &b);
+	(void)snprintf(rec, sizeof(rec),
+	    "2026-12-03T00:00:00.000000Z removed id=%s\n", b.id);
+	before = ndone;
+	spool_journal_append(sp, rec, strlen(rec), b.id, done_cb, &st);
+	pump_until(&ndone, before + 1);
+	ck_assert_int_eq(st, 0);
+	spool_set_journal_rotation(sp, 1, 0);
+	spool_close(sp); /* the clean checkpoint rotates */
+	sp = NULL;
+	ck_assert_uint_eq(count_segments(), 1);
+	j = journal();
+	ck_assert_msg(strncmp(j + 28, "carried id=0000000000000000 lines=1\n",
+	                  36) == 0,
+	    "journal starts: %.80s", j);
+	ck_assert_ptr_nonnull(strstr(j, a.id));
+	ck_assert_ptr_null(strstr(j, b.id));
+	free(j);
+
+	/* History: every record once, carried copies skipped. */
+	sbuf_init(&err, 256);
+	sbuf_init(&all, 1 << 20);
+	rd = spool_reader_open(sdir, &err);
+	ck_assert_ptr_nonnull(rd);
+	ck_assert_int_eq(spool_reader_scan_history(rd, count_line_cb, &all,
+	                     NULL, &err),
+	    0);
+	p = strstr(all.data, a.id);
+	ck_assert_ptr_nonnull(p);
+	ck_assert_ptr_null(strstr(p + 1, a.id));
+	ck_assert_ptr_nonnull(strstr(all.data, b.id));
+	ck_assert_ptr_null(strstr(all.data, "carried"));
+	spool_reader_close(rd);
+	sbuf_release(&all);
+	sbuf_release(&err);
+
+	/* Reopened: the journal is kept as it is (the checkpoint names it). */
+	open_spool();
+	j = journal();
+	ck_assert_ptr_nonnull(strstr(j, a.id));
+	free(j);
+}
+END_TEST
+
+/* A crash between the renames: journal.new becomes the journal. */
+START_TEST(test_journal_rotation_fixup)
+{
+	char from[256], to[256], *j;
+
+	spool_close(sp);
+	sp = NULL;
+	(void)snprintf(from, sizeof(from), "%s/journal", sdir);
+	(void)snprintf(to, sizeof(to), "%s/journal.new", sdir);
+	write_whole(to,
+	    "2026-12-03T00:00:00.000000Z carried id=0000000000000000 "
+	    "lines=0\n",
+	    64);
+	ck_assert_int_eq(unlink(from), 0);
+	/* The checkpoint named the old, longer journal. */
+	(void)snprintf(from, sizeof(from), "%s/checkpoint", sdir);
+	write_whole(from,
+	    "splitmx-checkpoint 2\nredo 0\njournal 4096\nboot -\nclean 1\n",
+	    56);
+	open_spool();
+	ck_assert_int_eq(access(to, F_OK), -1);
+	j = journal();
+	ck_assert_ptr_nonnull(strstr(j, " carried "));
+	free(j);
+}
+END_TEST
+
 START_TEST(test_close_drains)
 {
 	static struct result r[20];
@@ -1375,6 +1490,8 @@ spool_suite(void)
 	tcase_add_test(tc, test_log_rewrites_torn_file);
 	tcase_add_test(tc, test_log_damaged_record_unused);
 	tcase_add_test(tc, test_log_lost_boot);
+	tcase_add_test(tc, test_journal_rotation);
+	tcase_add_test(tc, test_journal_rotation_fixup);
 	tcase_add_test(tc, test_close_drains);
 	tcase_add_test(tc, test_new_rejects_empty_envelope);
 	tcase_add_test(tc, test_precreate);
