@@ -270,6 +270,7 @@ spool_open(const char *dir, struct workers *w, struct sbuf *err)
 	sp->jq_tail = &sp->jq_head;
 	atomic_init(&sp->inflight, 0);
 	atomic_init(&sp->pending, 0);
+	atomic_init(&sp->receiving, 0);
 	atomic_init(&sp->broken, false);
 	sbuf_init(&sp->jbuf, SPOOL_JBATCH_MAX);
 	sbuf_init(&sp->jbacklog, SPOOL_BACKLOG_MAX);

@@ -343,6 +343,39 @@ spool_ts_before(const struct timespec *a, const struct timespec *b)
 }
 
 /*
+ * Other messages are being received (DATA or BDAT under way) or are
+ * finishing their files on the workers: they will want a flush a moment
+ * from now. Waiting up to SPOOL_SIBLING_WAIT for them lets one flush serve
+ * them all (PostgreSQL's commit_delay with commit_siblings). A single
+ * session never waits: nothing else is under way. Lock held.
+ */
+static void
+spool_wait_siblings(struct spool *sp)
+{
+	struct spool_msg *m;
+	struct timespec now, until;
+	unsigned queued;
+	int rc;
+
+	(void)clock_gettime(CLOCK_MONOTONIC, &now);
+	until = spool_deadline(&now, SPOOL_SIBLING_WAIT);
+	for (;;) {
+		queued = 0;
+		for (m = sp->cq_head; m != NULL; m = m->next)
+			queued++;
+		if (sp->stopping || queued >= SPOOL_GROUP_FULL ||
+		    (atomic_load(&sp->pending) <= queued &&
+		        atomic_load(&sp->receiving) == 0))
+			return;
+		rc = pthread_cond_timedwait(&sp->cq_cond, &sp->mtx, &until);
+		if (rc == ETIMEDOUT)
+			return;
+		if (rc != 0)
+			spool_check(rc, "pthread_cond_timedwait");
+	}
+}
+
+/*
  * Messages go at once; records alone wait up to SPOOL_RECORD_DELAY for a
  * message to share their flush (nobody is waiting on them for a reply),
  * and an idle log is checkpointed.
@@ -389,6 +422,7 @@ spool_committer_main(void *arg)
 		}
 		if (sp->cq_head == NULL && sp->jq_head == NULL)
 			break;
+		spool_wait_siblings(sp);
 		batch = sp->cq_head;
 		sp->cq_head = NULL;
 		sp->cq_tail = &sp->cq_head;

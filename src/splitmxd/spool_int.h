@@ -26,6 +26,13 @@
 /* Records with no message to share a flush with wait this long (us). */
 #define SPOOL_RECORD_DELAY 20000L
 #define SPOOL_RECORD_EAGER 1024 /* or until this many are queued */
+/*
+ * A group waits up to this long (us) while other messages are being
+ * received or finished, so that one flush serves them too; and no longer
+ * once it holds SPOOL_GROUP_FULL messages.
+ */
+#define SPOOL_SIBLING_WAIT 1000L
+#define SPOOL_GROUP_FULL   32
 #define SPOOL_BACKLOG_MAX  ((size_t)64 << 20) /* journal lines held back */
 /*
  * Creating a file can wait for the filesystem journal (ext4 under commit
@@ -114,8 +121,9 @@ struct spool {
 	unsigned jq_n;            /* records queued */
 	struct timespec jq_since; /* when the first of them came */
 	bool stopping;
-	atomic_uint inflight; /* jobs that use sp */
-	atomic_uint pending;  /* commits not yet decided */
+	atomic_uint inflight;  /* jobs that use sp */
+	atomic_uint pending;   /* commits not yet decided */
+	atomic_uint receiving; /* messages started, not committed or aborted */
 
 	/* Committer thread (or recovery, before any commit) only. */
 	uint64_t journal_off;

@@ -299,6 +299,7 @@ spool_msg_new(struct spool *sp, const struct spool_envelope *env,
 	msg->content_off = hdr.len;
 	sbuf_release(&hdr);
 	msg->buf = xmalloc(SPOOL_BUF_SIZE);
+	atomic_fetch_add(&sp->receiving, 1);
 	return msg;
 abort:
 	sbuf_release(&hdr);
@@ -392,6 +393,7 @@ spool_msg_commit(struct spool_msg *msg, const char *message_id,
 	free(msg->sender);
 	msg->sender = NULL;
 	sbuf_release(&msg->jenv);
+	atomic_fetch_sub(&sp->receiving, 1);
 	atomic_fetch_add(&sp->pending, 1);
 	atomic_fetch_add(&sp->inflight, 1);
 	/* The last write, fsync and close happen off the loop. */
@@ -433,6 +435,7 @@ spool_msg_abort(struct spool_msg *msg)
 
 	if (sp->w == NULL)
 		log_panic("spool: abort without workers");
+	atomic_fetch_sub(&sp->receiving, 1);
 	atomic_fetch_add(&sp->inflight, 1);
 	workers_submit(sp->w, spool_abort_job, NULL, msg);
 }
