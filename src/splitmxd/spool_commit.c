@@ -41,6 +41,7 @@ static void spool_commit_done(void *arg);
 static void spool_reopen_queue(struct spool *sp);
 static void spool_jq_done(void *arg);
 static void spool_committer_enqueue(struct spool *sp, struct spool_msg *msg);
+static void spool_msg_finish_image(struct spool_msg *msg);
 
 /* "TS verb id=ID reason=..." into sb; dropped (and logged) past the cap. */
 void
@@ -201,6 +202,8 @@ spool_group(struct spool *sp, struct spool_msg *batch, struct spool_jq *jbatch)
 	sbuf_reset(&sp->jbuf);
 	for (m = batch; m != NULL; m = m->next) {
 		n++;
+		if (m->finish_in_committer)
+			spool_msg_finish_image(m);
 		if (!m->failed && atomic_load(&sp->broken))
 			spool_msg_fail(m, "%s", sp->broken_why);
 		start = sp->jbuf.len;
@@ -479,14 +482,10 @@ spool_committer_enqueue(struct spool *sp, struct spool_msg *msg)
 	spool_unlock(sp);
 }
 
-/*
- * Worker: finishes the file (last buffer, size/sha256 record), fsyncs and
- * closes it, and hands it to the committer whatever happened.
- */
-void
-spool_sync_job(void *arg)
+/* The last buffer, the size/sha256 line and the prepended fields. */
+static void
+spool_msg_finish(struct spool_msg *msg)
 {
-	struct spool_msg *msg = arg;
 	char sum[SPOOL_SUM_LEN + 1];
 
 	spool_msg_flush(msg);
@@ -501,18 +500,53 @@ spool_sync_job(void *arg)
 	        (off_t)SPOOL_PREPEND_OFF) == -1)
 		spool_msg_fail(msg, "write: %s", strerror(errno));
 	msg->file_size = msg->content_off + msg->size;
-	/* Small: the committer copies it into the log and closes it. */
-	msg->image = !msg->failed && msg->file_size <= SPOOL_LOG_IMAGE_MAX;
-	if (!msg->image) {
-		if (!msg->failed && fsync(msg->fd) == -1)
-			spool_msg_fail(msg, "fsync: %s", strerror(errno));
-		/* After fsync, close may still report a deferred write error. */
-		if (close(msg->fd) == -1)
-			spool_msg_fail(msg, "close: %s", strerror(errno));
-		msg->fd = -1;
-	}
 	free(msg->buf);
 	msg->buf = NULL;
+}
+
+/*
+ * Committer: a small message, handed over straight from the loop (no
+ * worker round trip: page-cache writes only), is finished here; the log
+ * image makes it durable.
+ */
+static void
+spool_msg_finish_image(struct spool_msg *msg)
+{
+	spool_msg_finish(msg);
+	msg->image = !msg->failed;
+	if (msg->failed) {
+		if (close(msg->fd) == -1)
+			log_warn("spool: close tmp/%s", msg->id);
+		msg->fd = -1;
+	}
+}
+
+/*
+ * Worker: a large message is finished, fsynced and closed here (its own
+ * flush: the log holds no image of it), then handed to the committer
+ * whatever happened.
+ */
+void
+spool_sync_job(void *arg)
+{
+	struct spool_msg *msg = arg;
+
+	spool_msg_finish(msg);
+	msg->image = false;
+	if (!msg->failed && fsync(msg->fd) == -1)
+		spool_msg_fail(msg, "fsync: %s", strerror(errno));
+	/* After fsync, close may still report a deferred write error. */
+	if (close(msg->fd) == -1)
+		spool_msg_fail(msg, "close: %s", strerror(errno));
+	msg->fd = -1;
+	spool_committer_enqueue(msg->sp, msg);
+}
+
+/* Loop: a small message goes to the committer as it is. */
+void
+spool_commit_small(struct spool_msg *msg)
+{
+	msg->finish_in_committer = true;
 	spool_committer_enqueue(msg->sp, msg);
 }
 

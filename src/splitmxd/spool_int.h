@@ -150,11 +150,12 @@ struct spool_msg {
 	char sha_hex[65];
 	unsigned char *buf;
 	size_t buflen;
-	bool failed;        /* sticky */
-	bool image;         /* small: made durable as a log image, fd kept */
-	uint64_t file_size; /* header and content, for the image */
-	bool journaled;     /* accepted record durable */
-	bool renamed;       /* now queue/ID */
+	bool failed; /* sticky */
+	bool image;  /* small: made durable as a log image, fd kept */
+	bool finish_in_committer; /* small: no worker step */
+	uint64_t file_size;       /* header and content, for the image */
+	bool journaled;           /* accepted record durable */
+	bool renamed;             /* now queue/ID */
 	char err[SPOOL_ERR_LEN];
 	char *sender;        /* for the accepted record */
 	struct sbuf jenv;    /* its envelope fields */
@@ -198,6 +199,7 @@ int spool_journal_write(struct spool *sp, const struct sbuf *sb,
     struct sbuf *why);
 void *spool_committer_main(void *arg);
 void spool_sync_job(void *arg);
+void spool_commit_small(struct spool_msg *msg);
 void spool_abort_job(void *arg);
 
 /* spool_log.c */

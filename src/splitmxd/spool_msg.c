@@ -396,8 +396,11 @@ spool_msg_commit(struct spool_msg *msg, const char *message_id,
 	atomic_fetch_sub(&sp->receiving, 1);
 	atomic_fetch_add(&sp->pending, 1);
 	atomic_fetch_add(&sp->inflight, 1);
-	/* The last write, fsync and close happen off the loop. */
-	workers_submit(sp->w, spool_sync_job, NULL, msg);
+	/* Small: the committer finishes it; large: a worker fsyncs it. */
+	if (msg->failed || msg->content_off + msg->size <= SPOOL_LOG_IMAGE_MAX)
+		spool_commit_small(msg);
+	else
+		workers_submit(sp->w, spool_sync_job, NULL, msg);
 }
 
 int
