@@ -5,6 +5,7 @@
 #   make bench    receive rate, then one table of splitmx beside Postfix
 #                 (../shared/bench, same run; REPS=N, ROWS=...) into docs/bench.md
 #   make bench-c10k, make bench-bigmsg   idle sessions, one big message
+#   make bench-startup   start-up time with a long history
 #                 (tests/bench/c10k.py, bigmsg.py) into docs/bench.md
 #   make crashtest CYCLES=N   kill -9 campaign with two real targets and
 #                 target faults (docs/crashtest.md); SEED=S repeats a run
@@ -185,6 +186,9 @@ bench: deps
 #                 (IDLE=N, NEW=N; STRESS=1: stress mode on, no table)
 #   bench-bigmsg  one 100 MB message to two smtp-sinks: RSS growth < 5 MB
 #                 (SIZE_MB=N)
+#   bench-startup start-up with 1,000,000 finished and 10,000 live
+#                 messages, journal segments against one long journal
+#                 (HISTORY=N, LIVE=N)
 bench-c10k: deps
 	@$(MAKE) --no-print-directory splitmxd
 	@/usr/bin/python3 tests/bench/c10k.py $(if $(STRESS),--stress) \
@@ -193,6 +197,12 @@ bench-c10k: deps
 bench-bigmsg: deps
 	@$(MAKE) --no-print-directory splitmxd
 	@/usr/bin/python3 tests/bench/bigmsg.py \
+	    $(if $(OUT),--out $(OUT),$(if $(filter undefined,$(origin OUT)),--out docs/bench.md))
+
+bench-startup: deps
+	@$(MAKE) --no-print-directory splitmxd
+	@/usr/bin/python3 tests/bench/startup.py $(if $(HISTORY),--history $(HISTORY)) \
+	    $(if $(LIVE),--live $(LIVE)) \
 	    $(if $(OUT),--out $(OUT),$(if $(filter undefined,$(origin OUT)),--out docs/bench.md))
 
 FORMAT_FILES = $(ALL_SRCS) $(wildcard include/*/*.h src/*/*.h tests/unit/*.[ch] \
@@ -218,5 +228,5 @@ install: splitmxd splitmxctl
 clean:
 	rm -rf build splitmxd splitmxctl
 
-.PHONY: all deps check test-build tier-check run bench bench-c10k bench-bigmsg install clean format format-check \
+.PHONY: all deps check test-build tier-check run bench bench-c10k bench-bigmsg bench-startup install clean format format-check \
 	fuzz fuzz-build fuzz-smoke crashtest
