@@ -1013,16 +1013,41 @@ class Journal:
         return [r["fields"].get("id") for r in self.of("accepted")]
 
 
+JOURNAL_SEGMENT_RE = re.compile(r"^journal\.\d{8}T\d{6}Z(\.\d+)?$")
+
+
+def journal_lines(spool):
+    """
+    Every journal line of the spool's history once, oldest first: closed
+    segments (journal.TIME, splitmx-spool(5)) then the journal; a
+    segment's leading "carried" record and the copies it counts are
+    skipped. Returns (lines, torn): torn when the journal's last line is
+    partial.
+    """
+    names = sorted(n for n in os.listdir(spool)
+                   if JOURNAL_SEGMENT_RE.match(n)) if os.path.isdir(
+                       spool) else []
+    out, torn = [], False
+    for name in names + ["journal"]:
+        try:
+            with open(os.path.join(spool, name), "rb") as f:
+                data = f.read()
+        except FileNotFoundError:
+            continue
+        if name == "journal":
+            torn = bool(data) and not data.endswith(b"\n")
+        lines = data.split(b"\n")
+        if lines and b" carried id=" in lines[0]:
+            m = re.search(rb" lines=(\d+)", lines[0])
+            lines = lines[1 + (int(m.group(1)) if m else 0):]
+        out.extend(lines)
+    return out, torn
+
+
 def read_journal(spool):
-    path = os.path.join(spool, "journal")
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except FileNotFoundError:
-        return Journal([], [], False)
-    torn = bool(data) and not data.endswith(b"\n")
+    lines, torn = journal_lines(spool)
     records, bad = [], []
-    for line in data.split(b"\n"):
+    for line in lines:
         if not line:
             continue
         toks = line.split(b" ")
