@@ -5,14 +5,24 @@
  * A connection resolves its target through dns_, tries each address in
  * turn (banner, EHLO/HELO or LHLO, STARTTLS per the target's policy) and
  * then runs transactions: MAIL, RCPTs and DATA sent as one group when the
- * peer offers PIPELINING (RFC 2920), else lock-step. Content is pread
- * from the spool file in 64 KiB chunks as the output drains and
- * dot-stuffed on the way. Replies are bounded (2048-octet lines, 100
- * lines) and kept as "CODE text" (all lines joined, printable ASCII).
+ * peer offers PIPELINING (RFC 2920), else lock-step. The loop never
+ * touches the spool file: when a transaction starts, one job on the
+ * reader threads (a pool of their own that never fsyncs) opens it and
+ * reads the first 64 KiB while MAIL, RCPT and DATA are on the wire, so a
+ * message that fits (most do) costs one round trip and is handed over in
+ * memory. A larger one is read ahead, the next chunk while the last is
+ * sent, at most SC_CHUNKS chunks read or reading per connection. The loop
+ * dot-stuffs the chunks into the output. Replies are bounded (2048-octet
+ * lines, 100 lines) and kept as "CODE text" (all lines joined, printable
+ * ASCII).
  *
  * Owns its bufferevent (and through it the SSL), not the SSL_CTX of its
- * target. Never blocks except for the page-cache preads and the spool
- * open (XXX: a workers_ reader would be stricter). A client is freed only
+ * target; owns its transaction's file handle and chunks. Never blocks. A
+ * read still in flight when the client gives the content up (closed,
+ * connection lost, transaction over) is orphaned: its completion frees the
+ * buffer and has a reader close the file. A file gone, changed or short
+ * ends the transaction 451 and drops the connection (DATA may be out
+ * already). A client is freed only
  * when none of its libevent entry points is on the stack (depth count), so
  * user callbacks may close it; none runs after smtp_client_close.
  * TLS "may": a failed handshake is retried once, on the same address,
@@ -36,19 +46,48 @@
 
 #include "conf.h"
 #include "log.h"
+#include "sbuf.h"
 #include "smtp_client.h"
 #include "smtp_client_int.h"
 #include "smtp_proto.h"
 #include "spool_read.h"
 #include "tlsctx.h"
+#include "workers.h"
 #include "xmalloc.h"
 
 #define SC_LINE_MAX  2048        /* reply line, without CRLF */
 #define SC_LINES_MAX 100         /* lines in one reply */
-#define SC_CHUNK     (64 * 1024) /* one pread */
+#define SC_CHUNK     (64 * 1024) /* one read */
 #define SC_OUT_LOW   (64 * 1024) /* refill when drained to this */
 
+/*
+ * One job on the readers: opens the file first when src is NULL, reads
+ * nbufs chunks from off on (want[k] octets into ch[k]; as many as the
+ * client has room for, so a message up to SC_CHUNKS chunks is one job),
+ * and closes src after the last chunk or an error. The job never looks
+ * at the client; c is for the completion only, and NULL once the client
+ * gave the content up (orphaned: the completion frees the job and has the
+ * handle closed).
+ */
+struct sc_rjob {
+	struct smtp_client *c; /* NULL: orphaned */
+	struct workers *readers;
+	const struct spool_reader *rd;
+	char id[SPOOL_ID_LEN + 1];
+	uint64_t content_off;
+	uint64_t content_size;
+	char sha[SPOOL_SHA256_HEX + 1];
+	struct spool_content *src; /* in: NULL opens; out: NULL when closed */
+	uint64_t off;
+	size_t nbufs; /* 0: only open (an empty message) */
+	size_t want[SC_CHUNKS];
+	struct sc_chunk ch[SC_CHUNKS]; /* len: octets read */
+	bool last;
+	char err[SMTP_CLIENT_REPLY_MAX / 2]; /* "" when all went well */
+};
+
 static void sc_read(struct smtp_client *c);
+static void sc_content_begin(struct smtp_client *c);
 static bool sc_txn_send_next(struct smtp_client *c);
 static void sc_txn_fail(struct smtp_client *c, unsigned code, const char *fmt,
     ...) __attribute__((format(printf, 3, 4)));
@@ -168,11 +207,51 @@ sc_drop(struct smtp_client *c, bool quit)
 }
 
 static void
+sc_rjob_free(struct sc_rjob *j)
+{
+	size_t k;
+
+	for (k = 0; k < j->nbufs; k++)
+		free(j->ch[k].buf);
+	free(j);
+}
+
+/* On a reader: closes a handle the client is done with; frees the job. */
+static void
+sc_rjob_close(void *arg)
+{
+	struct sc_rjob *j = arg;
+
+	spool_content_close(j->src);
+	sc_rjob_free(j);
+}
+
+/*
+ * Gives the content up: a read in flight keeps its buffer and handle for
+ * its completion to free; an open handle is closed on a reader (the last
+ * close of an unlinked file frees its blocks: not on the loop).
+ */
+static void
 sc_content_cleanup(struct smtp_client *c)
 {
-	/* The content handle belongs to the caller (smtp_client_msg). */
-	free(c->chunk);
-	c->chunk = NULL;
+	struct sc_rjob *j;
+	size_t i;
+
+	if (c->rjob != NULL) {
+		c->rjob->c = NULL;
+		c->rjob = NULL;
+	}
+	if (c->src != NULL) {
+		j = xcalloc(1, sizeof(*j));
+		j->src = c->src;
+		c->src = NULL;
+		workers_submit(c->readers, sc_rjob_close, NULL, j);
+	}
+	for (i = 0; i < c->nready; i++)
+		free(c->ready[i].buf);
+	c->nready = 0;
+	free(c->spare);
+	c->spare = NULL;
 }
 
 static void
@@ -403,11 +482,14 @@ smtp_client_send(struct smtp_client *c, struct smtp_client_msg *m,
 		sc_txn_local(c, 554, "554 5.1.7 invalid sender or ENVID");
 		return;
 	}
-	if (m->content == NULL) {
-		/* The queue could not open the file again. */
+	if (m->rd == NULL || m->id == NULL) {
+		/* The queue has no file to give. */
 		sc_txn_local(c, 451, "451 4.3.0 cannot open queue file");
 		return;
 	}
+	if (c->readers == NULL)
+		log_panic("smtp_client_send: %s has no readers for content",
+		    c->peer);
 
 commands:
 	c->cmds = xcalloc(m->nrcpts + 3, sizeof(*c->cmds));
@@ -447,6 +529,8 @@ commands:
 	}
 	sc_arm(c, sc_secs(c->target->timeout_command, 300),
 	    sc_cmd_name(&c->cmds[0]));
+	if (!m->probe)
+		sc_content_begin(c);
 }
 
 /*
@@ -509,31 +593,131 @@ sc_stuff(struct smtp_client *c, struct evbuffer *out, const char *buf, size_t n)
 	}
 }
 
-/* Fills the output up to SC_OUT_HIGH; ends the content when all is read. */
+/* On a reader: see struct sc_rjob. */
+static void
+sc_rjob_run(void *arg)
+{
+	struct sc_rjob *j = arg;
+	uint64_t off = j->off;
+	struct sbuf err;
+	char eb[128];
+	size_t k;
+	ssize_t r;
+
+	if (j->src == NULL) {
+		sbuf_init(&err, sizeof(j->err));
+		j->src = spool_content_reopen(j->rd, j->id, j->content_off,
+		    j->content_size, j->sha, &err);
+		if (j->src == NULL)
+			(void)snprintf(j->err, sizeof(j->err),
+			    "cannot open queue file: %s", err.data);
+		sbuf_release(&err);
+		if (j->src == NULL)
+			return;
+	}
+	for (k = 0; k < j->nbufs && j->err[0] == '\0'; k++) {
+		while (j->ch[k].len < j->want[k]) {
+			r = spool_content_read(j->src, off,
+			    j->ch[k].buf + j->ch[k].len,
+			    j->want[k] - j->ch[k].len);
+			if (r <= 0) {
+				(void)snprintf(j->err, sizeof(j->err),
+				    "error reading queue file: %s",
+				    r == 0 ? "file truncated" :
+				             strerror_r(errno, eb, sizeof(eb)));
+				break;
+			}
+			j->ch[k].len += (size_t)r;
+			off += (uint64_t)r;
+		}
+	}
+	if (j->last || j->err[0] != '\0') {
+		spool_content_close(j->src);
+		j->src = NULL;
+	}
+}
+
+static void sc_rjob_done(void *arg);
+
+/*
+ * Asks the readers for the next chunks, as many as there is room for; the
+ * first job (open) opens the file too. The handle moves to the job and
+ * comes back with it.
+ */
+static void
+sc_rjob_submit(struct smtp_client *c, bool open)
+{
+	struct smtp_client_msg *m = c->msg;
+	uint64_t rest = m->content_size - c->roff;
+	struct sc_rjob *j = xcalloc(1, sizeof(*j));
+	size_t k, want;
+
+	j->c = c;
+	j->readers = c->readers;
+	if (open) {
+		j->rd = m->rd;
+		(void)snprintf(j->id, sizeof(j->id), "%s", m->id);
+		j->content_off = m->content_off;
+		j->content_size = m->content_size;
+		(void)snprintf(j->sha, sizeof(j->sha), "%s",
+		    m->sha256 != NULL ? m->sha256 : "");
+	} else {
+		j->src = c->src;
+		c->src = NULL;
+	}
+	j->off = c->roff;
+	for (k = 0; k < SC_CHUNKS - c->nready && rest > 0; k++) {
+		want = rest < SC_CHUNK ? (size_t)rest : SC_CHUNK;
+		rest -= want;
+		j->want[k] = want;
+		if (c->spare != NULL) {
+			j->ch[k].buf = c->spare;
+			c->spare = NULL;
+		} else {
+			/* The last piece needs no more than it holds. */
+			j->ch[k].buf = xmalloc(rest == 0 ? want : SC_CHUNK);
+		}
+		c->roff += want;
+	}
+	j->nbufs = k;
+	j->last = rest == 0;
+	c->rjob = j;
+	workers_submit(c->readers, sc_rjob_run, sc_rjob_done, j);
+}
+
+/* Keeps one read in flight while there is more and a chunk is free. */
+static void
+sc_content_ahead(struct smtp_client *c)
+{
+	if (c->rjob == NULL && c->nready < SC_CHUNKS &&
+	    c->roff < c->msg->content_size)
+		sc_rjob_submit(c, false);
+}
+
+/* Fills the output up to SC_OUT_HIGH; ends the content when all is sent. */
 static void
 sc_content_fill(struct smtp_client *c)
 {
 	struct evbuffer *out = bufferevent_get_output(c->bev);
-	size_t want;
-	ssize_t r;
+	struct sc_chunk ch;
+	size_t i;
 
-	while (c->left > 0 && evbuffer_get_length(out) < SC_OUT_HIGH) {
-		want = c->left < SC_CHUNK ? (size_t)c->left : SC_CHUNK;
-		/* XXX page-cache read on the loop thread; see the top. */
-		r = spool_content_read(c->msg->content, c->off, c->chunk, want);
-		if (r <= 0) {
-			sc_txn_fail(c, 451,
-			    "451 4.3.0 error reading queue "
-			    "file: %s",
-			    r == 0 ? "file truncated" : strerror(errno));
-			return;
-		}
-		sc_stuff(c, out, c->chunk, (size_t)r);
-		c->off += (uint64_t)r;
-		c->left -= (uint64_t)r;
-		c->sent += (uint64_t)r;
+	while (c->nready > 0 && evbuffer_get_length(out) < SC_OUT_HIGH) {
+		ch = c->ready[0];
+		for (i = 1; i < c->nready; i++)
+			c->ready[i - 1] = c->ready[i];
+		c->nready--;
+		sc_stuff(c, out, ch.buf, ch.len);
+		c->off += ch.len;
+		c->left -= ch.len;
+		c->sent += ch.len;
+		if (c->spare == NULL)
+			c->spare = ch.buf;
+		else
+			free(ch.buf);
 	}
-	if (c->left > 0) {
+	sc_content_ahead(c);
+	if (c->left > 0 || c->rjob != NULL) {
 		/* Progress made: the data timeout counts from now. */
 		sc_arm(c, sc_secs(c->target->timeout_data, 600),
 		    "message content");
@@ -548,17 +732,66 @@ sc_content_fill(struct smtp_client *c)
 	sc_arm(c, sc_secs(c->target->timeout_data, 600), "END-OF-MESSAGE");
 }
 
+/*
+ * On the loop: a read came back. Its chunk joins the ready ones (and the
+ * output, in SC_CONTENT); a failed open or read fails the transaction.
+ */
+static void
+sc_rjob_done(void *arg)
+{
+	struct sc_rjob *j = arg;
+	struct smtp_client *c = j->c;
+
+	size_t k;
+
+	if (c == NULL) {
+		if (j->src != NULL) {
+			/* The close, and the free, on a reader. */
+			workers_submit(j->readers, sc_rjob_close, NULL, j);
+			return;
+		}
+		sc_rjob_free(j);
+		return;
+	}
+	c->rjob = NULL;
+	c->src = j->src;
+	sc_enter(c);
+	if (j->err[0] != '\0') {
+		sc_txn_fail(c, 451, "451 4.3.0 %s", j->err);
+		sc_rjob_free(j);
+		sc_leave(c);
+		return;
+	}
+	/* Room was made for them at submit: nready only went down since. */
+	for (k = 0; k < j->nbufs; k++)
+		c->ready[c->nready++] = j->ch[k];
+	j->nbufs = 0;
+	sc_rjob_free(j);
+	if (c->state == SC_CONTENT)
+		sc_content_fill(c);
+	else
+		sc_content_ahead(c);
+	sc_leave(c);
+}
+
+/* A transaction with content starts: its first read goes out now. */
+static void
+sc_content_begin(struct smtp_client *c)
+{
+	c->off = c->roff = 0; /* content octets */
+	c->left = c->msg->content_size;
+	c->sent = 0;
+	c->bol = true;
+	c->tail[0] = c->tail[1] = 0;
+	sc_rjob_submit(c, true);
+}
+
+/* 354: the chunks read so far go out, then the rest as it comes. */
 static void
 sc_content_start(struct smtp_client *c)
 {
 	struct smtp_client_msg *m = c->msg;
 
-	c->off = 0; /* content octets */
-	c->left = m->content_size;
-	c->sent = 0;
-	c->bol = true;
-	c->tail[0] = c->tail[1] = 0;
-	c->chunk = xmalloc(SC_CHUNK);
 	c->state = SC_CONTENT;
 	/* Trace fields added after arrival go first, stuffed like the rest. */
 	if (m->prepend != NULL && m->prepend[0] != '\0') {
@@ -1066,6 +1299,7 @@ smtp_client_close(struct smtp_client *c)
 	if (c->freeing)
 		return;
 	sc_drop(c, c->state == SC_IDLE); /* QUIT only between transactions */
+	sc_content_cleanup(c);           /* a read in flight is orphaned */
 	c->state = SC_DEAD;
 	c->open_cb = NULL;
 	c->done_cb = NULL;

@@ -22,8 +22,12 @@
 struct bufferevent;
 struct dns_addr;
 struct event;
+struct sc_rjob;
+struct spool_content;
+struct workers;
 
 #define SC_OUT_HIGH   (256 * 1024) /* stop filling above this */
+#define SC_CHUNKS     2            /* content chunks read or reading */
 #define SC_REASON_MAX 640
 #define SC_PEER_MAX   352 /* host[256] + [addr[64]]:port */
 
@@ -62,8 +66,15 @@ enum sc_defer {
 	SC_DEFER_DONE
 };
 
+/* Content read ahead of the output: len octets at the front of buf. */
+struct sc_chunk {
+	char *buf; /* SC_CHUNK octets */
+	size_t len;
+};
+
 struct smtp_client {
 	struct event_base *base;
+	struct workers *readers; /* content opens and reads */
 	struct dns *dns;
 	const struct conf_target *target;
 	bool lmtp;
@@ -135,13 +146,23 @@ struct smtp_client {
 	bool broken; /* no more transactions */
 	unsigned ntrans;
 
-	/* Content streaming (msg->content, read at off). */
-	uint64_t off;
-	uint64_t left;
+	/*
+	 * Content streaming. The readers open the file and read it chunk by
+	 * chunk, one read in flight (rjob) and at most SC_CHUNKS chunks
+	 * either in flight or read and waiting (ready, oldest first); the
+	 * loop only dot-stuffs them into the output.
+	 */
+	uint64_t off;  /* content octets stuffed */
+	uint64_t left; /* content octets not yet stuffed */
+	uint64_t roff; /* content octets asked of the readers */
 	uint64_t sent;
-	bool bol;              /* next byte starts a line */
-	unsigned char tail[2]; /* last content bytes */
-	char *chunk;
+	bool bol;                  /* next byte starts a line */
+	unsigned char tail[2];     /* last content bytes */
+	struct spool_content *src; /* open between reads; NULL before, after */
+	struct sc_rjob *rjob;      /* the read in flight, or NULL */
+	struct sc_chunk ready[SC_CHUNKS];
+	size_t nready;
+	char *spare; /* a chunk buffer to reuse */
 };
 
 /* ---- smtp_client.c: helpers ---- */
