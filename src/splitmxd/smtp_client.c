@@ -57,17 +57,16 @@
 
 #define SC_LINE_MAX  2048        /* reply line, without CRLF */
 #define SC_LINES_MAX 100         /* lines in one reply */
-#define SC_CHUNK     (64 * 1024) /* one read */
 #define SC_OUT_LOW   (64 * 1024) /* refill when drained to this */
 
 /*
  * One job on the readers: opens the file first when src is NULL, reads
- * nbufs chunks from off on (want[k] octets into ch[k]; as many as the
- * client has room for, so a message up to SC_CHUNKS chunks is one job),
- * and closes src after the last chunk or an error. The job never looks
- * at the client; c is for the completion only, and NULL once the client
- * gave the content up (orphaned: the completion frees the job and has the
- * handle closed).
+ * want content octets from off on (as many as the client has room for, so
+ * a message up to SC_AHEAD is one job), dot-stuffs them into out, and
+ * closes src after the last octet or an error. The job never looks at the
+ * client; c is for the completion only, and NULL once the client gave the
+ * content up (orphaned: the completion frees the job and has the handle
+ * closed).
  */
 struct sc_rjob {
 	struct smtp_client *c; /* NULL: orphaned */
@@ -79,10 +78,11 @@ struct sc_rjob {
 	char sha[SPOOL_SHA256_HEX + 1];
 	struct spool_content *src; /* in: NULL opens; out: NULL when closed */
 	uint64_t off;
-	size_t nbufs; /* 0: only open (an empty message) */
-	size_t want[SC_CHUNKS];
-	struct sc_chunk ch[SC_CHUNKS]; /* len: octets read */
+	size_t want;
+	size_t got;
 	bool last;
+	struct sc_stuffing st; /* in: before off; out: after got octets */
+	struct evbuffer *out;  /* the stuffed octets */
 	char err[SMTP_CLIENT_REPLY_MAX / 2]; /* "" when all went well */
 };
 
@@ -209,10 +209,8 @@ sc_drop(struct smtp_client *c, bool quit)
 static void
 sc_rjob_free(struct sc_rjob *j)
 {
-	size_t k;
-
-	for (k = 0; k < j->nbufs; k++)
-		free(j->ch[k].buf);
+	if (j->out != NULL)
+		evbuffer_free(j->out);
 	free(j);
 }
 
@@ -227,7 +225,7 @@ sc_rjob_close(void *arg)
 }
 
 /*
- * Gives the content up: a read in flight keeps its buffer and handle for
+ * Gives the content up: a read in flight keeps its output and handle for
  * its completion to free; an open handle is closed on a reader (the last
  * close of an unlinked file frees its blocks: not on the loop).
  */
@@ -235,7 +233,6 @@ static void
 sc_content_cleanup(struct smtp_client *c)
 {
 	struct sc_rjob *j;
-	size_t i;
 
 	if (c->rjob != NULL) {
 		c->rjob->c = NULL;
@@ -247,11 +244,10 @@ sc_content_cleanup(struct smtp_client *c)
 		c->src = NULL;
 		workers_submit(c->readers, sc_rjob_close, NULL, j);
 	}
-	for (i = 0; i < c->nready; i++)
-		free(c->ready[i].buf);
-	c->nready = 0;
-	free(c->spare);
-	c->spare = NULL;
+	if (c->ready != NULL &&
+	    evbuffer_drain(c->ready, evbuffer_get_length(c->ready)) == -1)
+		log_panic("smtp_client: evbuffer_drain failed");
+	c->ready_raw = 0;
 }
 
 static void
@@ -273,6 +269,8 @@ sc_free(struct smtp_client *c)
 	sc_unopening(c);
 	sc_drop(c, false);
 	sc_txn_cleanup(c);
+	if (c->ready != NULL)
+		evbuffer_free(c->ready);
 	event_free(c->timer);
 	event_free(c->defer);
 	free(c->addrs);
@@ -554,9 +552,24 @@ sc_txn_send_next(struct smtp_client *c)
 
 /* ---- content ---- */
 
-/* Dot-stuffs buf into out; a line starts after CR or LF (see below). */
+/* Notes where stuffing stands after n more octets of buf. */
 static void
-sc_stuff(struct smtp_client *c, struct evbuffer *out, const char *buf, size_t n)
+sc_stuff_track(struct sc_stuffing *st, const char *buf, size_t n)
+{
+	if (n == 0)
+		return;
+	st->bol = buf[n - 1] == '\n' || buf[n - 1] == '\r';
+	st->tail[0] = n >= 2 ? (unsigned char)buf[n - 2] : st->tail[1];
+	st->tail[1] = (unsigned char)buf[n - 1];
+}
+
+/*
+ * Dot-stuffs buf into out; a line starts after CR or LF (see below). Any
+ * thread: it touches only st and out.
+ */
+static void
+sc_stuff(struct sc_stuffing *st, struct evbuffer *out, const char *buf,
+    size_t n)
 {
 	size_t seg = 0, p = 0, i;
 	const char *dot;
@@ -570,7 +583,7 @@ sc_stuff(struct smtp_client *c, struct evbuffer *out, const char *buf, size_t n)
 	 */
 	while (p < n && (dot = memchr(buf + p, '.', n - p)) != NULL) {
 		i = (size_t)(dot - buf);
-		at_bol = i == 0 ? c->bol :
+		at_bol = i == 0 ? st->bol :
 		                  (buf[i - 1] == '\n' || buf[i - 1] == '\r');
 		if (at_bol) {
 			if (evbuffer_add(out, buf + seg, i - seg) == -1 ||
@@ -582,15 +595,7 @@ sc_stuff(struct smtp_client *c, struct evbuffer *out, const char *buf, size_t n)
 	}
 	if (evbuffer_add(out, buf + seg, n - seg) == -1)
 		log_fatalx(70, "smtp_client: out of memory");
-	if (n > 0) {
-		c->bol = buf[n - 1] == '\n' || buf[n - 1] == '\r';
-		if (n >= 2) {
-			c->tail[0] = (unsigned char)buf[n - 2];
-		} else {
-			c->tail[0] = c->tail[1];
-		}
-		c->tail[1] = (unsigned char)buf[n - 1];
-	}
+	sc_stuff_track(st, buf, n);
 }
 
 /* On a reader: see struct sc_rjob. */
@@ -598,10 +603,9 @@ static void
 sc_rjob_run(void *arg)
 {
 	struct sc_rjob *j = arg;
-	uint64_t off = j->off;
+	char buf[SC_CHUNK], eb[128];
 	struct sbuf err;
-	char eb[128];
-	size_t k;
+	size_t n;
 	ssize_t r;
 
 	if (j->src == NULL) {
@@ -615,21 +619,18 @@ sc_rjob_run(void *arg)
 		if (j->src == NULL)
 			return;
 	}
-	for (k = 0; k < j->nbufs && j->err[0] == '\0'; k++) {
-		while (j->ch[k].len < j->want[k]) {
-			r = spool_content_read(j->src, off,
-			    j->ch[k].buf + j->ch[k].len,
-			    j->want[k] - j->ch[k].len);
-			if (r <= 0) {
-				(void)snprintf(j->err, sizeof(j->err),
-				    "error reading queue file: %s",
-				    r == 0 ? "file truncated" :
-				             strerror_r(errno, eb, sizeof(eb)));
-				break;
-			}
-			j->ch[k].len += (size_t)r;
-			off += (uint64_t)r;
+	while (j->got < j->want) {
+		n = j->want - j->got < SC_CHUNK ? j->want - j->got : SC_CHUNK;
+		r = spool_content_read(j->src, j->off + j->got, buf, n);
+		if (r <= 0) {
+			(void)snprintf(j->err, sizeof(j->err),
+			    "error reading queue file: %s",
+			    r == 0 ? "file truncated" :
+			             strerror_r(errno, eb, sizeof(eb)));
+			break;
 		}
+		sc_stuff(&j->st, j->out, buf, (size_t)r);
+		j->got += (size_t)r;
 	}
 	if (j->last || j->err[0] != '\0') {
 		spool_content_close(j->src);
@@ -640,17 +641,17 @@ sc_rjob_run(void *arg)
 static void sc_rjob_done(void *arg);
 
 /*
- * Asks the readers for the next chunks, as many as there is room for; the
+ * Asks the readers for the next octets, as many as there is room for; the
  * first job (open) opens the file too. The handle moves to the job and
- * comes back with it.
+ * comes back with it, and so does the stuffing state.
  */
 static void
 sc_rjob_submit(struct smtp_client *c, bool open)
 {
 	struct smtp_client_msg *m = c->msg;
 	uint64_t rest = m->content_size - c->roff;
+	size_t room = SC_AHEAD - c->ready_raw;
 	struct sc_rjob *j = xcalloc(1, sizeof(*j));
-	size_t k, want;
 
 	j->c = c;
 	j->readers = c->readers;
@@ -666,30 +667,21 @@ sc_rjob_submit(struct smtp_client *c, bool open)
 		c->src = NULL;
 	}
 	j->off = c->roff;
-	for (k = 0; k < SC_CHUNKS - c->nready && rest > 0; k++) {
-		want = rest < SC_CHUNK ? (size_t)rest : SC_CHUNK;
-		rest -= want;
-		j->want[k] = want;
-		if (c->spare != NULL) {
-			j->ch[k].buf = c->spare;
-			c->spare = NULL;
-		} else {
-			/* The last piece needs no more than it holds. */
-			j->ch[k].buf = xmalloc(rest == 0 ? want : SC_CHUNK);
-		}
-		c->roff += want;
-	}
-	j->nbufs = k;
-	j->last = rest == 0;
+	j->want = rest < room ? (size_t)rest : room;
+	j->last = j->want == rest;
+	j->st = c->rst;
+	if ((j->out = evbuffer_new()) == NULL)
+		log_fatalx(70, "smtp_client: out of memory");
+	c->roff += j->want;
 	c->rjob = j;
 	workers_submit(c->readers, sc_rjob_run, sc_rjob_done, j);
 }
 
-/* Keeps one read in flight while there is more and a chunk is free. */
+/* Keeps a read in flight while there is more and room for a chunk. */
 static void
 sc_content_ahead(struct smtp_client *c)
 {
-	if (c->rjob == NULL && c->nready < SC_CHUNKS &&
+	if (c->rjob == NULL && c->ready_raw + SC_CHUNK <= SC_AHEAD &&
 	    c->roff < c->msg->content_size)
 		sc_rjob_submit(c, false);
 }
@@ -699,22 +691,14 @@ static void
 sc_content_fill(struct smtp_client *c)
 {
 	struct evbuffer *out = bufferevent_get_output(c->bev);
-	struct sc_chunk ch;
-	size_t i;
 
-	while (c->nready > 0 && evbuffer_get_length(out) < SC_OUT_HIGH) {
-		ch = c->ready[0];
-		for (i = 1; i < c->nready; i++)
-			c->ready[i - 1] = c->ready[i];
-		c->nready--;
-		sc_stuff(c, out, ch.buf, ch.len);
-		c->off += ch.len;
-		c->left -= ch.len;
-		c->sent += ch.len;
-		if (c->spare == NULL)
-			c->spare = ch.buf;
-		else
-			free(ch.buf);
+	if (c->ready_raw > 0 && evbuffer_get_length(out) < SC_OUT_HIGH) {
+		/* Moves the chains: nothing is copied on the loop. */
+		if (evbuffer_add_buffer(out, c->ready) == -1)
+			log_fatalx(70, "smtp_client: out of memory");
+		c->left -= c->ready_raw;
+		c->sent += c->ready_raw;
+		c->ready_raw = 0;
 	}
 	sc_content_ahead(c);
 	if (c->left > 0 || c->rjob != NULL) {
@@ -723,7 +707,7 @@ sc_content_fill(struct smtp_client *c)
 		    "message content");
 		return;
 	}
-	if (c->sent > 0 && !(c->tail[0] == '\r' && c->tail[1] == '\n'))
+	if (c->sent > 0 && !(c->rst.tail[0] == '\r' && c->rst.tail[1] == '\n'))
 		sc_printf(c, "\r\n");
 	sc_printf(c, ".\r\n");
 	sc_content_cleanup(c);
@@ -733,7 +717,7 @@ sc_content_fill(struct smtp_client *c)
 }
 
 /*
- * On the loop: a read came back. Its chunk joins the ready ones (and the
+ * On the loop: a read came back. Its octets join the ready ones (and the
  * output, in SC_CONTENT); a failed open or read fails the transaction.
  */
 static void
@@ -741,8 +725,6 @@ sc_rjob_done(void *arg)
 {
 	struct sc_rjob *j = arg;
 	struct smtp_client *c = j->c;
-
-	size_t k;
 
 	if (c == NULL) {
 		if (j->src != NULL) {
@@ -762,10 +744,10 @@ sc_rjob_done(void *arg)
 		sc_leave(c);
 		return;
 	}
-	/* Room was made for them at submit: nready only went down since. */
-	for (k = 0; k < j->nbufs; k++)
-		c->ready[c->nready++] = j->ch[k];
-	j->nbufs = 0;
+	if (evbuffer_add_buffer(c->ready, j->out) == -1)
+		log_fatalx(70, "smtp_client: out of memory");
+	c->ready_raw += j->got;
+	c->rst = j->st;
 	sc_rjob_free(j);
 	if (c->state == SC_CONTENT)
 		sc_content_fill(c);
@@ -778,26 +760,34 @@ sc_rjob_done(void *arg)
 static void
 sc_content_begin(struct smtp_client *c)
 {
-	c->off = c->roff = 0; /* content octets */
+	const char *pre = c->msg->prepend;
+
+	c->roff = 0; /* content octets */
 	c->left = c->msg->content_size;
 	c->sent = 0;
-	c->bol = true;
-	c->tail[0] = c->tail[1] = 0;
+	/* The readers stuff the content as if the prepend went first. */
+	c->rst.bol = true;
+	c->rst.tail[0] = c->rst.tail[1] = 0;
+	if (pre != NULL)
+		sc_stuff_track(&c->rst, pre, strlen(pre));
+	if (c->ready == NULL && (c->ready = evbuffer_new()) == NULL)
+		log_fatalx(70, "smtp_client: out of memory");
 	sc_rjob_submit(c, true);
 }
 
-/* 354: the chunks read so far go out, then the rest as it comes. */
+/* 354: the octets read so far go out, then the rest as it comes. */
 static void
 sc_content_start(struct smtp_client *c)
 {
 	struct smtp_client_msg *m = c->msg;
+	struct sc_stuffing st = { true, { 0, 0 } };
 
 	c->state = SC_CONTENT;
 	/* Trace fields added after arrival go first, stuffed like the rest. */
 	if (m->prepend != NULL && m->prepend[0] != '\0') {
 		size_t plen = strlen(m->prepend);
 
-		sc_stuff(c, bufferevent_get_output(c->bev), m->prepend, plen);
+		sc_stuff(&st, bufferevent_get_output(c->bev), m->prepend, plen);
 		c->sent += plen;
 	}
 	/* The write callback runs when the output drains to SC_OUT_LOW. */

@@ -1626,6 +1626,25 @@ START_TEST(test_content_via_readers)
 		msg_done(&mb);
 		free(b);
 	}
+
+	/*
+	 * Trace fields prepended: the readers stuff the content as if they
+	 * had gone first (a dot after their CRLF is at a line start), and an
+	 * empty content after them needs no CRLF of its own.
+	 */
+	msg_init(&mb, "pre1@src.test", ".dot first\r\n", 12, rc);
+	mb.m.prepend = "X-Pre: 1\r\n";
+	ck_assert_int_eq(send_msg(c, &mb), 0);
+	ck_assert_uint_eq(mb.r[0].code, 250);
+	check_capture("plain", "pre1@src.test", 1, "X-Pre: 1\r\n.dot first\r\n",
+	    22);
+	msg_done(&mb);
+	msg_init(&mb, "pre2@src.test", "", 0, rc);
+	mb.m.prepend = "X-Pre: 2\r\n";
+	ck_assert_int_eq(send_msg(c, &mb), 0);
+	ck_assert_uint_eq(mb.r[0].code, 250);
+	check_capture("plain", "pre2@src.test", 1, "X-Pre: 2\r\n", 10);
+	msg_done(&mb);
 	smtp_client_close(c);
 	tgt_free(t);
 }
