@@ -5,21 +5,24 @@
  * A connection resolves its target through dns_, tries each address in
  * turn (banner, EHLO/HELO or LHLO, STARTTLS per the target's policy) and
  * then runs transactions: MAIL, RCPTs and DATA sent as one group when the
- * peer offers PIPELINING (RFC 2920), else lock-step. The loop never
- * touches the spool file: when a transaction starts, one job on the
- * reader threads (a pool of their own that never fsyncs) opens it and
- * reads the first 64 KiB while MAIL, RCPT and DATA are on the wire, so a
- * message that fits (most do) costs one round trip and is handed over in
- * memory. A larger one is read ahead, the next chunk while the last is
- * sent, at most SC_CHUNKS chunks read or reading per connection. The loop
- * dot-stuffs the chunks into the output. Replies are bounded (2048-octet
- * lines, 100 lines) and kept as "CODE text" (all lines joined, printable
- * ASCII).
+ * peer offers PIPELINING (RFC 2920), else lock-step. Replies are bounded
+ * (2048-octet lines, 100 lines) and kept as "CODE text" (all lines joined,
+ * printable ASCII).
+ *
+ * The loop never touches the spool file. When a transaction starts, one
+ * job on the reader threads (smtp_client_params.readers: a pool of their
+ * own, never behind an fsync) opens it, reads up to SC_AHEAD (128 KiB) in
+ * 64 KiB preads and dot-stuffs it into an evbuffer, while MAIL, RCPT and
+ * DATA are on the wire; at 354 the loop moves that buffer's chains into
+ * the output. A message that fits (most do) is one job, one round trip.
+ * A larger one is read ahead, the next job while the output drains, with
+ * at most SC_AHEAD content octets read or reading per connection. The
+ * stuffing state (line start, last two octets) travels with the jobs.
  *
  * Owns its bufferevent (and through it the SSL), not the SSL_CTX of its
- * target; owns its transaction's file handle and chunks. Never blocks. A
- * read still in flight when the client gives the content up (closed,
- * connection lost, transaction over) is orphaned: its completion frees the
+ * target; owns its transaction's file handle and read-ahead. Never blocks.
+ * A job still in flight when the client gives the content up (closed,
+ * connection lost, transaction over) is orphaned: its completion frees its
  * buffer and has a reader close the file. A file gone, changed or short
  * ends the transaction 451 and drops the connection (DATA may be out
  * already). A client is freed only
