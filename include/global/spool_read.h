@@ -6,8 +6,7 @@
  * a spool while the daemon runs or is stopped: it creates nothing, takes no
  * lock, opens every file O_NOFOLLOW and tolerates a journal whose last
  * record a crash left torn. Blocking file I/O: call it from workers or
- * tools (the daemon's delivery also preads page-cached content on the
- * loop, see smtp_client.c).
+ * tools, never from the daemon's event loop.
  */
 #ifndef SPLITMX_SPOOL_READ_H
 #define SPLITMX_SPOOL_READ_H
@@ -31,6 +30,12 @@ struct spool_content;
 struct spool_reader *spool_reader_open(const char *dir, struct sbuf *err);
 /* NULL is ignored. */
 void spool_reader_close(struct spool_reader *rd);
+/*
+ * A second reader on the same directories (its own descriptors, from
+ * dup), for threads whose jobs may outlive the first one's owner. NULL
+ * with errno set when out of descriptors.
+ */
+struct spool_reader *spool_reader_dup(const struct spool_reader *rd);
 
 struct spool_scan_stats {
 	uint64_t records;   /* complete lines passed to cb */
@@ -70,7 +75,8 @@ struct spool_content *spool_content_open(const struct spool_reader *rd,
  * Opens queue/ID again, for a message spool_content_open has checked
  * before (the daemon's queue keeps what it learnt when it loaded the
  * message): reads no header, only checks that the file still has the
- * size it had. Cheap enough for the loop thread. NULL with err set.
+ * size it had (an openat and an fstat: the daemon does it on its reader
+ * threads, smtp_client.c). NULL with err set.
  */
 struct spool_content *spool_content_reopen(const struct spool_reader *rd,
     const char *id, uint64_t content_off, uint64_t content_size,

@@ -5,8 +5,9 @@
  * socket; every address tried in turn), greets with EHLO (HELO fallback;
  * LHLO for LMTP), applies the target's STARTTLS policy, and then carries
  * any number of transactions (RSET between them) until closed. Content is
- * streamed from the spool file with dot-stuffing, in bounded chunks.
- * Nothing blocks; every result arrives through a callback on the loop.
+ * streamed from the spool file with dot-stuffing, in bounded chunks that
+ * reader threads open and read (never the loop). Nothing blocks; every
+ * result arrives through a callback on the loop.
  */
 #ifndef SPLITMX_SMTP_CLIENT_H
 #define SPLITMX_SMTP_CLIENT_H
@@ -19,7 +20,8 @@ struct event_base;
 struct dns;
 struct conf_target;
 struct smtp_client;
-struct spool_content;
+struct spool_reader;
+struct workers;
 
 #define SMTP_CLIENT_REPLY_MAX 512
 
@@ -33,8 +35,18 @@ struct smtp_client_rcpt {
 };
 
 struct smtp_client_msg {
-	/* The content, borrowed: open until the done callback. */
-	struct spool_content *content;
+	/*
+	 * The content: committed message id of the spool rd reads, opened
+	 * again with spool_content_reopen (content_off, content_size and
+	 * sha256 as the queue learnt them at load) on the connection's reader
+	 * threads. id and sha256 are copied; rd must outlive the readers (a
+	 * read left in flight by a closed client still opens through it).
+	 * rd or id NULL: the transaction is answered 451 locally.
+	 */
+	const struct spool_reader *rd;
+	const char *id;
+	uint64_t content_off;
+	const char *sha256;
 	const char *prepend; /* CRLF lines sent first, or NULL */
 	uint64_t content_size;
 	const char *sender; /* "" for <> */
@@ -75,6 +87,14 @@ struct smtp_client_params {
 	const struct conf_target *target;
 	const char *helo;        /* our name */
 	const char *rcpt_domain; /* for mx "*": MX of this */
+	/*
+	 * Threads that open and read the content (workers_new; threads that
+	 * never fsync, so a read never waits behind a commit). Needed by
+	 * every transaction with content; a probe-only client may pass NULL.
+	 * Must outlive the client's reads: free it (workers_free) after the
+	 * clients are closed, and it runs what they left.
+	 */
+	struct workers *readers;
 };
 
 /* Starts connecting; cb runs exactly once (never from inside this call). */

@@ -73,6 +73,20 @@ spool_reader_close(struct spool_reader *rd)
 	free(rd);
 }
 
+struct spool_reader *
+spool_reader_dup(const struct spool_reader *rd)
+{
+	struct spool_reader *d = xcalloc(1, sizeof(*d));
+
+	d->queuefd = -1;
+	if ((d->dirfd = fcntl(rd->dirfd, F_DUPFD_CLOEXEC, 0)) == -1 ||
+	    (d->queuefd = fcntl(rd->queuefd, F_DUPFD_CLOEXEC, 0)) == -1) {
+		spool_reader_close(d);
+		return NULL;
+	}
+	return d;
+}
+
 /*
  * One journal file. With history set, a segment's leading "carried"
  * record and the lines it counts (copies of live records from the segment

@@ -20,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sysexits.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -38,6 +39,7 @@
 #include "smtp_client.h"
 #include "smtp_proto.h"
 #include "spool.h"
+#include "spool_read.h"
 #include "workers.h"
 #include "xmalloc.h"
 #include "queue_int.h"
@@ -326,6 +328,9 @@ queue_new(struct event_base *base, const struct conf *conf, struct spool *sp,
 	q->conf = conf;
 	q->spool = sp;
 	q->w = w;
+	q->readers = workers_new(base, QUEUE_READERS);
+	if ((q->rd = spool_reader_dup(spool_reader(sp))) == NULL)
+		log_fatal(EX_OSERR, "queue: cannot duplicate the spool reader");
 	q->dns = dns;
 	q->dedup = dedup;
 	if (dedup != NULL) {
@@ -400,6 +405,9 @@ queue_free(struct queue *q)
 			q->hash[i] = m->hnext;
 			qmsg_free(m);
 		}
+	/* The clients are gone: what their reads left runs to the end here. */
+	workers_free(q->readers);
+	spool_reader_close(q->rd);
 	if (q->expire_timer != NULL)
 		event_free(q->expire_timer);
 	free(q->targets);

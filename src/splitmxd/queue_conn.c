@@ -94,13 +94,11 @@ qconn_done_cb(void *arg, struct smtp_client *c, int status)
 	qtarget_pump(qt);
 }
 
-/* One transaction of d on qc; the content is open until its result. */
+/* One transaction of d on qc; the client's readers open the content. */
 static void
 qconn_send(struct qconn *qc, struct qdeliv *d)
 {
 	qdeliv_prepare(d);
-	d->content = qmsg_content(d->msg);
-	d->cmsg.content = d->content; /* NULL: the client answers 451 */
 	smtp_client_send(qc->c, &d->cmsg, qconn_done_cb, qc);
 }
 
@@ -235,6 +233,7 @@ qconn_new(struct qtarget *qt, struct qdeliv *bound)
 	p.target = qt->t;
 	p.helo = qt->t->helo != NULL ? qt->t->helo : qt->q->hostname;
 	p.rcpt_domain = bound != NULL ? bound->domain : NULL;
+	p.readers = qt->q->readers;
 	smtp_client_open(&p, qconn_open_cb, qc);
 	return qc;
 }

@@ -223,6 +223,14 @@ qdeliv_prepare(struct qdeliv *d)
 	}
 	d->ncrcpts = n;
 	memset(&d->cmsg, 0, sizeof(d->cmsg));
+	/*
+	 * The client's readers open the file again from what the load learnt
+	 * (no header read); gone or changed, the transaction gets 451.
+	 */
+	d->cmsg.rd = m->q->rd;
+	d->cmsg.id = m->id;
+	d->cmsg.content_off = m->off;
+	d->cmsg.sha256 = m->sha;
 	d->cmsg.prepend = m->env.prepend;
 	d->cmsg.content_size = m->size;
 	d->cmsg.sender = m->env.sender;
@@ -254,26 +262,6 @@ qdeliv_prepare(struct qdeliv *d)
 	d->cmsg.nrcpts = n;
 }
 
-/*
- * Loop: the content for one transaction, opened again from what the load
- * learnt (no header read). NULL when the file is gone or changed; then
- * the client defers the transaction with 451.
- */
-struct spool_content *
-qmsg_content(struct qmsg *m)
-{
-	struct spool_content *c;
-	struct sbuf err;
-
-	sbuf_init(&err, 256);
-	c = spool_content_reopen(spool_reader(m->q->spool), m->id, m->off,
-	    m->size, m->sha, &err);
-	if (c == NULL)
-		log_warnx("%s: %s", m->id, err.data);
-	sbuf_release(&err);
-	return c;
-}
-
 /* Every pending recipient of d gets the same temporary or final reply. */
 void
 qdeliv_fail_all(struct qdeliv *d, unsigned code, const char *reason)
@@ -297,8 +285,6 @@ qdeliv_result(struct qdeliv *d, int status)
 	const char *reason = d->ncrcpts > 0 ? d->crcpts[0].reply : "error";
 
 	(void)status;
-	spool_content_close(d->content);
-	d->content = NULL;
 	qdeliv_record(d);
 	qdeliv_after_attempt(d, reason);
 	m->busy--;

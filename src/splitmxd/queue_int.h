@@ -30,6 +30,7 @@ struct workers;
 #define QUEUE_IDLE_SECONDS   5 /* an idle connection is closed after */
 #define QUEUE_DSN_RETURN_MAX (64 * 1024)
 #define QUEUE_REPLY_MAX      512
+#define QUEUE_READERS        2 /* threads opening and reading content */
 
 /* QR_DUPLICATE: this target already had this message for this recipient. */
 enum qr_state {
@@ -77,8 +78,7 @@ struct qdeliv {
 	size_t *cidx; /* crcpts[i] is rcpts[cidx[i]] */
 	size_t ncrcpts;
 	struct smtp_client_msg cmsg;
-	struct spool_content *content; /* open while it is sent */
-	struct sbuf merr;              /* maildir error */
+	struct sbuf merr; /* maildir error */
 	int mstatus;
 };
 
@@ -154,6 +154,12 @@ struct queue {
 	const struct conf *conf;
 	struct spool *spool;
 	struct workers *w;
+	/*
+	 * The clients' content reads: threads of their own (never behind an
+	 * fsync), through a reader of their own that outlives the spool's.
+	 */
+	struct workers *readers;
+	struct spool_reader *rd;
 	struct dns *dns;
 	struct dedup *dedup;              /* NULL: duplicates allowed */
 	const struct auth_srs *srs;       /* NULL: no SRS */
@@ -185,7 +191,6 @@ void qmsg_load_done(void *arg);
 
 /* queue_deliv.c */
 void qdeliv_prepare(struct qdeliv *d);
-struct spool_content *qmsg_content(struct qmsg *m);
 void qdeliv_fail_all(struct qdeliv *d, unsigned code, const char *reason);
 void qdeliv_result(struct qdeliv *d, int status);
 void qdeliv_maildir_job(void *arg);

@@ -5,14 +5,27 @@
  * A connection resolves its target through dns_, tries each address in
  * turn (banner, EHLO/HELO or LHLO, STARTTLS per the target's policy) and
  * then runs transactions: MAIL, RCPTs and DATA sent as one group when the
- * peer offers PIPELINING (RFC 2920), else lock-step. Content is pread
- * from the spool file in 64 KiB chunks as the output drains and
- * dot-stuffed on the way. Replies are bounded (2048-octet lines, 100
- * lines) and kept as "CODE text" (all lines joined, printable ASCII).
+ * peer offers PIPELINING (RFC 2920), else lock-step. Replies are bounded
+ * (2048-octet lines, 100 lines) and kept as "CODE text" (all lines joined,
+ * printable ASCII).
+ *
+ * The loop never touches the spool file. When a transaction starts, one
+ * job on the reader threads (smtp_client_params.readers: a pool of their
+ * own, never behind an fsync) opens it, reads up to SC_AHEAD (128 KiB) in
+ * 64 KiB preads and dot-stuffs it into an evbuffer, while MAIL, RCPT and
+ * DATA are on the wire; at 354 the loop moves that buffer's chains into
+ * the output. A message that fits (most do) is one job, one round trip.
+ * A larger one is read ahead, the next job while the output drains, with
+ * at most SC_AHEAD content octets read or reading per connection. The
+ * stuffing state (line start, last two octets) travels with the jobs.
  *
  * Owns its bufferevent (and through it the SSL), not the SSL_CTX of its
- * target. Never blocks except for the page-cache preads and the spool
- * open (XXX: a workers_ reader would be stricter). A client is freed only
+ * target; owns its transaction's file handle and read-ahead. Never blocks.
+ * A job still in flight when the client gives the content up (closed,
+ * connection lost, transaction over) is orphaned: its completion frees its
+ * buffer and has a reader close the file. A file gone, changed or short
+ * ends the transaction 451 and drops the connection (DATA may be out
+ * already). A client is freed only
  * when none of its libevent entry points is on the stack (depth count), so
  * user callbacks may close it; none runs after smtp_client_close.
  * TLS "may": a failed handshake is retried once, on the same address,
@@ -36,19 +49,48 @@
 
 #include "conf.h"
 #include "log.h"
+#include "sbuf.h"
 #include "smtp_client.h"
 #include "smtp_client_int.h"
 #include "smtp_proto.h"
 #include "spool_read.h"
 #include "tlsctx.h"
+#include "workers.h"
 #include "xmalloc.h"
 
 #define SC_LINE_MAX  2048        /* reply line, without CRLF */
 #define SC_LINES_MAX 100         /* lines in one reply */
-#define SC_CHUNK     (64 * 1024) /* one pread */
 #define SC_OUT_LOW   (64 * 1024) /* refill when drained to this */
 
+/*
+ * One job on the readers: opens the file first when src is NULL, reads
+ * want content octets from off on (as many as the client has room for, so
+ * a message up to SC_AHEAD is one job), dot-stuffs them into out, and
+ * closes src after the last octet or an error. The job never looks at the
+ * client; c is for the completion only, and NULL once the client gave the
+ * content up (orphaned: the completion frees the job and has the handle
+ * closed).
+ */
+struct sc_rjob {
+	struct smtp_client *c; /* NULL: orphaned */
+	struct workers *readers;
+	const struct spool_reader *rd;
+	char id[SPOOL_ID_LEN + 1];
+	uint64_t content_off;
+	uint64_t content_size;
+	char sha[SPOOL_SHA256_HEX + 1];
+	struct spool_content *src; /* in: NULL opens; out: NULL when closed */
+	uint64_t off;
+	size_t want;
+	size_t got;
+	bool last;
+	struct sc_stuffing st; /* in: before off; out: after got octets */
+	struct evbuffer *out;  /* the stuffed octets */
+	char err[SMTP_CLIENT_REPLY_MAX / 2]; /* "" when all went well */
+};
+
 static void sc_read(struct smtp_client *c);
+static void sc_content_begin(struct smtp_client *c);
 static bool sc_txn_send_next(struct smtp_client *c);
 static void sc_txn_fail(struct smtp_client *c, unsigned code, const char *fmt,
     ...) __attribute__((format(printf, 3, 4)));
@@ -168,11 +210,47 @@ sc_drop(struct smtp_client *c, bool quit)
 }
 
 static void
+sc_rjob_free(struct sc_rjob *j)
+{
+	if (j->out != NULL)
+		evbuffer_free(j->out);
+	free(j);
+}
+
+/* On a reader: closes a handle the client is done with; frees the job. */
+static void
+sc_rjob_close(void *arg)
+{
+	struct sc_rjob *j = arg;
+
+	spool_content_close(j->src);
+	sc_rjob_free(j);
+}
+
+/*
+ * Gives the content up: a read in flight keeps its output and handle for
+ * its completion to free; an open handle is closed on a reader (the last
+ * close of an unlinked file frees its blocks: not on the loop).
+ */
+static void
 sc_content_cleanup(struct smtp_client *c)
 {
-	/* The content handle belongs to the caller (smtp_client_msg). */
-	free(c->chunk);
-	c->chunk = NULL;
+	struct sc_rjob *j;
+
+	if (c->rjob != NULL) {
+		c->rjob->c = NULL;
+		c->rjob = NULL;
+	}
+	if (c->src != NULL) {
+		j = xcalloc(1, sizeof(*j));
+		j->src = c->src;
+		c->src = NULL;
+		workers_submit(c->readers, sc_rjob_close, NULL, j);
+	}
+	if (c->ready != NULL &&
+	    evbuffer_drain(c->ready, evbuffer_get_length(c->ready)) == -1)
+		log_panic("smtp_client: evbuffer_drain failed");
+	c->ready_raw = 0;
 }
 
 static void
@@ -194,6 +272,8 @@ sc_free(struct smtp_client *c)
 	sc_unopening(c);
 	sc_drop(c, false);
 	sc_txn_cleanup(c);
+	if (c->ready != NULL)
+		evbuffer_free(c->ready);
 	event_free(c->timer);
 	event_free(c->defer);
 	free(c->addrs);
@@ -403,11 +483,14 @@ smtp_client_send(struct smtp_client *c, struct smtp_client_msg *m,
 		sc_txn_local(c, 554, "554 5.1.7 invalid sender or ENVID");
 		return;
 	}
-	if (m->content == NULL) {
-		/* The queue could not open the file again. */
+	if (m->rd == NULL || m->id == NULL) {
+		/* The queue has no file to give. */
 		sc_txn_local(c, 451, "451 4.3.0 cannot open queue file");
 		return;
 	}
+	if (c->readers == NULL)
+		log_panic("smtp_client_send: %s has no readers for content",
+		    c->peer);
 
 commands:
 	c->cmds = xcalloc(m->nrcpts + 3, sizeof(*c->cmds));
@@ -447,6 +530,8 @@ commands:
 	}
 	sc_arm(c, sc_secs(c->target->timeout_command, 300),
 	    sc_cmd_name(&c->cmds[0]));
+	if (!m->probe)
+		sc_content_begin(c);
 }
 
 /*
@@ -470,9 +555,24 @@ sc_txn_send_next(struct smtp_client *c)
 
 /* ---- content ---- */
 
-/* Dot-stuffs buf into out; a line starts after CR or LF (see below). */
+/* Notes where stuffing stands after n more octets of buf. */
 static void
-sc_stuff(struct smtp_client *c, struct evbuffer *out, const char *buf, size_t n)
+sc_stuff_track(struct sc_stuffing *st, const char *buf, size_t n)
+{
+	if (n == 0)
+		return;
+	st->bol = buf[n - 1] == '\n' || buf[n - 1] == '\r';
+	st->tail[0] = n >= 2 ? (unsigned char)buf[n - 2] : st->tail[1];
+	st->tail[1] = (unsigned char)buf[n - 1];
+}
+
+/*
+ * Dot-stuffs buf into out; a line starts after CR or LF (see below). Any
+ * thread: it touches only st and out.
+ */
+static void
+sc_stuff(struct sc_stuffing *st, struct evbuffer *out, const char *buf,
+    size_t n)
 {
 	size_t seg = 0, p = 0, i;
 	const char *dot;
@@ -486,7 +586,7 @@ sc_stuff(struct smtp_client *c, struct evbuffer *out, const char *buf, size_t n)
 	 */
 	while (p < n && (dot = memchr(buf + p, '.', n - p)) != NULL) {
 		i = (size_t)(dot - buf);
-		at_bol = i == 0 ? c->bol :
+		at_bol = i == 0 ? st->bol :
 		                  (buf[i - 1] == '\n' || buf[i - 1] == '\r');
 		if (at_bol) {
 			if (evbuffer_add(out, buf + seg, i - seg) == -1 ||
@@ -498,48 +598,119 @@ sc_stuff(struct smtp_client *c, struct evbuffer *out, const char *buf, size_t n)
 	}
 	if (evbuffer_add(out, buf + seg, n - seg) == -1)
 		log_fatalx(70, "smtp_client: out of memory");
-	if (n > 0) {
-		c->bol = buf[n - 1] == '\n' || buf[n - 1] == '\r';
-		if (n >= 2) {
-			c->tail[0] = (unsigned char)buf[n - 2];
-		} else {
-			c->tail[0] = c->tail[1];
+	sc_stuff_track(st, buf, n);
+}
+
+/* On a reader: see struct sc_rjob. */
+static void
+sc_rjob_run(void *arg)
+{
+	struct sc_rjob *j = arg;
+	char buf[SC_CHUNK], eb[128];
+	struct sbuf err;
+	size_t n;
+	ssize_t r;
+
+	if (j->src == NULL) {
+		sbuf_init(&err, sizeof(j->err));
+		j->src = spool_content_reopen(j->rd, j->id, j->content_off,
+		    j->content_size, j->sha, &err);
+		if (j->src == NULL)
+			(void)snprintf(j->err, sizeof(j->err),
+			    "cannot open queue file: %s", err.data);
+		sbuf_release(&err);
+		if (j->src == NULL)
+			return;
+	}
+	while (j->got < j->want) {
+		n = j->want - j->got < SC_CHUNK ? j->want - j->got : SC_CHUNK;
+		r = spool_content_read(j->src, j->off + j->got, buf, n);
+		if (r <= 0) {
+			(void)snprintf(j->err, sizeof(j->err),
+			    "error reading queue file: %s",
+			    r == 0 ? "file truncated" :
+			             strerror_r(errno, eb, sizeof(eb)));
+			break;
 		}
-		c->tail[1] = (unsigned char)buf[n - 1];
+		sc_stuff(&j->st, j->out, buf, (size_t)r);
+		j->got += (size_t)r;
+	}
+	if (j->last || j->err[0] != '\0') {
+		spool_content_close(j->src);
+		j->src = NULL;
 	}
 }
 
-/* Fills the output up to SC_OUT_HIGH; ends the content when all is read. */
+static void sc_rjob_done(void *arg);
+
+/*
+ * Asks the readers for the next octets, as many as there is room for; the
+ * first job (open) opens the file too. The handle moves to the job and
+ * comes back with it, and so does the stuffing state.
+ */
+static void
+sc_rjob_submit(struct smtp_client *c, bool open)
+{
+	struct smtp_client_msg *m = c->msg;
+	uint64_t rest = m->content_size - c->roff;
+	size_t room = SC_AHEAD - c->ready_raw;
+	struct sc_rjob *j = xcalloc(1, sizeof(*j));
+
+	j->c = c;
+	j->readers = c->readers;
+	if (open) {
+		j->rd = m->rd;
+		(void)snprintf(j->id, sizeof(j->id), "%s", m->id);
+		j->content_off = m->content_off;
+		j->content_size = m->content_size;
+		(void)snprintf(j->sha, sizeof(j->sha), "%s",
+		    m->sha256 != NULL ? m->sha256 : "");
+	} else {
+		j->src = c->src;
+		c->src = NULL;
+	}
+	j->off = c->roff;
+	j->want = rest < room ? (size_t)rest : room;
+	j->last = j->want == rest;
+	j->st = c->rst;
+	if ((j->out = evbuffer_new()) == NULL)
+		log_fatalx(70, "smtp_client: out of memory");
+	c->roff += j->want;
+	c->rjob = j;
+	workers_submit(c->readers, sc_rjob_run, sc_rjob_done, j);
+}
+
+/* Keeps a read in flight while there is more and room for a chunk. */
+static void
+sc_content_ahead(struct smtp_client *c)
+{
+	if (c->rjob == NULL && c->ready_raw + SC_CHUNK <= SC_AHEAD &&
+	    c->roff < c->msg->content_size)
+		sc_rjob_submit(c, false);
+}
+
+/* Fills the output up to SC_OUT_HIGH; ends the content when all is sent. */
 static void
 sc_content_fill(struct smtp_client *c)
 {
 	struct evbuffer *out = bufferevent_get_output(c->bev);
-	size_t want;
-	ssize_t r;
 
-	while (c->left > 0 && evbuffer_get_length(out) < SC_OUT_HIGH) {
-		want = c->left < SC_CHUNK ? (size_t)c->left : SC_CHUNK;
-		/* XXX page-cache read on the loop thread; see the top. */
-		r = spool_content_read(c->msg->content, c->off, c->chunk, want);
-		if (r <= 0) {
-			sc_txn_fail(c, 451,
-			    "451 4.3.0 error reading queue "
-			    "file: %s",
-			    r == 0 ? "file truncated" : strerror(errno));
-			return;
-		}
-		sc_stuff(c, out, c->chunk, (size_t)r);
-		c->off += (uint64_t)r;
-		c->left -= (uint64_t)r;
-		c->sent += (uint64_t)r;
+	if (c->ready_raw > 0 && evbuffer_get_length(out) < SC_OUT_HIGH) {
+		/* Moves the chains: nothing is copied on the loop. */
+		if (evbuffer_add_buffer(out, c->ready) == -1)
+			log_fatalx(70, "smtp_client: out of memory");
+		c->left -= c->ready_raw;
+		c->sent += c->ready_raw;
+		c->ready_raw = 0;
 	}
-	if (c->left > 0) {
+	sc_content_ahead(c);
+	if (c->left > 0 || c->rjob != NULL) {
 		/* Progress made: the data timeout counts from now. */
 		sc_arm(c, sc_secs(c->target->timeout_data, 600),
 		    "message content");
 		return;
 	}
-	if (c->sent > 0 && !(c->tail[0] == '\r' && c->tail[1] == '\n'))
+	if (c->sent > 0 && !(c->rst.tail[0] == '\r' && c->rst.tail[1] == '\n'))
 		sc_printf(c, "\r\n");
 	sc_printf(c, ".\r\n");
 	sc_content_cleanup(c);
@@ -548,23 +719,78 @@ sc_content_fill(struct smtp_client *c)
 	sc_arm(c, sc_secs(c->target->timeout_data, 600), "END-OF-MESSAGE");
 }
 
+/*
+ * On the loop: a read came back. Its octets join the ready ones (and the
+ * output, in SC_CONTENT); a failed open or read fails the transaction.
+ */
+static void
+sc_rjob_done(void *arg)
+{
+	struct sc_rjob *j = arg;
+	struct smtp_client *c = j->c;
+
+	if (c == NULL) {
+		if (j->src != NULL) {
+			/* The close, and the free, on a reader. */
+			workers_submit(j->readers, sc_rjob_close, NULL, j);
+			return;
+		}
+		sc_rjob_free(j);
+		return;
+	}
+	c->rjob = NULL;
+	c->src = j->src;
+	sc_enter(c);
+	if (j->err[0] != '\0') {
+		sc_txn_fail(c, 451, "451 4.3.0 %s", j->err);
+		sc_rjob_free(j);
+		sc_leave(c);
+		return;
+	}
+	if (evbuffer_add_buffer(c->ready, j->out) == -1)
+		log_fatalx(70, "smtp_client: out of memory");
+	c->ready_raw += j->got;
+	c->rst = j->st;
+	sc_rjob_free(j);
+	if (c->state == SC_CONTENT)
+		sc_content_fill(c);
+	else
+		sc_content_ahead(c);
+	sc_leave(c);
+}
+
+/* A transaction with content starts: its first read goes out now. */
+static void
+sc_content_begin(struct smtp_client *c)
+{
+	const char *pre = c->msg->prepend;
+
+	c->roff = 0; /* content octets */
+	c->left = c->msg->content_size;
+	c->sent = 0;
+	/* The readers stuff the content as if the prepend went first. */
+	c->rst.bol = true;
+	c->rst.tail[0] = c->rst.tail[1] = 0;
+	if (pre != NULL)
+		sc_stuff_track(&c->rst, pre, strlen(pre));
+	if (c->ready == NULL && (c->ready = evbuffer_new()) == NULL)
+		log_fatalx(70, "smtp_client: out of memory");
+	sc_rjob_submit(c, true);
+}
+
+/* 354: the octets read so far go out, then the rest as it comes. */
 static void
 sc_content_start(struct smtp_client *c)
 {
 	struct smtp_client_msg *m = c->msg;
+	struct sc_stuffing st = { true, { 0, 0 } };
 
-	c->off = 0; /* content octets */
-	c->left = m->content_size;
-	c->sent = 0;
-	c->bol = true;
-	c->tail[0] = c->tail[1] = 0;
-	c->chunk = xmalloc(SC_CHUNK);
 	c->state = SC_CONTENT;
 	/* Trace fields added after arrival go first, stuffed like the rest. */
 	if (m->prepend != NULL && m->prepend[0] != '\0') {
 		size_t plen = strlen(m->prepend);
 
-		sc_stuff(c, bufferevent_get_output(c->bev), m->prepend, plen);
+		sc_stuff(&st, bufferevent_get_output(c->bev), m->prepend, plen);
 		c->sent += plen;
 	}
 	/* The write callback runs when the output drains to SC_OUT_LOW. */
@@ -1066,6 +1292,7 @@ smtp_client_close(struct smtp_client *c)
 	if (c->freeing)
 		return;
 	sc_drop(c, c->state == SC_IDLE); /* QUIT only between transactions */
+	sc_content_cleanup(c);           /* a read in flight is orphaned */
 	c->state = SC_DEAD;
 	c->open_cb = NULL;
 	c->done_cb = NULL;

@@ -427,6 +427,7 @@ smtp_client_open(const struct smtp_client_params *p, smtp_client_open_cb cb,
 
 	c = xcalloc(1, sizeof(*c));
 	c->base = p->base;
+	c->readers = p->readers;
 	c->dns = p->dns;
 	c->target = t;
 	c->lmtp = t->type == CONF_TARGET_LMTP;

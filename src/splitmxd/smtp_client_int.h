@@ -22,8 +22,14 @@
 struct bufferevent;
 struct dns_addr;
 struct event;
+struct evbuffer;
+struct sc_rjob;
+struct spool_content;
+struct workers;
 
-#define SC_OUT_HIGH   (256 * 1024) /* stop filling above this */
+#define SC_OUT_HIGH   (256 * 1024)   /* stop filling above this */
+#define SC_CHUNK      (64 * 1024)    /* one read */
+#define SC_AHEAD      (2 * SC_CHUNK) /* content read or reading, at most */
 #define SC_REASON_MAX 640
 #define SC_PEER_MAX   352 /* host[256] + [addr[64]]:port */
 
@@ -62,8 +68,15 @@ enum sc_defer {
 	SC_DEFER_DONE
 };
 
+/* Where dot-stuffing stands: the next octet starts a line; the last two. */
+struct sc_stuffing {
+	bool bol;
+	unsigned char tail[2];
+};
+
 struct smtp_client {
 	struct event_base *base;
+	struct workers *readers; /* content opens and reads */
 	struct dns *dns;
 	const struct conf_target *target;
 	bool lmtp;
@@ -135,13 +148,20 @@ struct smtp_client {
 	bool broken; /* no more transactions */
 	unsigned ntrans;
 
-	/* Content streaming (msg->content, read at off). */
-	uint64_t off;
-	uint64_t left;
-	uint64_t sent;
-	bool bol;              /* next byte starts a line */
-	unsigned char tail[2]; /* last content bytes */
-	char *chunk;
+	/*
+	 * Content streaming. The readers open the file, read it and
+	 * dot-stuff it, one job in flight (rjob), at most SC_AHEAD content
+	 * octets in flight or done and waiting (ready); the loop moves the
+	 * stuffed octets into the output as it drains.
+	 */
+	uint64_t left;          /* content octets not yet in the output */
+	uint64_t roff;          /* content octets asked of the readers */
+	uint64_t sent;          /* octets in the output: prepend and content */
+	struct sc_stuffing rst; /* after the content read so far */
+	struct spool_content *src; /* open between reads; NULL before, after */
+	struct sc_rjob *rjob;      /* the read in flight, or NULL */
+	struct evbuffer *ready;    /* read and stuffed, not yet sent */
+	size_t ready_raw;          /* content octets in ready */
 };
 
 /* ---- smtp_client.c: helpers ---- */

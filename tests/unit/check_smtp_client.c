@@ -40,6 +40,7 @@
 #include "smtp_client.h"
 #include "spool_read.h"
 #include "smtp_proto.h"
+#include "workers.h"
 #include "xmalloc.h"
 
 #define CAPTURE_PY "tests/unit/data/aiosmtpd_capture.py"
@@ -56,6 +57,12 @@ static char servers[64];
 
 static struct event_base *base;
 static struct dns *dns;
+/*
+ * The clients' content readers: one thread, so jobs run in the order they
+ * were queued (the tests that hold or truncate files count on it).
+ */
+static struct workers *readers;
+static struct spool_reader *spool_rd; /* tdir/spool, opened on first use */
 
 /* ---- process helpers ---- */
 
@@ -369,6 +376,7 @@ setup(void)
 	dns = dns_new(base, servers, &err);
 	ck_assert_msg(dns != NULL, "dns_new: %s", err.data);
 	sbuf_release(&err);
+	readers = workers_new(base, 1);
 }
 
 static void
@@ -377,6 +385,11 @@ teardown(void)
 	dns_free(dns);
 	dns = NULL;
 	smtp_client_shutdown();
+	/* Runs what reads left by closed clients still hold (ASan checks). */
+	workers_free(readers);
+	readers = NULL;
+	spool_reader_close(spool_rd);
+	spool_rd = NULL;
 	/* Let libevent finish freeing closed bufferevents (deferred). */
 	event_base_loop(base, EVLOOP_NONBLOCK);
 	event_base_free(base);
@@ -487,6 +500,7 @@ open_target(const struct conf_target *t, const char *helo,
 	p.target = t;
 	p.helo = helo;
 	p.rcpt_domain = rcpt_domain;
+	p.readers = readers;
 	r->in_call = true;
 	smtp_client_open(&p, open_cb, r);
 	r->in_call = false;
@@ -502,11 +516,11 @@ open_target(const struct conf_target *t, const char *helo,
 
 /*
  * A message: content in a queue file after a junk prefix (where the header
- * would be), read through the spool's read side as the queue does.
+ * would be), opened and read by the client's readers as the queue has it.
  */
 struct msg {
 	char path[160];
-	struct spool_content *c;
+	char id[SPOOL_ID_LEN + 1];
 	struct smtp_client_msg m;
 	struct smtp_client_rcpt r[MAXRCPT];
 };
@@ -518,8 +532,7 @@ msg_init(struct msg *mb, const char *sender, const void *content, size_t len,
     const char *const rcpts[])
 {
 	static unsigned seq;
-	struct spool_reader *rd;
-	char dir[96], id[SPOOL_ID_LEN + 1];
+	char dir[96];
 	struct sbuf err;
 	int fd;
 	size_t i;
@@ -529,23 +542,23 @@ msg_init(struct msg *mb, const char *sender, const void *content, size_t len,
 	ck_assert(mkdir(dir, 0700) == 0 || errno == EEXIST);
 	(void)snprintf(mb->path, sizeof(mb->path), "%s/queue", dir);
 	ck_assert(mkdir(mb->path, 0700) == 0 || errno == EEXIST);
-	(void)snprintf(id, sizeof(id), "%016u", ++seq);
-	(void)snprintf(mb->path, sizeof(mb->path), "%s/queue/%s", dir, id);
+	(void)snprintf(mb->id, sizeof(mb->id), "%016u", ++seq);
+	(void)snprintf(mb->path, sizeof(mb->path), "%s/queue/%s", dir, mb->id);
 	fd = open(mb->path, O_CREAT | O_EXCL | O_WRONLY, 0600);
 	ck_assert_int_ge(fd, 0);
 	ck_assert_int_eq(write(fd, JUNK, strlen(JUNK)), (ssize_t)strlen(JUNK));
 	if (len > 0)
 		ck_assert_int_eq(write(fd, content, len), (ssize_t)len);
-	sbuf_init(&err, 256);
-	rd = spool_reader_open(dir, &err);
-	ck_assert_msg(rd != NULL, "%s", err.data);
-	mb->c = spool_content_reopen(rd, id, strlen(JUNK), len, "", &err);
-	ck_assert_msg(mb->c != NULL, "%s", err.data);
-	spool_reader_close(rd);
-	sbuf_release(&err);
-	ck_assert_int_eq(write(fd, "TRAILER", 7), 7); /* not content */
 	close(fd);
-	mb->m.content = mb->c;
+	if (spool_rd == NULL) {
+		sbuf_init(&err, 256);
+		spool_rd = spool_reader_open(dir, &err);
+		ck_assert_msg(spool_rd != NULL, "%s", err.data);
+		sbuf_release(&err);
+	}
+	mb->m.rd = spool_rd;
+	mb->m.id = mb->id;
+	mb->m.content_off = strlen(JUNK);
 	mb->m.content_size = len;
 	mb->m.sender = sender;
 	mb->m.ret = SMTP_PROTO_RET_NONE;
@@ -559,7 +572,6 @@ msg_init(struct msg *mb, const char *sender, const void *content, size_t len,
 static void
 msg_done(struct msg *mb)
 {
-	spool_content_close(mb->c);
 	(void)unlink(mb->path);
 }
 
@@ -1118,21 +1130,26 @@ START_TEST(test_size_and_spool_errors)
 	ck_assert(smtp_client_reusable(c));
 	msg_done(&mb);
 
-	/* The queue could not open the file: it passes no content. */
+	/* The queue has no file to give: answered here, nothing sent. */
 	msg_init(&mb, "size@src.test", simple, strlen(simple), rc);
-	mb.m.content = NULL;
+	mb.m.id = NULL;
 	ck_assert_int_eq(send_msg(c, &mb), 0);
 	ck_assert_uint_eq(mb.r[0].code, 451);
 	ASSERT_PREFIX(mb.r[0].reply, "451 4.3.0 cannot open queue file");
 	ck_assert(smtp_client_reusable(c));
 	msg_done(&mb);
 
-	/* A spool file shorter than it should be: the DATA is abandoned. */
+	/*
+	 * A spool file of another size than the queue knows: the reader's
+	 * open refuses it, and the transaction (MAIL, RCPT and DATA already
+	 * out) is abandoned with the connection.
+	 */
 	msg_init(&mb, "size@src.test", simple, strlen(simple), rc);
 	mb.m.content_size = 100000;
 	ck_assert_int_eq(send_msg(c, &mb), -1);
 	ck_assert_uint_eq(mb.r[0].code, 451);
-	ASSERT_PREFIX(mb.r[0].reply, "451 4.3.0 error reading queue file");
+	ASSERT_PREFIX(mb.r[0].reply,
+	    "451 4.3.0 cannot open queue file: queue file changed");
 	ck_assert(!smtp_client_reusable(c));
 	ck_assert(!captured("plain", "size@src.test", 1));
 	smtp_client_close(c);
@@ -1419,6 +1436,7 @@ START_TEST(test_open_cancel)
 	p.base = base;
 	p.dns = dns;
 	p.target = t;
+	p.readers = readers;
 	p.helo = "cancel.test";
 	smtp_client_open(&p, open_cb, &o);
 	if (_i == 0 || _i == 4)
@@ -1552,6 +1570,226 @@ START_TEST(test_tls_large_content)
 	msg_done(&mb);
 	free(b.d);
 	free(want.d);
+	tgt_free(t);
+}
+END_TEST
+
+/* ---- content on the readers ---- */
+
+/* A message of len octets: lines of x, some starting with a dot. */
+static char *
+big_body(size_t len)
+{
+	char *b = xmalloc(len);
+	size_t i;
+
+	for (i = 0; i < len; i++)
+		b[i] = i % 100 == 98 ? '\r' :
+		    i % 100 == 99    ? '\n' :
+		    i % 700 == 0     ? '.' :
+		                       'x';
+	b[len - 2] = '\r';
+	b[len - 1] = '\n';
+	return b;
+}
+
+/*
+ * Content the readers open and read, from one chunk (one job) to many
+ * (read ahead while the last is sent): the same bytes arrive, and the
+ * connection stays reusable for the next.
+ */
+START_TEST(test_content_via_readers)
+{
+	static const char *const rc[] = { "a@dest.test", NULL };
+	static const size_t sizes[] = { 1000, 64 * 1024, 64 * 1024 + 1,
+		700 * 1024 };
+	struct conf_target *t = tgt_new(CONF_TARGET_SMTP, "127.0.0.1", NULL,
+	    p_plain);
+	struct openres o;
+	struct smtp_client *c;
+	struct msg mb;
+	char sender[64], *b;
+	size_t i;
+
+	c = open_target(t, "readers.test", NULL, &o);
+	ck_assert_msg(c != NULL, "%s", o.reason);
+	for (i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
+		(void)snprintf(sender, sizeof(sender), "readers%zu@src.test",
+		    i);
+		b = big_body(sizes[i]);
+		msg_init(&mb, sender, b, sizes[i], rc);
+		ck_assert_int_eq(send_msg(c, &mb), 0);
+		ck_assert_uint_eq(mb.r[0].code, 250);
+		/* The peer undoes the dot-stuffing. */
+		check_capture("plain", sender, 1, b, sizes[i]);
+		ck_assert(smtp_client_reusable(c));
+		msg_done(&mb);
+		free(b);
+	}
+
+	/*
+	 * Trace fields prepended: the readers stuff the content as if they
+	 * had gone first (a dot after their CRLF is at a line start), and an
+	 * empty content after them needs no CRLF of its own.
+	 */
+	msg_init(&mb, "pre1@src.test", ".dot first\r\n", 12, rc);
+	mb.m.prepend = "X-Pre: 1\r\n";
+	ck_assert_int_eq(send_msg(c, &mb), 0);
+	ck_assert_uint_eq(mb.r[0].code, 250);
+	check_capture("plain", "pre1@src.test", 1, "X-Pre: 1\r\n.dot first\r\n",
+	    22);
+	msg_done(&mb);
+	msg_init(&mb, "pre2@src.test", "", 0, rc);
+	mb.m.prepend = "X-Pre: 2\r\n";
+	ck_assert_int_eq(send_msg(c, &mb), 0);
+	ck_assert_uint_eq(mb.r[0].code, 250);
+	check_capture("plain", "pre2@src.test", 1, "X-Pre: 2\r\n", 10);
+	msg_done(&mb);
+	smtp_client_close(c);
+	tgt_free(t);
+}
+END_TEST
+
+/* Holds the reader thread until a byte arrives on the pipe. */
+static void
+block_job(void *arg)
+{
+	int *fds = arg;
+	char x;
+
+	while (read(fds[0], &x, 1) == -1 && errno == EINTR)
+		;
+}
+
+/* Shortens the file behind the reader's back (on the reader thread). */
+static char trunc_path[160];
+static void
+truncate_job(void *arg)
+{
+	(void)arg;
+	ck_assert_int_eq(truncate(trunc_path, (off_t)(strlen(JUNK) + 100000)),
+	    0);
+}
+
+static unsigned
+count_fds(void)
+{
+	char path[64];
+	unsigned n = 0;
+	int fd;
+
+	for (fd = 0; fd < 1024; fd++) {
+		(void)snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
+		if (access(path, F_OK) == 0)
+			n++;
+	}
+	return n;
+}
+
+/*
+ * Read errors: the file gone before the reader opens it, and the file cut
+ * short after the first chunk was read (the reader has one thread, so the
+ * truncation queued behind the first read runs before the second). Both
+ * give 451 to every recipient, drop the connection, deliver nothing.
+ */
+START_TEST(test_content_read_errors)
+{
+	static const char *const rc[] = { "a@dest.test", "b@dest.test", NULL };
+	struct conf_target *t = tgt_new(CONF_TARGET_SMTP, "127.0.0.1", NULL,
+	    p_plain);
+	struct openres o;
+	struct smtp_client *c;
+	struct sendres r;
+	struct msg mb;
+	char *b;
+
+	c = open_target(t, "rerr.test", NULL, &o);
+	ck_assert_msg(c != NULL, "%s", o.reason);
+	msg_init(&mb, "gone@src.test", simple, strlen(simple), rc);
+	ck_assert_int_eq(unlink(mb.path), 0);
+	ck_assert_int_eq(send_msg(c, &mb), -1);
+	ck_assert_uint_eq(mb.r[0].code, 451);
+	ASSERT_PREFIX(mb.r[0].reply, "451 4.3.0 cannot open queue file: ");
+	ASSERT_HAS(mb.r[0].reply, "No such file");
+	ck_assert_uint_eq(mb.r[1].code, 451);
+	ck_assert(!smtp_client_reusable(c));
+	smtp_client_close(c);
+	run_for(200);
+	ck_assert(!captured("plain", "gone@src.test", 1));
+	msg_done(&mb);
+
+	c = open_target(t, "rerr.test", NULL, &o);
+	ck_assert_msg(c != NULL, "%s", o.reason);
+	b = big_body(300 * 1024);
+	msg_init(&mb, "short@src.test", b, 300 * 1024, rc);
+	(void)snprintf(trunc_path, sizeof(trunc_path), "%s", mb.path);
+	memset(&r, 0, sizeof(r));
+	smtp_client_send(c, &mb.m, done_cb, &r);
+	workers_submit(readers, truncate_job, NULL, NULL);
+	run_until(&r.calls, 1);
+	ck_assert_int_eq(r.status, -1);
+	ck_assert_uint_eq(mb.r[0].code, 451);
+	ASSERT_PREFIX(mb.r[0].reply,
+	    "451 4.3.0 error reading queue file: file truncated");
+	ck_assert_uint_eq(mb.r[1].code, 451);
+	ck_assert(!smtp_client_reusable(c));
+	smtp_client_close(c);
+	run_for(200);
+	ck_assert(!captured("plain", "short@src.test", 1));
+	msg_done(&mb);
+	free(b);
+	tgt_free(t);
+}
+END_TEST
+
+/*
+ * A client closed while a read is in flight: _i 0, the first job (the open)
+ * still queued behind a held reader, and the file unlinked before it runs;
+ * _i 1, a read-ahead queued while the client holds the open file. The
+ * read is orphaned: its completion frees the buffer and has the handle
+ * closed (ASan checks the memory, the fd count the handle); no callback
+ * reaches the closed client.
+ */
+START_TEST(test_close_while_reading)
+{
+	static const char *const rc[] = { "a@dest.test", NULL };
+	struct conf_target *t = tgt_new(CONF_TARGET_SMTP, "127.0.0.1", NULL,
+	    p_plain);
+	struct openres o;
+	struct smtp_client *c;
+	struct sendres r;
+	struct msg mb;
+	unsigned nfds;
+	char *b = big_body(1 << 19);
+	int fds[2];
+
+	ck_assert_int_eq(pipe(fds), 0);
+	msg_init(&mb, "orphan@src.test", b, 1 << 19, rc);
+	nfds = count_fds(); /* the connection's socket comes and goes */
+	c = open_target(t, "orphan.test", NULL, &o);
+	ck_assert_msg(c != NULL, "%s", o.reason);
+	memset(&r, 0, sizeof(r));
+	if (_i == 0)
+		workers_submit(readers, block_job, NULL, fds);
+	smtp_client_send(c, &mb.m, done_cb, &r);
+	if (_i == 1) {
+		/* The first chunk comes back; the next read waits. */
+		workers_submit(readers, block_job, NULL, fds);
+		run_for(200);
+		ck_assert_uint_eq(count_fds(), nfds + 2); /* and the file */
+	}
+	ck_assert_uint_ge(workers_busy(readers), 2);
+	smtp_client_close(c);
+	msg_done(&mb);
+	ck_assert_int_eq(write(fds[1], "x", 1), 1);
+	while (workers_busy(readers) > 0)
+		event_base_loop(base, EVLOOP_ONCE | EVLOOP_NONBLOCK);
+	ck_assert_uint_eq(count_fds(), nfds);
+	run_for(100);
+	ck_assert_int_eq(r.calls, 0);
+	(void)close(fds[0]);
+	(void)close(fds[1]);
+	free(b);
 	tgt_free(t);
 }
 END_TEST
@@ -1744,6 +1982,7 @@ sink_next(struct sink_run *sr)
 	p.base = base;
 	p.dns = dns;
 	p.target = sr->t;
+	p.readers = readers;
 	p.helo = "sink.test";
 	smtp_client_open(&p, sink_open_cb, sr);
 }
@@ -1827,6 +2066,9 @@ smtp_client_suite(void)
 	tcase_add_loop_test(tc, test_tls, 0,
 	    (int)(sizeof(tls_cases) / sizeof(tls_cases[0])));
 	tcase_add_test(tc, test_tls_large_content);
+	tcase_add_test(tc, test_content_via_readers);
+	tcase_add_test(tc, test_content_read_errors);
+	tcase_add_loop_test(tc, test_close_while_reading, 0, 2);
 	tcase_add_test(tc, test_lmtp_per_rcpt);
 	tcase_add_loop_test(tc, test_quit_on_close, 0, 2);
 	tcase_add_test(tc, test_reuse_same_connection);
