@@ -397,6 +397,12 @@ spool_committer_main(void *arg)
 		for (;;) {
 			if (sp->stopping || sp->cq_head != NULL)
 				break;
+			if (spool_log_ckpt_ready(sp)) {
+				spool_unlock(sp);
+				spool_log_maybe_checkpoint(sp, false);
+				spool_lock(sp);
+				continue;
+			}
 			(void)clock_gettime(CLOCK_MONOTONIC, &now);
 			if (sp->jq_head != NULL) {
 				until = spool_deadline(&sp->jq_since,

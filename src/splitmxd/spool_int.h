@@ -82,6 +82,18 @@ struct spool_log {
 	bool lost_boot; /* the last run ended with its boot, uncleanly */
 	spool_checkpoint_hook hook;
 	void *hook_arg;
+	/*
+	 * A checkpoint whose file fsyncs run on a worker (one flush per
+	 * file: thousands when a target is down), so commits go on.
+	 */
+	bool ck_busy;                     /* committer */
+	atomic_bool ck_done;              /* set by the worker */
+	atomic_int ck_status;             /* 0, or -1: files not synced */
+	uint64_t ck_redo, ck_journal;     /* what it will name */
+	char (*ck_ids)[SPOOL_ID_LEN + 1]; /* the worker's, while busy */
+	size_t ck_nids, ck_idcap;
+	uint64_t *ck_old; /* segments free once it is written */
+	size_t ck_nold, ck_oldcap;
 };
 
 struct spool {
@@ -217,6 +229,7 @@ int spool_log_sync(struct spool *sp, struct sbuf *why);
 void spool_log_rollback(struct spool *sp, uint64_t lsn);
 void spool_log_note_image(struct spool *sp, const char *id);
 void spool_log_maybe_checkpoint(struct spool *sp, bool clean);
+bool spool_log_ckpt_ready(struct spool *sp);
 
 /* spool_rotate.c */
 int spool_rotate_fixup(struct spool *sp, struct sbuf *err);

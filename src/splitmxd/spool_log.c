@@ -38,6 +38,7 @@
 #include "spool.h"
 #include "spool_codec.h"
 #include "spool_logfmt.h"
+#include "workers.h"
 #include "xmalloc.h"
 #include "spool_int.h"
 
@@ -90,19 +91,31 @@ spool_log_read_boot(char out[SPOOL_LOGFMT_BOOT_MAX + 1])
 		memcpy(out, buf, strlen(buf) + 1);
 }
 
-/* Writes DIR/checkpoint atomically: tmp file, fsync, rename, fsync. */
+static int spool_log_write_ckpt_at(struct spool *sp, uint64_t redo,
+    uint64_t journal_off, bool clean, struct sbuf *why);
+
+/* Writes DIR/checkpoint for the log and journal as they are now. */
 int
 spool_log_write_ckpt(struct spool *sp, bool clean, struct sbuf *why)
+{
+	return spool_log_write_ckpt_at(sp, sp->log.lsn, sp->journal_off, clean,
+	    why);
+}
+
+/* Writes DIR/checkpoint atomically: tmp file, fsync, rename, fsync. */
+static int
+spool_log_write_ckpt_at(struct spool *sp, uint64_t redo, uint64_t journal_off,
+    bool clean, struct sbuf *why)
 {
 	struct spool_logfmt_ckpt ck;
 	struct sbuf text;
 	int fd, rc = -1;
 
 	memset(&ck, 0, sizeof(ck));
-	ck.redo = sp->log.lsn;
-	ck.journal_off = sp->journal_off;
+	ck.redo = redo;
+	ck.journal_off = journal_off;
 	ck.clean = clean;
-	sp->log_ckpt_journal = sp->journal_off;
+	sp->log_ckpt_journal = journal_off;
 	memcpy(ck.boot, sp->log.boot, sizeof(ck.boot));
 	sbuf_init(&text, SPOOL_LOGFMT_CKPT_MAX);
 	if (spool_logfmt_ckpt_format(&ck, &text) == -1) {
@@ -549,6 +562,10 @@ spool_log_close(struct spool *sp)
 	free(lg->stage);
 	free(lg->old);
 	free(lg->ids);
+	free(lg->ck_ids);
+	free(lg->ck_old);
+	lg->ck_ids = NULL;
+	lg->ck_old = NULL;
 	lg->stage = NULL;
 	lg->old = NULL;
 	lg->ids = NULL;
@@ -831,23 +848,182 @@ spool_log_note_image(struct spool *sp, const char *id)
 	memcpy(lg->ids[lg->nids++], id, SPOOL_ID_LEN + 1);
 }
 
+/* fsync of each file in ids still in queue/, then of queue/. */
+static int
+spool_log_sync_files(struct spool *sp, char (*ids)[SPOOL_ID_LEN + 1], size_t n,
+    struct sbuf *why)
+{
+	size_t i;
+	int fd;
+
+	for (i = 0; i < n; i++) {
+		fd = openat(sp->queuefd, ids[i],
+		    O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+		if (fd == -1) {
+			if (errno == ENOENT)
+				continue; /* delivered and removed */
+			return sbuf_seterr(why, "open queue/%s: %s", ids[i],
+			    strerror(errno));
+		}
+		if (fsync(fd) == -1) {
+			sbuf_seterr(why, "fsync queue/%s: %s", ids[i],
+			    strerror(errno));
+			(void)close(fd);
+			/* Its pages may be gone; only the log has it now. */
+			spool_break(sp, why->data);
+			return -1;
+		}
+		(void)close(fd); /* synced */
+	}
+	if (fsync(sp->queuefd) == -1) {
+		sbuf_seterr(why, "fsync queue: %s", strerror(errno));
+		spool_break(sp, why->data);
+		return -1;
+	}
+	return 0;
+}
+
+/* Segments before a written checkpoint: a few kept for reuse. */
+static void
+spool_log_recycle(struct spool *sp, uint64_t *old, size_t n)
+{
+	struct spool_log *lg = &sp->log;
+	char name[SPOOL_LOGFMT_NAME_LEN + 1];
+	size_t i;
+
+	for (i = 0; i < n; i++) {
+		if (lg->nspare < SPOOL_LOG_SPARES) {
+			lg->spare[lg->nspare++] = old[i];
+			continue;
+		}
+		spool_logfmt_segname(name, old[i]);
+		if (unlinkat(lg->dirfd, name, 0) == -1)
+			log_warn("spool: remove log/%s", name);
+	}
+}
+
+/* Worker: the files of an asynchronous checkpoint. */
+static void
+spool_log_ckpt_job(void *arg)
+{
+	struct spool *sp = arg;
+	struct spool_log *lg = &sp->log;
+	struct sbuf why;
+
+	sbuf_init(&why, SPOOL_ERR_LEN);
+	atomic_store(&lg->ck_status,
+	    spool_log_sync_files(sp, lg->ck_ids, lg->ck_nids, &why));
+	if (atomic_load(&lg->ck_status) == -1)
+		log_warnx("spool: checkpoint: %s", why.data);
+	sbuf_release(&why);
+	spool_lock(sp);
+	atomic_store(&lg->ck_done, true);
+	spool_check(pthread_cond_signal(&sp->cq_cond), "pthread_cond_signal");
+	spool_unlock(sp);
+	spool_inflight_done(sp, 1);
+}
+
+/* Committer: the files are synced; the rest, then the checkpoint file. */
+static void
+spool_log_ckpt_finish(struct spool *sp)
+{
+	struct spool_log *lg = &sp->log;
+	struct sbuf why;
+
+	lg->ck_busy = false;
+	sbuf_init(&why, SPOOL_ERR_LEN);
+	if (atomic_load(&lg->ck_status) == -1 || atomic_load(&sp->broken))
+		sbuf_seterr(&why, "queue files not synced");
+	else if (fdatasync(sp->journalfd) == -1) {
+		sbuf_seterr(&why, "fdatasync journal: %s", strerror(errno));
+		spool_break(sp, why.data);
+	} else if (lg->hook != NULL && lg->hook(lg->hook_arg) == -1)
+		sbuf_seterr(&why, "duplicate index sync failed");
+	else if (spool_log_write_ckpt_at(sp, lg->ck_redo, lg->ck_journal, false,
+	             &why) == 0) {
+		spool_log_recycle(sp, lg->ck_old, lg->ck_nold);
+		lg->ck_nold = 0;
+		sbuf_release(&why);
+		return;
+	}
+	/* Replay still starts at the last checkpoint: nothing is lost. */
+	log_warnx("spool: checkpoint not taken: %s", why.data);
+	lg->dirty = true;
+	sbuf_release(&why);
+}
+
 /*
- * The checkpoint: every image's file still in queue/ is fsynced, then
- * queue/, the journal and (hook) the duplicate index; then the checkpoint
- * file moves redo to the end of the log and older segments are recycled.
- * Between groups only (everything written is synced). Failures leave the
- * last checkpoint in force, so replay still covers everything.
+ * Takes apart what an asynchronous checkpoint needs: the redo point and
+ * journal length now, the image ids since the last one (handed to the
+ * worker), a new segment so the older ones come free with it.
+ */
+static int
+spool_log_ckpt_start(struct spool *sp, struct sbuf *why)
+{
+	struct spool_log *lg = &sp->log;
+	char(*ids)[SPOOL_ID_LEN + 1];
+	size_t cap, i;
+
+	if (lg->lsn > lg->seg_start && spool_log_new_segment(sp, why) == -1) {
+		spool_break(sp, why->data);
+		return -1;
+	}
+	lg->ck_redo = lg->seg_start;
+	lg->ck_journal = sp->journal_off;
+	ids = lg->ck_ids;
+	cap = lg->ck_idcap;
+	lg->ck_ids = lg->ids;
+	lg->ck_idcap = lg->idcap;
+	lg->ck_nids = lg->nids;
+	lg->ids = ids;
+	lg->idcap = cap;
+	lg->nids = 0;
+	for (i = 0; i < lg->nold; i++) {
+		if (lg->ck_nold == lg->ck_oldcap) {
+			lg->ck_oldcap = lg->ck_oldcap ? 2 * lg->ck_oldcap : 8;
+			lg->ck_old = xreallocarray(lg->ck_old, lg->ck_oldcap,
+			    sizeof(*lg->ck_old));
+		}
+		lg->ck_old[lg->ck_nold++] = lg->old[i];
+	}
+	lg->nold = 0;
+	lg->ck_busy = true;
+	atomic_store(&lg->ck_done, false);
+	atomic_store(&lg->ck_status, 0);
+	atomic_fetch_add(&sp->inflight, 1);
+	workers_submit(sp->w, spool_log_ckpt_job, NULL, sp);
+	return 0;
+}
+
+/* Committer, idle: an asynchronous checkpoint's files are synced. */
+bool
+spool_log_ckpt_ready(struct spool *sp)
+{
+	return sp->log.ck_busy && atomic_load(&sp->log.ck_done);
+}
+
+/*
+ * The checkpoint, every SPOOL_LOG_CKPT_SECS when the log was written:
+ * every image's file still in queue/ is fsynced, then queue/, the journal
+ * and (hook) the duplicate index; then the checkpoint file moves redo on
+ * and older segments are recycled. The file fsyncs run on a worker while
+ * commits go on; a clean stop, or a journal due for rotation, takes it
+ * all on the committer (rotation needs a journal wholly covered).
+ * Between groups only. Failures leave the last checkpoint in force, so
+ * replay still covers everything.
  */
 void
 spool_log_maybe_checkpoint(struct spool *sp, bool clean)
 {
 	struct spool_log *lg = &sp->log;
-	char name[SPOOL_LOGFMT_NAME_LEN + 1];
 	struct timespec now;
 	struct sbuf why;
-	size_t i;
-	int fd;
 
+	if (lg->ck_busy) {
+		if (!atomic_load(&lg->ck_done))
+			return; /* at a clean stop, inflight waited for it */
+		spool_log_ckpt_finish(sp);
+	}
 	(void)clock_gettime(CLOCK_MONOTONIC, &now);
 	if (!clean &&
 	    (!lg->dirty ||
@@ -856,28 +1032,20 @@ spool_log_maybe_checkpoint(struct spool *sp, bool clean)
 	if (atomic_load(&sp->broken) || lg->fd == -1 || sp->jbacklog.len > 0)
 		return;
 	sbuf_init(&why, SPOOL_ERR_LEN);
-	for (i = 0; i < lg->nids; i++) {
-		fd = openat(sp->queuefd, lg->ids[i],
-		    O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
-		if (fd == -1) {
-			if (errno == ENOENT)
-				continue; /* delivered and removed */
-			sbuf_seterr(&why, "open queue/%s: %s", lg->ids[i],
-			    strerror(errno));
+	lg->dirty = false;
+	lg->ckpt_at = now;
+	if (!clean &&
+	    (sp->journal_max == 0 || sp->journal_off < sp->journal_max) &&
+	    sp->w != NULL) {
+		if (spool_log_ckpt_start(sp, &why) == -1)
 			goto fail;
-		}
-		if (fsync(fd) == -1) {
-			sbuf_seterr(&why, "fsync queue/%s: %s", lg->ids[i],
-			    strerror(errno));
-			(void)close(fd);
-			/* Its pages may be gone; only the log has it now. */
-			spool_break(sp, why.data);
-			goto fail;
-		}
-		(void)close(fd); /* synced */
+		sbuf_release(&why);
+		return;
 	}
-	if (fsync(sp->queuefd) == -1 || fdatasync(sp->journalfd) == -1) {
-		sbuf_seterr(&why, "fsync queue/journal: %s", strerror(errno));
+	if (spool_log_sync_files(sp, lg->ids, lg->nids, &why) == -1)
+		goto fail;
+	if (fdatasync(sp->journalfd) == -1) {
+		sbuf_seterr(&why, "fdatasync journal: %s", strerror(errno));
 		spool_break(sp, why.data);
 		goto fail;
 	}
@@ -903,23 +1071,12 @@ spool_log_maybe_checkpoint(struct spool *sp, bool clean)
 	    spool_log_write_ckpt(sp, clean, &why) == -1)
 		goto fail;
 	lg->nids = 0;
-	lg->dirty = false;
-	lg->ckpt_at = now;
-	/* Segments wholly before redo: a few kept for reuse, the rest go. */
-	for (i = 0; i < lg->nold; i++) {
-		if (lg->nspare < SPOOL_LOG_SPARES) {
-			lg->spare[lg->nspare++] = lg->old[i];
-			continue;
-		}
-		spool_logfmt_segname(name, lg->old[i]);
-		if (unlinkat(lg->dirfd, name, 0) == -1)
-			log_warn("spool: remove log/%s", name);
-	}
+	spool_log_recycle(sp, lg->old, lg->nold);
 	lg->nold = 0;
 	sbuf_release(&why);
 	return;
 fail:
 	log_warnx("spool: checkpoint not taken: %s", why.data);
-	lg->ckpt_at = now; /* not at once again */
+	lg->dirty = true; /* tried again in an interval */
 	sbuf_release(&why);
 }
