@@ -33,6 +33,10 @@ import sys
 import tempfile
 import time
 
+sys.dont_write_bytecode = True  # no __pycache__ in the source tree
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from c10k import replace_section  # noqa: E402  (docs/bench.md sections)
+
 TOP = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(
     __file__))))
 DAEMON = os.path.join(TOP, "splitmxd")
@@ -238,24 +242,6 @@ def main():
             p.wait()
         if not a.keep:
             shutil.rmtree(work, ignore_errors=True)
-
-
-def replace_section(path, title, body):
-    head = "## " + title
-    try:
-        with open(path) as f:
-            text = f.read()
-    except FileNotFoundError:
-        text = "# Benchmarks\n"
-    section = head + "\n\n" + body.rstrip("\n") + "\n\n"
-    pat = re.compile(r"^" + re.escape(head) + r"\n.*?(?=^## |\Z)",
-                     re.S | re.M)
-    if pat.search(text):
-        text = pat.sub(lambda m: section, text, count=1)
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    with open(path, "w") as f:
-        f.write(text.rstrip("\n") + "\n")
 
 
 if __name__ == "__main__":

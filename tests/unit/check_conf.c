@@ -202,6 +202,8 @@ START_TEST(test_defaults)
 	ck_assert_str_eq(conf->spool_dir, "/var/spool/splitmx");
 	ck_assert_ptr_null(conf->user);
 	ck_assert_uint_eq(conf->workers, 8);
+	ck_assert_uint_eq(conf->journal_segment_size, (uint64_t)64 << 20);
+	ck_assert_uint_eq(conf->journal_retention, 90 * 24 * 60 * 60);
 	ck_assert_ptr_null(conf->listeners[0].tls_cert);
 	ck_assert_ptr_null(conf->listeners[0].tls_key);
 	ck_assert_uint_eq(conf->limits.message_size, 50 * 1024 * 1024);
@@ -645,6 +647,10 @@ static const struct {
 	{ OK_TAIL "lissten *:26\n", 3,
 	    "unknown directive 'lissten' (did you mean 'listen'?)" },
 	{ OK_TAIL "frobnicate yes\n", 3, "unknown directive 'frobnicate'" },
+	{ OK_TAIL "journal_segment_size 64K\n", 3,
+	    "'journal_segment_size' needs a size of at least 1M, got '64K'" },
+	{ OK_TAIL "journal_retention 0\n", 3,
+	    "'journal_retention' needs a positive duration" },
 	{ "listen 127.0.0.1:0\n", 1, "listen: bad port '0'" },
 	{ "listen *:65536\n", 1, "bad port '65536'" },
 	{ "listen *:smtp\n", 1, "bad port 'smtp'" },
