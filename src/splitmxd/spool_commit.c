@@ -410,10 +410,11 @@ spool_committer_main(void *arg)
 				if (sp->jq_n >= SPOOL_RECORD_EAGER ||
 				    !spool_ts_before(&now, &until))
 					break;
-			} else if (sp->log.dirty)
+			} else if (sp->log.dirty && !sp->log.ck_busy)
 				until = spool_deadline(&sp->log.ckpt_at,
 				    SPOOL_LOG_CKPT_SECS * 1000000L);
 			else {
+				/* Idle, or a checkpoint's job will signal. */
 				spool_check(pthread_cond_wait(&sp->cq_cond,
 				                &sp->mtx),
 				    "pthread_cond_wait");

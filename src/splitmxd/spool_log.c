@@ -1029,8 +1029,10 @@ spool_log_maybe_checkpoint(struct spool *sp, bool clean)
 	    (!lg->dirty ||
 	        now.tv_sec - lg->ckpt_at.tv_sec < SPOOL_LOG_CKPT_SECS))
 		return;
-	if (atomic_load(&sp->broken) || lg->fd == -1 || sp->jbacklog.len > 0)
+	if (atomic_load(&sp->broken) || lg->fd == -1 || sp->jbacklog.len > 0) {
+		lg->ckpt_at = now; /* not again before an interval */
 		return;
+	}
 	sbuf_init(&why, SPOOL_ERR_LEN);
 	lg->dirty = false;
 	lg->ckpt_at = now;
