@@ -18,7 +18,9 @@
 #include <unistd.h>
 
 #include "dedup.h"
+#include "queue.h"
 #include "sbuf.h"
+#include "spool_read.h"
 
 #define T0   ((time_t)1700000000)
 #define WEEK DEDUP_WINDOW_DEFAULT
@@ -333,6 +335,66 @@ START_TEST(test_nosync_sync)
 	/* Without nosync, sync is a flush like any other: still fine. */
 	ck_assert_int_eq(dedup_sync(dd, &err), 0);
 	dedup_close(dd);
+	sbuf_release(&err);
+}
+END_TEST
+
+/*
+ * After a machine crash the index is rebuilt from the journal history
+ * (closed segments too): a claim comes back under both keys, a release
+ * takes both away, a carried copy is not counted twice.
+ */
+START_TEST(test_rebuild_from_journal)
+{
+	static const char seg[] =
+	    "2026-12-01T00:00:00.000000Z claimed id=Q000000000000001 "
+	    "target=legacy rcpt=<bob@example.org> key=m:<r1@x>\n"
+	    "2026-12-01T00:00:00.000000Z claimed id=Q000000000000002 "
+	    "target=cloud rcpt=<bob@example.org> key=m:<r2@x>\n";
+	static const char cur[] =
+	    "2026-12-02T00:00:00.000000Z carried id=0000000000000000 "
+	    "lines=0\n"
+	    "2026-12-02T00:00:01.000000Z released id=Q000000000000002 "
+	    "target=cloud rcpt=<bob@example.org> key=m:<r2@x>\n";
+	struct dedup_key k1 = { "m:<r1@x>", "bob@example.org", "legacy" };
+	struct dedup_key t1 = { "t:Q000000000000001", "bob@example.org",
+		"legacy" };
+	struct dedup_key k2 = { "m:<r2@x>", "bob@example.org", "cloud" };
+	struct spool_reader *rd;
+	struct dedup_entry ent;
+	struct sbuf err;
+	struct dedup *dd;
+	char p[256];
+	FILE *f;
+	time_t now = 1796169600 + 60; /* 2026-12-02, just after the records */
+
+	sbuf_init(&err, 256);
+	snprintf(p, sizeof(p), "%s/queue", tmpdir);
+	ck_assert_int_eq(mkdir(p, 0700), 0);
+	snprintf(p, sizeof(p), "%s/journal.20261201T000000Z", tmpdir);
+	ck_assert_ptr_nonnull(f = fopen(p, "w"));
+	ck_assert_int_ge(fputs(seg, f), 0);
+	ck_assert_int_eq(fclose(f), 0);
+	snprintf(p, sizeof(p), "%s/journal", tmpdir);
+	ck_assert_ptr_nonnull(f = fopen(p, "w"));
+	ck_assert_int_ge(fputs(cur, f), 0);
+	ck_assert_int_eq(fclose(f), 0);
+	rd = spool_reader_open(tmpdir, &err);
+	ck_assert_msg(rd != NULL, "%s", err.data);
+	dd = open_db(0, 0);
+	ck_assert_int_eq(queue_dedup_rebuild(dd, rd, &err), 0);
+	ck_assert_int_eq(dedup_lookup(dd, &k1, now, &ent, &err), 1);
+	ck_assert_str_eq(ent.qid, "Q000000000000001");
+	ck_assert_int_eq(dedup_lookup(dd, &t1, now, &ent, &err), 1);
+	ck_assert_int_eq(dedup_lookup(dd, &k2, now, &ent, &err), 0);
+	dedup_close(dd);
+	spool_reader_close(rd);
+	snprintf(p, sizeof(p), "%s/journal", tmpdir);
+	(void)unlink(p);
+	snprintf(p, sizeof(p), "%s/journal.20261201T000000Z", tmpdir);
+	(void)unlink(p);
+	snprintf(p, sizeof(p), "%s/queue", tmpdir);
+	(void)rmdir(p);
 	sbuf_release(&err);
 }
 END_TEST
@@ -975,6 +1037,7 @@ main(void)
 	tcase_set_timeout(db, 60);
 	tcase_add_test(db, test_record_lookup_first_wins);
 	tcase_add_test(db, test_nosync_sync);
+	tcase_add_test(db, test_rebuild_from_journal);
 	tcase_add_test(db, test_reply_is_cut);
 	tcase_add_test(db, test_rcpt_and_target_independent);
 	tcase_add_test(db, test_long_key_hashed);
