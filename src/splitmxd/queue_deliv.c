@@ -301,8 +301,8 @@ qdeliv_maildir_job(void *arg)
 	size_t i;
 
 	sbuf_reset(&d->merr);
-	src = spool_content_reopen(spool_reader(d->msg->q->spool), d->msg->id,
-	    d->msg->off, d->msg->size, d->msg->sha, &d->merr);
+	src = spool_content_reopen(d->msg->q->rd, d->msg->id, d->msg->off,
+	    d->msg->size, d->msg->sha, &d->merr);
 	if (src == NULL) {
 		d->mstatus = -1;
 		return;

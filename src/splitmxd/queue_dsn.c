@@ -192,8 +192,8 @@ qdsn_compose_job(void *arg)
 	                                       QUEUE_DSN_RETURN_MAX;
 	orig = xmalloc(cap + 1);
 	/* Unreadable now: the DSN goes out without the original. */
-	c = spool_content_reopen(spool_reader(m->q->spool), m->id, m->off,
-	    m->size, m->sha, NULL);
+	c = spool_content_reopen(m->q->rd, m->id, m->off, m->size, m->sha,
+	    NULL);
 	while (c != NULL && got < cap) {
 		r = spool_content_read(c, got, orig + got, cap - got);
 		if (r <= 0)

@@ -207,8 +207,7 @@ qmsg_read(struct qmsg *m)
 	int rc;
 
 	m->lerrno = 0;
-	c = spool_content_open(spool_reader(m->q->spool), m->id, &m->env,
-	    &m->lerr);
+	c = spool_content_open(m->q->rd, m->id, &m->env, &m->lerr);
 	if (c == NULL) {
 		m->lerrno = errno;
 		return -1;
