@@ -233,19 +233,24 @@ struct replay_image {
 struct replay {
 	struct replay_image *img;
 	size_t nimg, imgcap;
+	char (*ends)[SPOOL_ID_LEN + 1]; /* removed, discarded, quarantined */
+	size_t nends, endcap;
 	void **maps;
 	size_t *maplen;
 	size_t nmaps;
 	unsigned restored, lines;
 };
 
-/* A removal, discard or quarantine in the replayed lines ends an image. */
+/*
+ * The ids a removal, discard or quarantine in the replayed lines ends
+ * (queue ids are unique, so such a record always follows its image);
+ * matched against the images once the scan is done, sorted.
+ */
 static void
 spool_log_replay_lines(struct replay *rp, const unsigned char *p, size_t len)
 {
 	const unsigned char *end = p + len, *nl;
 	struct spool_jrec rec;
-	size_t i;
 
 	for (; p < end; p = nl + 1) {
 		nl = memchr(p, '\n', (size_t)(end - p));
@@ -259,10 +264,19 @@ spool_log_replay_lines(struct replay *rp, const unsigned char *p, size_t len)
 		    !spool_jrec_is(&rec, "discarded") &&
 		    !spool_jrec_is(&rec, "quarantined"))
 			continue;
-		for (i = 0; i < rp->nimg; i++)
-			if (strcmp(rp->img[i].id, rec.id) == 0)
-				rp->img[i].dead = true;
+		if (rp->nends == rp->endcap) {
+			rp->endcap = rp->endcap ? 2 * rp->endcap : 64;
+			rp->ends = xreallocarray(rp->ends, rp->endcap,
+			    sizeof(*rp->ends));
+		}
+		memcpy(rp->ends[rp->nends++], rec.id, SPOOL_ID_LEN + 1);
 	}
+}
+
+static int
+spool_log_cmp_id(const void *a, const void *b)
+{
+	return memcmp(a, b, SPOOL_ID_LEN);
 }
 
 /* 1 when queue/ID holds exactly the image. */
@@ -406,7 +420,6 @@ spool_log_replay(struct spool *sp, const struct spool_logfmt_ckpt *ck,
 				im->id[SPOOL_ID_LEN] = '\0';
 				im->data = rec.payload + SPOOL_ID_LEN;
 				im->len = rec.len - SPOOL_ID_LEN;
-				im->dead = false;
 				if (spool_id_valid(im->id))
 					rp.nimg++;
 			} else {
@@ -425,7 +438,12 @@ spool_log_replay(struct spool *sp, const struct spool_logfmt_ckpt *ck,
 		}
 	}
 done:
+	if (rp.nends > 0)
+		qsort(rp.ends, rp.nends, sizeof(*rp.ends), spool_log_cmp_id);
 	for (i = 0; i < rp.nimg; i++) {
+		rp.img[i].dead = rp.nends > 0 &&
+		    bsearch(rp.img[i].id, rp.ends, rp.nends, sizeof(*rp.ends),
+		        spool_log_cmp_id) != NULL;
 		if (rp.img[i].dead || spool_log_file_matches(sp, &rp.img[i]))
 			continue;
 		if (spool_log_restore(sp, &rp.img[i], err) == -1)
@@ -450,6 +468,7 @@ out:
 	free(rp.maps);
 	free(rp.maplen);
 	free(rp.img);
+	free(rp.ends);
 	free(segs);
 	return rc;
 }

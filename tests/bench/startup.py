@@ -97,6 +97,18 @@ def stop(p):
         p.wait()
 
 
+def timed_starts(conf, work, tag, reps, procs):
+    """reps starts and stops; the seconds each took to say "started"."""
+    times = []
+    for r in range(reps):
+        p, t = start(conf, os.path.join(work, "%s%d.log" % (tag, r)))
+        procs.append(p)
+        stop(p)
+        procs.remove(p)
+        times.append(t)
+    return times
+
+
 def count(path, needle):
     with open(path, "rb") as f:
         return f.read().count(needle)
@@ -182,21 +194,13 @@ def main():
         # Segments: the history closed, the journal as rotation leaves it.
         seg = os.path.join(spool, "journal.20251201T000000Z")
         shutil.copyfile(hist, seg)
-        times = []
-        for r in range(a.reps):
-            p, t = start(conf, os.path.join(work, "seg%d.log" % r))
-            procs.append(p)
-            stop(p)
-            procs.remove(p)
-            times.append(t)
-        results["segments"] = times
+        results["segments"] = timed_starts(conf, work, "seg", a.reps, procs)
         os.unlink(seg)
         # One file: the history at the head of the journal. The
         # checkpoint names the journal's length: it grows by the history.
         ck = os.path.join(spool, "checkpoint")
         with open(ck) as f:
             ckt = f.read()
-        jlen = os.path.getsize(journal)
         m = re.search(r"\njournal (\d+)\n", ckt)
         one = os.path.join(work, "one")
         with open(one, "wb") as o:
@@ -208,14 +212,8 @@ def main():
         with open(ck, "w") as f:
             f.write(ckt.replace(m.group(0), "\njournal %d\n" % (
                 int(m.group(1)) + os.path.getsize(hist))))
-        times = []
-        for r in range(a.reps):
-            p, t = start(conf, os.path.join(work, "one%d.log" % r))
-            procs.append(p)
-            stop(p)
-            procs.remove(p)
-            times.append(t)
-        results["one file"] = times
+        results["one file"] = timed_starts(conf, work, "one", a.reps,
+                                           procs)
         requeued = count(os.path.join(work, "one0.log"),
                          b"messages queued")
         day = datetime.date.today().isoformat()

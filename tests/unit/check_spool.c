@@ -1282,6 +1282,34 @@ START_TEST(test_journal_rotation_fixup)
 }
 END_TEST
 
+/* An image whose message was removed after it is not brought back. */
+START_TEST(test_log_removed_not_restored)
+{
+	struct result a = { 0 }, b = { 0 };
+	char rec[256], dir[256], path[512];
+	struct spool *s2;
+	int st = 1;
+	unsigned before;
+
+	commit_simple("Subject: gone\r\n\r\nbody\r\n", &a);
+	commit_simple("Subject: kept\r\n\r\nbody\r\n", &b);
+	(void)snprintf(rec, sizeof(rec),
+	    "2026-12-03T00:00:00.000000Z removed id=%s\n", a.id);
+	before = ndone;
+	spool_journal_append(sp, rec, strlen(rec), a.id, done_cb, &st);
+	pump_until(&ndone, before + 1);
+	ck_assert_int_eq(st, 0);
+	crash_copy(dir, sizeof(dir));
+	lose_unsynced(dir, b.id);
+	s2 = open_dir(dir);
+	(void)snprintf(path, sizeof(path), "%s/queue/%s", dir, a.id);
+	ck_assert_int_eq(access(path, F_OK), -1);
+	(void)snprintf(path, sizeof(path), "%s/queue/%s", dir, b.id);
+	ck_assert_int_eq(access(path, F_OK), 0);
+	spool_close(s2);
+}
+END_TEST
+
 START_TEST(test_close_drains)
 {
 	static struct result r[20];
@@ -1492,6 +1520,7 @@ spool_suite(void)
 	tcase_add_test(tc, test_log_lost_boot);
 	tcase_add_test(tc, test_journal_rotation);
 	tcase_add_test(tc, test_journal_rotation_fixup);
+	tcase_add_test(tc, test_log_removed_not_restored);
 	tcase_add_test(tc, test_close_drains);
 	tcase_add_test(tc, test_new_rejects_empty_envelope);
 	tcase_add_test(tc, test_precreate);
