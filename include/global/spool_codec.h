@@ -36,6 +36,8 @@
 #define SPOOL_PREPEND_MAX 2048 /* escaped octets; A-R + SPF fit */
 #define SPOOL_PREPEND_OFF \
 	(SPOOL_LINE1_LEN + SPOOL_SUM_LEN + 1 + sizeof(SPOOL_PREPEND_KEY) - 1)
+/* Line 4, "id ID", always here: a recycled tmp file names another id. */
+#define SPOOL_ID_OFF     (SPOOL_PREPEND_OFF + SPOOL_PREPEND_MAX + 1)
 #define SPOOL_HEADER_MAX (4 * 1024 * 1024) /* header octets */
 #define SPOOL_JLINE_MAX  (8 * 1024 * 1024) /* one journal record */
 #define SPOOL_MSGID_MAX  998               /* RFC 5322 2.1.1 line limit */

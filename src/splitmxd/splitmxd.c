@@ -37,8 +37,9 @@
 #include "workers.h"
 #include "xmalloc.h"
 
-#define SPLITMXD_VERSION "0.1.0"
-#define SPLITMXD_FD_MAX  (1 << 20) /* RLIMIT_NOFILE wanted at most */
+#define SPLITMXD_TMP_FILES_AHEAD 512 /* spool_set_precreate, at most */
+#define SPLITMXD_VERSION         "0.1.0"
+#define SPLITMXD_FD_MAX          (1 << 20) /* RLIMIT_NOFILE wanted at most */
 
 struct splitmxd {
 	/* From the command line. */
@@ -68,8 +69,9 @@ struct splitmxd {
 	struct event *drain; /* waits for deliveries */
 	struct timespec stop_at;
 	bool stopping;
-	unsigned file_max; /* sessions with a spool file (size_fd_limits) */
-	char **recovered;  /* ids found at start-up */
+	unsigned file_max;  /* sessions with a spool file (size_fd_limits) */
+	unsigned tmp_ahead; /* spool tmp files kept open ahead (ditto) */
+	char **recovered;   /* ids found at start-up */
 	size_t nrecovered;
 };
 
@@ -346,6 +348,12 @@ size_fd_limits(struct splitmxd *d)
 	for (i = 0; i < d->conf->ntargets; i++)
 		reserve += 2 * (rlim_t)d->conf->targets[i].connections;
 	room = rl.rlim_cur > reserve ? rl.rlim_cur - reserve : 0;
+	/* The tmp file pool holds its descriptors: an eighth of what is left. */
+	d->tmp_ahead = room / 8 < SPLITMXD_TMP_FILES_AHEAD ?
+	    (unsigned)(room / 8) :
+	    SPLITMXD_TMP_FILES_AHEAD;
+	reserve += d->tmp_ahead;
+	room -= d->tmp_ahead;
 	most = room - room / 10;
 	if (most < 1)
 		most = 1;
@@ -459,6 +467,11 @@ open_spool(struct splitmxd *d)
 		    d->err.data);
 	spool_set_journal_rotation(d->spool, conf->journal_segment_size,
 	    conf->journal_retention);
+	/*
+	 * tmp files made ahead on workers, and removed messages' files
+	 * reused: no file creation on the loop, no inode churn.
+	 */
+	spool_set_precreate(d->spool, d->tmp_ahead);
 	if (conf->duplicates) {
 		sbuf_init(&dpath, 4096);
 		(void)sbuf_printf(&dpath, "%s/dedup", conf->spool_dir);

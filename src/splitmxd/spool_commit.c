@@ -299,10 +299,8 @@ spool_group(struct spool *sp, struct spool_msg *batch, struct spool_jq *jbatch)
 		rnext = r->next;
 		if (status == -1)
 			r->status = -1;
-		if (r->status == 0 && r->remove_id[0] != '\0' &&
-		    unlinkat(sp->queuefd, r->remove_id, 0) == -1 &&
-		    errno != ENOENT)
-			log_warn("spool: unlink queue/%s", r->remove_id);
+		if (r->status == 0 && r->remove_id[0] != '\0')
+			spool_pool_recycle(sp, r->remove_id);
 		workers_post(sp->w, spool_jq_done, r);
 	}
 	/* Post before pending drops, so pending + busy never read 0 early. */
@@ -507,6 +505,10 @@ spool_msg_finish(struct spool_msg *msg)
 	        (off_t)SPOOL_PREPEND_OFF) == -1)
 		spool_msg_fail(msg, "write: %s", strerror(errno));
 	msg->file_size = msg->content_off + msg->size;
+	/* A recycled file: what is left of the message it held goes. */
+	if (!msg->failed && msg->stale > msg->file_size &&
+	    ftruncate(msg->fd, (off_t)msg->file_size) == -1)
+		spool_msg_fail(msg, "truncate: %s", strerror(errno));
 	free(msg->buf);
 	msg->buf = NULL;
 }

@@ -42,9 +42,20 @@
  */
 #define SPOOL_POOL_MAX  4096
 #define SPOOL_POOL_JOBS 2 /* refill jobs at once */
+/*
+ * A removed message's file goes back to the pool (spool_pool_recycle)
+ * rather than being unlinked: on ext4 without a journal, every inode
+ * allocation skips the inodes freed in the last 30 s, one inode table
+ * lookup each, so create-and-unlink churn costs more CPU than the rest
+ * of a message (docs/engineering-notes.md). Kept: files up to
+ * SPOOL_RECYCLE_MAX, SPOOL_POOL_BYTES of stale content in all.
+ */
+#define SPOOL_RECYCLE_MAX ((uint64_t)128 << 10)
+#define SPOOL_POOL_BYTES  ((uint64_t)32 << 20)
 struct spool_file {
 	int fd;
 	char id[SPOOL_ID_LEN + 1];
+	uint64_t stale; /* octets of a removed message still in it */
 };
 
 /*
@@ -117,9 +128,10 @@ struct spool {
 	unsigned pool_head;
 	unsigned pool_n;
 	unsigned pool_creating;
-	unsigned pool_jobs; /* refill jobs queued */
-	bool pool_failing;  /* last creation failed */
-	bool started;       /* tmp/ in use: no recovery */
+	unsigned pool_jobs;  /* refill jobs queued */
+	uint64_t pool_bytes; /* stale octets in the pool */
+	bool pool_failing;   /* last creation failed */
+	bool started;        /* tmp/ in use: no recovery */
 
 	pthread_t committer;
 	bool committer_started;
@@ -166,6 +178,7 @@ struct spool_msg {
 	bool image;  /* small: made durable as a log image, fd kept */
 	bool finish_in_committer; /* small: no worker step */
 	uint64_t file_size;       /* header and content, for the image */
+	uint64_t stale;           /* a recycled file's old length */
 	bool journaled;           /* accepted record durable */
 	bool renamed;             /* now queue/ID */
 	char err[SPOOL_ERR_LEN];
@@ -241,5 +254,6 @@ void spool_msg_free(struct spool_msg *msg);
 void spool_pool_lock(struct spool *sp);
 void spool_pool_unlock(struct spool *sp);
 void spool_pool_refill_job(void *arg);
+void spool_pool_recycle(struct spool *sp, const char *id);
 
 #endif

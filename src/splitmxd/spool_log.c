@@ -235,16 +235,30 @@ struct replay {
 	size_t nimg, imgcap;
 	char (*ends)[SPOOL_ID_LEN + 1]; /* removed, discarded, quarantined */
 	size_t nends, endcap;
+	char (*gone)[SPOOL_ID_LEN + 1]; /* removed: no queue/ file wanted */
+	size_t ngone, gonecap;
 	void **maps;
 	size_t *maplen;
 	size_t nmaps;
-	unsigned restored, lines;
+	unsigned restored, unlinked, lines;
 };
+
+static void
+spool_log_push_id(char (**ids)[SPOOL_ID_LEN + 1], size_t *n, size_t *cap,
+    const char *id)
+{
+	if (*n == *cap) {
+		*cap = *cap ? 2 * *cap : 64;
+		*ids = xreallocarray(*ids, *cap, sizeof(**ids));
+	}
+	memcpy((*ids)[(*n)++], id, SPOOL_ID_LEN + 1);
+}
 
 /*
  * The ids a removal, discard or quarantine in the replayed lines ends
  * (queue ids are unique, so such a record always follows its image);
- * matched against the images once the scan is done, sorted.
+ * matched against the images once the scan is done, sorted. Removals
+ * are kept apart too: their queue/ files must be gone.
  */
 static void
 spool_log_replay_lines(struct replay *rp, const unsigned char *p, size_t len)
@@ -260,16 +274,13 @@ spool_log_replay_lines(struct replay *rp, const unsigned char *p, size_t len)
 		if (spool_jrec_parse((const char *)p, (size_t)(nl - p), &rec,
 		        NULL) == -1)
 			continue;
-		if (!spool_jrec_is(&rec, "removed") &&
-		    !spool_jrec_is(&rec, "discarded") &&
+		if (spool_jrec_is(&rec, "removed"))
+			spool_log_push_id(&rp->gone, &rp->ngone, &rp->gonecap,
+			    rec.id);
+		else if (!spool_jrec_is(&rec, "discarded") &&
 		    !spool_jrec_is(&rec, "quarantined"))
 			continue;
-		if (rp->nends == rp->endcap) {
-			rp->endcap = rp->endcap ? 2 * rp->endcap : 64;
-			rp->ends = xreallocarray(rp->ends, rp->endcap,
-			    sizeof(*rp->ends));
-		}
-		memcpy(rp->ends[rp->nends++], rec.id, SPOOL_ID_LEN + 1);
+		spool_log_push_id(&rp->ends, &rp->nends, &rp->endcap, rec.id);
 	}
 }
 
@@ -451,6 +462,22 @@ done:
 		rp.restored++;
 		qchanged = true;
 	}
+	/*
+	 * A removal the log holds may have reached the directory or not: the
+	 * file is unlinked, or renamed into tmp/ for reuse and maybe written
+	 * into already (spool_pool_recycle). queue/ is synced at every
+	 * checkpoint, so only removals after it can have come back.
+	 */
+	for (i = 0; i < rp.ngone; i++) {
+		if (unlinkat(sp->queuefd, rp.gone[i], 0) == 0) {
+			rp.unlinked++;
+			qchanged = true;
+		} else if (errno != ENOENT) {
+			sbuf_seterr(err, "unlink queue/%s: %s", rp.gone[i],
+			    strerror(errno));
+			goto out;
+		}
+	}
 	if (fdatasync(sp->journalfd) == -1 ||
 	    (qchanged && fsync(sp->queuefd) == -1)) {
 		sbuf_seterr(err, "fsync after replay: %s", strerror(errno));
@@ -458,8 +485,8 @@ done:
 	}
 	if (rp.lines > 0 || rp.nimg > 0)
 		log_info("spool: log replayed: %u journal records, %zu "
-		         "images, %u files restored",
-		    rp.lines, rp.nimg, rp.restored);
+		         "images, %u files restored, %u removed again",
+		    rp.lines, rp.nimg, rp.restored, rp.unlinked);
 	sp->log.lsn = lsn;
 	rc = 0;
 out:
@@ -469,6 +496,7 @@ out:
 	free(rp.maplen);
 	free(rp.img);
 	free(rp.ends);
+	free(rp.gone);
 	free(segs);
 	return rc;
 }

@@ -156,6 +156,7 @@ spool_pool_refill_job(void *arg)
 			    sp->pool_max];
 			f->fd = fd;
 			memcpy(f->id, id, sizeof(f->id));
+			f->stale = 0;
 			sp->pool_n++;
 			sp->pool_failing = false;
 		} else {
@@ -208,6 +209,8 @@ spool_pool_take(struct spool *sp, struct spool_msg *msg, bool *refill_out)
 		sp->pool_n--;
 		msg->fd = f->fd;
 		memcpy(msg->id, f->id, sizeof(msg->id));
+		msg->stale = f->stale;
+		sp->pool_bytes -= f->stale;
 		got = true;
 	}
 	/* After a failure, only a miss (pool empty) tries again. */
@@ -219,6 +222,58 @@ spool_pool_take(struct spool *sp, struct spool_msg *msg, bool *refill_out)
 	spool_pool_unlock(sp);
 	*refill_out = refill;
 	return got;
+}
+
+/*
+ * Committer: queue/ID is done with (its removal is durable). Its inode
+ * goes back to the pool as tmp/NEWID, old content and all (a new message
+ * overwrites it from the start and cuts the rest off at commit; recovery
+ * tells such a file by its header's id, which is not its name), or is
+ * unlinked when the pool is full or the file large.
+ */
+void
+spool_pool_recycle(struct spool *sp, const char *id)
+{
+	struct spool_file *f;
+	struct stat st;
+	char nid[SPOOL_ID_LEN + 1];
+	bool room = false;
+	int fd = -1;
+
+	if (sp->pool_max > 0 &&
+	    fstatat(sp->queuefd, id, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+	    S_ISREG(st.st_mode) && (uint64_t)st.st_size <= SPOOL_RECYCLE_MAX) {
+		spool_pool_lock(sp);
+		room = sp->pool_n + sp->pool_creating < sp->pool_max &&
+		    sp->pool_bytes + (uint64_t)st.st_size <= SPOOL_POOL_BYTES;
+		if (room) {
+			sp->pool_creating++; /* holds the slot */
+			spool_new_id(sp, nid);
+		}
+		spool_pool_unlock(sp);
+	}
+	if (room &&
+	    renameat2(sp->queuefd, id, sp->tmpfd, nid, RENAME_NOREPLACE) == 0) {
+		fd = openat(sp->tmpfd, nid, O_RDWR | O_NOFOLLOW | O_CLOEXEC);
+		if (fd == -1) {
+			log_warn("spool: open tmp/%s", nid);
+			spool_unlink_tmp(sp, nid);
+		}
+	} else if (unlinkat(sp->queuefd, id, 0) == -1 && errno != ENOENT)
+		log_warn("spool: unlink queue/%s", id);
+	if (!room)
+		return;
+	spool_pool_lock(sp);
+	sp->pool_creating--;
+	if (fd != -1) {
+		f = &sp->pool[(sp->pool_head + sp->pool_n) % sp->pool_max];
+		f->fd = fd;
+		memcpy(f->id, nid, sizeof(f->id));
+		f->stale = (uint64_t)st.st_size;
+		sp->pool_bytes += f->stale;
+		sp->pool_n++;
+	}
+	spool_pool_unlock(sp);
 }
 
 struct spool_msg *

@@ -40,8 +40,41 @@ static int spool_cmp_names(const void *a, const void *b);
 static int spool_list_dir(int dirfd, const char *what, char ***names_out,
     size_t *n_out, struct sbuf *err);
 static void spool_free_names(char **names, size_t n);
+static const char *spool_tmp_unused(int tmpfd, const char *name);
 static int spool_move_corrupt(struct spool *sp, const char *name,
     struct sbuf *dest);
+
+/*
+ * tmp/NAME holds no message: "empty" (a pre-created file), "unused" (a
+ * recycled one, still the removed message's header: another id), else
+ * NULL (a message whose receipt was cut off).
+ */
+static const char *
+spool_tmp_unused(int tmpfd, const char *name)
+{
+	char want[3 + SPOOL_ID_LEN + 2], got[sizeof(want)];
+	struct stat st;
+	ssize_t n;
+	int fd;
+
+	if ((fd = openat(tmpfd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC)) == -1)
+		return NULL;
+	if (fstat(fd, &st) == -1 || !S_ISREG(st.st_mode)) {
+		(void)close(fd); /* read-only */
+		return NULL;
+	}
+	if (st.st_size == 0) {
+		(void)close(fd);
+		return "empty";
+	}
+	(void)snprintf(want, sizeof(want), "id %s\n", name);
+	n = pread(fd, got, strlen(want), (off_t)SPOOL_ID_OFF);
+	(void)close(fd);
+	if (n == (ssize_t)strlen(want) && memcmp(got, "id ", 3) == 0 &&
+	    memcmp(got, want, (size_t)n) != 0 && strlen(name) == SPOOL_ID_LEN)
+		return "unused";
+	return NULL;
+}
 
 int
 spool_quarantine(struct spool *sp, const char *id)
@@ -154,9 +187,9 @@ spool_recover(struct spool *sp, spool_found_cb found, void *arg,
 	char **names = NULL;
 	size_t n = 0, i;
 	uint64_t off, size, us;
-	struct stat fst;
 	int fd, rc = -1;
-	bool qchanged = false, bad, started, empty;
+	const char *unused;
+	bool qchanged = false, bad, started;
 
 	spool_pool_lock(sp);
 	started = sp->started;
@@ -183,20 +216,18 @@ spool_recover(struct spool *sp, spool_found_cb found, void *arg,
 		if (sbuf_append_escaped(&ename, names[i], strlen(names[i]),
 		        NULL, true) == -1)
 			sbuf_reset(&ename);
-		empty = fstatat(sp->tmpfd, names[i], &fst,
-		            AT_SYMLINK_NOFOLLOW) == 0 &&
-		    S_ISREG(fst.st_mode) && fst.st_size == 0;
+		unused = spool_tmp_unused(sp->tmpfd, names[i]);
 		if (unlinkat(sp->tmpfd, names[i], 0) == -1) {
 			log_warn("spool: cannot remove tmp/%s", ename.data);
 			continue;
 		}
 		/* Every removal is journaled, even of a file never written. */
-		if (empty)
-			log_info("removed empty tmp file %s", ename.data);
+		if (unused != NULL)
+			log_info("removed %s tmp file %s", unused, ename.data);
 		else
 			log_warnx("removed incomplete message %s", ename.data);
 		spool_journal_discard(&jb, ts, "discarded", names[i],
-		    empty ? "empty" : "incomplete");
+		    unused != NULL ? unused : "incomplete");
 		st.removed_tmp++;
 	}
 	spool_free_names(names, n);

@@ -973,17 +973,36 @@ def queue_file(spool, qid):
     return qf
 
 
+# Where a queue file's "id ID" line begins (spool_codec.h SPOOL_ID_OFF).
+SPOOL_ID_OFF = len("splitmx-queue-file 1\n") + 97 + 1 + len("prepend ") + \
+    2048 + 1
+
+
+def tmp_recycled(path, name):
+    """
+    True for a recycled tmp file (spool_pool_recycle): a removed message's
+    file handed back to the pool, its header still naming the removed id.
+    """
+    with open(path, "rb") as f:
+        f.seek(SPOOL_ID_OFF)
+        got = f.read(3 + 16)
+    return got.startswith(b"id ") and got[3:] != name.encode()
+
+
 def tmp_files(spool, include_empty=False):
     """
-    Files in SPOOL/tmp. Empty ones are left out by default: the spool may
-    keep a pool of pre-created empty tmp files (spool_set_precreate), and an
-    empty file holds no message. A non-empty one is a (half-)received message.
+    Files in SPOOL/tmp holding a message. Left out by default: the pool's
+    empty pre-created files (spool_set_precreate) and its recycled ones
+    (a removed message's file, which names another id): neither holds a
+    message. What is left is a (half-)received message.
     """
     d = os.path.join(spool, "tmp")
     out = []
     for n in list_dir(d):
+        p = os.path.join(d, n)
         try:
-            if include_empty or os.stat(os.path.join(d, n)).st_size > 0:
+            if include_empty or (os.stat(p).st_size > 0 and
+                                 not tmp_recycled(p, n)):
                 out.append(n)
         except FileNotFoundError:
             pass

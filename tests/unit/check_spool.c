@@ -31,6 +31,7 @@
 #include "sbuf.h"
 #include "smtp_proto.h"
 #include "spool.h"
+#include "spool_codec.h"
 #include "workers.h"
 #include "xmalloc.h"
 
@@ -254,7 +255,29 @@ count_dir(const char *sub)
 	return n;
 }
 
-/* tmp/ files holding a message (unused pre-created files are empty). */
+/*
+ * True when tmp/NAME (in dir fd) is a recycled file: it still holds a
+ * removed message, whose header names another id.
+ */
+static bool
+tmp_recycled(int dfd, const char *name)
+{
+	char got[3 + SPOOL_ID_LEN + 1];
+	ssize_t n;
+	int fd;
+
+	fd = openat(dfd, name, O_RDONLY | O_CLOEXEC);
+	ck_assert_int_ne(fd, -1);
+	n = pread(fd, got, sizeof(got), (off_t)SPOOL_ID_OFF);
+	ck_assert_int_eq(close(fd), 0);
+	return n == (ssize_t)sizeof(got) && memcmp(got, "id ", 3) == 0 &&
+	    memcmp(got + 3, name, SPOOL_ID_LEN) != 0;
+}
+
+/*
+ * tmp/ files holding a message (unused pre-created files are empty,
+ * recycled ones name another id).
+ */
 static unsigned
 count_tmp_used(void)
 {
@@ -271,7 +294,7 @@ count_tmp_used(void)
 		    strcmp(de->d_name, "..") == 0)
 			continue;
 		ck_assert_int_eq(fstatat(dirfd(d), de->d_name, &st, 0), 0);
-		if (st.st_size > 0)
+		if (st.st_size > 0 && !tmp_recycled(dirfd(d), de->d_name))
 			n++;
 	}
 	ck_assert_int_eq(closedir(d), 0);
@@ -1377,6 +1400,163 @@ START_TEST(test_precreate)
 }
 END_TEST
 
+/*
+ * Where DIR/journal's removal record of ID begins: a checkpoint at or
+ * past it would have synced queue/ after the removal.
+ */
+static unsigned long long
+journal_offset_of(const char *dir, const char *id)
+{
+	char path[512], needle[64], *j, *p;
+	size_t len;
+	unsigned long long off;
+
+	(void)snprintf(path, sizeof(path), "%s/journal", dir);
+	j = read_whole(path, &len);
+	(void)snprintf(needle, sizeof(needle), " removed id=%s", id);
+	p = strstr(j, needle);
+	ck_assert_msg(p != NULL, "no \"%s\" in the journal", needle);
+	off = (unsigned long long)(p - j);
+	free(j);
+	return off;
+}
+
+/* The inode of DIR/SUB/NAME. */
+static ino_t
+inode_of(const char *dir, const char *sub, const char *name)
+{
+	char path[512];
+	struct stat st;
+
+	(void)snprintf(path, sizeof(path), "%s/%s/%s", dir, sub, name);
+	ck_assert_msg(stat(path, &st) == 0, "stat %s: %s", path,
+	    strerror(errno));
+	return st.st_ino;
+}
+
+/* The name of the tmp/ file with inode ino, into out ("" if none). */
+static void
+tmp_with_inode(const char *dir, ino_t ino, char *out, size_t outlen)
+{
+	char path[256];
+	struct dirent *de;
+	DIR *d;
+
+	out[0] = '\0';
+	(void)snprintf(path, sizeof(path), "%s/tmp", dir);
+	ck_assert_ptr_nonnull(d = opendir(path));
+	while ((de = readdir(d)) != NULL)
+		if (de->d_ino == ino)
+			(void)snprintf(out, outlen, "%s", de->d_name);
+	ck_assert_int_eq(closedir(d), 0);
+}
+
+/*
+ * A removed message's file goes back to the tmp pool (no inode churn):
+ * the next message written into it reads back whole, the removed one's
+ * longer tail cut off; a crash with it still in tmp/ is recovered as an
+ * unused file, not as an incomplete message.
+ */
+START_TEST(test_precreate_recycles)
+{
+	static struct result r[8];
+	struct result big = { 0 }, other = { 0 };
+	struct spool_recovery st;
+	struct spool_envelope env;
+	char body[4096], rec[512], name[256], dir[256], sha[65], *j;
+	uint64_t off, size;
+	struct sbuf err;
+	struct spool *s2;
+	size_t len;
+	ino_t ino;
+	unsigned i, before;
+	int jst = 1;
+	bool reused = false;
+
+	memset(r, 0, sizeof(r));
+	spool_set_precreate(sp, 8);
+	sbuf_init(&err, 256);
+	ck_assert_int_eq(spool_recover(sp, NULL, NULL, &st, &err), 0);
+	wait_idle();
+	memset(body, 'x', sizeof(body) - 3);
+	memcpy(body + sizeof(body) - 3, "\r\n", 3);
+	commit_simple(body, &big);
+	ino = inode_of(sdir, "queue", big.id);
+	(void)snprintf(rec, sizeof(rec),
+	    "2026-12-04T00:00:00.000000Z removed id=%s\n", big.id);
+	before = ndone;
+	spool_journal_append(sp, rec, strlen(rec), big.id, done_cb, &jst);
+	pump_until(&ndone, before + 1);
+	ck_assert_int_eq(jst, 0);
+	wait_idle();
+	tmp_with_inode(sdir, ino, name, sizeof(name));
+	ck_assert_msg(name[0] != '\0', "queue/%s's inode not in tmp/", big.id);
+	ck_assert_str_ne(name, big.id);
+	ck_assert_uint_eq(count_tmp_used(), 0);
+
+	/*
+	 * Crash now: recovery drops it as unused, quietly. And were the
+	 * rename into tmp/ lost while the file was being reused (another
+	 * message's header under the removed name), the logged removal
+	 * takes it away; it is not quarantined as corrupt.
+	 */
+	commit_simple("Subject: other\r\n\r\nbody\r\n", &other);
+	crash_copy(dir, sizeof(dir));
+	(void)snprintf(rec, sizeof(rec), "%s/queue/%s", dir, other.id);
+	j = read_whole(rec, &len);
+	(void)snprintf(rec, sizeof(rec), "%s/queue/%s", dir, big.id);
+	write_whole(rec, j, len);
+	free(j);
+	ck_assert_uint_lt(ckpt_journal(dir), journal_offset_of(dir, big.id));
+	s2 = open_dir(dir);
+	ck_assert_int_eq(access(rec, F_OK), -1);
+	ck_assert_int_eq(spool_recover(s2, NULL, NULL, &st, &err), 0);
+	ck_assert_uint_eq(st.quarantined, 0);
+	ck_assert_uint_eq(st.queued, 1);
+	spool_close(s2);
+	(void)snprintf(rec, sizeof(rec), "%s/journal", dir);
+	j = read_whole(rec, &len);
+	(void)snprintf(rec, sizeof(rec), "discarded id=%s reason=unused", name);
+	ck_assert_msg(strstr(j, rec) != NULL, "no \"%s\" in:\n%s", rec, j);
+	free(j);
+
+	/* The pool hands it out again: 8 takes reach it. */
+	make_simple_env(&env, "a@example.org");
+	for (i = 0; i < 8; i++) {
+		struct spool_msg *msg = spool_msg_new(sp, &env, &t_err);
+
+		ck_assert_ptr_nonnull(msg);
+		ck_assert_int_eq(spool_msg_append(msg, "short\r\n", 7, &t_err),
+		    0);
+		spool_msg_commit(msg, NULL, commit_cb, &r[i]);
+	}
+	spool_envelope_clear(&env);
+	before = ndone;
+	pump_until(&ndone, before + 8);
+	wait_idle();
+	for (i = 0; i < 8; i++) {
+		ck_assert_msg(r[i].status == 0, "%u: %s", i, r[i].err);
+		if (strcmp(r[i].id, name) != 0)
+			continue;
+		reused = true;
+		ck_assert_uint_eq(inode_of(sdir, "queue", r[i].id), ino);
+		ck_assert_int_eq(read_msg(sdir, r[i].id, &env, &off, &size, sha,
+		                     &err),
+		    0);
+		spool_envelope_clear(&env);
+		ck_assert_uint_eq(size, 7);
+		/* Nothing of the removed message's 4 KiB is left after it. */
+		(void)snprintf(rec, sizeof(rec), "%s/queue/%s", sdir, r[i].id);
+		j = read_whole(rec, &len);
+		ck_assert_uint_eq(len, off + size);
+		ck_assert_mem_eq(j + off, "short\r\n", 7);
+		free(j);
+	}
+	ck_assert_msg(reused, "tmp/%s was not handed out", name);
+	sbuf_release(&err);
+}
+END_TEST
+
 START_TEST(test_new_rejects_empty_envelope)
 {
 	struct spool_envelope env;
@@ -1524,6 +1704,7 @@ spool_suite(void)
 	tcase_add_test(tc, test_close_drains);
 	tcase_add_test(tc, test_new_rejects_empty_envelope);
 	tcase_add_test(tc, test_precreate);
+	tcase_add_test(tc, test_precreate_recycles);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("id");
