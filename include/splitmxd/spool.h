@@ -59,8 +59,11 @@ typedef void (*spool_found_cb)(void *arg, const char *id,
  * the workers, so spool_msg_new does not wait for the filesystem: creating
  * a file may wait for a journal commit (ext4 under commit load: ~250 us
  * median, tens of ms at worst), while the loop thread is blocked. They show
- * as empty files in tmp/ and hold n fds. 0, the default, creates each file
- * inside spool_msg_new. Call after spool_open, before spool_recover.
+ * as empty files in tmp/ and hold n fds: 64 at first, twice as many each
+ * time the pool runs low, up to n; removed messages' files (128 KiB at
+ * most) come back into the pool. 0, the default, creates each file inside
+ * spool_msg_new and unlinks it at removal. Call after spool_open, before
+ * spool_recover.
  */
 void spool_set_precreate(struct spool *sp, unsigned n);
 

@@ -260,6 +260,35 @@ dedup_body_byte(struct dedup_msgkey *mk, unsigned char ch, struct sbuf *err)
 	return dedup_body_put(mk, ch, err);
 }
 
+/* A run of body text with no CR or LF in it: what dedup_body_byte does. */
+static int
+dedup_body_run(struct dedup_msgkey *mk, const unsigned char *p, size_t n,
+    struct sbuf *err)
+{
+	size_t k;
+
+	mk->body_cr = false;
+	for (; mk->body_nl > 0; mk->body_nl--)
+		if (dedup_body_put(mk, '\n', err) == -1)
+			return -1;
+	while (n > 0) {
+		if (mk->nbody == sizeof(mk->bodybuf)) {
+			if (dedup_digest_update(mk->body, mk->bodybuf,
+			        mk->nbody, err) == -1)
+				return -1;
+			mk->nbody = 0;
+		}
+		k = sizeof(mk->bodybuf) - mk->nbody;
+		if (k > n)
+			k = n;
+		memcpy(mk->bodybuf + mk->nbody, p, k);
+		mk->nbody += k;
+		p += k;
+		n -= k;
+	}
+	return 0;
+}
+
 /*
  * Header bytes. CR is dropped and LF ends a line, so CRLF and LF agree; a
  * line starting with WSP continues the field (RFC 5322 2.2.3 unfolding
@@ -366,7 +395,16 @@ dedup_msgkey_feed(struct dedup_msgkey *mk, const void *data, size_t len,
 	}
 	for (i = 0; i < len; i++) {
 		if (mk->state == DEDUP_S_BODY) {
-			if (dedup_body_byte(mk, p[i], err) == -1)
+			size_t n = 0;
+
+			while (
+			    i + n < len && p[i + n] != '\r' && p[i + n] != '\n')
+				n++;
+			if (n > 0) {
+				if (dedup_body_run(mk, p + i, n, err) == -1)
+					return -1;
+				i += n - 1;
+			} else if (dedup_body_byte(mk, p[i], err) == -1)
 				return -1;
 		} else if (dedup_header_byte(mk, p[i], err) == -1)
 			return -1;

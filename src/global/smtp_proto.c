@@ -1058,6 +1058,26 @@ smtp_proto_data_feed(struct smtp_proto_data *d, const char *in, size_t inlen,
 		return 1;
 	/* Each input octet writes at most 4 (bare CR as CRLF + bare LF). */
 	while (i < inlen && outcap - o >= SMTP_PROTO_DATA_EXPANSION) {
+		if (d->state == DS_MID) {
+			/* Inside a line: copy the run up to CR, LF or NUL. */
+			size_t n = 0, most = inlen - i;
+
+			if (most > outcap - o)
+				most = outcap - o;
+			while (n < most && in[i + n] != '\r' &&
+			    in[i + n] != '\n' && in[i + n] != '\0')
+				n++;
+			if (n > 0) {
+				memcpy(out + o, in + i, n);
+				o += n;
+				i += n;
+				d->out_total += n;
+				d->cur_line += n;
+				if (d->cur_line > d->max_line)
+					d->max_line = d->cur_line;
+				continue;
+			}
+		}
 		c = in[i++];
 		switch (d->state) {
 		case DS_LINESTART:

@@ -40,8 +40,9 @@
  * With spool_set_precreate, workers create tmp files ahead of need and
  * spool_msg_new only takes one.
  */
-#define SPOOL_POOL_MAX  4096
-#define SPOOL_POOL_JOBS 2 /* refill jobs at once */
+#define SPOOL_POOL_MAX   4096
+#define SPOOL_POOL_JOBS  2  /* refill jobs at once */
+#define SPOOL_POOL_FIRST 64 /* files made ahead at first */
 /*
  * A removed message's file goes back to the pool (spool_pool_recycle)
  * rather than being unlinked: on ext4 without a journal, every inode
@@ -124,7 +125,7 @@ struct spool {
 	uint32_t id_seq;          /* id tail, random start */
 	struct spool_file *pool;  /* FIFO ring of pool_max */
 	unsigned pool_max;        /* 0: no pre-creation */
-	unsigned pool_low;        /* refill below this */
+	unsigned pool_target;     /* refills make it this many */
 	unsigned pool_head;
 	unsigned pool_n;
 	unsigned pool_creating;

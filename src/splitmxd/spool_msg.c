@@ -136,7 +136,7 @@ spool_pool_refill_job(void *arg)
 
 	for (;;) {
 		spool_pool_lock(sp);
-		more = sp->pool_n + sp->pool_creating < sp->pool_max;
+		more = sp->pool_n + sp->pool_creating < sp->pool_target;
 		if (more)
 			sp->pool_creating++;
 		else
@@ -185,8 +185,13 @@ spool_set_precreate(struct spool *sp, unsigned n)
 	if (n > 0) {
 		sp->pool = xcalloc(n, sizeof(*sp->pool));
 		sp->pool_max = n;
-		/* Refill early enough that a burst rarely finds it empty. */
-		sp->pool_low = n - n / 4;
+		/*
+		 * Made ahead: SPOOL_POOL_FIRST at first, twice as many each
+		 * time the pool runs low, up to n. Creating files costs (see
+		 * spool_pool_recycle); once the queue stops growing, removed
+		 * messages' files come back and none are made.
+		 */
+		sp->pool_target = n < SPOOL_POOL_FIRST ? n : SPOOL_POOL_FIRST;
 	}
 	spool_pool_unlock(sp);
 }
@@ -213,12 +218,23 @@ spool_pool_take(struct spool *sp, struct spool_msg *msg, bool *refill_out)
 		sp->pool_bytes -= f->stale;
 		got = true;
 	}
-	/* After a failure, only a miss (pool empty) tries again. */
+	/*
+	 * Refill only when a quarter is left: above that, removed messages'
+	 * files come back (spool_pool_recycle). A higher mark had the refill
+	 * create files whenever the queue grew a little, and the recycled
+	 * ones then found the pool full and were unlinked: churn again.
+	 * After a failure, only a miss (pool empty) tries again.
+	 */
 	refill = sp->w != NULL && sp->pool_max > 0 &&
-	    sp->pool_jobs < SPOOL_POOL_JOBS && sp->pool_n < sp->pool_low &&
-	    (!sp->pool_failing || !got);
-	if (refill)
+	    sp->pool_jobs < SPOOL_POOL_JOBS &&
+	    sp->pool_n < sp->pool_target / 4 + 1 && (!sp->pool_failing || !got);
+	if (refill) {
 		sp->pool_jobs++;
+		if (sp->pool_target < sp->pool_max)
+			sp->pool_target = sp->pool_target * 2 < sp->pool_max ?
+			    sp->pool_target * 2 :
+			    sp->pool_max;
+	}
 	spool_pool_unlock(sp);
 	*refill_out = refill;
 	return got;
