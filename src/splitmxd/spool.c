@@ -16,6 +16,7 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <sched.h>
 #include <fcntl.h>
 #include <inttypes.h>
 #include <pthread.h>
@@ -409,6 +410,9 @@ spool_close(struct spool *sp)
 	spool_unlock(sp);
 	if (sp->committer_started)
 		spool_check(pthread_join(sp->committer, NULL), "pthread_join");
+	/* A thread that queued the last work may not have signalled yet. */
+	while (atomic_load(&sp->signalling) > 0)
+		(void)sched_yield();
 	/* Unused pre-created files would look like lost messages later. */
 	for (; sp->pool_n > 0; sp->pool_n--) {
 		f = &sp->pool[sp->pool_head];

@@ -40,6 +40,7 @@
 static void spool_commit_done(void *arg);
 static void spool_reopen_queue(struct spool *sp);
 static void spool_jq_done(void *arg);
+static void spool_wake_committer(struct spool *sp);
 static void spool_committer_enqueue(struct spool *sp, struct spool_msg *msg);
 static void spool_msg_finish_image(struct spool_msg *msg);
 
@@ -472,8 +473,23 @@ spool_journal_append(struct spool *sp, const char *data, size_t len,
 	sp->jq_n++;
 	*sp->jq_tail = r;
 	sp->jq_tail = &r->next;
-	spool_check(pthread_cond_signal(&sp->cq_cond), "pthread_cond_signal");
+	spool_wake_committer(sp);
+}
+
+/*
+ * Unlocks sp (locked by the caller, work queued) and wakes the committer.
+ * The signal follows the unlock, else the committer wakes into a held
+ * mutex, blocks and is woken again (a third of the futex calls at one
+ * session). Until it is sent, sp->signalling keeps spool_close from
+ * destroying the condition variable under it.
+ */
+static void
+spool_wake_committer(struct spool *sp)
+{
+	atomic_fetch_add(&sp->signalling, 1);
 	spool_unlock(sp);
+	spool_check(pthread_cond_signal(&sp->cq_cond), "pthread_cond_signal");
+	atomic_fetch_sub(&sp->signalling, 1);
 }
 
 static void
@@ -483,8 +499,7 @@ spool_committer_enqueue(struct spool *sp, struct spool_msg *msg)
 	spool_lock(sp);
 	*sp->cq_tail = msg;
 	sp->cq_tail = &msg->next;
-	spool_check(pthread_cond_signal(&sp->cq_cond), "pthread_cond_signal");
-	spool_unlock(sp);
+	spool_wake_committer(sp);
 }
 
 /* The last buffer, the size/sha256 line and the prepended fields. */

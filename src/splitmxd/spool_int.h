@@ -125,6 +125,7 @@ struct spool {
 	uint32_t id_seq;          /* id tail, random start */
 	struct spool_file *pool;  /* FIFO ring of pool_max */
 	unsigned pool_max;        /* 0: no pre-creation */
+	atomic_uint signalling;   /* spool_wake_committer in progress */
 	unsigned pool_target;     /* refills make it this many */
 	unsigned pool_head;
 	unsigned pool_n;

@@ -258,8 +258,12 @@ workers_submit(struct workers *w, workers_job_fn job, workers_done_cb done,
 	it->arg = arg;
 	workers_lock(&w->job_mtx);
 	workers_list_push(&w->jobs, it);
-	workers_check(pthread_cond_signal(&w->job_cond), "pthread_cond_signal");
 	workers_unlock(&w->job_mtx);
+	/*
+	 * After the unlock: a worker woken while the mutex is still held
+	 * would block on it at once, and the unlock would wake it again.
+	 */
+	workers_check(pthread_cond_signal(&w->job_cond), "pthread_cond_signal");
 }
 
 void
