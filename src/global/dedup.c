@@ -234,33 +234,22 @@ dedup_body_put(struct dedup_msgkey *mk, unsigned char ch, struct sbuf *err)
 }
 
 /*
- * CRLF, bare CR and bare LF all count as one line end; line ends are held
- * back until more text follows, so trailing empty lines never reach the
- * digest.
+ * A CR or LF of the body. CRLF, bare CR and bare LF all count as one line
+ * end; line ends are held back until more text follows (dedup_body_run),
+ * so trailing empty lines never reach the digest.
  */
-static int
-dedup_body_byte(struct dedup_msgkey *mk, unsigned char ch, struct sbuf *err)
+static void
+dedup_body_eol(struct dedup_msgkey *mk, unsigned char ch)
 {
-	if (ch == '\n') {
-		if (mk->body_cr)
-			mk->body_cr = false; /* the CR counted already */
-		else
-			mk->body_nl++;
-		return 0;
-	}
-	if (ch == '\r') {
-		mk->body_cr = true;
+	if (ch == '\n' && mk->body_cr)
+		mk->body_cr = false; /* the CR counted already */
+	else {
+		mk->body_cr = ch == '\r';
 		mk->body_nl++;
-		return 0;
 	}
-	mk->body_cr = false;
-	for (; mk->body_nl > 0; mk->body_nl--)
-		if (dedup_body_put(mk, '\n', err) == -1)
-			return -1;
-	return dedup_body_put(mk, ch, err);
 }
 
-/* A run of body text with no CR or LF in it: what dedup_body_byte does. */
+/* A run of body text with no CR or LF in it, after the held line ends. */
 static int
 dedup_body_run(struct dedup_msgkey *mk, const unsigned char *p, size_t n,
     struct sbuf *err)
@@ -400,12 +389,12 @@ dedup_msgkey_feed(struct dedup_msgkey *mk, const void *data, size_t len,
 			while (
 			    i + n < len && p[i + n] != '\r' && p[i + n] != '\n')
 				n++;
-			if (n > 0) {
-				if (dedup_body_run(mk, p + i, n, err) == -1)
-					return -1;
-				i += n - 1;
-			} else if (dedup_body_byte(mk, p[i], err) == -1)
+			if (n == 0)
+				dedup_body_eol(mk, p[i]);
+			else if (dedup_body_run(mk, p + i, n, err) == -1)
 				return -1;
+			else
+				i += n - 1;
 		} else if (dedup_header_byte(mk, p[i], err) == -1)
 			return -1;
 	}

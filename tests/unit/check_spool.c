@@ -1223,24 +1223,32 @@ done_cb(void *arg, int status)
 	ndone++;
 }
 
+/* Journals the removal of queue/ID, as the queue does, and waits for it. */
+static void
+journal_removed(const char *id)
+{
+	char rec[128];
+	unsigned before = ndone;
+	int st = 1;
+
+	(void)snprintf(rec, sizeof(rec),
+	    "2026-12-03T00:00:00.000000Z removed id=%s\n", id);
+	spool_journal_append(sp, rec, strlen(rec), id, done_cb, &st);
+	pump_until(&ndone, before + 1);
+	ck_assert_int_eq(st, 0);
+}
+
 /* Rotation: live records carried, the rest only in the closed segment. */
 START_TEST(test_journal_rotation)
 {
 	struct result a = { 0 }, b = { 0 };
 	struct spool_reader *rd;
 	struct sbuf all, err;
-	char rec[256], *j, *p;
-	int st = 1;
-	unsigned before;
+	char *j, *p;
 
 	commit_simple("Subject: a\r\n\r\nlive\r\n", &a);
 	commit_simple("Subject: b\r\n\r\ngone\r\n", &b);
-	(void)snprintf(rec, sizeof(rec),
-	    "2026-12-03T00:00:00.000000Z removed id=%s\n", b.id);
-	before = ndone;
-	spool_journal_append(sp, rec, strlen(rec), b.id, done_cb, &st);
-	pump_until(&ndone, before + 1);
-	ck_assert_int_eq(st, 0);
+	journal_removed(b.id);
 	spool_set_journal_rotation(sp, 1, 0);
 	spool_close(sp); /* the clean checkpoint rotates */
 	sp = NULL;
@@ -1309,19 +1317,12 @@ END_TEST
 START_TEST(test_log_removed_not_restored)
 {
 	struct result a = { 0 }, b = { 0 };
-	char rec[256], dir[256], path[512];
+	char dir[256], path[512];
 	struct spool *s2;
-	int st = 1;
-	unsigned before;
 
 	commit_simple("Subject: gone\r\n\r\nbody\r\n", &a);
 	commit_simple("Subject: kept\r\n\r\nbody\r\n", &b);
-	(void)snprintf(rec, sizeof(rec),
-	    "2026-12-03T00:00:00.000000Z removed id=%s\n", a.id);
-	before = ndone;
-	spool_journal_append(sp, rec, strlen(rec), a.id, done_cb, &st);
-	pump_until(&ndone, before + 1);
-	ck_assert_int_eq(st, 0);
+	journal_removed(a.id);
 	crash_copy(dir, sizeof(dir));
 	lose_unsynced(dir, b.id);
 	s2 = open_dir(dir);
@@ -1470,7 +1471,6 @@ START_TEST(test_precreate_recycles)
 	size_t len;
 	ino_t ino;
 	unsigned i, before;
-	int jst = 1;
 	bool reused = false;
 
 	memset(r, 0, sizeof(r));
@@ -1482,12 +1482,7 @@ START_TEST(test_precreate_recycles)
 	memcpy(body + sizeof(body) - 3, "\r\n", 3);
 	commit_simple(body, &big);
 	ino = inode_of(sdir, "queue", big.id);
-	(void)snprintf(rec, sizeof(rec),
-	    "2026-12-04T00:00:00.000000Z removed id=%s\n", big.id);
-	before = ndone;
-	spool_journal_append(sp, rec, strlen(rec), big.id, done_cb, &jst);
-	pump_until(&ndone, before + 1);
-	ck_assert_int_eq(jst, 0);
+	journal_removed(big.id);
 	wait_idle();
 	tmp_with_inode(sdir, ino, name, sizeof(name));
 	ck_assert_msg(name[0] != '\0', "queue/%s's inode not in tmp/", big.id);
